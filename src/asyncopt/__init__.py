@@ -1,0 +1,51 @@
+"""asyncopt: hyperparameter search built for ``await``."""
+
+from asyncopt.algorithms import rand as rand
+from asyncopt.errors import AllTrialsFailed as AllTrialsFailed
+from asyncopt.errors import AsyncoptError as AsyncoptError
+from asyncopt.errors import ObjectiveError as ObjectiveError
+from asyncopt.errors import SpaceError as SpaceError
+from asyncopt.errors import StorageError as StorageError
+from asyncopt.errors import StorageURLError as StorageURLError
+from asyncopt.errors import StudyMismatchError as StudyMismatchError
+from asyncopt.errors import TrialError as TrialError
+from asyncopt.history import History as History
+from asyncopt.space import hp as hp
+from asyncopt.space.compile import CompiledSpace as CompiledSpace
+from asyncopt.space.compile import compile_space as compile_space
+from asyncopt.space.evaluate import sample as sample
+from asyncopt.space.evaluate import space_eval as space_eval
+from asyncopt.space.scope import scope as scope
+from asyncopt.storage.base import STATUS_FAIL as STATUS_FAIL
+from asyncopt.storage.base import STATUS_OK as STATUS_OK
+from asyncopt.storage.base import Storage as Storage
+from asyncopt.storage.base import Trial as Trial
+from asyncopt.storage.base import TrialState as TrialState
+from asyncopt.storage.urls import open_storage as open_storage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "STATUS_FAIL",
+    "STATUS_OK",
+    "AllTrialsFailed",
+    "AsyncoptError",
+    "CompiledSpace",
+    "History",
+    "ObjectiveError",
+    "SpaceError",
+    "Storage",
+    "StorageError",
+    "StorageURLError",
+    "StudyMismatchError",
+    "Trial",
+    "TrialError",
+    "TrialState",
+    "compile_space",
+    "hp",
+    "open_storage",
+    "rand",
+    "sample",
+    "scope",
+    "space_eval",
+]

@@ -1,0 +1,1 @@
+"""Suggest functions: pure, vectorized, reading a `CompiledSpace` and a `History`."""

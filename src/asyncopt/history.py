@@ -1,0 +1,163 @@
+"""The columnar, immutable view of a study's trials that suggest functions read.
+
+`History` holds one row per trial (finished or pending) with numpy columns: the raw value
+of every label (NaN where the label is inactive), its active mask, the loss (NaN unless
+OK) and the state. The orchestrator keeps a `HistoryBuilder` up to date by applying each
+changed trial once; a snapshot is O(1) unless a row changed since the previous one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import attrs
+import numpy as np
+
+from asyncopt.space.compile import CompiledSpace
+from asyncopt.storage.base import Trial, TrialState
+
+__all__ = ["History", "HistoryBuilder"]
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+@attrs.frozen(eq=False)
+class History:
+    """Trials as columns. Rows are in the order trials were first seen (tid order when
+    read from storage). CANCELLED trials are kept with their state; suggest functions
+    use `ok`, `failed` and `pending` to pick rows.
+    """
+
+    tids: np.ndarray
+    states: np.ndarray
+    losses: np.ndarray
+    values: Mapping[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.tids)
+
+    def active(self, label: str) -> np.ndarray:
+        """Rows where ``label`` is active."""
+        return ~np.isnan(self.values[label])
+
+    @property
+    def ok(self) -> np.ndarray:
+        """Rows of OK trials (they have a finite loss)."""
+        return self.states == TrialState.OK
+
+    @property
+    def failed(self) -> np.ndarray:
+        """Rows of FAIL trials."""
+        return self.states == TrialState.FAIL
+
+    @property
+    def pending(self) -> np.ndarray:
+        """Rows of QUEUED or RUNNING trials: proposed, no loss yet."""
+        return (self.states == TrialState.QUEUED) | (self.states == TrialState.RUNNING)
+
+    @property
+    def n_ok(self) -> int:
+        """Number of OK trials."""
+        return int(np.count_nonzero(self.ok))
+
+    @classmethod
+    def empty(cls, space: CompiledSpace) -> History:
+        """A history without trials."""
+        return HistoryBuilder(space).snapshot()
+
+    @classmethod
+    def from_trials(cls, space: CompiledSpace, trials: Iterable[Trial]) -> History:
+        """A history of ``trials`` (convenient for tests and custom loops)."""
+        builder = HistoryBuilder(space)
+        builder.update(trials)
+        return builder.snapshot()
+
+
+class HistoryBuilder:
+    """Mutable owner of the column buffers; hands out immutable `History` snapshots.
+
+    New rows are appended past the end of every snapshot, so they never show through an
+    old one; a change to an existing row copies the small state/loss columns first if a
+    snapshot still refers to them.
+    """
+
+    def __init__(self, space: CompiledSpace, capacity: int = 64) -> None:
+        self._space = space
+        self._size = 0
+        self._rows: dict[int, int] = {}
+        self._tids = np.empty(capacity, dtype=np.int64)
+        self._states = np.empty(capacity, dtype=np.int8)
+        self._losses = np.empty(capacity, dtype=np.float64)
+        self._values = {label: np.empty(capacity, dtype=np.float64) for label in space.labels}
+        self._snapshot: History | None = None
+        self._shared = False
+
+    def __len__(self) -> int:
+        return self._size
+
+    def update(self, trials: Iterable[Trial]) -> None:
+        """Apply trials (new or changed); applying the same record twice is harmless."""
+        for trial in trials:
+            row = self._rows.get(trial.tid)
+            if row is None:
+                self._append(trial)
+            else:
+                self._change(row, trial)
+
+    def _append(self, trial: Trial) -> None:
+        if self._size == len(self._tids):
+            self._grow()
+        row = self._size
+        self._rows[trial.tid] = row
+        self._tids[row] = trial.tid
+        self._write_outcome(row, trial)
+        assignment = trial.assignment
+        for label, column in self._values.items():
+            value = assignment.get(label)
+            column[row] = np.nan if value is None else value
+        self._size += 1
+        self._snapshot = None
+
+    def _change(self, row: int, trial: Trial) -> None:
+        if self._shared:
+            self._states = self._states.copy()
+            self._losses = self._losses.copy()
+            self._shared = False
+        self._write_outcome(row, trial)
+        self._snapshot = None
+
+    def _write_outcome(self, row: int, trial: Trial) -> None:
+        self._states[row] = trial.state
+        ok = trial.state is TrialState.OK and trial.loss is not None
+        self._losses[row] = trial.loss if ok else np.nan
+
+    def _grow(self) -> None:
+        capacity = 2 * len(self._tids)
+
+        def grown(array: np.ndarray) -> np.ndarray:
+            bigger = np.empty(capacity, dtype=array.dtype)
+            bigger[: self._size] = array[: self._size]
+            return bigger
+
+        self._tids = grown(self._tids)
+        self._states = grown(self._states)
+        self._losses = grown(self._losses)
+        self._values = {label: grown(column) for label, column in self._values.items()}
+        self._shared = False
+
+    def snapshot(self) -> History:
+        """The current rows as an immutable `History`."""
+        if self._snapshot is None:
+            n = self._size
+            self._snapshot = History(
+                tids=_readonly(self._tids[:n]),
+                states=_readonly(self._states[:n]),
+                losses=_readonly(self._losses[:n]),
+                values={label: _readonly(col[:n]) for label, col in self._values.items()},
+            )
+            self._shared = True
+        return self._snapshot

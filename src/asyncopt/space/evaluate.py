@@ -1,0 +1,101 @@
+"""Turning assignments into concrete spaces, and drawing assignments from the prior."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from asyncopt.errors import SpaceError
+from asyncopt.space.compile import CompiledSpace, compile_space
+from asyncopt.space.expressions import (
+    Apply,
+    Choice,
+    DictNode,
+    ListNode,
+    Literal,
+    Param,
+    TupleNode,
+    as_node,
+)
+from asyncopt.space.scope import lookup
+
+__all__ = ["Assignment", "sample", "sample_assignments", "space_eval"]
+
+#: Label → raw value (choice → option index) of the active parameters of one trial.
+Assignment = dict[str, int | float]
+
+
+def space_eval(space: Any, assignment: Mapping[str, Any]) -> Any:
+    """The concrete structure of ``space`` for ``assignment`` (label → raw value).
+
+    Choices take the option at the assigned index; only the chosen branches are
+    evaluated. Raises `SpaceError` when an active label has no value or an index is
+    out of range.
+    """
+    root = space.root if isinstance(space, CompiledSpace) else as_node(space)
+    return _evaluate(root, assignment)
+
+
+def _evaluate(node: Any, assignment: Mapping[str, Any]) -> Any:
+    if isinstance(node, Param):
+        return node.dist.to_python(_value(node.label, assignment))
+    if isinstance(node, Choice):
+        raw = _value(node.label, assignment)
+        index = int(raw)
+        if index != raw or not 0 <= index < len(node.options):
+            raise SpaceError(
+                f"label {node.label!r}: option index {raw!r} is not in 0..{len(node.options) - 1}",
+                node.label,
+            )
+        return _evaluate(node.options[index], assignment)
+    if isinstance(node, DictNode):
+        return {_evaluate(k, assignment): _evaluate(v, assignment) for k, v in node.items}
+    if isinstance(node, ListNode):
+        return [_evaluate(item, assignment) for item in node.items]
+    if isinstance(node, TupleNode):
+        return tuple(_evaluate(item, assignment) for item in node.items)
+    if isinstance(node, Apply):
+        function = lookup(node.name)
+        return function(*(_evaluate(arg, assignment) for arg in node.args))
+    if isinstance(node, Literal):
+        return node.value
+    return node
+
+
+def _value(label: str, assignment: Mapping[str, Any]) -> Any:
+    try:
+        return assignment[label]
+    except KeyError:
+        raise SpaceError(f"the assignment has no value for active label {label!r}", label) from None
+
+
+def sample_assignments(space: CompiledSpace, rng: np.random.Generator, n: int) -> list[Assignment]:
+    """``n`` independent draws from the prior, as assignments (ancestral sampling)."""
+    columns: dict[str, np.ndarray] = {}
+    for spec in space.params:
+        values = spec.dist.sample(rng, n)
+        values[~spec.condition.mask(columns, n)] = np.nan
+        columns[spec.label] = values
+    return columns_to_assignments(space, columns, n)
+
+
+def columns_to_assignments(
+    space: CompiledSpace, columns: Mapping[str, np.ndarray], n: int
+) -> list[Assignment]:
+    """Split label → array columns (NaN where inactive) into ``n`` assignments."""
+    result: list[Assignment] = [{} for _ in range(n)]
+    for spec in space.params:
+        column = columns[spec.label]
+        convert = int if spec.dist.is_integer else float
+        for i in np.flatnonzero(~np.isnan(column)).tolist():
+            result[i][spec.label] = convert(column[i])
+    return result
+
+
+def sample(space: Any, seed: int | np.random.Generator | None = None) -> Any:
+    """One random draw of ``space`` from its prior, as the concrete structure."""
+    compiled = compile_space(space)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    return space_eval(compiled, sample_assignments(compiled, rng, 1)[0])

@@ -1,0 +1,275 @@
+"""The storage protocol every backend implements, and the records it stores.
+
+A storage holds studies; a study holds trials with dense ids (``tid`` 0, 1, 2, ...).
+Every operation that reads and then writes is atomic in every backend, so any number of
+tasks, processes or machines can share one study. Each change to a trial stamps it with
+a new ``seq``, increasing per storage, so readers can fetch only what changed.
+
+Backends raise only `asyncopt.errors.StorageError` subclasses.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import secrets
+import socket
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from asyncopt.errors import (
+    LeaseLostError,
+    StorageError,
+    StorageUnavailableError,
+    StorageURLError,
+    StudyMismatchError,
+    StudyNotFoundError,
+    TrialNotFoundError,
+    TrialStateError,
+)
+
+__all__ = [
+    "BUDGETED_STATES",
+    "FINISHED_STATES",
+    "STATUS_FAIL",
+    "STATUS_OK",
+    "LeaseLostError",
+    "Storage",
+    "StorageError",
+    "StorageURLError",
+    "StorageUnavailableError",
+    "StudyMismatchError",
+    "StudyNotFoundError",
+    "StudyRecord",
+    "Trial",
+    "TrialNotFoundError",
+    "TrialState",
+    "TrialStateError",
+    "new_worker_id",
+]
+
+STATUS_OK = "ok"
+STATUS_FAIL = "fail"
+
+
+class TrialState(enum.IntEnum):
+    """Where a trial is in its life: QUEUED → RUNNING → OK | FAIL | CANCELLED."""
+
+    QUEUED = 0
+    RUNNING = 1
+    OK = 2
+    FAIL = 3
+    CANCELLED = 4
+
+    @property
+    def is_finished(self) -> bool:
+        """True for OK, FAIL and CANCELLED."""
+        return self >= TrialState.OK
+
+    @property
+    def counts_toward_budget(self) -> bool:
+        """Every state but CANCELLED counts toward ``max_evals``."""
+        return self is not TrialState.CANCELLED
+
+
+BUDGETED_STATES = frozenset(s for s in TrialState if s.counts_toward_budget)
+FINISHED_STATES = frozenset(s for s in TrialState if s.is_finished)
+
+
+@attrs.frozen
+class Trial:
+    """One evaluation of the objective, as stored.
+
+    ``assignment`` maps each active label to its raw value (a choice's option index).
+    ``params`` is the evaluated space; it is filled in by `asyncopt.open_study` and
+    `asyncopt.minimize`, not by storages. Times are Unix timestamps in seconds.
+    """
+
+    study: str
+    tid: int
+    state: TrialState = attrs.field(converter=TrialState)
+    assignment: Mapping[str, int | float]
+    loss: float | None = None
+    result: Mapping[str, Any] | None = None
+    error: str | None = None
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    lease_expires_at: float | None = None
+    worker: str | None = None
+    seed: int | None = None
+    retry_of: int | None = None
+    seq: int = 0
+    params: Any = attrs.field(default=None, eq=False, repr=False)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish, when both are known."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored fields as a JSON-serializable dict (``params`` excluded)."""
+        data = attrs.asdict(self, recurse=False, filter=lambda a, _: a.name != "params")
+        data["state"] = self.state.name
+        data["assignment"] = dict(self.assignment)
+        data["result"] = None if self.result is None else dict(self.result)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Trial:
+        """Inverse of `to_dict`."""
+        fields = dict(data)
+        state = fields.pop("state")
+        fields["state"] = TrialState[state] if isinstance(state, str) else TrialState(state)
+        return cls(**fields)
+
+
+@attrs.frozen
+class StudyRecord:
+    """A study: its name, the space it searches (fingerprint and JSON description), its seed."""
+
+    name: str
+    fingerprint: str
+    space: Mapping[str, Any] = attrs.field(eq=False, repr=False)
+    seed: int
+    created_at: float
+
+
+def new_worker_id() -> str:
+    """A worker identity ``host:pid:random``, unique across machines and restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """What every backend provides. All methods are coroutines; use ``async with``.
+
+    Budgets: ``budget`` is the most trials in budgeted states (all but CANCELLED) the
+    study may hold; None means unlimited. Leases: ``lease`` is a duration in seconds
+    from now; a RUNNING trial whose lease has passed may be reaped by anyone.
+    """
+
+    @property
+    def url(self) -> str:
+        """The storage URL with any password replaced by ``***``."""
+        ...
+
+    async def __aenter__(self) -> Storage: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def open(self) -> None:
+        """Connect, create the schema if needed. Idempotent."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections. Idempotent."""
+        ...
+
+    async def create_study(
+        self, name: str, *, fingerprint: str, space: Mapping[str, Any], seed: int
+    ) -> StudyRecord:
+        """Create the study, or load it if it exists (then ``space`` and ``seed`` are ignored).
+
+        Raises `StudyMismatchError` if it exists with another fingerprint; nothing changes.
+        """
+        ...
+
+    async def get_study(self, name: str) -> StudyRecord:
+        """The study; `StudyNotFoundError` if there is none."""
+        ...
+
+    async def list_studies(self) -> list[StudyRecord]:
+        """Every study, by name."""
+        ...
+
+    async def delete_study(self, name: str) -> None:
+        """Delete the study and its trials; `StudyNotFoundError` if there is none."""
+        ...
+
+    async def create_trial(
+        self,
+        study: str,
+        assignment: Mapping[str, int | float],
+        *,
+        budget: int | None,
+        worker: str,
+        lease: float,
+        seed: int | None = None,
+    ) -> Trial | None:
+        """Atomically create a RUNNING trial with the next tid, if the budget allows.
+
+        Returns None, creating nothing, when the study already holds ``budget``
+        budgeted trials.
+        """
+        ...
+
+    async def enqueue_trials(
+        self,
+        study: str,
+        assignments: Sequence[Mapping[str, int | float]],
+        *,
+        budget: int | None,
+        seeds: Sequence[int | None] | None = None,
+    ) -> list[Trial]:
+        """Atomically add QUEUED trials, in order, as many as the budget allows."""
+        ...
+
+    async def claim_trial(self, study: str, *, worker: str, lease: float) -> Trial | None:
+        """Atomically move the lowest-tid QUEUED trial to RUNNING for ``worker``, or None."""
+        ...
+
+    async def finish_trial(
+        self,
+        study: str,
+        tid: int,
+        *,
+        worker: str,
+        state: TrialState,
+        loss: float | None = None,
+        result: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> Trial:
+        """Record the outcome (OK, FAIL or CANCELLED) of a RUNNING trial held by ``worker``.
+
+        Raises `TrialNotFoundError`, `TrialStateError` (not RUNNING: already finished,
+        or still queued) or `LeaseLostError` (held by another worker).
+        """
+        ...
+
+    async def renew_leases(
+        self, study: str, tids: Sequence[int], *, worker: str, lease: float
+    ) -> list[int]:
+        """Extend the leases of ``worker``'s RUNNING trials; returns the tids it no longer holds."""
+        ...
+
+    async def reap_expired(self, study: str) -> list[Trial]:
+        """Mark CANCELLED every RUNNING trial whose lease has passed.
+
+        Each reaped trial that is not itself a retry is queued again once, as a new QUEUED
+        trial with ``retry_of`` set to the reaped tid (that does not change the budget
+        count). Returns the reaped trials. Safe to call concurrently: a trial is reaped once.
+        """
+        ...
+
+    async def get_trial(self, study: str, tid: int) -> Trial:
+        """One trial; `TrialNotFoundError` if there is none."""
+        ...
+
+    async def trials_since(self, study: str, seq: int = 0) -> list[Trial]:
+        """Trials changed after sequence number ``seq`` (all with 0), ordered by ``seq``."""
+        ...
+
+    async def count_trials(self, study: str, *, budgeted: bool = True) -> int:
+        """Number of budgeted trials (or of all trials with ``budgeted=False``)."""
+        ...
