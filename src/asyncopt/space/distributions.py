@@ -35,6 +35,8 @@ _ARITY = {
 DISTRIBUTION_NAMES = frozenset({*_ARITY, "pchoice"})
 # exp() of anything above this overflows a float64.
 _MAX_LOG_BOUND = 709.0
+_MAX_FLOAT = float(np.finfo(np.float64).max)
+_MAX_EXP = math.log(_MAX_FLOAT)
 
 
 def _is_number(value: object) -> bool:
@@ -159,7 +161,9 @@ class Distribution:
                     label,
                 )
             if not math.isfinite(value):
-                raise SpaceError(f"label {label!r}: {name} parameter {value!r} is not finite", label)
+                raise SpaceError(
+                    f"label {label!r}: {name} parameter {value!r} is not finite", label
+                )
         if name == "pchoice":
             self._validate_probabilities(label)
             return
@@ -194,7 +198,9 @@ class Distribution:
                 )
         if self.is_normal:
             if not self.args[1] > 0:
-                raise SpaceError(f"label {label!r}: {name} needs sigma > 0, got {self.args[1]!r}", label)
+                raise SpaceError(
+                    f"label {label!r}: {name} needs sigma > 0, got {self.args[1]!r}", label
+                )
             if self.log and abs(self.args[0]) > _MAX_LOG_BOUND:
                 raise SpaceError(
                     f"label {label!r}: {name} mu is in log space; exp({self.args[0]!r}) overflows",
@@ -229,17 +235,32 @@ class Distribution:
         if name == "uniformint":
             return rng.integers(int(self.args[0]), int(self.args[1]) + 1, n).astype(float)
         if self.is_bounded:
-            draws = rng.uniform(self.args[0], self.args[1], n)
+            low, high = float(self.args[0]), float(self.args[1])
+            if math.isfinite(high - low):
+                draws = rng.uniform(low, high, n)
+            else:
+                # rng.uniform refuses a range wider than the float range; a convex
+                # combination of the bounds cannot overflow.
+                u = rng.random(n)
+                draws = low * (1.0 - u) + high * u
         else:
             draws = rng.normal(self.args[0], self.args[1], n)
         return self.from_internal(draws)
 
     def from_internal(self, x: np.ndarray) -> np.ndarray:
         """Map draws of the underlying uniform/normal to raw values (exp, then quantize)."""
-        values = np.exp(x) if self.log else np.asarray(x, dtype=float)
+        x = np.asarray(x, dtype=float)
+        # Draws beyond the float range (huge sigma, huge bounds) saturate instead of
+        # overflowing to inf, so every raw value stays finite.
+        values = (
+            np.exp(np.minimum(x, _MAX_EXP)) if self.log else np.clip(x, -_MAX_FLOAT, _MAX_FLOAT)
+        )
         q = self.q
         if q is not None and self.name != "uniformint":
-            values = np.round(values / q) * q
+            with np.errstate(over="ignore", invalid="ignore"):
+                quantized = np.round(values / q) * q
+            # Beyond 2**53 steps every float is on the grid already.
+            values = np.where(np.isfinite(quantized), quantized, values)
         return values
 
     def contains(self, value: float) -> bool:
@@ -255,14 +276,14 @@ class Distribution:
         q = self.q
         if q is not None:
             steps = value / q
-            if abs(steps - round(steps)) > 1e-6 * max(1.0, abs(steps)):
+            if math.isfinite(steps) and abs(steps - round(steps)) > 1e-6 * max(1.0, abs(steps)):
                 return False
         if self.is_bounded:
             low, high = self.args[0], self.args[1]
             if self.log:
                 low, high = math.exp(low), math.exp(high)
             if q is not None:
-                low, high = round(low / q) * q, round(high / q) * q
+                low, high = _on_grid(low, q), _on_grid(high, q)
             slack = 1e-9 * max(1.0, abs(low), abs(high))
             return low - slack <= value <= high + slack
         if self.log:
@@ -276,6 +297,12 @@ class Distribution:
     def describe(self) -> dict[str, Any]:
         """A JSON-serializable description."""
         return {"name": self.name, "args": [_plain(a) for a in self.args]}
+
+
+def _on_grid(value: float, q: float) -> float:
+    """``value`` rounded to a multiple of ``q`` (unchanged when the steps overflow)."""
+    steps = value / q
+    return float(round(steps) * q) if math.isfinite(steps) else value
 
 
 def _plain(value: float) -> int | float:
