@@ -104,8 +104,16 @@ class CompiledSpace:
 
     @fingerprint.default
     def _compute_fingerprint(self) -> str:
+        # Arguments as floats: hp.uniform("x", 0, 1) and hp.uniform("x", 0.0, 1.0) are equal
+        # spaces, so they must not tell a resumed study that its space changed.
         table = sorted(
-            [spec.label, spec.dist.describe(), spec.condition.describe()] for spec in self.params
+            [
+                spec.label,
+                spec.dist.name,
+                [float(a) for a in spec.dist.args],
+                spec.condition.describe(),
+            ]
+            for spec in self.params
         )
         text = json.dumps(table, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()

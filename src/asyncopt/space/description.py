@@ -74,6 +74,15 @@ def rebuild(description: dict[str, Any]) -> Any:
 
 
 def _rebuild(node: Any) -> Any:
+    try:
+        return _rebuild_node(node)
+    except SpaceError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SpaceError(f"malformed space description node: {node!r:.200}") from exc
+
+
+def _rebuild_node(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     if "param" in node:
@@ -97,6 +106,7 @@ def _rebuild(node: Any) -> Any:
     if "opaque" in node:
         raise SpaceError(
             f"the stored space holds a constant that cannot be rebuilt ({node['opaque']}); "
-            "load the space from your code instead (e.g. `asyncopt worker ... --space module:space`)"
+            "load the space from your code instead "
+            "(e.g. `asyncopt worker ... --space module:space`)"
         )
     raise SpaceError(f"malformed space description node: {node!r:.200}")

@@ -143,7 +143,8 @@ class Distribution:
         """Prior probability of each category, as a float array."""
         if self.name == "pchoice":
             p = np.asarray(self.args, dtype=float)
-            return p / p.sum()
+            normalized: np.ndarray = p / p.sum()
+            return normalized
         return np.full(self.size, 1.0 / self.size)
 
     # -- validation ------------------------------------------------------------------------
@@ -261,7 +262,7 @@ class Distribution:
                 quantized = np.round(values / q) * q
             # Beyond 2**53 steps every float is on the grid already.
             values = np.where(np.isfinite(quantized), quantized, values)
-        return values
+        return np.asarray(values, dtype=float)
 
     def contains(self, value: float) -> bool:
         """True when ``value`` is a possible raw value (bounds, grid, integrality)."""
@@ -275,8 +276,10 @@ class Distribution:
             return self.args[0] <= value <= self.args[1]
         q = self.q
         if q is not None:
-            steps = value / q
-            if math.isfinite(steps) and abs(steps - round(steps)) > 1e-6 * max(1.0, abs(steps)):
+            # On the grid means equal to the nearest grid point up to float rounding; a
+            # tolerance on value / q itself would accept anything once value / q is large.
+            nearest = _on_grid(value, q)
+            if not math.isclose(value, nearest, rel_tol=1e-9, abs_tol=1e-12 * q):
                 return False
         if self.is_bounded:
             low, high = self.args[0], self.args[1]

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+import numpy as np
 
 from asyncopt.errors import SpaceError
 from asyncopt.space.distributions import Distribution
@@ -29,6 +30,25 @@ __all__ = [
 ]
 
 _SCALARS = (str, int, float, bool, bytes, type(None))
+
+
+def _scalar_key(value: Any) -> Any:
+    # Python says 1 == 1.0 == True, but a space holding True is not the space holding 1:
+    # they evaluate differently, so structural equality must see the type of constants.
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int):
+        return ("int", value)
+    if isinstance(value, float):
+        # NaN is one constant, so a space holding it equals its own rebuilt copy.
+        return ("float", "nan") if value != value else ("float", value)
+    if isinstance(value, (str, bytes)) or value is None:
+        return (type(value).__name__, value)
+    return value
+
+
+def _items_key(items: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(_scalar_key(item) for item in items)
 
 
 class Expr:
@@ -121,7 +141,7 @@ class Choice(Expr):
     """A labelled choice between sub-spaces; its raw value is the option index."""
 
     label: str
-    options: tuple[Any, ...]
+    options: tuple[Any, ...] = attrs.field(eq=_items_key)
     dist: Distribution
 
     def __attrs_post_init__(self) -> None:
@@ -142,7 +162,7 @@ class Apply(Expr):
     """A registered `scope` function applied to argument nodes."""
 
     name: str
-    args: tuple[Any, ...]
+    args: tuple[Any, ...] = attrs.field(eq=_items_key)
 
 
 @attrs.frozen(eq=False)
@@ -151,41 +171,50 @@ class DictNode(Expr):
 
     items: tuple[tuple[Any, Any], ...]
 
+    def _mapping(self) -> dict[Any, Any]:
+        return {_scalar_key(k): _scalar_key(v) for k, v in self.items}
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DictNode):
             return NotImplemented
-        return len(self.items) == len(other.items) and dict(self.items) == dict(other.items)
+        return len(self.items) == len(other.items) and self._mapping() == other._mapping()
 
     def __hash__(self) -> int:
-        return hash(frozenset(self.items))
+        return hash(frozenset(self._mapping().items()))
 
 
 @attrs.frozen
 class ListNode(Expr):
     """A list in the space."""
 
-    items: tuple[Any, ...]
+    items: tuple[Any, ...] = attrs.field(eq=_items_key)
 
 
 @attrs.frozen
 class TupleNode(Expr):
     """A tuple in the space."""
 
-    items: tuple[Any, ...]
+    items: tuple[Any, ...] = attrs.field(eq=_items_key)
 
 
 def _check_label(label: object) -> None:
     if not isinstance(label, str) or not label:
-        raise SpaceError(f"labels must be non-empty strings, got {label!r}", None)
+        raise SpaceError(
+            f"labels must be non-empty strings, got {label!r}",
+            label if isinstance(label, str) else None,
+        )
 
 
 def as_node(value: Any) -> Any:
     """Turn a user's space (any nesting of containers, constants, expressions) into nodes.
 
-    Scalars (str, int, float, bool, None) stay as they are; other constants are wrapped
-    in `Literal`.
+    Scalars (str, int, float, bool, None) stay as they are, numpy scalars become the
+    equivalent Python scalar (so the space can be described as JSON); other constants are
+    wrapped in `Literal`.
     """
-    if isinstance(value, Expr) or isinstance(value, _SCALARS):
+    if isinstance(value, (np.bool_, np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, (Expr, *_SCALARS)):
         return value
     if isinstance(value, Mapping):
         return DictNode(tuple((as_node(k), as_node(v)) for k, v in value.items()))

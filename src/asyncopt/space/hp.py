@@ -39,11 +39,17 @@ def choice(label: str, options: Sequence[Any]) -> Choice:
     """One of ``options`` (each may be a sub-space), index drawn uniformly."""
     if isinstance(options, (str, bytes)) or not isinstance(options, Sequence):
         raise SpaceError(f"label {label!r}: choice options must be a list or tuple", label)
-    return Choice(label, tuple(as_node(o) for o in options), Distribution("choice", (len(options),)))
+    return Choice(
+        label, tuple(as_node(o) for o in options), Distribution("choice", (len(options),))
+    )
 
 
 def pchoice(label: str, p_options: Sequence[tuple[float, Any]]) -> Choice:
     """One of the options of ``[(probability, option), ...]``; probabilities sum to 1."""
+    if isinstance(p_options, (str, bytes)) or not isinstance(p_options, Sequence):
+        raise SpaceError(
+            f"label {label!r}: pchoice takes a list of (probability, option) pairs", label
+        )
     pairs = list(p_options)
     for pair in pairs:
         if not isinstance(pair, tuple) or len(pair) != 2:

@@ -75,7 +75,14 @@ class Scope:
         """
 
         def register(function: F) -> Callable[..., Apply]:
-            key = name or function.__name__
+            key = name or getattr(function, "__name__", "")
+            if not isinstance(key, str) or not key or key == "<lambda>":
+                # Every lambda is called "<lambda>": registering two would silently make
+                # spaces built with the first one call the second.
+                raise SpaceError(
+                    f"scope.define needs a name for {function!r}: use scope.define(name=...)(fn)",
+                    None,
+                )
             existing = _REGISTRY.get(key)
             if existing is not None and existing is not function:
                 same_origin = getattr(existing, "__qualname__", None) == getattr(
