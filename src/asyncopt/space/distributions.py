@@ -254,7 +254,9 @@ class Distribution:
         # Draws beyond the float range (huge sigma, huge bounds) saturate instead of
         # overflowing to inf, so every raw value stays finite.
         values = (
-            np.exp(np.minimum(x, _MAX_EXP)) if self.log else np.clip(x, -_MAX_FLOAT, _MAX_FLOAT)
+            np.exp(np.minimum(x, _MAX_EXP))
+            if self.log
+            else np.minimum(np.maximum(x, -_MAX_FLOAT), _MAX_FLOAT)
         )
         q = self.q
         if q is not None and self.name != "uniformint":
