@@ -1,6 +1,7 @@
 """asyncopt: hyperparameter search built for ``await``."""
 
 from asyncopt.algorithms import rand as rand
+from asyncopt.compat import fmin as fmin
 from asyncopt.errors import AllTrialsFailed as AllTrialsFailed
 from asyncopt.errors import AsyncoptError as AsyncoptError
 from asyncopt.errors import ObjectiveError as ObjectiveError
@@ -10,6 +11,8 @@ from asyncopt.errors import StorageURLError as StorageURLError
 from asyncopt.errors import StudyMismatchError as StudyMismatchError
 from asyncopt.errors import TrialError as TrialError
 from asyncopt.history import History as History
+from asyncopt.orchestrator import OptimizationResult as OptimizationResult
+from asyncopt.orchestrator import minimize as minimize
 from asyncopt.space import hp as hp
 from asyncopt.space.compile import CompiledSpace as CompiledSpace
 from asyncopt.space.compile import compile_space as compile_space
@@ -22,6 +25,8 @@ from asyncopt.storage.base import Storage as Storage
 from asyncopt.storage.base import Trial as Trial
 from asyncopt.storage.base import TrialState as TrialState
 from asyncopt.storage.urls import open_storage as open_storage
+from asyncopt.study import Study as Study
+from asyncopt.study import open_study as open_study
 
 __version__ = "0.1.0"
 
@@ -32,9 +37,11 @@ __all__ = [
     "AsyncoptError",
     "CompiledSpace",
     "History",
+    "OptimizationResult",
     "ObjectiveError",
     "SpaceError",
     "Storage",
+    "Study",
     "StorageError",
     "StorageURLError",
     "StudyMismatchError",
@@ -42,8 +49,11 @@ __all__ = [
     "TrialError",
     "TrialState",
     "compile_space",
+    "fmin",
     "hp",
+    "minimize",
     "open_storage",
+    "open_study",
     "rand",
     "sample",
     "scope",

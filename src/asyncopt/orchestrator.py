@@ -1,0 +1,279 @@
+"""`minimize`: the async search loop over a shared study.
+
+Inside one task group, up to ``concurrency`` workers each take a trial (a queued one, or
+a new suggestion created only if the study's budget allows), await the objective and
+record the outcome. Every write that must survive cancellation is shielded.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import attrs
+
+from asyncopt.errors import AllTrialsFailed, TrialStateError
+from asyncopt.outcome import Outcome, from_exception, from_value
+from asyncopt.progress import ProgressFactory, make_reporter
+from asyncopt.storage.base import Storage, Trial, TrialState
+from asyncopt.study import Study, SuggestFunction, check_lease, open_study
+
+__all__ = ["OptimizationResult", "minimize"]
+
+Objective = Callable[[Any], Any]
+Callback = Callable[[Trial], Any]
+EarlyStop = Callable[[tuple[Trial, ...]], Any]
+
+# Seconds to wait between looks at a study whose budget is spent while other workers
+# still run (or may requeue) trials.
+_IDLE_POLL = 0.25
+
+
+@attrs.frozen
+class OptimizationResult:
+    """What `minimize` found: the study's trials and its best one."""
+
+    study: str
+    trials: tuple[Trial, ...]
+
+    @property
+    def best_trial(self) -> Trial:
+        """The OK trial with the lowest loss (lowest tid on ties); `AllTrialsFailed` if none."""
+        ok = [t for t in self.trials if t.state is TrialState.OK and t.loss is not None]
+        if not ok:
+            raise AllTrialsFailed(
+                f"none of the {len(self.trials)} trials of study {self.study!r} succeeded"
+            )
+        return min(ok, key=lambda t: (t.loss, t.tid))
+
+    @property
+    def best_loss(self) -> float:
+        """The best trial's loss."""
+        loss = self.best_trial.loss
+        assert loss is not None
+        return loss
+
+    @property
+    def best_params(self) -> Any:
+        """The space evaluated at the best trial's assignment (real values, not indices)."""
+        return self.best_trial.params
+
+    @property
+    def best_assignment(self) -> Mapping[str, int | float]:
+        """The best trial's raw assignment (choices as option indices)."""
+        return self.best_trial.assignment
+
+
+def _is_async(function: Callable[..., Any]) -> bool:
+    while isinstance(function, functools.partial):
+        function = function.func
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None)  # noqa: B004 - async __call__ methods
+    )
+
+
+def _check_positive(name: str, value: float | None, *, integer: bool = False) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if integer and not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+
+
+class _Run:
+    """State shared by the workers of one `minimize` call."""
+
+    def __init__(
+        self,
+        study: Study,
+        objective: Objective,
+        *,
+        max_evals: int | None,
+        concurrency: int,
+        trial_timeout: float | None,
+        loss_threshold: float | None,
+        early_stop: EarlyStop | None,
+        callbacks: Sequence[Callback],
+        catch: tuple[type[BaseException], ...],
+        progress: Any,
+    ) -> None:
+        self.study = study
+        self.objective = objective
+        self.objective_is_async = _is_async(objective)
+        self.max_evals = max_evals
+        self.trial_timeout = trial_timeout
+        self.loss_threshold = loss_threshold
+        self.early_stop = early_stop
+        self.callbacks = callbacks
+        self.catch = catch
+        self.progress = progress
+        self.threads = anyio.CapacityLimiter(concurrency)
+        self.stopping = False
+
+    async def worker(self) -> None:
+        while not self.stopping:
+            trial = await self.study.ask(budget=self.max_evals)
+            if trial is None:
+                if not self.study.others_unfinished():
+                    return
+                # Other workers may still finish, or die and have their trials requeued.
+                await anyio.sleep(_IDLE_POLL)
+                await self.study.renew_and_reap()
+                continue
+            await self.run_trial(trial)
+
+    async def call_objective(self, params: Any) -> Any:
+        if self.objective_is_async:
+            value = await self.objective(params)
+        else:
+            value = await anyio.to_thread.run_sync(
+                self.objective, params, limiter=self.threads, abandon_on_cancel=True
+            )
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+    async def run_trial(self, trial: Trial) -> None:
+        cancelled = anyio.get_cancelled_exc_class()
+        escaping: BaseException | None = None
+        try:
+            if self.trial_timeout is None:
+                value = await self.call_objective(trial.params)
+            else:
+                with anyio.fail_after(self.trial_timeout):
+                    value = await self.call_objective(trial.params)
+            outcome = from_value(value)
+        except cancelled:
+            await self.record(trial, Outcome(TrialState.CANCELLED, error="cancelled"))
+            raise
+        except TimeoutError:
+            outcome = Outcome(
+                TrialState.FAIL,
+                error=f"TimeoutError: the objective exceeded trial_timeout={self.trial_timeout}s",
+            )
+        except self.catch as exc:
+            outcome = from_exception(exc)
+        except BaseException as exc:
+            outcome = from_exception(exc)
+            escaping = exc
+        finished = await self.record(trial, outcome)
+        if escaping is not None:
+            raise escaping
+        if finished is not None:
+            await self.after(finished)
+
+    async def record(self, trial: Trial, outcome: Outcome) -> Trial | None:
+        with anyio.CancelScope(shield=True):
+            try:
+                return await self.study.finish(trial.tid, outcome)
+            except TrialStateError:
+                # Our lease was lost (the trial was reaped and requeued): the retry counts.
+                return None
+
+    async def after(self, trial: Trial) -> None:
+        for callback in self.callbacks:
+            returned = callback(trial)
+            if inspect.isawaitable(returned):
+                await returned
+        if self.progress is not None:
+            counts = self.study.counts()
+            done = counts[TrialState.OK] + counts[TrialState.FAIL]
+            self.progress.update(done, self.study.best_loss)
+        best = self.study.best_loss
+        if self.loss_threshold is not None and best is not None and best <= self.loss_threshold:
+            self.stopping = True
+        if self.early_stop is not None and not self.stopping:
+            verdict = self.early_stop(self.study.cached_trials())
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+            if verdict:
+                self.stopping = True
+
+
+async def minimize(
+    objective: Objective,
+    space: Any,
+    *,
+    algo: SuggestFunction | None = None,
+    max_evals: int | None = None,
+    concurrency: int = 1,
+    storage: str | Storage = "memory://",
+    study: str = "default",
+    seed: int | None = None,
+    timeout: float | None = None,
+    trial_timeout: float | None = None,
+    loss_threshold: float | None = None,
+    early_stop: EarlyStop | None = None,
+    callbacks: Iterable[Callback] = (),
+    points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+    progress: bool | ProgressFactory = False,
+    lease: float = 60.0,
+    catch: tuple[type[BaseException], ...] = (Exception,),
+) -> OptimizationResult:
+    """Search ``space`` for the assignment that minimizes ``objective``.
+
+    ``objective(params)`` receives the evaluated space and returns a loss or a mapping
+    with ``loss``/``status`` and JSON extras; it may be a coroutine function (awaited) or
+    a plain function (run on a worker thread). Up to ``concurrency`` calls run at once.
+
+    Stopping: ``max_evals`` is the study's total budget (trials of every worker and of
+    earlier runs count; CANCELLED ones do not); ``timeout`` seconds for this call, after
+    which nothing new starts and running trials are cancelled; ``loss_threshold`` and
+    ``early_stop(trials) -> bool`` stop starting new trials and let running ones finish.
+    ``trial_timeout`` fails a single slow call. ``points_to_evaluate`` (assignments, raw
+    values) are queued first when the study is new, and count toward ``max_evals``.
+
+    The study lives in ``storage`` (a URL or a `Storage`) under the name ``study``;
+    running again resumes it. Exceptions in ``catch`` make FAIL trials; others propagate
+    after their trial is recorded. Raises `StudyMismatchError` when the stored study has
+    another space, `SpaceError` for a bad space, ValueError/TypeError for bad arguments.
+    """
+    _check_positive("max_evals", max_evals, integer=True) if max_evals != 0 else None
+    if max_evals is not None and max_evals < 0:
+        raise ValueError(f"max_evals must be >= 0, got {max_evals!r}")
+    _check_positive("concurrency", concurrency, integer=True)
+    _check_positive("timeout", timeout)
+    _check_positive("trial_timeout", trial_timeout)
+    check_lease(lease)
+    if max_evals is None and timeout is None and loss_threshold is None and early_stop is None:
+        raise ValueError(
+            "minimize needs a stopping rule: max_evals, timeout, loss_threshold or early_stop"
+        )
+    if not callable(objective):
+        raise TypeError(f"objective must be callable, got {type(objective).__name__}")
+    reporter = make_reporter(progress, max_evals, timeout)
+    try:
+        async with open_study(storage, study, space, algo=algo, seed=seed, lease=lease) as handle:
+            if points_to_evaluate and not handle.cached_trials():
+                await handle.enqueue(list(points_to_evaluate), budget=max_evals)
+            run = _Run(
+                handle,
+                objective,
+                max_evals=max_evals,
+                concurrency=concurrency,
+                trial_timeout=trial_timeout,
+                loss_threshold=loss_threshold,
+                early_stop=early_stop,
+                callbacks=list(callbacks),
+                catch=tuple(catch),
+                progress=reporter,
+            )
+            await handle.renew_and_reap()
+            with anyio.move_on_after(timeout if timeout is not None else math.inf):
+                async with anyio.create_task_group() as group:
+                    for _ in range(concurrency):
+                        group.start_soon(run.worker)
+            with anyio.CancelScope(shield=True):
+                trials = await handle.trials()
+    finally:
+        if reporter is not None:
+            reporter.close()
+    return OptimizationResult(study, trials)

@@ -1,0 +1,375 @@
+"""The ask/tell handle on a study: `open_study` and `Study`.
+
+The handle keeps the study's columnar `History` current by applying only the trials that
+changed since its last read, derives each suggestion's seed from the study seed and the
+trial's position, and keeps the leases of the trials it holds alive.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import attrs
+import numpy as np
+
+from asyncopt.errors import AllTrialsFailed, SpaceError, TrialStateError
+from asyncopt.history import History, HistoryBuilder
+from asyncopt.outcome import Outcome, from_value
+from asyncopt.space.compile import CompiledSpace, compile_space
+from asyncopt.space.evaluate import Assignment, space_eval
+from asyncopt.storage.base import Storage, StudyRecord, Trial, TrialState, new_worker_id
+from asyncopt.storage.urls import open_storage
+
+__all__ = ["Study", "SuggestFunction", "default_algorithm", "open_study", "trial_seed"]
+
+#: ``suggest(space, history, rng, n) -> list of n assignments``.
+SuggestFunction = Callable[[CompiledSpace, History, np.random.Generator, int], list[Assignment]]
+
+# A suggestion slower than this runs on a worker thread next time, to keep the loop free.
+_THREAD_THRESHOLD = 0.002
+
+
+def default_algorithm() -> SuggestFunction:
+    """The default suggest function: multivariate TPE (random search if TPE is unavailable)."""
+    try:
+        from asyncopt.algorithms import tpe
+    except ImportError:  # pragma: no cover - tpe ships with the package
+        from asyncopt.algorithms import rand
+
+        return rand.suggest
+    suggest: SuggestFunction = tpe.suggest
+    return suggest
+
+
+def trial_seed(study_seed: int, position: int) -> int:
+    """The seed of the suggestion for the trial at ``position`` (its expected tid)."""
+    state = np.random.SeedSequence([study_seed, position]).generate_state(1, dtype=np.uint32)
+    return int(state[0])
+
+
+def check_lease(lease: float) -> float:
+    """``lease`` as a positive float, or ValueError."""
+    if not isinstance(lease, (int, float)) or not math.isfinite(lease) or lease <= 0:
+        raise ValueError(f"lease must be a positive number of seconds, got {lease!r}")
+    return float(lease)
+
+
+class Study:
+    """An open study: ask for trials, tell their outcomes, read its trials.
+
+    Get one with `open_study`. Methods are safe to call from many tasks at once; asking
+    is serialized so that concurrent suggestions see each other as pending trials.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        record: StudyRecord,
+        space: CompiledSpace,
+        algo: SuggestFunction,
+        *,
+        lease: float,
+        worker: str,
+    ) -> None:
+        self.storage = storage
+        self.record = record
+        self.space = space
+        self.algo = algo
+        self.lease = lease
+        self.worker = worker
+        self._builder = HistoryBuilder(space)
+        self._trials: dict[int, Trial] = {}
+        self._params: dict[int, Any] = {}
+        self._seq = 0
+        self._held: set[int] = set()
+        self._ask_lock = anyio.Lock()
+        self._suggest_in_thread = False
+        self._best: Trial | None = None
+        self._counts = dict.fromkeys(TrialState, 0)
+        self._unfinished: set[int] = set()
+
+    @property
+    def name(self) -> str:
+        """The study's name."""
+        return self.record.name
+
+    @property
+    def seed(self) -> int:
+        """The study seed every suggestion seed derives from."""
+        return self.record.seed
+
+    @property
+    def held(self) -> frozenset[int]:
+        """Tids of the RUNNING trials this handle holds the lease of."""
+        return frozenset(self._held)
+
+    def __repr__(self) -> str:
+        return f"Study({self.name!r}, {len(self._trials)} trials, storage={self.storage.url!r})"
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _apply(self, trials: Sequence[Trial]) -> None:
+        for trial in trials:
+            known = self._trials.get(trial.tid)
+            if known is not None:
+                if known.seq > trial.seq:
+                    continue
+                self._counts[known.state] -= 1
+            self._counts[trial.state] += 1
+            if trial.state.is_finished:
+                self._unfinished.discard(trial.tid)
+            else:
+                self._unfinished.add(trial.tid)
+            self._trials[trial.tid] = trial
+            self._seq = max(self._seq, trial.seq)
+            if trial.state is TrialState.OK and trial.loss is not None:
+                best = self._best
+                if best is None or (trial.loss, trial.tid) < (best.loss, best.tid):  # type: ignore[operator]
+                    self._best = trial
+        self._builder.update(trials)
+
+    async def refresh(self) -> None:
+        """Read the trials that changed since the last read."""
+        self._apply(await self.storage.trials_since(self.name, self._seq))
+
+    def history(self) -> History:
+        """The columnar history as of the last read (immutable)."""
+        return self._builder.snapshot()
+
+    def _with_params(self, trial: Trial) -> Trial:
+        params = self._params.get(trial.tid)
+        if params is None:
+            try:
+                params = space_eval(self.space, trial.assignment)
+            except SpaceError:
+                return trial
+            self._params[trial.tid] = params
+        return attrs.evolve(trial, params=params)
+
+    def cached_trials(self) -> tuple[Trial, ...]:
+        """The trials as of the last read, ordered by tid, with ``params``."""
+        return tuple(self._with_params(self._trials[tid]) for tid in sorted(self._trials))
+
+    def counts(self) -> dict[TrialState, int]:
+        """Number of trials per state as of the last read."""
+        return dict(self._counts)
+
+    def others_unfinished(self) -> bool:
+        """True when, as of the last read, trials are QUEUED or held RUNNING by other workers."""
+        return not self._unfinished.issubset(self._held)
+
+    @property
+    def best_loss(self) -> float | None:
+        """The lowest loss of an OK trial as of the last read."""
+        return None if self._best is None else self._best.loss
+
+    async def trials(self) -> tuple[Trial, ...]:
+        """Every trial of the study, ordered by tid, with ``params``."""
+        await self.refresh()
+        return self.cached_trials()
+
+    async def best_trial(self) -> Trial:
+        """The OK trial with the lowest loss (lowest tid on ties); `AllTrialsFailed` if none."""
+        await self.refresh()
+        if self._best is None:
+            raise AllTrialsFailed(f"study {self.name!r} has no successful trial")
+        return self._with_params(self._best)
+
+    # -- asking ----------------------------------------------------------------------------
+
+    async def ask(self, *, budget: int | None = None) -> Trial | None:
+        """A RUNNING trial for this worker: a queued one if any, else a new suggestion.
+
+        With ``budget``, returns None (creating nothing) once the study holds ``budget``
+        budgeted trials. ``trial.params`` is the evaluated space.
+        """
+        async with self._ask_lock:
+            await self.refresh()
+            if self._counts[TrialState.QUEUED]:
+                claimed = await self.storage.claim_trial(
+                    self.name, worker=self.worker, lease=self.lease
+                )
+                if claimed is not None:
+                    return self._take(claimed)
+            position = len(self._builder)
+            seed = trial_seed(self.seed, position)
+            assignment = await self._suggest(seed)
+            created = await self.storage.create_trial(
+                self.name,
+                assignment,
+                budget=budget,
+                worker=self.worker,
+                lease=self.lease,
+                seed=seed,
+            )
+            if created is None:
+                return None
+            return self._take(created)
+
+    def _take(self, trial: Trial) -> Trial:
+        self._held.add(trial.tid)
+        self._apply([trial])
+        return self._with_params(trial)
+
+    async def _suggest(self, seed: int) -> Assignment:
+        history = self._builder.snapshot()
+        rng = np.random.default_rng(seed)
+
+        took = 0.0
+
+        def run() -> Assignment:
+            nonlocal took
+            started = time.perf_counter()
+            with np.errstate(all="ignore"):
+                proposal = self.algo(self.space, history, rng, 1)[0]
+            took = time.perf_counter() - started
+            return proposal
+
+        if self._suggest_in_thread:
+            assignment = await anyio.to_thread.run_sync(run)
+        else:
+            assignment = run()
+        self._suggest_in_thread = took > _THREAD_THRESHOLD
+        return assignment
+
+    async def enqueue(
+        self, assignments: Sequence[Mapping[str, Any]], *, budget: int | None = None
+    ) -> list[Trial]:
+        """Queue assignments (validated against the space) to be evaluated first."""
+        for assignment in assignments:
+            self.space.check_assignment(assignment)
+        queued = await self.storage.enqueue_trials(self.name, list(assignments), budget=budget)
+        self._apply(queued)
+        return queued
+
+    # -- telling ---------------------------------------------------------------------------
+
+    async def tell(self, tid: int, value: Any) -> Trial:
+        """Record the objective's value for trial ``tid`` (a loss or a result mapping).
+
+        A value that is not a finite loss or a valid mapping records a FAIL trial.
+        Raises `asyncopt.TrialError` subclasses for an unknown tid, a trial told twice
+        or a trial that was cancelled or is held by another worker.
+        """
+        return await self.finish(tid, from_value(value))
+
+    async def finish(self, tid: int, outcome: Outcome) -> Trial:
+        """Record ``outcome`` for trial ``tid`` (used by `tell` and `minimize`)."""
+        try:
+            trial = await self.storage.finish_trial(
+                self.name,
+                tid,
+                worker=self.worker,
+                state=outcome.state,
+                loss=outcome.loss,
+                result=outcome.result,
+                error=outcome.error,
+            )
+        finally:
+            if outcome.state.is_finished:
+                self._held.discard(tid)
+        self._apply([trial])
+        return self._with_params(trial)
+
+    # -- leases ----------------------------------------------------------------------------
+
+    async def keep_leases(self) -> None:
+        """Forever: renew held leases and reap expired ones every third of the lease."""
+        while True:
+            await anyio.sleep(self.lease / 3)
+            await self.renew_and_reap()
+
+    async def renew_and_reap(self) -> None:
+        """Renew this worker's leases once, and reap trials whose lease expired."""
+        if self._held:
+            lost = await self.storage.renew_leases(
+                self.name, sorted(self._held), worker=self.worker, lease=self.lease
+            )
+            self._held.difference_update(lost)
+        reaped = await self.storage.reap_expired(self.name)
+        if reaped:
+            await self.refresh()
+
+
+def _random_seed() -> int:
+    return secrets.randbits(31)
+
+
+@asynccontextmanager
+async def open_study(
+    storage: Storage | str,
+    name: str = "default",
+    space: Any = None,
+    *,
+    algo: SuggestFunction | None = None,
+    seed: int | None = None,
+    lease: float = 60.0,
+    worker: str | None = None,
+) -> AsyncIterator[Study]:
+    """Open (creating if needed) the study ``name`` for ask/tell, as ``async with``.
+
+    ``space`` may be omitted for an existing study: it is rebuilt from the stored
+    description. ``seed`` fixes a new study's seed (random if None); an existing study
+    keeps its seed, and a different explicit seed raises `StudyMismatchError`. While the
+    block runs, the leases of asked trials are renewed every ``lease / 3`` seconds.
+    Raises `StudyMismatchError` if the study exists with a different space.
+    """
+    from asyncopt.errors import StudyMismatchError
+    from asyncopt.space.description import rebuild
+
+    lease = check_lease(lease)
+    async with open_storage(storage) as store:
+        if space is None:
+            record = await store.get_study(name)
+            compiled = compile_space(rebuild(dict(record.space)))
+        else:
+            compiled = compile_space(space)
+            record = await store.create_study(
+                name,
+                fingerprint=compiled.fingerprint,
+                space=compiled.describe(),
+                seed=_random_seed() if seed is None else int(seed),
+            )
+        if seed is not None and record.seed != int(seed):
+            raise StudyMismatchError(
+                f"study {name!r} was created with seed {record.seed}, not {seed}; "
+                "omit seed to resume it"
+            )
+        handle = Study(
+            store,
+            record,
+            compiled,
+            algo or default_algorithm(),
+            lease=lease,
+            worker=worker or new_worker_id(),
+        )
+        async with anyio.create_task_group() as group:
+            group.start_soon(handle.keep_leases)
+            try:
+                await handle.refresh()
+                yield handle
+            finally:
+                group.cancel_scope.cancel()
+                await _release(handle)
+
+
+async def _release(handle: Study) -> None:
+    """Cancel the trials still held (asked, never told) so none stays RUNNING."""
+    if not handle.held:
+        return
+    with anyio.CancelScope(shield=True) as scope:
+        scope.deadline = anyio.current_time() + 30
+        for tid in sorted(handle.held):
+            try:
+                await handle.finish(
+                    tid,
+                    Outcome(TrialState.CANCELLED, error="cancelled: the study handle was closed"),
+                )
+            except TrialStateError:
+                pass  # reaped or finished elsewhere: nothing of ours to release
