@@ -1,0 +1,294 @@
+"""Search quality: asyncopt's algorithms against Hyperopt 0.3.0 and Optuna 5.0.0.
+
+Every algorithm runs on the same problems (benchmarks/problems.py) and seeds, in one
+process. asyncopt's suggest functions are driven by a plain loop (suggest → evaluate →
+`HistoryBuilder.update`); Hyperopt through `fmin`; Optuna through `study.optimize` with
+its default, seeded `TPESampler`. The table reports the mean over seeds of the best loss
+after 50, 100 and 200 evaluations.
+
+The parallel part keeps 16 trials pending at every suggestion (each proposal is
+evaluated only after 16 later ones were made) and reports regret (best − optimum) at
+200 evaluations, with the constant liar on and off.
+
+    python benchmarks/bench_quality.py --seeds 15 --out docs/benchmarks.md
+
+Results are cached per (algorithm, problem, seed, mode) in ``--cache`` (JSON), so a run
+can add algorithms or seeds without redoing the others; ``--fresh`` ignores the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from problems import PROBLEMS, Problem  # noqa: E402
+
+from asyncopt.history import HistoryBuilder  # noqa: E402
+from asyncopt.space.compile import compile_space  # noqa: E402
+from asyncopt.space.evaluate import space_eval  # noqa: E402
+from asyncopt.storage.base import Trial, TrialState  # noqa: E402
+
+CHECKPOINTS = (50, 100, 200)
+PARALLEL_PENDING = 16
+PARALLEL_PROBLEMS = ("branin", "hartmann6")
+
+
+def _ours(name: str) -> Callable[..., Any] | None:
+    from asyncopt.algorithms import rand, tpe
+
+    if name == "asyncopt-tpe":
+        return tpe.suggest
+    if name == "asyncopt-tpe-hyperopt":
+        return tpe.configure(preset="hyperopt")
+    if name == "asyncopt-rand":
+        return rand.suggest
+    if name == "asyncopt-anneal":
+        try:
+            from asyncopt.algorithms import anneal
+        except ImportError:
+            return None
+        return getattr(anneal, "suggest", None)
+    if name == "asyncopt-tpe-noliar":
+        return tpe.configure(constant_liar=False)
+    raise KeyError(name)
+
+
+OURS = ("asyncopt-tpe", "asyncopt-tpe-hyperopt", "asyncopt-anneal", "asyncopt-rand")
+PEERS = ("optuna-tpe", "hyperopt-tpe", "hyperopt-anneal", "hyperopt-rand")
+
+
+def run_asyncopt(
+    suggest: Callable[..., Any],
+    problem: Problem,
+    seed: int,
+    n_evals: int,
+    pending: int = 0,
+) -> list[float]:
+    """Losses in evaluation order; ``pending`` proposals wait before being evaluated."""
+    space = compile_space(problem.asyncopt_space())
+    builder = HistoryBuilder(space)
+    rng = np.random.default_rng(seed)
+    queue: deque[Trial] = deque()
+    losses: list[float] = []
+    created = 0
+
+    def finish(trial: Trial) -> None:
+        loss = problem.loss(space_eval(space, trial.assignment))
+        losses.append(loss)
+        builder.update([Trial("b", trial.tid, TrialState.OK, trial.assignment, loss=loss)])
+
+    while created < n_evals:
+        (assignment,) = suggest(space, builder.snapshot(), rng, 1)
+        trial = Trial("b", created, TrialState.RUNNING, assignment)
+        created += 1
+        builder.update([trial])
+        queue.append(trial)
+        if len(queue) > pending:
+            finish(queue.popleft())
+    while queue:
+        finish(queue.popleft())
+    return losses
+
+
+def run_hyperopt(algo: str, problem: Problem, seed: int, n_evals: int) -> list[float]:
+    import hyperopt
+
+    module = {"tpe": hyperopt.tpe, "anneal": hyperopt.anneal, "rand": hyperopt.rand}[algo]
+    trials = hyperopt.Trials()
+    hyperopt.fmin(
+        problem.loss,
+        problem.hyperopt_space(),
+        algo=module.suggest,
+        max_evals=n_evals,
+        trials=trials,
+        rstate=np.random.default_rng(seed),
+        show_progressbar=False,
+    )
+    return [float(x) for x in trials.losses()]
+
+
+def run_optuna(problem: Problem, seed: int, n_evals: int) -> list[float]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.optimize(lambda t: problem.loss(problem.optuna_params(t)), n_trials=n_evals)
+    return [float(t.value) for t in study.trials]
+
+
+def run(algo: str, problem: Problem, seed: int, n_evals: int, pending: int) -> list[float] | None:
+    if algo.startswith("asyncopt"):
+        suggest = _ours(algo)
+        if suggest is None:
+            return None
+        return run_asyncopt(suggest, problem, seed, n_evals, pending)
+    if algo == "optuna-tpe":
+        return run_optuna(problem, seed, n_evals)
+    if algo.startswith("hyperopt-"):
+        return run_hyperopt(algo.split("-", 1)[1], problem, seed, n_evals)
+    raise KeyError(algo)
+
+
+def best_at(losses: list[float], k: int) -> float:
+    return float(np.min(losses[:k]))
+
+
+def _fmt(x: float) -> str:
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    if abs(x) >= 100 or abs(x) < 1e-2:
+        return f"{x:.3g}"
+    return f"{x:.4g}" if abs(x) < 1 else f"{x:.3f}"
+
+
+def quality_table(results: dict[str, Any], algos: list[str], seeds: list[int]) -> str:
+    lines = []
+    for key, problem in PROBLEMS.items():
+        lines.append(f"#### {problem.name} (optimum {problem.optimum:g})\n")
+        lines.append(
+            "| algorithm | best@50 | best@100 | best@200 | regret@100 vs Optuna | "
+            "regret@200 vs Optuna | seconds/run |"
+        )
+        lines.append("|---|---|---|---|---|---|---|")
+        means: dict[str, list[float]] = {}
+        timing: dict[str, float] = {}
+        for algo in algos:
+            runs = [results.get(f"{algo}|{key}|{s}|0") for s in seeds]
+            if any(r is None for r in runs):
+                continue
+            means[algo] = [
+                float(np.mean([best_at(r["losses"], k) for r in runs])) for k in CHECKPOINTS
+            ]
+            timing[algo] = float(np.mean([r["seconds"] for r in runs]))
+        ref = means.get("optuna-tpe")
+        for algo, m in means.items():
+            ratios = ["", ""]
+            if ref is not None:
+                for j, k in enumerate((1, 2)):
+                    mine = m[k] - problem.optimum
+                    theirs = ref[k] - problem.optimum
+                    ratios[j] = f"{mine / theirs:.2f}x" if theirs > 0 else ""
+            lines.append(
+                f"| {algo} | {_fmt(m[0])} | {_fmt(m[1])} | {_fmt(m[2])} | {ratios[0]} | "
+                f"{ratios[1]} | {timing[algo]:.2f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def parallel_table(results: dict[str, Any], seeds: list[int]) -> str:
+    lines = [
+        f"| problem | sequential regret@200 | {PARALLEL_PENDING} pending, liar on | "
+        f"{PARALLEL_PENDING} pending, liar off | on / sequential | off / sequential |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key in PARALLEL_PROBLEMS:
+        problem = PROBLEMS[key]
+        regrets = []
+        for algo, pending in (
+            ("asyncopt-tpe", 0),
+            ("asyncopt-tpe", PARALLEL_PENDING),
+            ("asyncopt-tpe-noliar", PARALLEL_PENDING),
+        ):
+            runs = [results.get(f"{algo}|{key}|{s}|{pending}") for s in seeds]
+            if any(r is None for r in runs):
+                regrets.append(math.nan)
+                continue
+            regrets.append(
+                float(np.mean([best_at(r["losses"], 200) for r in runs])) - problem.optimum
+            )
+        seq, on, off = regrets
+        lines.append(
+            f"| {problem.name} | {_fmt(seq)} | {_fmt(on)} | {_fmt(off)} | "
+            f"{on / seq:.2f}x | {off / seq:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=15)
+    parser.add_argument("--evals", type=int, default=200)
+    parser.add_argument("--algos", default=",".join(OURS + PEERS))
+    parser.add_argument("--problems", default=",".join(PROBLEMS))
+    parser.add_argument("--no-parallel", action="store_true")
+    parser.add_argument("--cache", default="benchmarks/results/quality.json")
+    parser.add_argument("--fresh", action="store_true", help="ignore cached results")
+    parser.add_argument("--out", default=None, help="write the Markdown tables here")
+    args = parser.parse_args()
+    logging.getLogger("hyperopt").setLevel(logging.WARNING)
+
+    cache = Path(args.cache)
+    results: dict[str, Any] = {}
+    if cache.exists() and not args.fresh:
+        results = json.loads(cache.read_text())
+    seeds = list(range(args.seeds))
+    algos = [a for a in args.algos.split(",") if a]
+    problems = [p for p in args.problems.split(",") if p]
+    jobs = [(a, p, s, 0) for a in algos for p in problems for s in seeds]
+    if not args.no_parallel:
+        for p in PARALLEL_PROBLEMS:
+            if p in problems:
+                for s in seeds:
+                    jobs.append(("asyncopt-tpe", p, s, 0))
+                    jobs.append(("asyncopt-tpe", p, s, PARALLEL_PENDING))
+                    jobs.append(("asyncopt-tpe-noliar", p, s, PARALLEL_PENDING))
+    for algo, key, seed, pending in jobs:
+        name = f"{algo}|{key}|{seed}|{pending}"
+        if name in results:
+            continue
+        start = time.perf_counter()
+        losses = run(algo, PROBLEMS[key], seed, args.evals, pending)
+        if losses is None:
+            continue
+        seconds = time.perf_counter() - start
+        results[name] = {"losses": losses, "seconds": seconds}
+        print(f"{name}: best {min(losses):.5g} in {seconds:.2f}s", file=sys.stderr)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(results))
+
+    all_algos = [a for a in OURS + PEERS if a in algos]
+    text = quality_table(results, all_algos, seeds)
+    if not args.no_parallel:
+        text += "\n#### Parallel: regret at 200 evaluations\n\n" + parallel_table(results, seeds)
+    print(text)
+    if args.out:
+        _write_section(Path(args.out), args.seeds, text)
+
+
+BEGIN = "<!-- quality:begin -->"
+END = "<!-- quality:end -->"
+
+
+def _write_section(path: Path, n_seeds: int, text: str) -> None:
+    block = (
+        f"{BEGIN}\nMean over {n_seeds} seeds (0..{n_seeds - 1}) of the best loss after 50, 100 "
+        f"and 200 evaluations; regret ratios below 1 mean asyncopt's result is closer to the "
+        f"optimum than Optuna's.\n\n{text}\n{END}"
+    )
+    current = path.read_text() if path.exists() else ""
+    if BEGIN in current and END in current:
+        head, rest = current.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        path.write_text(head + block + tail)
+    else:
+        path.write_text(current + ("\n" if current else "") + block + "\n")
+
+
+if __name__ == "__main__":
+    main()

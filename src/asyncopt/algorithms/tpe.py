@@ -1,0 +1,428 @@
+"""The tree-structured Parzen estimator (TPE): suggestions from models of good and bad trials.
+
+The OK trials are split by loss into a small "below" group (the best ``n_below``) and the
+rest ("above"). Each group gets an adaptive Parzen estimator, ``l`` and ``g``;
+candidates are drawn from ``l`` and the one with the largest ``log l(x) - log g(x)`` is
+proposed (Bergstra et al., 2011, 2013).
+
+Two families of behaviour:
+
+- **Multivariate** (the default, `suggest`): parameters that are active together (they
+  share one activation condition) form a group, modelled by one joint mixture of product
+  kernels; candidates are drawn and scored jointly. Groups are decided parents first, so a
+  choice is made before the parameters of its branches. Each group is split on its own:
+  ``n_below = min(ceil(gamma * N), max_below)`` with ``N`` the OK trials where the group is
+  active; ``gamma=0.1``, ``n_startup=10``. Kernel widths come from neighbour gaps per axis
+  (the prior kernel sits at the centre with the prior's width), clipped by the magic clip.
+- **Hyperopt** (``configure(preset="hyperopt")``, the same as
+  ``configure(multivariate=False)``): Hyperopt 0.2's algorithm. One independent 1-D model
+  per parameter, modelled only from the trials where it is active; one global split with
+  ``n_below = min(ceil(0.25 * sqrt(N)), 25)``; ``n_startup=20``; the prior inserted among
+  the neighbours when computing widths; categorical pseudo-counts of ``prior_weight`` per
+  category; the mixture renormalized inside the bounds as a whole. One deliberate
+  difference: truncated log-uniform densities are normalized (Hyperopt forgets to).
+
+Both families:
+
+- **Startup**: while fewer than ``n_startup`` trials are OK, proposals are prior draws.
+- **Pending trials** (QUEUED or RUNNING) join the "above" group with their parameters
+  when ``constant_liar`` is on (the default) and never count in ``N``: concurrent
+  suggestions then avoid each other instead of piling onto one point.
+- **Failed trials** join the "above" group too (a region that fails is a bad region), as
+  Hyperopt does by giving them an infinite loss. The Hyperopt preset also counts them in
+  ``N`` as Hyperopt does; the default does not (as Optuna, which leaves them out of ``N``).
+- ``n > 1`` returns ``n`` proposals made one after another, each earlier one joining the
+  "above" group of the next (the liar applies between them whatever ``constant_liar``
+  says), so they are distinct whenever the space allows.
+- Categorical parameters are ``choice``, ``pchoice`` and ``randint``; ``uniformint`` is a
+  quantized numeric parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+import numpy as np
+
+from asyncopt.algorithms._parzen import (
+    Axis,
+    ProductMixture,
+    categorical_kernels,
+    gap_bandwidths,
+    linear_forgetting_weights,
+)
+from asyncopt.history import History
+from asyncopt.space.compile import CompiledSpace, Condition, ParamSpec
+from asyncopt.space.evaluate import Assignment, sample_assignments
+
+__all__ = ["TPE", "configure", "suggest"]
+
+_GAMMA_RULES = ("linear", "sqrt")
+_PRESETS = ("default", "hyperopt")
+
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "default": {
+        "multivariate": True,
+        "gamma": 0.1,
+        "gamma_rule": "linear",
+        "max_below": 25,
+        "n_startup": 10,
+        "n_candidates": 24,
+        "prior_weight": 1.0,
+        "linear_forgetting": 25,
+        "magic_clip": True,
+        "constant_liar": True,
+    },
+    "hyperopt": {
+        "multivariate": False,
+        "gamma": 0.25,
+        "gamma_rule": "sqrt",
+        "max_below": 25,
+        "n_startup": 20,
+        "n_candidates": 24,
+        "prior_weight": 1.0,
+        "linear_forgetting": 25,
+        "magic_clip": True,
+        "constant_liar": True,
+    },
+}
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+def _check_bool(name: str) -> Any:
+    def check(instance: Any, attribute: Any, value: Any) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"tpe option {name} must be True or False, got {value!r}")
+
+    return check
+
+
+def _check_count(name: str, minimum: int) -> Any:
+    def check(instance: Any, attribute: Any, value: Any) -> None:
+        if not _is_int(value):
+            raise TypeError(f"tpe option {name} must be an int, got {value!r}")
+        if value < minimum:
+            raise ValueError(f"tpe option {name} must be >= {minimum}, got {value!r}")
+
+    return check
+
+
+def _check_positive(name: str) -> Any:
+    def check(instance: Any, attribute: Any, value: Any) -> None:
+        if not _is_real(value):
+            raise TypeError(f"tpe option {name} must be a number, got {value!r}")
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"tpe option {name} must be a finite number > 0, got {value!r}")
+
+    return check
+
+
+def _check_forgetting(instance: Any, attribute: Any, value: Any) -> None:
+    if value is None:
+        return
+    if not _is_int(value):
+        raise TypeError(f"tpe option linear_forgetting must be an int or None, got {value!r}")
+    if value < 1:
+        raise ValueError(f"tpe option linear_forgetting must be >= 1, got {value!r}")
+
+
+def _check_gamma_rule(instance: Any, attribute: Any, value: Any) -> None:
+    if value not in _GAMMA_RULES:
+        raise ValueError(f"tpe option gamma_rule must be one of {_GAMMA_RULES}, got {value!r}")
+
+
+@attrs.frozen
+class TPE:
+    """A configured TPE suggest function; build it with `configure`.
+
+    Call it like `suggest`: ``tpe(space, history, rng, n=1)``.
+    """
+
+    multivariate: bool = attrs.field(validator=_check_bool("multivariate"))
+    gamma: float = attrs.field(validator=_check_positive("gamma"))
+    gamma_rule: str = attrs.field(validator=_check_gamma_rule)
+    max_below: int = attrs.field(validator=_check_count("max_below", 1))
+    n_startup: int = attrs.field(validator=_check_count("n_startup", 0))
+    n_candidates: int = attrs.field(validator=_check_count("n_candidates", 1))
+    prior_weight: float = attrs.field(validator=_check_positive("prior_weight"))
+    linear_forgetting: int | None = attrs.field(validator=_check_forgetting)
+    magic_clip: bool = attrs.field(validator=_check_bool("magic_clip"))
+    constant_liar: bool = attrs.field(validator=_check_bool("constant_liar"))
+
+    def n_below(self, n: int) -> int:
+        """How many of ``n`` OK trials form the "below" (good) group."""
+        if n <= 0:
+            return 0
+        scale = float(n) if self.gamma_rule == "linear" else math.sqrt(n)
+        return min(math.ceil(self.gamma * scale), self.max_below, n)
+
+    def __call__(
+        self, space: CompiledSpace, history: History, rng: np.random.Generator, n: int = 1
+    ) -> list[Assignment]:
+        """``n`` proposals for ``space`` given ``history`` (see the module docstring)."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        if n == 0:
+            return []
+        if history.n_ok < self.n_startup or not space.params:
+            return sample_assignments(space, rng, n)
+        with np.errstate(all="ignore"):
+            return _Proposer(self, space, history, rng).propose(n)
+
+
+def configure(**options: Any) -> TPE:
+    """A TPE suggest function with ``options``; invalid options raise here.
+
+    ``preset`` picks the family and its defaults: ``"default"`` (multivariate TPE) or
+    ``"hyperopt"`` (Hyperopt's TPE). ``multivariate=False`` without a preset means the
+    Hyperopt preset. The other options and their defaults (default / hyperopt):
+
+    - ``gamma`` (0.1 / 0.25) and ``gamma_rule`` (``"linear"`` / ``"sqrt"``):
+      ``n_below = min(ceil(gamma * N), max_below)``, with ``sqrt(N)`` for ``"sqrt"``;
+    - ``max_below`` (25): the cap on ``n_below``;
+    - ``n_startup`` (10 / 20): prior draws until this many trials are OK;
+    - ``n_candidates`` (24): candidates drawn from ``l`` per proposal (per group);
+    - ``prior_weight`` (1.0): weight of the prior kernel;
+    - ``linear_forgetting`` (25): observations older than the newest this-many weigh less;
+      None turns forgetting off;
+    - ``magic_clip`` (True): clip kernel widths to ``[1/min(100, n+2), 1]`` of the prior's;
+    - ``constant_liar`` (True): pending trials join the "above" group.
+
+    Raises TypeError for an unknown option or a value of the wrong type, ValueError for
+    a value out of range.
+    """
+    preset = options.pop("preset", None)
+    if preset is None:
+        multivariate = options.get("multivariate", True)
+        preset = "hyperopt" if multivariate is False else "default"
+    if preset not in _PRESETS:
+        raise ValueError(f"tpe option preset must be one of {_PRESETS}, got {preset!r}")
+    defaults = _DEFAULTS[preset]
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise TypeError(
+            f"unknown tpe option(s) {unknown}; the options are {sorted(defaults)} and preset"
+        )
+    return TPE(**{**defaults, **options})
+
+
+_DEFAULT = configure()
+
+
+def suggest(
+    space: CompiledSpace, history: History, rng: np.random.Generator, n: int = 1
+) -> list[Assignment]:
+    """``n`` proposals of the default (multivariate) TPE; see `configure` for variants."""
+    return _DEFAULT(space, history, rng, n)
+
+
+# -- implementation -------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Group:
+    condition: Condition
+    numeric: tuple[ParamSpec, ...]
+    axes: tuple[Axis, ...]
+    categorical: tuple[ParamSpec, ...]
+
+    @property
+    def first(self) -> str:
+        return (self.numeric or self.categorical)[0].label
+
+
+def _groups(space: CompiledSpace, multivariate: bool) -> list[_Group]:
+    members: dict[Any, list[ParamSpec]] = {}
+    for spec in space.params:
+        key = spec.condition if multivariate else spec.label
+        members.setdefault(key, []).append(spec)
+    groups = []
+    for specs in members.values():
+        numeric = tuple(s for s in specs if not s.dist.is_categorical)
+        categorical = tuple(s for s in specs if s.dist.is_categorical)
+        axes = tuple(Axis.of(s.dist) for s in numeric)
+        groups.append(_Group(specs[0].condition, numeric, axes, categorical))
+    return groups
+
+
+class _Proposer:
+    """State of one suggest call: history columns on the unit axes, and the proposals so far."""
+
+    def __init__(
+        self, tpe: TPE, space: CompiledSpace, history: History, rng: np.random.Generator
+    ) -> None:
+        self.tpe = tpe
+        self.space = space
+        self.rng = rng
+        self.groups = _groups(space, tpe.multivariate)
+        ok = history.ok
+        bad = history.failed
+        if tpe.constant_liar:
+            bad = bad | history.pending
+        self.ok_rows = np.flatnonzero(ok)
+        self.bad_rows = np.flatnonzero(bad)
+        losses = history.losses[self.ok_rows]
+        # Ranks of OK rows by loss (ties: the earlier trial first).
+        self.ok_order = self.ok_rows[np.argsort(losses, kind="stable")]
+        self.rank = np.full(len(history), len(history), dtype=np.int64)
+        self.rank[self.ok_order] = np.arange(len(self.ok_order))
+        n_global = len(self.ok_rows)
+        if not tpe.multivariate:
+            n_global += int(np.count_nonzero(history.failed))
+        self.global_below = tpe.n_below(n_global)
+        self.columns: dict[str, np.ndarray] = {}
+        for group in self.groups:
+            for spec, axis in zip(group.numeric, group.axes):
+                self.columns[spec.label] = axis.to_unit(history.values[spec.label])
+            for spec in group.categorical:
+                self.columns[spec.label] = history.values[spec.label] - spec.dist.offset
+        self.raw = history.values
+        self.extra: list[dict[str, float]] = []
+
+    def propose(self, n: int) -> list[Assignment]:
+        proposals: list[Assignment] = []
+        seen: set[tuple[tuple[str, float], ...]] = set()
+        for _ in range(n):
+            for attempt in range(4):
+                proposal, internal = self._one()
+                key = tuple(sorted(proposal.items()))
+                if key not in seen or attempt == 3:
+                    break
+            seen.add(key)
+            proposals.append(proposal)
+            self.extra.append(internal)
+        return proposals
+
+    def _one(self) -> tuple[Assignment, dict[str, float]]:
+        assignment: Assignment = {}
+        internal: dict[str, float] = {}
+        for group in self.groups:
+            if not group.condition.holds(assignment):
+                continue
+            self._decide(group, assignment, internal)
+        return assignment, internal
+
+    def _split(self, group: _Group) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows of the below group, OK rows of the above group, bad rows; all active."""
+        active = ~np.isnan(self.raw[group.first])
+        ok_active = self.ok_rows[active[self.ok_rows]]
+        if self.tpe.multivariate:
+            ranked = ok_active[np.argsort(self.rank[ok_active], kind="stable")]
+            cut = self.tpe.n_below(len(ranked))
+            below = np.sort(ranked[:cut])
+            above = np.sort(ranked[cut:])
+        else:
+            good = self.rank[ok_active] < self.global_below
+            below = ok_active[good]
+            above = ok_active[~good]
+        bad = self.bad_rows[active[self.bad_rows]]
+        return below, np.union1d(above, bad), bad
+
+    def _observations(
+        self, group: _Group, rows: np.ndarray, with_extra: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        numeric = np.empty((len(rows), len(group.numeric)))
+        for j, spec in enumerate(group.numeric):
+            numeric[:, j] = self.columns[spec.label][rows]
+        categorical = np.empty((len(rows), len(group.categorical)), dtype=np.intp)
+        for j, spec in enumerate(group.categorical):
+            categorical[:, j] = self.columns[spec.label][rows]
+        if with_extra:
+            extra = [e for e in self.extra if group.first in e]
+            if extra:
+                numeric = np.concatenate(
+                    [numeric, [[e[s.label] for s in group.numeric] for e in extra]]
+                ).reshape(-1, len(group.numeric))
+                categorical = np.concatenate(
+                    [
+                        categorical,
+                        np.asarray(
+                            [[e[s.label] for s in group.categorical] for e in extra],
+                            dtype=np.intp,
+                        ).reshape(-1, len(group.categorical)),
+                    ]
+                )
+        return numeric, categorical
+
+    def _mixture(self, group: _Group, numeric: np.ndarray, categorical: np.ndarray) -> ProductMixture:
+        tpe = self.tpe
+        hyperopt = not tpe.multivariate
+        rule = "hyperopt" if hyperopt else "optuna"
+        n = len(numeric)
+        prior_weight = tpe.prior_weight
+        if hyperopt and group.categorical:
+            prior_weight *= group.categorical[0].dist.size
+        weights = np.append(linear_forgetting_weights(n, tpe.linear_forgetting), prior_weight)
+        axes = group.axes
+        prior_mus = np.asarray([a.prior_mu for a in axes])
+        lows = np.asarray([a.low for a in axes])
+        highs = np.asarray([a.high for a in axes])
+        sigmas = np.empty((n, len(axes)))
+        for j, axis in enumerate(axes):
+            sigmas[:, j] = gap_bandwidths(
+                numeric[:, j : j + 1],
+                prior_mu=axis.prior_mu,
+                low=axis.low,
+                high=axis.high,
+                rule=rule,
+                magic_clip=tpe.magic_clip,
+            )[:, 0]
+        mus = np.concatenate([numeric, prior_mus[None, :]], axis=0)
+        sigmas = np.concatenate([sigmas, np.ones((1, len(axes)))], axis=0)
+        tables = [
+            categorical_kernels(
+                categorical[:, j],
+                spec.dist.probabilities,
+                prior_weight=tpe.prior_weight,
+                rule=rule,
+            )
+            for j, spec in enumerate(group.categorical)
+        ]
+        return ProductMixture.build(
+            weights,
+            mus,
+            sigmas,
+            lows,
+            highs,
+            np.asarray([a.quantized for a in axes], dtype=bool),
+            tables,
+            mixture_truncation=hyperopt,
+        )
+
+    def _decide(self, group: _Group, assignment: Assignment, internal: dict[str, float]) -> None:
+        below_rows, above_rows, _ = self._split(group)
+        below = self._mixture(group, *self._observations(group, below_rows, False))
+        above = self._mixture(group, *self._observations(group, above_rows, True))
+        points, categories = below.sample(self.rng, self.tpe.n_candidates)
+        raw = np.empty_like(points)
+        cells_a = np.zeros_like(points)
+        cells_b = np.zeros_like(points)
+        for j, axis in enumerate(group.axes):
+            raw[:, j] = axis.from_unit(points[:, j])
+            if axis.quantized:
+                cells_a[:, j], cells_b[:, j] = axis.cell(raw[:, j])
+        cells = (cells_a, cells_b) if any(a.quantized for a in group.axes) else None
+        score = below.log_pdf(points, cells, categories) - above.log_pdf(
+            points, cells, categories
+        )
+        score = np.where(np.isnan(score), -np.inf, score)
+        best = int(np.argmax(score))
+        for j, (spec, axis) in enumerate(zip(group.numeric, group.axes)):
+            value = float(raw[best, j])
+            assignment[spec.label] = int(value) if spec.dist.is_integer else value
+            internal[spec.label] = float(axis.to_unit(np.asarray([value]))[0])
+        for j, spec in enumerate(group.categorical):
+            index = int(categories[best, j])
+            assignment[spec.label] = index + spec.dist.offset
+            internal[spec.label] = float(index)
