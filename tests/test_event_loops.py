@@ -3,6 +3,7 @@
 import importlib.util
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 
@@ -15,4 +16,4 @@ async def test_both_backends_run(anyio_backend: str) -> None:
     import sniffio
 
     assert sniffio.current_async_library() == anyio_backend
-    await anyio.sleep(0)
+    await anyio.lowlevel.checkpoint()

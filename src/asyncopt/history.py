@@ -20,7 +20,7 @@ __all__ = ["History", "HistoryBuilder"]
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:
-    view = array.view()
+    view: np.ndarray = array.view()
     view.flags.writeable = False
     return view
 
@@ -42,22 +42,26 @@ class History:
 
     def active(self, label: str) -> np.ndarray:
         """Rows where ``label`` is active."""
-        return ~np.isnan(self.values[label])
+        mask: np.ndarray = ~np.isnan(self.values[label])
+        return mask
 
     @property
     def ok(self) -> np.ndarray:
         """Rows of OK trials (they have a finite loss)."""
-        return self.states == TrialState.OK
+        mask: np.ndarray = self.states == TrialState.OK
+        return mask
 
     @property
     def failed(self) -> np.ndarray:
         """Rows of FAIL trials."""
-        return self.states == TrialState.FAIL
+        mask: np.ndarray = self.states == TrialState.FAIL
+        return mask
 
     @property
     def pending(self) -> np.ndarray:
         """Rows of QUEUED or RUNNING trials: proposed, no loss yet."""
-        return (self.states == TrialState.QUEUED) | (self.states == TrialState.RUNNING)
+        mask: np.ndarray = (self.states == TrialState.QUEUED) | (self.states == TrialState.RUNNING)
+        return mask
 
     @property
     def n_ok(self) -> int:

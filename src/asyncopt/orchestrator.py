@@ -10,13 +10,14 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import attrs
 
+from asyncopt._groups import single_error
 from asyncopt.errors import AllTrialsFailed, TrialStateError
 from asyncopt.outcome import Outcome, from_exception, from_value
 from asyncopt.progress import ProgressFactory, make_reporter
@@ -177,6 +178,7 @@ class _Run:
             except TrialStateError:
                 # Our lease was lost (the trial was reaped and requeued): the retry counts.
                 return None
+        return None  # pragma: no cover - a shielded scope does not swallow exceptions
 
     async def after(self, trial: Trial) -> None:
         for callback in self.callbacks:
@@ -267,7 +269,7 @@ async def minimize(
                 progress=reporter,
             )
             await handle.renew_and_reap()
-            with anyio.move_on_after(timeout if timeout is not None else math.inf):
+            with anyio.move_on_after(timeout if timeout is not None else math.inf), single_error():
                 async with anyio.create_task_group() as group:
                     for _ in range(concurrency):
                         group.start_soon(run.worker)

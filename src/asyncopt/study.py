@@ -7,6 +7,7 @@ trial's position, and keeps the leases of the trials it holds alive.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 import time
@@ -18,10 +19,12 @@ import anyio
 import attrs
 import numpy as np
 
-from asyncopt.errors import AllTrialsFailed, SpaceError, TrialStateError
+from asyncopt._groups import single_error
+from asyncopt.errors import AllTrialsFailed, SpaceError, StudyMismatchError, TrialStateError
 from asyncopt.history import History, HistoryBuilder
 from asyncopt.outcome import Outcome, from_value
 from asyncopt.space.compile import CompiledSpace, compile_space
+from asyncopt.space.description import rebuild
 from asyncopt.space.evaluate import Assignment, space_eval
 from asyncopt.storage.base import Storage, StudyRecord, Trial, TrialState, new_worker_id
 from asyncopt.storage.urls import open_storage
@@ -130,7 +133,7 @@ class Study:
             self._seq = max(self._seq, trial.seq)
             if trial.state is TrialState.OK and trial.loss is not None:
                 best = self._best
-                if best is None or (trial.loss, trial.tid) < (best.loss, best.tid):  # type: ignore[operator]
+                if best is None or (trial.loss, trial.tid) < (best.loss, best.tid):
                     self._best = trial
         self._builder.update(trials)
 
@@ -320,8 +323,6 @@ async def open_study(
     block runs, the leases of asked trials are renewed every ``lease / 3`` seconds.
     Raises `StudyMismatchError` if the study exists with a different space.
     """
-    from asyncopt.errors import StudyMismatchError
-    from asyncopt.space.description import rebuild
 
     lease = check_lease(lease)
     async with open_storage(storage) as store:
@@ -349,14 +350,15 @@ async def open_study(
             lease=lease,
             worker=worker or new_worker_id(),
         )
-        async with anyio.create_task_group() as group:
-            group.start_soon(handle.keep_leases)
-            try:
-                await handle.refresh()
-                yield handle
-            finally:
-                group.cancel_scope.cancel()
-                await _release(handle)
+        with single_error():
+            async with anyio.create_task_group() as group:
+                group.start_soon(handle.keep_leases)
+                try:
+                    await handle.refresh()
+                    yield handle
+                finally:
+                    group.cancel_scope.cancel()
+                    await _release(handle)
 
 
 async def _release(handle: Study) -> None:
@@ -366,10 +368,9 @@ async def _release(handle: Study) -> None:
     with anyio.CancelScope(shield=True) as scope:
         scope.deadline = anyio.current_time() + 30
         for tid in sorted(handle.held):
-            try:
+            # A trial reaped or finished elsewhere is no longer ours to release.
+            with contextlib.suppress(TrialStateError):
                 await handle.finish(
                     tid,
                     Outcome(TrialState.CANCELLED, error="cancelled: the study handle was closed"),
                 )
-            except TrialStateError:
-                pass  # reaped or finished elsewhere: nothing of ours to release

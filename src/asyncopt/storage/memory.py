@@ -324,8 +324,12 @@ class MemoryStorage:
         await anyio.lowlevel.checkpoint()
         record = self._study(study)
         start = bisect.bisect_right(record.changes, (seq, len(record.trials)))
-        latest = (record.trials[tid] for _, tid in record.changes[start:])
-        return [trial for (change, _), trial in zip(record.changes[start:], latest) if trial.seq == change]
+        changed = []
+        for change, tid in record.changes[start:]:
+            trial = record.trials[tid]
+            if trial.seq == change:  # only the latest change of each trial
+                changed.append(trial)
+        return changed
 
     async def count_trials(self, study: str, *, budgeted: bool = True) -> int:
         await anyio.lowlevel.checkpoint()

@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+import anyio
 import attrs
 
 from asyncopt.errors import StorageURLError
@@ -135,9 +136,7 @@ def resolve_backend(scheme: str) -> StorageFactory:
     known = known_schemes()
     close = difflib.get_close_matches(scheme, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise StorageURLError(
-        f"unknown storage scheme {scheme!r} (known: {', '.join(known)}){hint}"
-    )
+    raise StorageURLError(f"unknown storage scheme {scheme!r} (known: {', '.join(known)}){hint}")
 
 
 def storage_from_url(url: str) -> Storage:
@@ -160,7 +159,9 @@ async def open_storage(storage: str | Storage = "memory://") -> AsyncIterator[St
         try:
             yield instance
         finally:
-            await instance.aclose()
+            # Close even when the caller was cancelled, so files and sockets are released.
+            with anyio.CancelScope(shield=True):
+                await instance.aclose()
     else:
         if not isinstance(storage, Storage):
             raise StorageURLError(

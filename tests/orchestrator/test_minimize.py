@@ -1,0 +1,453 @@
+"""minimize: concurrency, budget, failures, stopping rules, cancellation, resume."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+import asyncopt as ao
+from asyncopt import hp
+from asyncopt.storage.memory import MemoryStorage
+
+SPACE = {
+    "x": hp.uniform("x", -5, 5),
+    "branch": hp.choice("branch", [{"kind": "a"}, {"kind": "b", "y": hp.uniform("y", 0, 1)}]),
+}
+
+
+async def quadratic(params: dict[str, Any]) -> float:
+    await anyio.lowlevel.checkpoint()
+    return float(params["x"] ** 2)
+
+
+async def test_peak_concurrency_equals_limit() -> None:
+    in_flight = peak = 0
+
+    async def objective(params: dict[str, Any]) -> float:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await anyio.sleep(0.01)
+        in_flight -= 1
+        return float(params["x"])
+
+    result = await ao.minimize(
+        objective, SPACE, algo=ao.rand.suggest, max_evals=60, concurrency=7, seed=1
+    )
+    assert peak == 7
+    assert len(result.trials) == 60
+
+
+async def test_budget_gives_dense_tids_and_counts_failures() -> None:
+    calls = 0
+
+    async def objective(params: dict[str, Any]) -> float:
+        nonlocal calls
+        calls += 1
+        if calls % 3 == 0:
+            raise RuntimeError("boom")
+        return float(params["x"])
+
+    result = await ao.minimize(
+        objective, SPACE, algo=ao.rand.suggest, max_evals=30, concurrency=4, seed=2
+    )
+    assert [t.tid for t in result.trials] == list(range(30))
+    assert calls == 30
+    states = [t.state for t in result.trials]
+    assert states.count(ao.TrialState.FAIL) == 10
+    assert states.count(ao.TrialState.OK) == 20
+
+
+async def test_points_to_evaluate_run_first_and_count() -> None:
+    seen: list[float] = []
+
+    async def objective(params: dict[str, Any]) -> float:
+        seen.append(params["x"])
+        return float(params["x"])
+
+    points = [{"x": 1.5, "branch": 0}, {"x": -2.0, "branch": 1, "y": 0.5}]
+    result = await ao.minimize(
+        objective,
+        SPACE,
+        algo=ao.rand.suggest,
+        max_evals=5,
+        seed=3,
+        points_to_evaluate=points,
+    )
+    assert len(result.trials) == 5
+    assert seen[:2] == [1.5, -2.0]
+    assert dict(result.trials[1].assignment) == points[1]
+    assert result.trials[1].params == {"x": -2.0, "branch": {"kind": "b", "y": 0.5}}
+
+
+async def test_points_to_evaluate_are_validated() -> None:
+    with pytest.raises(ao.SpaceError, match="'y'"):
+        await ao.minimize(
+            quadratic,
+            SPACE,
+            max_evals=3,
+            points_to_evaluate=[{"x": 1.0, "branch": 1}],
+        )
+
+
+@pytest.mark.parametrize(
+    ("returned", "fragment"),
+    [
+        (math.nan, "non-finite"),
+        (math.inf, "non-finite"),
+        ({"loss": math.nan}, "not finite"),
+        ({"status": "ok"}, "no 'loss'"),
+        ({"loss": "low"}, "not a number"),
+        ({"loss": 1.0, "status": "great"}, "status"),
+        ("0.5", "expected a number"),
+        (None, "expected a number"),
+        ({"loss": 1.0, "model": object()}, "JSON"),
+    ],
+)
+async def test_bad_results_become_failed_trials(returned: Any, fragment: str) -> None:
+    async def objective(params: dict[str, Any]) -> Any:
+        return returned
+
+    result = await ao.minimize(objective, SPACE, algo=ao.rand.suggest, max_evals=2, seed=4)
+    assert [t.state for t in result.trials] == [ao.TrialState.FAIL] * 2
+    assert result.trials[0].error is not None
+    assert fragment in result.trials[0].error
+    with pytest.raises(ao.AllTrialsFailed):
+        _ = result.best_trial
+
+
+async def test_result_mapping_extras_and_fail_status() -> None:
+    async def objective(params: dict[str, Any]) -> Any:
+        if params["x"] > 0:
+            return {"status": "fail", "error": "diverged"}
+        return {"loss": -params["x"], "accuracy": 0.9, "tags": ["a"]}
+
+    result = await ao.minimize(objective, SPACE, algo=ao.rand.suggest, max_evals=20, seed=5)
+    ok = [t for t in result.trials if t.state is ao.TrialState.OK]
+    failed = [t for t in result.trials if t.state is ao.TrialState.FAIL]
+    assert ok
+    assert failed
+    assert ok[0].result is not None
+    assert ok[0].result["accuracy"] == 0.9
+    assert ok[0].result["tags"] == ["a"]
+    assert failed[0].error == "diverged"
+    assert failed[0].loss is None
+
+
+async def test_exception_is_recorded_with_traceback() -> None:
+    async def objective(params: dict[str, Any]) -> float:
+        raise ValueError("bad learning rate")
+
+    result = await ao.minimize(objective, SPACE, algo=ao.rand.suggest, max_evals=1, seed=6)
+    error = result.trials[0].error
+    assert error is not None
+    assert error.startswith("ValueError: bad learning rate")
+    assert "Traceback" in error
+
+
+async def test_exception_outside_catch_propagates_after_recording() -> None:
+    storage = MemoryStorage()
+
+    class Fatal(Exception):
+        pass
+
+    async def objective(params: dict[str, Any]) -> float:
+        raise Fatal("stop everything")
+
+    with pytest.raises(Fatal):
+        await ao.minimize(
+            objective,
+            SPACE,
+            algo=ao.rand.suggest,
+            max_evals=5,
+            storage=storage,
+            catch=(KeyError,),
+            seed=7,
+        )
+    trials = await storage.trials_since("default")
+    assert trials
+    assert trials[0].state is ao.TrialState.FAIL
+    assert "Fatal: stop everything" in (trials[0].error or "")
+    assert all(t.state is not ao.TrialState.RUNNING for t in trials)
+
+
+async def test_timeout_returns_near_deadline_and_cancels_running() -> None:
+    async def objective(params: dict[str, Any]) -> float:
+        await anyio.sleep(10)
+        return 0.0
+
+    started = time.monotonic()
+    result = await ao.minimize(
+        objective, SPACE, algo=ao.rand.suggest, max_evals=100, concurrency=3, timeout=0.3
+    )
+    elapsed = time.monotonic() - started
+    assert 0.3 <= elapsed < 2.0
+    assert len(result.trials) == 3
+    assert all(t.state is ao.TrialState.CANCELLED for t in result.trials)
+
+
+async def test_trial_timeout_fails_only_slow_trials() -> None:
+    async def objective(params: dict[str, Any]) -> float:
+        await anyio.sleep(1.0 if params["x"] > 0 else 0)
+        return float(params["x"])
+
+    result = await ao.minimize(
+        objective,
+        SPACE,
+        algo=ao.rand.suggest,
+        max_evals=12,
+        concurrency=12,
+        trial_timeout=0.2,
+        seed=8,
+    )
+    for trial in result.trials:
+        if trial.assignment["x"] > 0:
+            assert trial.state is ao.TrialState.FAIL
+            assert "trial_timeout" in (trial.error or "")
+        else:
+            assert trial.state is ao.TrialState.OK
+
+
+async def test_sync_objective_trial_timeout() -> None:
+    def objective(params: dict[str, Any]) -> float:
+        time.sleep(0.5 if params["x"] > 0 else 0)
+        return float(params["x"])
+
+    result = await ao.minimize(
+        objective,
+        SPACE,
+        algo=ao.rand.suggest,
+        max_evals=4,
+        concurrency=4,
+        trial_timeout=0.1,
+        seed=9,
+    )
+    slow = [t for t in result.trials if t.assignment["x"] > 0]
+    assert all(t.state is ao.TrialState.FAIL for t in slow)
+
+
+async def test_loss_threshold_stops() -> None:
+    async def objective(params: dict[str, Any]) -> float:
+        return abs(params["x"])
+
+    result = await ao.minimize(
+        objective, SPACE, algo=ao.rand.suggest, max_evals=10_000, loss_threshold=0.5, seed=10
+    )
+    assert len(result.trials) < 10_000
+    assert result.best_loss <= 0.5
+    assert result.trials[-1].loss == result.best_loss
+
+
+async def test_early_stop_receives_trials_and_stops() -> None:
+    sizes: list[int] = []
+
+    def stop_after_five(trials: tuple[ao.Trial, ...]) -> bool:
+        sizes.append(len(trials))
+        return sum(t.state is ao.TrialState.OK for t in trials) >= 5
+
+    result = await ao.minimize(
+        quadratic, SPACE, algo=ao.rand.suggest, max_evals=100, early_stop=stop_after_five, seed=11
+    )
+    assert len(result.trials) == 5
+    assert sizes == [1, 2, 3, 4, 5]
+
+
+async def test_async_early_stop_and_callbacks() -> None:
+    finished: list[int] = []
+    async_finished: list[int] = []
+
+    def callback(trial: ao.Trial) -> None:
+        finished.append(trial.tid)
+
+    async def async_callback(trial: ao.Trial) -> None:
+        await anyio.lowlevel.checkpoint()
+        async_finished.append(trial.tid)
+
+    async def early_stop(trials: tuple[ao.Trial, ...]) -> bool:
+        return len(trials) >= 4
+
+    result = await ao.minimize(
+        quadratic,
+        SPACE,
+        algo=ao.rand.suggest,
+        max_evals=50,
+        callbacks=[callback, async_callback],
+        early_stop=early_stop,
+        seed=12,
+    )
+    assert finished == [0, 1, 2, 3] == async_finished
+    assert len(result.trials) == 4
+    assert all(t.state is ao.TrialState.OK for t in result.trials)
+
+
+async def test_sync_objective_runs_in_threads() -> None:
+    import threading
+
+    main_thread = threading.get_ident()
+    threads: set[int] = set()
+
+    def objective(params: dict[str, Any]) -> float:
+        threads.add(threading.get_ident())
+        time.sleep(0.01)
+        return float(params["x"])
+
+    result = await ao.minimize(
+        objective, SPACE, algo=ao.rand.suggest, max_evals=8, concurrency=4, seed=13
+    )
+    assert len(result.trials) == 8
+    assert main_thread not in threads
+
+
+async def test_cancelling_minimize_leaves_nothing_running() -> None:
+    storage = MemoryStorage()
+    started = anyio.Event()
+
+    async def objective(params: dict[str, Any]) -> float:
+        started.set()
+        await anyio.sleep(10)
+        return 0.0
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(
+            lambda: ao.minimize(
+                objective, SPACE, algo=ao.rand.suggest, max_evals=20, concurrency=5, storage=storage
+            )
+        )
+        await started.wait()
+        await anyio.sleep(0.05)
+        group.cancel_scope.cancel()
+    trials = await storage.trials_since("default")
+    assert len({t.tid for t in trials}) == 5
+    latest = {t.tid: t for t in trials}
+    assert all(t.state is ao.TrialState.CANCELLED for t in latest.values())
+    assert await storage.count_trials("default") == 0
+
+
+async def test_same_seed_same_assignments() -> None:
+    first = await ao.minimize(quadratic, SPACE, algo=ao.rand.suggest, max_evals=15, seed=42)
+    second = await ao.minimize(quadratic, SPACE, algo=ao.rand.suggest, max_evals=15, seed=42)
+    assert [t.assignment for t in first.trials] == [t.assignment for t in second.trials]
+    other = await ao.minimize(quadratic, SPACE, algo=ao.rand.suggest, max_evals=15, seed=43)
+    assert [t.assignment for t in first.trials] != [t.assignment for t in other.trials]
+
+
+EXPECTED_FIRST: dict[str, list[dict[str, Any]]] = {}
+
+
+async def test_sequence_identical_on_asyncio_and_trio(anyio_backend: str) -> None:
+    result = await ao.minimize(quadratic, SPACE, algo=ao.rand.suggest, max_evals=12, seed=99)
+    assignments = [dict(t.assignment) for t in result.trials]
+    EXPECTED_FIRST.setdefault("run", assignments)
+    assert EXPECTED_FIRST["run"] == assignments
+
+
+async def test_resume_equals_uninterrupted_run() -> None:
+    storage = MemoryStorage()
+    await ao.minimize(quadratic, SPACE, algo=ao.rand.suggest, max_evals=30, storage=storage, seed=5)
+    resumed = await ao.minimize(
+        quadratic, SPACE, algo=ao.rand.suggest, max_evals=60, storage=storage
+    )
+    straight = await ao.minimize(quadratic, SPACE, algo=ao.rand.suggest, max_evals=60, seed=5)
+    assert [t.tid for t in resumed.trials] == list(range(60))
+    assert [t.assignment for t in resumed.trials] == [t.assignment for t in straight.trials]
+    assert [t.seed for t in resumed.trials] == [t.seed for t in straight.trials]
+
+
+async def test_resume_with_other_space_raises_and_changes_nothing() -> None:
+    storage = MemoryStorage()
+    await ao.minimize(quadratic, SPACE, algo=ao.rand.suggest, max_evals=5, storage=storage, seed=1)
+    before = await storage.trials_since("default")
+    other = {**SPACE, "x": hp.uniform("x", -5, 6)}
+    with pytest.raises(ao.StudyMismatchError):
+        await ao.minimize(quadratic, other, max_evals=10, storage=storage)
+    assert await storage.trials_since("default") == before
+
+
+async def test_resume_with_other_seed_raises() -> None:
+    storage = MemoryStorage()
+    await ao.minimize(quadratic, SPACE, algo=ao.rand.suggest, max_evals=2, storage=storage, seed=1)
+    with pytest.raises(ao.StudyMismatchError, match="seed"):
+        await ao.minimize(quadratic, SPACE, max_evals=4, storage=storage, seed=2)
+
+
+async def test_budget_already_spent_returns_immediately() -> None:
+    storage = MemoryStorage()
+    await ao.minimize(quadratic, SPACE, algo=ao.rand.suggest, max_evals=5, storage=storage, seed=1)
+    calls = 0
+
+    async def objective(params: dict[str, Any]) -> float:
+        nonlocal calls
+        calls += 1
+        return 0.0
+
+    result = await ao.minimize(objective, SPACE, max_evals=5, storage=storage)
+    assert calls == 0
+    assert len(result.trials) == 5
+
+
+async def test_best_params_are_evaluated_values() -> None:
+    space = {"opt": hp.choice("opt", ["sgd", "adam"]), "lr": hp.loguniform("lr", -5, 0)}
+
+    async def objective(params: dict[str, Any]) -> float:
+        return params["lr"] + (0 if params["opt"] == "adam" else 1)
+
+    result = await ao.minimize(objective, space, algo=ao.rand.suggest, max_evals=30, seed=3)
+    assert result.best_params["opt"] in ("sgd", "adam")
+    assert result.best_assignment["opt"] in (0, 1)
+    assert result.best_loss == min(t.loss for t in result.trials if t.loss is not None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"max_evals": -1}, ValueError),
+        ({"max_evals": 2.5}, TypeError),
+        ({"max_evals": 5, "concurrency": 0}, ValueError),
+        ({"max_evals": 5, "timeout": -1}, ValueError),
+        ({"max_evals": 5, "lease": 0}, ValueError),
+        ({}, ValueError),
+    ],
+)
+async def test_bad_arguments(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        await ao.minimize(quadratic, SPACE, **kwargs)
+
+
+async def test_unknown_storage_scheme() -> None:
+    with pytest.raises(ao.StorageURLError, match="did you mean 'sqlite'"):
+        await ao.minimize(quadratic, SPACE, max_evals=1, storage="sqlit:///x.db")
+
+
+async def test_progress_factory_receives_updates() -> None:
+    updates: list[tuple[int, float | None]] = []
+    closed: list[bool] = []
+
+    class Reporter:
+        def update(self, done: int, best_loss: float | None) -> None:
+            updates.append((done, best_loss))
+
+        def close(self) -> None:
+            closed.append(True)
+
+    def factory(total: int | None, timeout: float | None) -> Reporter:
+        assert total == 6
+        return Reporter()
+
+    await ao.minimize(quadratic, SPACE, algo=ao.rand.suggest, max_evals=6, progress=factory, seed=1)
+    assert [done for done, _ in updates] == [1, 2, 3, 4, 5, 6]
+    assert closed == [True]
+    bests = [best for _, best in updates]
+    assert all(a is not None and b is not None and b <= a for a, b in itertools.pairwise(bests))
+
+
+async def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    await ao.minimize(quadratic, SPACE, algo=ao.rand.suggest, max_evals=4, progress=True, seed=1)
+    err = capsys.readouterr().err
+    assert "4/4" in err
+    assert "best loss" in err

@@ -1,0 +1,182 @@
+"""The ask/tell handle."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+import asyncopt as ao
+from asyncopt import hp
+from asyncopt.errors import LeaseLostError, TrialNotFoundError, TrialStateError
+from asyncopt.storage.memory import MemoryStorage
+
+SPACE = {"x": hp.uniform("x", -1, 1), "n": hp.uniformint("n", 1, 3)}
+
+
+async def test_ask_tell_roundtrip() -> None:
+    async with ao.open_study(MemoryStorage(), "s", SPACE, algo=ao.rand.suggest, seed=1) as study:
+        trial = await study.ask()
+        assert trial is not None
+        assert trial.state is ao.TrialState.RUNNING
+        assert trial.params == {"x": trial.assignment["x"], "n": trial.assignment["n"]}
+        told = await study.tell(trial.tid, trial.params["x"] ** 2)
+        assert told.state is ao.TrialState.OK
+        assert told.loss == pytest.approx(trial.params["x"] ** 2)
+        best = await study.best_trial()
+        assert best.tid == trial.tid
+        assert best.params == trial.params
+        assert [t.tid for t in await study.trials()] == [0]
+
+
+async def test_tell_unknown_twice_and_cancelled() -> None:
+    storage = MemoryStorage()
+    async with ao.open_study(storage, "s", SPACE, algo=ao.rand.suggest, seed=1) as study:
+        with pytest.raises(TrialNotFoundError, match="no trial 7"):
+            await study.tell(7, 1.0)
+        trial = await study.ask()
+        assert trial is not None
+        await study.tell(trial.tid, 1.0)
+        with pytest.raises(TrialStateError, match="OK, not RUNNING"):
+            await study.tell(trial.tid, 2.0)
+        second = await study.ask()
+        assert second is not None
+        await study.finish(second.tid, ao_cancelled())
+        with pytest.raises(TrialStateError, match="CANCELLED"):
+            await study.tell(second.tid, 1.0)
+        assert (await study.best_trial()).loss == 1.0
+    for error in (TrialNotFoundError, TrialStateError, LeaseLostError):
+        assert issubclass(error, ao.TrialError)
+
+
+def ao_cancelled() -> object:
+    from asyncopt.outcome import Outcome
+
+    return Outcome(ao.TrialState.CANCELLED, error="test")
+
+
+async def test_tell_by_other_worker_is_refused() -> None:
+    storage = MemoryStorage()
+    async with ao.open_study(storage, "s", SPACE, algo=ao.rand.suggest, seed=1) as mine:
+        trial = await mine.ask()
+        assert trial is not None
+        async with ao.open_study(storage, "s", SPACE, algo=ao.rand.suggest) as theirs:
+            with pytest.raises(LeaseLostError):
+                await theirs.tell(trial.tid, 0.0)
+        await mine.tell(trial.tid, 0.5)
+
+
+async def test_tell_bad_value_records_failure() -> None:
+    async with ao.open_study(MemoryStorage(), "s", SPACE, algo=ao.rand.suggest) as study:
+        trial = await study.ask()
+        assert trial is not None
+        told = await study.tell(trial.tid, float("nan"))
+        assert told.state is ao.TrialState.FAIL
+        with pytest.raises(ao.AllTrialsFailed):
+            await study.best_trial()
+
+
+async def test_budget_on_ask() -> None:
+    async with ao.open_study(MemoryStorage(), "s", SPACE, algo=ao.rand.suggest) as study:
+        asked = [await study.ask(budget=3) for _ in range(5)]
+        assert [t.tid if t else None for t in asked] == [0, 1, 2, None, None]
+
+
+async def test_closing_the_handle_cancels_untold_trials() -> None:
+    storage = MemoryStorage()
+    async with ao.open_study(storage, "s", SPACE, algo=ao.rand.suggest) as study:
+        trial = await study.ask()
+        assert trial is not None
+    stored = await storage.get_trial("s", trial.tid)
+    assert stored.state is ao.TrialState.CANCELLED
+
+
+async def test_leases_are_renewed_while_open() -> None:
+    storage = MemoryStorage()
+    async with ao.open_study(storage, "s", SPACE, algo=ao.rand.suggest, lease=0.3) as study:
+        trial = await study.ask()
+        assert trial is not None
+        await anyio.sleep(0.8)
+        await storage.reap_expired("s")
+        assert (await storage.get_trial("s", trial.tid)).state is ao.TrialState.RUNNING
+        await study.tell(trial.tid, 1.0)
+
+
+async def test_dead_workers_trials_are_reaped_and_retried_once() -> None:
+    storage = MemoryStorage()
+    await storage.create_study(
+        "s", fingerprint=ao.compile_space(SPACE).fingerprint, space={}, seed=1
+    )
+    dead = await storage.create_trial(
+        "s", {"x": 0.25, "n": 2}, budget=None, worker="dead:1:x", lease=0.05, seed=7
+    )
+    assert dead is not None
+    await anyio.sleep(0.1)
+    seen: list[dict[str, float]] = []
+
+    async def objective(params: dict[str, float]) -> float:
+        seen.append(params)
+        return params["x"]
+
+    result = await ao.minimize(
+        objective, SPACE, algo=ao.rand.suggest, max_evals=3, storage=storage, study="s"
+    )
+    states = [t.state for t in result.trials]
+    assert states[0] is ao.TrialState.CANCELLED
+    retry = result.trials[1]
+    assert retry.retry_of == 0
+    assert retry.assignment == {"x": 0.25, "n": 2}
+    assert retry.seed == 7
+    assert retry.state is ao.TrialState.OK
+    assert sum(s is not ao.TrialState.CANCELLED for s in states) == 3
+    assert seen[0] == {"x": 0.25, "n": 2}
+
+
+async def test_waits_for_other_workers_then_reaps_them() -> None:
+    storage = MemoryStorage()
+    fingerprint = ao.compile_space(SPACE).fingerprint
+    await storage.create_study("s", fingerprint=fingerprint, space={}, seed=1)
+    await storage.create_trial(
+        "s", {"x": 0.5, "n": 1}, budget=None, worker="dead:2:y", lease=0.4, seed=3
+    )
+
+    async def objective(params: dict[str, float]) -> float:
+        return params["x"]
+
+    result = await ao.minimize(
+        objective, SPACE, algo=ao.rand.suggest, max_evals=2, storage=storage, study="s"
+    )
+    assert all(t.state is not ao.TrialState.RUNNING for t in result.trials)
+    assert sum(t.state is ao.TrialState.OK for t in result.trials) == 2
+    assert result.trials[0].state is ao.TrialState.CANCELLED
+
+
+async def test_open_existing_study_without_space() -> None:
+    storage = MemoryStorage()
+    async with ao.open_study(storage, "s", SPACE, algo=ao.rand.suggest, seed=4) as study:
+        trial = await study.ask()
+        assert trial is not None
+        await study.tell(trial.tid, 0.0)
+    async with ao.open_study(storage, "s", algo=ao.rand.suggest) as again:
+        assert again.seed == 4
+        assert again.space == ao.compile_space(SPACE)
+        assert len(await again.trials()) == 1
+
+
+async def test_open_missing_study_without_space() -> None:
+    with pytest.raises(ao.StorageError, match="no study named 'nope'"):
+        async with ao.open_study(MemoryStorage(), "nope"):
+            pass
+
+
+async def test_history_is_incremental_and_immutable() -> None:
+    async with ao.open_study(MemoryStorage(), "s", SPACE, algo=ao.rand.suggest) as study:
+        first = await study.ask()
+        assert first is not None
+        before = study.history()
+        await study.tell(first.tid, 3.0)
+        await study.refresh()
+        after = study.history()
+        assert before.states[0] == ao.TrialState.RUNNING
+        assert after.states[0] == ao.TrialState.OK
+        assert after.losses[0] == 3.0
+        assert not after.losses.flags.writeable
