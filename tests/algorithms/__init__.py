@@ -1,0 +1,1 @@
+"""Tests of the suggest functions (a package, so test modules can share `helpers`)."""
