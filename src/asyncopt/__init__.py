@@ -1,6 +1,8 @@
 """asyncopt: hyperparameter search built for ``await``."""
 
+from asyncopt.algorithms import anneal as anneal
 from asyncopt.algorithms import rand as rand
+from asyncopt.algorithms import tpe as tpe
 from asyncopt.compat import fmin as fmin
 from asyncopt.errors import AllTrialsFailed as AllTrialsFailed
 from asyncopt.errors import AsyncoptError as AsyncoptError
@@ -48,6 +50,7 @@ __all__ = [
     "Trial",
     "TrialError",
     "TrialState",
+    "anneal",
     "compile_space",
     "fmin",
     "hp",
@@ -58,4 +61,5 @@ __all__ = [
     "sample",
     "scope",
     "space_eval",
+    "tpe",
 ]

@@ -118,11 +118,12 @@ class Study:
     # -- reading ---------------------------------------------------------------------------
 
     def _apply(self, trials: Sequence[Trial]) -> None:
+        accepted = []
         for trial in trials:
             known = self._trials.get(trial.tid)
             if known is not None:
                 if known.seq > trial.seq:
-                    continue
+                    continue  # an older record of a change we already have
                 self._counts[known.state] -= 1
             self._counts[trial.state] += 1
             if trial.state.is_finished:
@@ -135,7 +136,8 @@ class Study:
                 best = self._best
                 if best is None or (trial.loss, trial.tid) < (best.loss, best.tid):
                     self._best = trial
-        self._builder.update(trials)
+            accepted.append(trial)
+        self._builder.update(accepted)
 
     async def refresh(self) -> None:
         """Read the trials that changed since the last read."""
