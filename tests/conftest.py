@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+# The session's MongoDB server and a fresh database per test (tests/ is on sys.path).
+from mongo_server import mongodb_server_url, mongodb_url  # noqa: F401
+
 
 @pytest.fixture(
     params=[

@@ -67,7 +67,9 @@ class StorageURL:
             )
         try:
             parts = urlsplit(url)
-            port = parts.port
+            # A host list (mongodb://h1:1,h2:2/db) keeps its ports in ``host``.
+            hosts = parts.netloc.rpartition("@")[2]
+            port = None if "," in hosts else parts.port
         except ValueError as exc:
             raise StorageURLError(f"malformed storage URL {_redact(url)!r}: {exc}") from None
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -76,7 +78,7 @@ class StorageURL:
             scheme=match.group(1).lower(),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
-            host=parts.hostname,
+            host=hosts.lower() if "," in hosts else parts.hostname,
             port=port,
             path=unquote(parts.path),
             query=query,
