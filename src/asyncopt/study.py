@@ -131,7 +131,6 @@ class Study:
             else:
                 self._unfinished.add(trial.tid)
             self._trials[trial.tid] = trial
-            self._seq = max(self._seq, trial.seq)
             if trial.state is TrialState.OK and trial.loss is not None:
                 best = self._best
                 if best is None or (trial.loss, trial.tid) < (best.loss, best.tid):
@@ -141,7 +140,12 @@ class Study:
 
     async def refresh(self) -> None:
         """Read the trials that changed since the last read."""
-        self._apply(await self.storage.trials_since(self.name, self._seq))
+        changed = await self.storage.trials_since(self.name, self._seq)
+        self._apply(changed)
+        # Only a read advances the cursor: this handle's own writes may carry seqs above
+        # changes other processes made meanwhile, which the next read must still fetch.
+        if changed:
+            self._seq = max(self._seq, changed[-1].seq)
 
     def history(self) -> History:
         """The columnar history as of the last read (immutable)."""
