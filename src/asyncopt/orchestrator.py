@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import attrs
 
@@ -130,6 +131,8 @@ class _Run:
                 await self.study.renew_and_reap()
                 continue
             await self.run_trial(trial)
+            # Storage calls need not yield; this keeps a free objective from starving others.
+            await anyio.lowlevel.checkpoint()
 
     async def call_objective(self, params: Any) -> Any:
         if self.objective_is_async:

@@ -76,7 +76,8 @@ def sample_assignments(space: CompiledSpace, rng: np.random.Generator, n: int) -
     columns: dict[str, np.ndarray] = {}
     for spec in space.params:
         values = spec.dist.sample(rng, n)
-        values[~spec.condition.mask(columns, n)] = np.nan
+        if not spec.condition.is_always:
+            values[~spec.condition.mask(columns, n)] = np.nan
         columns[spec.label] = values
     return columns_to_assignments(space, columns, n)
 
@@ -85,6 +86,13 @@ def columns_to_assignments(
     space: CompiledSpace, columns: Mapping[str, np.ndarray], n: int
 ) -> list[Assignment]:
     """Split label → array columns (NaN where inactive) into ``n`` assignments."""
+    if n == 1:
+        single: Assignment = {}
+        for spec in space.params:
+            value = float(columns[spec.label][0])
+            if value == value:  # not NaN: the label is active
+                single[spec.label] = int(value) if spec.dist.is_integer else value
+        return [single]
     result: list[Assignment] = [{} for _ in range(n)]
     for spec in space.params:
         column = columns[spec.label]

@@ -1,7 +1,7 @@
 """The in-process storage (``memory://``): plain dicts, the default and the test double.
 
-Every operation runs without awaiting between its read and its write, so it is atomic
-under any interleaving of tasks. Each open of ``memory://`` is a new, empty storage;
+Every operation runs without awaiting at all, so it is atomic under any interleaving of
+tasks (and costs no trip through the event loop). Each open of ``memory://`` is a new, empty storage;
 pass the instance itself to share it between calls.
 """
 
@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-import anyio.lowlevel
 import attrs
 
 from asyncopt.errors import (
@@ -87,7 +86,6 @@ class MemoryStorage:
     async def create_study(
         self, name: str, *, fingerprint: str, space: Mapping[str, Any], seed: int
     ) -> StudyRecord:
-        await anyio.lowlevel.checkpoint()
         existing = self._studies.get(name)
         if existing is not None:
             if existing.record.fingerprint != fingerprint:
@@ -102,15 +100,12 @@ class MemoryStorage:
         return record
 
     async def get_study(self, name: str) -> StudyRecord:
-        await anyio.lowlevel.checkpoint()
         return self._study(name).record
 
     async def list_studies(self) -> list[StudyRecord]:
-        await anyio.lowlevel.checkpoint()
         return [self._studies[name].record for name in sorted(self._studies)]
 
     async def delete_study(self, name: str) -> None:
-        await anyio.lowlevel.checkpoint()
         self._study(name)
         del self._studies[name]
 
@@ -120,8 +115,8 @@ class MemoryStorage:
         self._seq += 1
         return self._seq
 
-    def _store(self, study: _Study, trial: Trial) -> Trial:
-        trial = attrs.evolve(trial, seq=self._next_seq())
+    def _store(self, study: _Study, trial: Trial, **changes: Any) -> Trial:
+        trial = attrs.evolve(trial, seq=self._next_seq(), **changes)
         study.changes.append((trial.seq, trial.tid))
         if trial.tid == len(study.trials):
             study.trials.append(trial)
@@ -167,7 +162,6 @@ class MemoryStorage:
         lease: float,
         seed: int | None = None,
     ) -> Trial | None:
-        await anyio.lowlevel.checkpoint()
         record = self._study(study)
         if budget is not None and record.budgeted >= budget:
             return None
@@ -189,7 +183,6 @@ class MemoryStorage:
         budget: int | None,
         seeds: Sequence[int | None] | None = None,
     ) -> list[Trial]:
-        await anyio.lowlevel.checkpoint()
         record = self._study(study)
         now = time.time()
         created = []
@@ -203,20 +196,17 @@ class MemoryStorage:
         return created
 
     async def claim_trial(self, study: str, *, worker: str, lease: float) -> Trial | None:
-        await anyio.lowlevel.checkpoint()
         record = self._study(study)
         for trial in record.trials:
             if trial.state is TrialState.QUEUED:
                 now = time.time()
                 return self._store(
                     record,
-                    attrs.evolve(
-                        trial,
-                        state=TrialState.RUNNING,
-                        started_at=now,
-                        lease_expires_at=now + lease,
-                        worker=worker,
-                    ),
+                    trial,
+                    state=TrialState.RUNNING,
+                    started_at=now,
+                    lease_expires_at=now + lease,
+                    worker=worker,
                 )
         return None
 
@@ -236,7 +226,6 @@ class MemoryStorage:
         result: Mapping[str, Any] | None = None,
         error: str | None = None,
     ) -> Trial:
-        await anyio.lowlevel.checkpoint()
         state = TrialState(state)
         if not state.is_finished:
             raise TrialStateError(f"cannot finish a trial as {state.name}")
@@ -255,21 +244,18 @@ class MemoryStorage:
             record.budgeted -= 1
         return self._store(
             record,
-            attrs.evolve(
-                trial,
-                state=state,
-                loss=loss,
-                result=None if result is None else dict(result),
-                error=error,
-                finished_at=time.time(),
-                lease_expires_at=None,
-            ),
+            trial,
+            state=state,
+            loss=loss,
+            result=None if result is None else dict(result),
+            error=error,
+            finished_at=time.time(),
+            lease_expires_at=None,
         )
 
     async def renew_leases(
         self, study: str, tids: Sequence[int], *, worker: str, lease: float
     ) -> list[int]:
-        await anyio.lowlevel.checkpoint()
         record = self._study(study)
         now = time.time()
         lost = []
@@ -281,11 +267,10 @@ class MemoryStorage:
             if trial.state is not TrialState.RUNNING or trial.worker != worker:
                 lost.append(tid)
                 continue
-            self._store(record, attrs.evolve(trial, lease_expires_at=now + lease))
+            self._store(record, trial, lease_expires_at=now + lease)
         return lost
 
     async def reap_expired(self, study: str) -> list[Trial]:
-        await anyio.lowlevel.checkpoint()
         record = self._study(study)
         now = time.time()
         reaped = []
@@ -296,13 +281,11 @@ class MemoryStorage:
                 reaped.append(
                     self._store(
                         record,
-                        attrs.evolve(
-                            trial,
-                            state=TrialState.CANCELLED,
-                            finished_at=now,
-                            lease_expires_at=None,
-                            error=f"lease expired: worker {trial.worker} stopped renewing it",
-                        ),
+                        trial,
+                        state=TrialState.CANCELLED,
+                        finished_at=now,
+                        lease_expires_at=None,
+                        error=f"lease expired: worker {trial.worker} stopped renewing it",
                     )
                 )
                 if trial.retry_of is None:
@@ -317,11 +300,9 @@ class MemoryStorage:
         return reaped
 
     async def get_trial(self, study: str, tid: int) -> Trial:
-        await anyio.lowlevel.checkpoint()
         return self._trial(self._study(study), tid)
 
     async def trials_since(self, study: str, seq: int = 0) -> list[Trial]:
-        await anyio.lowlevel.checkpoint()
         record = self._study(study)
         start = bisect.bisect_right(record.changes, (seq, len(record.trials)))
         changed = []
@@ -332,6 +313,5 @@ class MemoryStorage:
         return changed
 
     async def count_trials(self, study: str, *, budgeted: bool = True) -> int:
-        await anyio.lowlevel.checkpoint()
         record = self._study(study)
         return record.budgeted if budgeted else len(record.trials)
