@@ -22,10 +22,9 @@ from typing import Any
 import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, write_section  # noqa: E402
-
-import asyncopt as ao  # noqa: E402
-from asyncopt import hp  # noqa: E402
+import asyncopt as ao
+from _report import machine, write_section
+from asyncopt import hp
 
 SPACE = {
     "a": hp.uniform("a", -5, 5),

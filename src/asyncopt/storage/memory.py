@@ -1,8 +1,8 @@
 """The in-process storage (``memory://``): plain dicts, the default and the test double.
 
 Every operation runs without awaiting at all, so it is atomic under any interleaving of
-tasks (and costs no trip through the event loop). Each open of ``memory://`` is a new, empty storage;
-pass the instance itself to share it between calls.
+tasks (and costs no trip through the event loop). Each open of ``memory://`` is a new,
+empty storage; pass the instance itself to share it between calls.
 """
 
 from __future__ import annotations
