@@ -353,3 +353,18 @@ def test_acceptance_objectives_have_their_stated_minimum() -> None:
     space, objective = DOMAINS["conditional choice"]
     best = {"branch": 1, "b_lr": 1e-3, "b_n": 7, "b_act": 0}
     assert objective(space_eval(compile_space(space), best)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_reference_lookup_by_partition_matches_the_stable_sort() -> None:
+    rng = np.random.default_rng(0)
+    # many ties, infinities, rows out of order
+    losses = np.round(rng.normal(size=3000), 1)
+    losses[::97] = math.inf
+    losses[::89] = -math.inf
+    rows = rng.permutation(5000)[:3000]
+    for n in (1, 3, 40):
+        ranks = np.minimum(rng.geometric(0.3, n) - 1, losses.size - 1)
+        expected = rows[np.argsort(losses, kind="stable")[ranks]]
+        for partial in (True, False):
+            found = anneal._rows_at_ranks(losses, rows, ranks, partial=partial)
+            np.testing.assert_array_equal(found, expected)

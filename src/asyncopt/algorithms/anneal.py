@@ -84,10 +84,8 @@ class Anneal:
         ok_rows = np.flatnonzero(history.ok & ~np.isnan(losses))
         if n == 0 or ok_rows.size == 0:
             return sample_assignments(space, rng, n)
-        # Stable sort: ties keep history order, so the choice is reproducible.
-        ranked = ok_rows[np.argsort(losses[ok_rows], kind="stable")]
-        ranks = _geometric_ranks(rng, n, 1.0 / self.avg_best_idx, ranked.size)
-        references = ranked[ranks]
+        ranks = _geometric_ranks(rng, n, 1.0 / self.avg_best_idx, ok_rows.size)
+        references = _rows_at_ranks(losses[ok_rows], ok_rows, ranks)
         evaluated = np.asarray(history.ok | history.failed)
 
         columns: dict[str, np.ndarray] = {}
@@ -119,6 +117,28 @@ def _geometric_ranks(rng: np.random.Generator, n: int, p: float, count: int) -> 
         # A huge avg_best_idx overflows to inf, which the cap below turns into the last rank.
         ranks = np.floor(np.log1p(-u) / math.log1p(-p))
     return np.minimum(ranks, count - 1).astype(np.intp)
+
+
+def _rows_at_ranks(
+    losses: np.ndarray, rows: np.ndarray, ranks: np.ndarray, *, partial: bool | None = None
+) -> np.ndarray:
+    """The rows at 0-based ``ranks`` of ``losses`` sorted ascending, ties in row order.
+
+    A few distinct ranks in a long history are found by partitioning, O(N) each, instead
+    of sorting; both ways give the same rows. ``partial`` forces one way (for tests).
+    """
+    distinct = np.unique(ranks)
+    if partial is None:
+        partial = losses.size > 1000 and distinct.size <= 8
+    if not partial:
+        ordered: np.ndarray = rows[np.argsort(losses, kind="stable")[ranks]]
+        return ordered
+    kth = np.partition(losses, distinct)[distinct]
+    found = np.empty(ranks.size, dtype=np.intp)
+    for rank, value in zip(distinct.tolist(), kth.tolist(), strict=True):
+        below = int(np.count_nonzero(losses < value))
+        found[ranks == rank] = rows[losses == value][rank - below]
+    return found
 
 
 def _usable_reference(dist: Distribution, reference: np.ndarray) -> np.ndarray:
