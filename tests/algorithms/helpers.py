@@ -125,13 +125,13 @@ def minimize(
 
 def _conditional_loss(p: dict[str, Any]) -> float:
     if p["kind"] == "a":
-        return 1.0 + ((p["x"] - 1.0) ** 2 + (p["y"] + 2.0) ** 2) / 50.0
+        return float(1.0 + ((p["x"] - 1.0) ** 2 + (p["y"] + 2.0) ** 2) / 50.0)
     penalty = {"relu": 0.0, "tanh": 0.2, "sigmoid": 0.5}[p["act"]]
-    return ((math.log10(p["lr"]) + 3.0) / 2.0) ** 2 + ((p["n"] - 7.0) / 13.0) ** 2 + penalty
+    return ((math.log10(p["lr"]) + 3.0) / 2.0) ** 2 + float((p["n"] - 7.0) / 13.0) ** 2 + penalty
 
 
 def _many_loss(p: dict[str, Any]) -> float:
-    return (
+    return float(
         ((p["u"] - 3.0) / 10.0) ** 2
         + ((p["qu"] + 2.0) / 10.0) ** 2
         + (math.log10(p["lu"]) - 1.0) ** 2 / 9.0

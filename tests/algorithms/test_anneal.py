@@ -11,7 +11,7 @@ import pytest
 
 from asyncopt import hp
 from asyncopt.algorithms import anneal, rand
-from asyncopt.space import compile_space, space_eval
+from asyncopt.space import Assignment, compile_space, space_eval
 from asyncopt.storage.base import TrialState
 
 from .helpers import DOMAINS, SPACES, assert_valid, history_of, minimize
@@ -109,7 +109,7 @@ def _ranked_categories(size: int) -> tuple[Any, Any]:
     """A choice whose i-th trial chose option i with loss i (so option = rank)."""
     compiled = compile_space(hp.choice("c", list(range(size))))
     losses = np.random.default_rng(0).permutation(size).astype(float)
-    assignments = [{"c": int(rank)} for rank in losses]
+    assignments: list[Assignment] = [{"c": int(rank)} for rank in losses]
     return compiled, history_of(compiled, assignments, losses.tolist())
 
 

@@ -91,18 +91,31 @@ class Anneal:
         columns: dict[str, np.ndarray] = {}
         for spec in space.params:
             dist = spec.dist
-            active = spec.condition.mask(columns, n)
             history_values = np.asarray(history.values[spec.label])
             reference = history_values[references]
-            near = active & _usable_reference(dist, reference)
-            fresh = active & ~near
-            values = np.full(n, np.nan)
-            if near.any():
+            near = _usable_reference(dist, reference)
+            if spec.condition.is_always:
+                fresh = ~near
+            else:
+                active = spec.condition.mask(columns, n)
+                near &= active
+                fresh = active & ~near
+            n_near = int(np.count_nonzero(near))
+            n_fresh = int(np.count_nonzero(fresh))
+            scale = 1.0
+            if n_near:
                 observations = np.count_nonzero(evaluated & ~np.isnan(history_values))
                 scale = 1.0 / (1.0 + float(observations) * self.shrink_coef)
-                values[near] = _neighbourhood(dist, reference[near], scale, rng)
-            if fresh.any():
-                values[fresh] = dist.sample(rng, int(np.count_nonzero(fresh)))
+            if n_near == n:
+                values = _neighbourhood(dist, reference, scale, rng)
+            elif n_fresh == n:
+                values = dist.sample(rng, n)
+            else:
+                values = np.full(n, np.nan)
+                if n_near:
+                    values[near] = _neighbourhood(dist, reference[near], scale, rng)
+                if n_fresh:
+                    values[fresh] = dist.sample(rng, n_fresh)
             columns[spec.label] = values
         return columns_to_assignments(space, columns, n)
 
