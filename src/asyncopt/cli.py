@@ -19,6 +19,7 @@ import json
 import math
 import os
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TextIO
 
@@ -56,6 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return anyio.run(functools.partial(command, args), backend=args.event_loop)
     except KeyboardInterrupt:
         print("asyncopt: interrupted", file=sys.stderr)
+        if argv is None and _busy_threads():
+            # A sync objective still running on a (non-daemon) worker thread would keep the
+            # process alive until it returns; its trial is already recorded as CANCELLED.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
     except BaseException as exc:
         errors = list(_leaves(exc))
@@ -64,6 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for error in dict.fromkeys(str(e) for e in errors):
             print(f"asyncopt: error: {error}", file=sys.stderr)
         return 2
+
+
+def _busy_threads() -> bool:
+    main_thread = threading.main_thread()
+    return any(t is not main_thread and not t.daemon for t in threading.enumerate())
 
 
 def _leaves(exc: BaseException) -> Iterator[BaseException]:
@@ -262,6 +274,7 @@ def load_object(target: str, what: str) -> Any:
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
+    importlib.invalidate_caches()
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -330,8 +343,9 @@ def stored_space(record: StudyRecord) -> Any:
     try:
         return compile_space(rebuild(dict(record.space)))
     except SpaceError as exc:
+        reason = str(exc) if "--space" in str(exc) else f"{exc}; {hint}"
         raise CommandError(
-            f"the stored space of study {record.name!r} cannot be rebuilt: {exc}; {hint}"
+            f"the stored space of study {record.name!r} cannot be rebuilt: {reason}"
         ) from None
 
 
@@ -498,7 +512,10 @@ async def _delete(args: argparse.Namespace) -> int:
 def _ask(question: str) -> str:
     sys.stderr.write(question)
     sys.stderr.flush()
-    line = sys.stdin.readline() if sys.stdin is not None and not sys.stdin.closed else ""
+    try:
+        line = sys.stdin.readline() if sys.stdin is not None else ""
+    except (OSError, ValueError):  # stdin closed or not readable: no consent
+        line = ""
     return line.strip().lower()
 
 
