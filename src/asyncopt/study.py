@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 import secrets
 import time
@@ -21,7 +22,13 @@ import attrs
 import numpy as np
 
 from asyncopt._groups import single_error
-from asyncopt.errors import AllTrialsFailed, SpaceError, StudyMismatchError, TrialStateError
+from asyncopt.errors import (
+    AllTrialsFailed,
+    SpaceError,
+    StorageError,
+    StudyMismatchError,
+    TrialStateError,
+)
 from asyncopt.history import History, HistoryBuilder
 from asyncopt.outcome import Outcome, from_value
 from asyncopt.space.compile import CompiledSpace, compile_space
@@ -31,6 +38,8 @@ from asyncopt.storage.base import Storage, StudyRecord, Trial, TrialState, new_w
 from asyncopt.storage.urls import open_storage
 
 __all__ = ["Study", "SuggestFunction", "default_algorithm", "open_study", "trial_seed"]
+
+logger = logging.getLogger("asyncopt")
 
 #: ``suggest(space, history, rng, n) -> list of n assignments``.
 SuggestFunction = Callable[[CompiledSpace, History, np.random.Generator, int], list[Assignment]]
@@ -51,9 +60,15 @@ def default_algorithm() -> SuggestFunction:
     return suggest
 
 
-def trial_seed(study_seed: int, position: int) -> int:
-    """The seed of the suggestion for the trial at ``position`` (its expected tid)."""
-    digest = hashlib.blake2b(f"{study_seed}:{position}".encode(), digest_size=4).digest()
+def trial_seed(study_seed: int, position: int, salt: str = "") -> int:
+    """The seed of the suggestion for the trial at ``position`` (its expected tid).
+
+    ``salt`` (a worker id) is mixed in only while other workers run trials of the study,
+    so that workers sharing one view of the study do not propose the same point; a lone
+    worker, and so every sequential run and resume, uses the unsalted seed.
+    """
+    text = f"{study_seed}:{position}:{salt}" if salt else f"{study_seed}:{position}"
+    digest = hashlib.blake2b(text.encode(), digest_size=4).digest()
     return int.from_bytes(digest, "little")
 
 
@@ -208,7 +223,8 @@ class Study:
                 if claimed is not None:
                     return self._take(claimed)
             position = len(self._builder)
-            seed = trial_seed(self.seed, position)
+            salt = self.worker if self.others_unfinished() else ""
+            seed = trial_seed(self.seed, position, salt)
             assignment = await self._suggest(seed)
             created = await self.storage.create_trial(
                 self.name,
@@ -292,7 +308,11 @@ class Study:
         """Forever: renew held leases and reap expired ones every third of the lease."""
         while True:
             await anyio.sleep(self.lease / 3)
-            await self.renew_and_reap()
+            try:
+                await self.renew_and_reap()
+            except StorageError as exc:
+                # A passing outage must not stop the search; the next beat tries again.
+                logger.warning("renewing leases of study %r failed: %s", self.name, exc)
 
     async def renew_and_reap(self) -> None:
         """Renew this worker's leases once, and reap trials whose lease expired."""
@@ -301,8 +321,19 @@ class Study:
                 self.name, sorted(self._held), worker=self.worker, lease=self.lease
             )
             self._held.difference_update(lost)
+            if lost:
+                logger.warning(
+                    "study %r: lost the lease of trials %s (reaped by another worker)",
+                    self.name,
+                    lost,
+                )
         reaped = await self.storage.reap_expired(self.name)
         if reaped:
+            logger.info(
+                "study %r: reaped trials %s whose worker stopped renewing its lease",
+                self.name,
+                [t.tid for t in reaped],
+            )
             await self.refresh()
 
 

@@ -180,3 +180,31 @@ async def test_history_is_incremental_and_immutable() -> None:
         assert after.states[0] == ao.TrialState.OK
         assert after.losses[0] == 3.0
         assert not after.losses.flags.writeable
+
+
+def test_trial_seed_salt_only_changes_shared_runs() -> None:
+    from asyncopt.study import trial_seed
+
+    assert trial_seed(1, 5) == trial_seed(1, 5, "")
+    assert trial_seed(1, 5) != trial_seed(1, 6)
+    assert trial_seed(1, 5, "host:1:a") != trial_seed(1, 5, "host:2:b")
+
+
+async def test_two_workers_interleaved_propose_distinct_points() -> None:
+    storage = MemoryStorage()
+    async with (
+        ao.open_study(storage, "s", SPACE, algo=ao.rand.suggest, seed=3) as first,
+        ao.open_study(storage, "s", SPACE, algo=ao.rand.suggest, seed=3) as second,
+    ):
+        asked = []
+        for _ in range(5):
+            for handle in (first, second):
+                trial = await handle.ask()
+                assert trial is not None
+                asked.append(trial)
+        assignments = [tuple(sorted(t.assignment.items())) for t in asked]
+        assert len(set(assignments)) == len(assignments)
+        for handle in (first, second):
+            for trial in asked:
+                if trial.tid in handle.held:
+                    await handle.tell(trial.tid, 0.0)
