@@ -1,0 +1,271 @@
+"""Property tests: random nested spaces compile, sample, evaluate and describe consistently."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import asyncopt as ao
+from asyncopt import SpaceError, hp
+from asyncopt.space import (
+    CompiledSpace,
+    Distribution,
+    compile_space,
+    rebuild,
+    sample_assignments,
+)
+from asyncopt.space.expressions import (
+    Apply,
+    Choice,
+    DictNode,
+    ListNode,
+    Param,
+    TupleNode,
+    as_node,
+)
+
+from .strategies import conditional_spaces, is_finite_number, spaces
+
+PROPERTY = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
+DRAWS = 6
+
+
+# -- independent oracles -----------------------------------------------------------------------
+
+
+def active_labels(node: Any, assignment: dict[str, Any]) -> set[str]:
+    """Labels met when walking ``node`` along the branches ``assignment`` picks."""
+    if isinstance(node, Param):
+        return {node.label}
+    if isinstance(node, Choice):
+        chosen = node.options[assignment[node.label]]
+        return {node.label} | active_labels(chosen, assignment)
+    children: tuple[Any, ...] = ()
+    if isinstance(node, DictNode):
+        children = tuple(part for item in node.items for part in item)
+    elif isinstance(node, (ListNode, TupleNode)):
+        children = node.items
+    elif isinstance(node, Apply):
+        children = node.args
+    return set().union(*(active_labels(child, assignment) for child in children))
+
+
+def all_nodes(node: Any) -> list[Any]:
+    """Every labelled node of the tree, once per place it appears."""
+    found: list[Any] = []
+    if isinstance(node, (Param, Choice)):
+        found.append(node)
+    if isinstance(node, Choice):
+        children: tuple[Any, ...] = node.options
+    elif isinstance(node, DictNode):
+        children = tuple(part for item in node.items for part in item)
+    elif isinstance(node, (ListNode, TupleNode)):
+        children = node.items
+    elif isinstance(node, Apply):
+        children = node.args
+    else:
+        children = ()
+    for child in children:
+        found.extend(all_nodes(child))
+    return found
+
+
+def on_grid(value: float, q: float) -> bool:
+    return math.isclose(value / q, round(value / q), rel_tol=0, abs_tol=1e-6)
+
+
+def in_support(dist: Distribution, value: Any) -> bool:
+    """Membership in the support, written from the table of DESIGN section 2."""
+    name, args = dist.name, dist.args
+    if name in ("choice", "pchoice", "randint", "uniformint"):
+        if type(value) is not int:
+            return False
+        if name == "choice":
+            return 0 <= value < args[0]
+        if name == "pchoice":
+            return 0 <= value < len(args) and args[value] > 0
+        if name == "randint":
+            return args[0] <= value < args[1]
+        return args[0] <= value <= args[1]
+    if type(value) is not float or not math.isfinite(value):
+        return False
+    if name == "uniform":
+        return args[0] <= value <= args[1]
+    if name == "loguniform":
+        return math.exp(args[0]) * (1 - 1e-12) <= value <= math.exp(args[1]) * (1 + 1e-12)
+    if name in ("quniform", "qloguniform"):
+        low, high, q = args
+        if name == "qloguniform":
+            low, high = math.exp(low), math.exp(high)
+        tolerance = 1e-9 * max(1.0, abs(low), abs(high))
+        return (
+            on_grid(value, q)
+            and round(low / q) * q - tolerance <= value <= round(high / q) * q + tolerance
+        )
+    if name == "normal":
+        return True
+    if name == "qnormal":
+        return on_grid(value, args[2])
+    if name == "lognormal":
+        return value > 0
+    if name == "qlognormal":
+        return value >= 0 and on_grid(value, args[2])
+    raise AssertionError(f"unknown distribution {name}")
+
+
+def same(a: Any, b: Any) -> bool:
+    """Structural equality of evaluated spaces, with NaN equal to NaN and types checked."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return (math.isnan(a) and math.isnan(b)) or a == b
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def draws(table: CompiledSpace, seed: int, n: int = DRAWS) -> list[dict[str, Any]]:
+    return sample_assignments(table, np.random.default_rng(seed), n)
+
+
+# -- properties --------------------------------------------------------------------------------
+# Drawing a space costs more than checking it, so each test checks several properties of
+# the spaces it draws.
+
+
+@PROPERTY
+@given(space=spaces())
+def test_spaces_compile_to_a_consistent_table_and_describe_round_trips(space: Any) -> None:
+    table = compile_space(space)
+    root = as_node(space)
+    nodes = all_nodes(root)
+    # One row per label, with the distribution of the node that carries it.
+    assert set(table.labels) == {node.label for node in nodes}
+    assert len(set(table.labels)) == len(table.labels)
+    for node in nodes:
+        assert table[node.label].dist == node.dist
+    # Parents first, and only choices are parents.
+    position = {label: i for i, label in enumerate(table.labels)}
+    for spec in table:
+        for parent in spec.condition.parents:
+            assert position[parent] < position[spec.label]
+            assert table[parent].dist.is_categorical
+    assert compile_space(space) == table
+    # The JSON description rebuilds an equal space with the same fingerprint.
+    text = json.dumps(table.describe(), allow_nan=False)
+    rebuilt = rebuild(json.loads(text))
+    assert rebuilt == table.root
+    assert hash(rebuilt) == hash(table.root)
+    again = compile_space(rebuilt)
+    assert again == table
+    assert again.fingerprint == table.fingerprint
+    assert again.labels == table.labels
+    assert json.dumps(again.describe(), allow_nan=False) == text
+    # The fingerprint covers the table only.
+    assert compile_space({"wrapped": [space, "constant"]}).fingerprint == table.fingerprint
+    extra = compile_space([space, hp.uniform("an extra label", 0, 1)])
+    assert extra.fingerprint != table.fingerprint
+
+
+@PROPERTY
+@given(space=spaces(), seed=SEEDS)
+def test_samples_are_in_support_active_only_and_evaluate_consistently(
+    space: Any, seed: int
+) -> None:
+    table = compile_space(space)
+    rebuilt = rebuild(json.loads(json.dumps(table.describe())))
+    assignments = draws(table, seed)
+    assert assignments == draws(table, seed)
+    for assignment in assignments:
+        # Every value lies in its distribution's support (bounds, grid, integer type).
+        for label, value in assignment.items():
+            dist = table[label].dist
+            assert in_support(dist, value), (label, dist, value)
+            assert dist.contains(value)
+        table.check_assignment(assignment)
+        # Exactly the labels on the chosen branches are present.
+        assert set(assignment) == active_labels(table.root, assignment)
+        for spec in table:
+            assert (spec.label in assignment) == spec.condition.holds(assignment)
+            # A parameter evaluated alone gives its raw value with the objective's type.
+            if spec.label in assignment and not spec.dist.is_categorical:
+                value = ao.space_eval(hp_node(table, spec.label), assignment)
+                assert value == assignment[spec.label]
+                assert type(value) is (int if spec.dist.is_integer else float)
+                assert is_finite_number(value)
+        # Original, compiled and rebuilt spaces evaluate alike.
+        evaluated = ao.space_eval(space, assignment)
+        assert same(ao.space_eval(table, assignment), evaluated)
+        assert same(ao.space_eval(rebuilt, assignment), evaluated)
+    # ao.sample is space_eval of the assignment drawn with the same seed.
+    sampled = ao.sample(space, seed)
+    assert same(ao.space_eval(space, draws(table, seed, 1)[0]), sampled)
+    assert same(ao.sample(table, np.random.default_rng(seed)), sampled)
+    assert same(ao.sample(rebuilt, seed), sampled)
+
+
+@settings(PROPERTY, max_examples=60)
+@given(space=conditional_spaces(), seed=SEEDS)
+def test_conditional_spaces_leave_inactive_labels_out(space: Any, seed: int) -> None:
+    table = compile_space(space)
+    assert not table[table.labels[0]].condition.parents
+    for assignment in draws(table, seed, 20):
+        assert set(assignment) == active_labels(table.root, assignment)
+        table.check_assignment(assignment)
+
+
+def hp_node(table: CompiledSpace, label: str) -> Any:
+    return next(node for node in all_nodes(table.root) if node.label == label)
+
+
+# -- description edge cases ----------------------------------------------------------------------
+
+
+def test_opaque_constants_are_described_but_cannot_be_rebuilt() -> None:
+    table = compile_space({"x": hp.uniform("x", 0, 1), "obj": object(), "raw": b"bytes"})
+    description = json.loads(json.dumps(table.describe()))
+    with pytest.raises(SpaceError, match="cannot be rebuilt"):
+        rebuild(description)
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        None,
+        {},
+        {"format": 99, "root": 1},
+        {"format": 1, "root": {"param": "x"}},
+        {"format": 1, "root": {"param": "x", "name": "uniform", "args": [1, 0]}},
+        {"format": 1, "root": {"choice": "c", "name": "choice", "args": [2], "options": [1]}},
+        {"format": 1, "root": {"list": 3}},
+        {"format": 1, "root": {"dict": [[1]]}},
+        {"format": 1, "root": {"what": 1}},
+    ],
+)
+def test_malformed_descriptions_raise_space_error(description: Any) -> None:
+    with pytest.raises(SpaceError):
+        rebuild(description)
+
+
+def test_special_floats_survive_the_description() -> None:
+    space = [float("inf"), -float("inf"), float("nan"), -0.0, 1e308, 5e-324]
+    text = json.dumps(compile_space(space).describe(), allow_nan=False)
+    rebuilt = rebuild(json.loads(text))
+    assert rebuilt == as_node(space)
+    assert same(ao.space_eval(rebuilt, {}), space)
+    assert math.copysign(1.0, ao.space_eval(rebuilt, {})[3]) == -1.0
