@@ -19,14 +19,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import attrs
 import numpy as np
 from scipy import special
 
 from asyncopt.space.distributions import Distribution
 
 __all__ = [
-    "Axis",
+    "Axes",
     "ProductMixture",
     "categorical_kernels",
     "gap_bandwidths",
@@ -56,15 +55,16 @@ def linear_forgetting_weights(n: int, flat: int | None) -> np.ndarray:
 def gap_bandwidths(
     mus: np.ndarray,
     *,
-    prior_mu: float,
-    low: float,
-    high: float,
+    prior_mu: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
     rule: str,
     magic_clip: bool = True,
 ) -> np.ndarray:
     """Kernel widths of observations ``mus`` (shape ``(n, d)``) from neighbour gaps.
 
-    Widths are in units of the prior's width (1 on the unit axis). ``rule="hyperopt"``
+    Widths are in units of the prior's width (1 on the unit axis); ``prior_mu``, ``low``
+    and ``high`` are per axis. ``rule="hyperopt"``
     inserts the prior centre among the sorted observations and takes, for each, the larger
     gap to its neighbours (one observation gets 0.5). ``rule="optuna"`` takes gaps among
     the observations only, using the bounds ``low`` and ``high`` as outer neighbours of a
@@ -77,29 +77,31 @@ def gap_bandwidths(
         if n == 1:
             sigmas = np.full((1, d), 0.5)
         else:
-            extended = np.concatenate([mus, np.full((1, d), prior_mu)], axis=0)
-            sigmas = _neighbour_gaps(extended, outer=None)[:n]
+            extended = np.concatenate([mus, np.reshape(prior_mu, (1, d))], axis=0)
+            sigmas = _neighbour_gaps(extended)[:n]
     elif n == 1:
         sigmas = np.maximum(mus - low, high - mus)
     else:
-        sigmas = _neighbour_gaps(mus, outer=None)
+        sigmas = _neighbour_gaps(mus)
     floor = 1.0 / min(100.0, n + 2.0) if magic_clip else _MIN_SIGMA
     sigmas = np.where(np.isnan(sigmas), 1.0, sigmas)
     return np.clip(sigmas, floor, 1.0)
 
 
-def _neighbour_gaps(points: np.ndarray, outer: float | None) -> np.ndarray:
+def _neighbour_gaps(points: np.ndarray) -> np.ndarray:
     # For each point (column by column): the larger of the gaps to the next smaller and
     # next larger point; the extreme points take their single inner gap.
-    order = np.argsort(points, axis=0, kind="stable")
-    ordered = np.take_along_axis(points, order, axis=0)
-    gaps = np.diff(ordered, axis=0)
-    left = np.concatenate([gaps[:1], gaps], axis=0)
-    right = np.concatenate([gaps, gaps[-1:]], axis=0)
-    widths = np.maximum(left, right)
+    rows = np.ascontiguousarray(points.T)
+    order = np.argsort(rows, axis=1)
+    ordered = np.take_along_axis(rows, order, axis=1)
+    gaps = np.diff(ordered, axis=1)
+    widths = np.empty_like(ordered)
+    widths[:, 1:-1] = np.maximum(gaps[:, :-1], gaps[:, 1:])
+    widths[:, 0] = gaps[:, 0]
+    widths[:, -1] = gaps[:, -1]
     result = np.empty_like(widths)
-    np.put_along_axis(result, order, widths, axis=0)
-    return result
+    np.put_along_axis(result, order, widths, axis=1)
+    return result.T
 
 
 def categorical_kernels(
@@ -124,141 +126,127 @@ def categorical_kernels(
     return rows
 
 
-@attrs.frozen
-class Axis:
-    """How one numeric parameter maps to its unit axis, and back to raw values.
+def _axis_fields(dist: Distribution) -> tuple[float, ...]:
+    # (log, bounded, origin, half_span, q or nan, integer, value_low, value_high,
+    #  clip_low, clip_high) of one numeric distribution; see `Axes`.
+    q = dist.q
+    if dist.is_bounded:
+        low, high = dist.low, dist.high
+        if dist.name == "uniformint":
+            low, high = low - 0.5, high + 0.5
+        origin, half = low, 0.5 * high - 0.5 * low
+        if dist.log:
+            value_low, value_high = math.exp(low), math.exp(high)
+        else:
+            value_low, value_high = low, high
+        if dist.name == "uniformint":
+            clip_low, clip_high = dist.low, dist.high
+        elif q is not None:
+            clip_low, clip_high = _grid_round(value_low, q), _grid_round(value_high, q)
+        else:
+            clip_low, clip_high = value_low, value_high
+    else:
+        origin, half = dist.mu, 0.5 * dist.sigma
+        value_low = 0.0 if dist.log else -math.inf
+        value_high = math.inf
+        clip_low = 0.0 if dist.log else -_MAX_FLOAT
+        clip_high = _MAX_FLOAT
+    return (
+        float(dist.log),
+        float(dist.is_bounded),
+        origin,
+        half,
+        math.nan if q is None else q,
+        float(dist.is_integer),
+        value_low,
+        value_high,
+        clip_low,
+        clip_high,
+    )
 
-    Build it with `Axis.of`. ``origin`` and ``half_span`` are in the parameter's native
-    space (the log for log families); halves are stored so that no span overflows.
+
+class Axes:
+    """How the numeric parameters of one group map to unit axes, and back to raw values.
+
+    On its unit axis a parameter's prior has width 1 and centre 0.5 (bounded families,
+    support ``[0, 1]``) or 0 (normal families). Spans are stored as halves so that no
+    span overflows. All methods work on ``(rows, axes)`` arrays.
     """
 
-    log: bool
-    bounded: bool
-    origin: float
-    half_span: float
-    q: float | None
-    integer: bool
-    # Support of the continuous value before quantization (raw units; +-inf if none).
-    value_low: float
-    value_high: float
-    # Where final raw values are clipped to (grid-aligned for quantized families).
-    clip_low: float
-    clip_high: float
+    __slots__ = (
+        "bounded",
+        "clip_high",
+        "clip_low",
+        "half_span",
+        "high",
+        "integer",
+        "log",
+        "low",
+        "origin",
+        "prior_mu",
+        "q",
+        "quantized",
+        "value_high",
+        "value_low",
+    )
 
-    @classmethod
-    def of(cls, dist: Distribution) -> Axis:
-        """The axis of a numeric (non-categorical) distribution."""
-        q = dist.q
-        if dist.is_bounded:
-            low, high = dist.low, dist.high
-            if dist.name == "uniformint":
-                low, high = low - 0.5, high + 0.5
-            origin, half = low, 0.5 * high - 0.5 * low
-            if dist.log:
-                value_low, value_high = math.exp(low), math.exp(high)
-            else:
-                value_low, value_high = low, high
-            if dist.name == "uniformint":
-                clip_low, clip_high = dist.low, dist.high
-            elif q is not None:
-                clip_low = _grid_round(value_low, q)
-                clip_high = _grid_round(value_high, q)
-            else:
-                clip_low, clip_high = value_low, value_high
-        else:
-            origin, half = dist.mu, 0.5 * dist.sigma
-            value_low = 0.0 if dist.log else -math.inf
-            value_high = math.inf
-            clip_low = 0.0 if dist.log else -_MAX_FLOAT
-            clip_high = _MAX_FLOAT
-        return cls(
-            log=dist.log,
-            bounded=dist.is_bounded,
-            origin=origin,
-            half_span=half,
-            q=q,
-            integer=dist.is_integer,
-            value_low=value_low,
-            value_high=value_high,
-            clip_low=clip_low,
-            clip_high=clip_high,
-        )
+    def __init__(self, dists: Sequence[Distribution]) -> None:
+        fields = np.asarray([_axis_fields(d) for d in dists], dtype=float).reshape(-1, 10).T
+        self.log = fields[0].astype(bool)
+        self.bounded = fields[1].astype(bool)
+        self.origin = fields[2]
+        self.half_span = fields[3]
+        self.quantized = ~np.isnan(fields[4])
+        self.q = np.where(self.quantized, fields[4], 1.0)
+        self.integer = fields[5].astype(bool)
+        self.value_low, self.value_high = fields[6], fields[7]
+        self.clip_low, self.clip_high = fields[8], fields[9]
+        self.prior_mu = np.where(self.bounded, 0.5, 0.0)
+        self.low = np.where(self.bounded, 0.0, -np.inf)
+        self.high = np.where(self.bounded, 1.0, np.inf)
 
-    @property
-    def prior_mu(self) -> float:
-        """Centre of the prior on the unit axis."""
-        return 0.5 if self.bounded else 0.0
-
-    @property
-    def low(self) -> float:
-        """Lower end of the support on the unit axis."""
-        return 0.0 if self.bounded else -math.inf
-
-    @property
-    def high(self) -> float:
-        """Upper end of the support on the unit axis."""
-        return 1.0 if self.bounded else math.inf
+    def __len__(self) -> int:
+        return len(self.origin)
 
     def _native(self, raw: np.ndarray) -> np.ndarray:
-        if self.log:
-            return np.log(np.maximum(raw, np.finfo(float).tiny))
+        if self.log.any():
+            return np.where(self.log, np.log(np.maximum(raw, np.finfo(float).tiny)), raw)
         return raw
 
-    def _to_unit_native(self, t: np.ndarray) -> np.ndarray:
-        # Scale = 2 * half_span for bounded (width 1) and sigma = 2 * half_span for normals.
-        if self.bounded:
-            return (0.5 * t - 0.5 * self.origin) / self.half_span
+    def _unit(self, t: np.ndarray) -> np.ndarray:
         return (0.5 * t - 0.5 * self.origin) / self.half_span
 
     def to_unit(self, raw: np.ndarray) -> np.ndarray:
-        """Observed raw values on the unit axis (clipped into the support)."""
-        u = self._to_unit_native(self._native(np.asarray(raw, dtype=float)))
-        if self.bounded:
-            return np.clip(u, 0.0, 1.0)
-        return np.clip(u, -1e12, 1e12)
+        """Observed raw values on the unit axes (clipped into the supports); NaN stays."""
+        u = self._unit(self._native(np.asarray(raw, dtype=float)))
+        return np.clip(u, np.maximum(self.low, -1e12), np.minimum(self.high, 1e12))
 
     def from_unit(self, u: np.ndarray) -> np.ndarray:
-        """Raw values (quantized, clipped into the support) of unit-axis points."""
-        if self.bounded:
-            u = np.clip(u, 0.0, 1.0)
-            t = 2.0 * (0.5 * self.origin + u * self.half_span)
-        else:
-            t = 2.0 * (0.5 * self.origin + u * self.half_span)
-        if self.log:
-            raw = np.exp(np.clip(t, _MIN_LOG, _MAX_LOG))
-        else:
-            raw = np.clip(t, -_MAX_FLOAT, _MAX_FLOAT)
-        raw = np.where(np.isnan(raw), self._fallback(), raw)
-        if self.integer:
-            raw = np.round(raw)
-        elif self.q is not None:
-            raw = _grid_round_array(raw, self.q)
+        """Raw values (quantized, clipped into the supports) of unit-axis points."""
+        u = np.clip(u, self.low, self.high)
+        t = 2.0 * (0.5 * self.origin + u * self.half_span)
+        raw = np.where(self.log, np.exp(np.clip(t, _MIN_LOG, _MAX_LOG)), t)
+        raw = np.clip(raw, -_MAX_FLOAT, _MAX_FLOAT)
+        raw = np.where(np.isnan(raw), self._centre(), raw)
+        if self.quantized.any():
+            raw = np.where(self.quantized, _grid_round_array(raw, self.q), raw)
         return np.clip(raw, self.clip_low, self.clip_high)
 
-    def _fallback(self) -> float:
-        centre = 2.0 * (0.5 * self.origin + self.prior_mu * self.half_span)
-        return math.exp(min(centre, _MAX_LOG)) if self.log else centre
+    def _centre(self) -> np.ndarray:
+        t = 2.0 * (0.5 * self.origin + self.prior_mu * self.half_span)
+        return np.where(self.log, np.exp(np.minimum(t, _MAX_LOG)), t)
 
-    def cell(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Unit-axis ends of the grid cells that round to the raw values (quantized only)."""
-        q = 1.0 if self.q is None else self.q
-        raw = np.asarray(raw, dtype=float)
-        below = np.maximum(raw - 0.5 * q, self.value_low)
-        above = np.minimum(raw + 0.5 * q, self.value_high)
-        if self.log:
-            a = np.log(np.maximum(below, 0.0))
-            b = np.log(above)
-        else:
-            a, b = below, above
-        ua, ub = self._to_unit_native(a), self._to_unit_native(b)
-        if self.bounded:
-            ua, ub = np.clip(ua, 0.0, 1.0), np.clip(ub, 0.0, 1.0)
-        return ua, ub
-
-    @property
-    def quantized(self) -> bool:
-        """True when values live on a grid (``q`` or integers)."""
-        return self.q is not None
+    def cells(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Unit-axis ends of the grid cells that round to the raw values (quantized axes)."""
+        below = np.maximum(raw - 0.5 * self.q, self.value_low)
+        above = np.minimum(raw + 0.5 * self.q, self.value_high)
+        if self.log.any():
+            below = np.where(self.log, np.log(np.maximum(below, 0.0)), below)
+            above = np.where(self.log, np.log(above), above)
+        return (
+            np.clip(self._unit(below), self.low, self.high),
+            np.clip(self._unit(above), self.low, self.high),
+        )
 
 
 def _grid_round(value: float, q: float) -> float:
@@ -280,62 +268,38 @@ def log_interval_mass(za: np.ndarray, zb: np.ndarray) -> np.ndarray:
     out = np.log(np.maximum(diff, 1e-300))
     weak = np.flatnonzero(diff < 1e-9)
     if weak.size:
+        # Far in a tail or very narrow: Phi differences lose all digits; use the Mills
+        # ratio (tail) or the midpoint rule (narrow) instead of special functions.
         lo_w, hi_w = lo.flat[weak], hi.flat[weak]
-        log_hi = special.log_ndtr(hi_w)
-        delta = special.log_ndtr(lo_w) - log_hi
-        careful = log_hi + np.log(-np.expm1(np.minimum(delta, 0.0)))
-        width = hi_w - lo_w
+        width = np.maximum(hi_w - lo_w, 1e-300)
         mid = 0.5 * (lo_w + hi_w)
-        approx = -0.5 * mid * mid - _LOG_SQRT_2PI + np.log(np.maximum(width, 1e-300))
-        careful = np.where(np.isfinite(careful), careful, approx)
-        out.flat[weak] = np.maximum(careful, -1e300)
+        narrow = -0.5 * mid * mid - _LOG_SQRT_2PI + np.log(width)
+        depth = np.maximum(-hi_w, 1.0)
+        tail = (
+            -0.5 * hi_w * hi_w
+            - _LOG_SQRT_2PI
+            - np.log(depth)
+            + np.log(-np.expm1(-np.minimum(width * depth, 700.0)))
+        )
+        approx = np.where(hi_w < -1.0, tail, narrow)
+        out.flat[weak] = np.maximum(np.where(np.isfinite(approx), approx, -1e300), -1e300)
     return out
 
 
-@attrs.frozen(eq=False)
 class ProductMixture:
     """A weighted mixture of product kernels over one group of parameters.
 
     Numeric axes: ``mus`` and ``sigmas`` of shape ``(K, Dn)``, supports ``lows``/``highs``
     (``(Dn,)``, unit axis, +-inf when unbounded) and which axes are ``quantized``.
-    Categorical axes: one ``(K, size)`` probability table each. ``mixture_truncation``
-    renormalizes the whole mixture by its mass inside the support (Hyperopt's rejection
-    sampler) instead of each kernel separately.
+    Categorical axes: one ``(K, size)`` probability table each. ``weights`` may have any
+    positive scale. ``mixture_truncation`` renormalizes the whole mixture by its mass
+    inside the support (Hyperopt's rejection sampler) instead of each kernel separately.
     """
 
-    log_weights: np.ndarray
-    mus: np.ndarray
-    sigmas: np.ndarray
-    lows: np.ndarray
-    highs: np.ndarray
-    quantized: np.ndarray
-    tables: tuple[np.ndarray, ...]
-    log_tables: tuple[np.ndarray, ...] = attrs.field(init=False)
-    log_mass: np.ndarray = attrs.field(init=False)
-    _za: np.ndarray = attrs.field(init=False, repr=False)
-    _zb: np.ndarray = attrs.field(init=False, repr=False)
+    __slots__ = ("highs", "log_mass", "log_weights", "lows", "mus", "quantized", "sigmas", "tables")
 
-    @log_tables.default
-    def _log_tables(self) -> tuple[np.ndarray, ...]:
-        return tuple(np.log(np.maximum(t, 1e-300)) for t in self.tables)
-
-    @log_mass.default
-    def _mass(self) -> np.ndarray:
-        za = (self.lows - self.mus) / self.sigmas
-        zb = (self.highs - self.mus) / self.sigmas
-        return log_interval_mass(za, zb)
-
-    @_za.default
-    def _compute_za(self) -> np.ndarray:
-        return special.ndtr((self.lows - self.mus) / self.sigmas)
-
-    @_zb.default
-    def _compute_zb(self) -> np.ndarray:
-        return special.ndtr((self.highs - self.mus) / self.sigmas)
-
-    @classmethod
-    def build(
-        cls,
+    def __init__(
+        self,
         weights: np.ndarray,
         mus: np.ndarray,
         sigmas: np.ndarray,
@@ -345,16 +309,18 @@ class ProductMixture:
         tables: Sequence[np.ndarray],
         *,
         mixture_truncation: bool = False,
-    ) -> ProductMixture:
-        """A mixture from kernel ``weights`` (any positive scale) and kernel parameters."""
-        sigmas = np.maximum(sigmas, _MIN_SIGMA)
+    ) -> None:
+        self.mus = mus
+        self.sigmas = np.maximum(sigmas, _MIN_SIGMA)
+        self.lows = lows
+        self.highs = highs
+        self.quantized = quantized
+        self.tables = tuple(tables)
+        self.log_mass = _kernel_log_mass(self.mus, self.sigmas, lows, highs)
         log_w = np.log(np.maximum(weights, 1e-300))
-        mixture = cls(log_w, mus, sigmas, lows, highs, quantized, tuple(tables))
-        if mixture_truncation and mus.shape[1]:
-            log_w = log_w + mixture.log_mass.sum(axis=1)
-            mixture = cls(log_w, mus, sigmas, lows, highs, quantized, tuple(tables))
-        log_w = mixture.log_weights - _logsumexp(mixture.log_weights)
-        return cls(log_w, mus, sigmas, lows, highs, quantized, tuple(tables))
+        if mixture_truncation:
+            log_w = log_w + self.log_mass.sum(axis=1)
+        self.log_weights = log_w - _logsumexp(log_w)
 
     @property
     def n_kernels(self) -> int:
@@ -363,19 +329,20 @@ class ProductMixture:
 
     def sample(self, rng: np.random.Generator, m: int) -> tuple[np.ndarray, np.ndarray]:
         """``m`` draws: unit-axis points ``(m, Dn)`` and category indices ``(m, Dc)``."""
-        weights = np.exp(self.log_weights)
-        cumulative = np.cumsum(weights)
+        cumulative = np.cumsum(np.exp(self.log_weights))
         kernel = np.searchsorted(cumulative, rng.random(m) * cumulative[-1], side="right")
         kernel = np.minimum(kernel, self.n_kernels - 1)
         dn = self.mus.shape[1]
         if dn:
-            lo = self._za[kernel]
-            hi = self._zb[kernel]
+            mus = self.mus[kernel]
+            sigmas = self.sigmas[kernel]
+            lo = special.ndtr((self.lows - mus) / sigmas)
+            hi = special.ndtr((self.highs - mus) / sigmas)
             u = lo + rng.random((m, dn)) * (hi - lo)
             u = np.clip(u, 1e-300, 1.0 - 1e-16)
-            points = self.mus[kernel] + self.sigmas[kernel] * special.ndtri(u)
+            points = mus + sigmas * special.ndtri(u)
             points = np.clip(points, self.lows, self.highs)
-            points = np.where(np.isfinite(points), points, self.mus[kernel])
+            points = np.where(np.isfinite(points), points, mus)
         else:
             points = np.empty((m, 0))
         categories = np.empty((m, len(self.tables)), dtype=np.intp)
@@ -397,33 +364,78 @@ class ProductMixture:
         grid cells of the quantized axes (same shape, read on quantized axes only);
         ``categories`` category indices ``(m, Dc)``.
         """
-        m = len(categories)
-        total = np.zeros((m, self.n_kernels))
-        total += self.log_weights
-        continuous = np.flatnonzero(~self.quantized)
+        quantized = self.quantized if cells is not None else np.zeros_like(self.quantized)
+        continuous = np.flatnonzero(~quantized)
+        # Work in (kernels, points) layout: kernel constants broadcast down columns.
+        constant = self.log_weights.copy()
         if continuous.size:
             x = points[:, continuous]
             mus = self.mus[:, continuous]
             inv_var = 1.0 / (self.sigmas[:, continuous] ** 2)
-            quad = (x * x) @ inv_var.T
-            quad -= 2.0 * (x @ (mus * inv_var).T)
-            quad += (mus * mus * inv_var).sum(axis=1)
-            total -= 0.5 * np.maximum(quad, 0.0)
-            total -= (
-                np.log(self.sigmas[:, continuous]).sum(axis=1)
+            # -0.5 * sum_d (x - mu)^2 / s^2, expanded into one matrix product.
+            weights = np.concatenate([-0.5 * inv_var, mus * inv_var], axis=1)
+            features = np.concatenate([x * x, x], axis=1).T
+            total = _matmul(weights, np.ascontiguousarray(features))
+            square = 0.5 * (mus * mus * inv_var).sum(axis=1)
+            # Rounding can push the expanded square below zero; it never is.
+            np.minimum(total, square[:, None], out=total)
+            constant -= (
+                square
+                + np.log(self.sigmas[:, continuous]).sum(axis=1)
                 + continuous.size * _LOG_SQRT_2PI
                 + self.log_mass[:, continuous].sum(axis=1)
             )
+        else:
+            total = np.zeros((self.n_kernels, len(categories)))
+        total += constant[:, None]
         if cells is not None:
-            for d in np.flatnonzero(self.quantized):
-                mu = self.mus[:, d]
-                sigma = self.sigmas[:, d]
-                za = (cells[0][:, d, None] - mu) / sigma
-                zb = (cells[1][:, d, None] - mu) / sigma
-                total += log_interval_mass(za, zb) - self.log_mass[:, d]
-        for j, log_table in enumerate(self.log_tables):
-            total += log_table[:, categories[:, j]].T
-        return _logsumexp(total, axis=1)
+            for d in np.flatnonzero(quantized):
+                total += self._cell_log_mass(cells[0][:, d], cells[1][:, d], d)
+        for j, table in enumerate(self.tables):
+            log_table = np.log(np.maximum(table, 1e-300))
+            total += log_table[:, categories[:, j]]
+        return _logsumexp(total, axis=0)
+
+    def _cell_log_mass(self, a: np.ndarray, b: np.ndarray, d: int) -> np.ndarray:
+        # Many kernels share (mu, sigma) on a grid axis: compute each distinct pair once.
+        mu = self.mus[:, d]
+        sigma = self.sigmas[:, d]
+        log_mass = self.log_mass[:, d]
+        inverse = None
+        if len(mu) > 2 * len(a):
+            unique, first, inverse = np.unique(
+                mu + 1j * sigma, return_index=True, return_inverse=True
+            )
+            mu, sigma, log_mass = unique.real, unique.imag, log_mass[first]
+        za = (a[None, :] - mu[:, None]) / sigma[:, None]
+        zb = (b[None, :] - mu[:, None]) / sigma[:, None]
+        table = log_interval_mass(za, zb) - log_mass[:, None]
+        if inverse is not None:
+            return table[inverse.reshape(-1)]
+        return table
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    # Row blocks small enough that BLAS stays single-threaded: thread start-up costs more
+    # than these thin products, and badly so on a busy machine.
+    out = np.empty((a.shape[0], b.shape[1]))
+    step = max(1, 200_000 // max(1, b.shape[0] * b.shape[1]))
+    for start in range(0, a.shape[0], step):
+        np.matmul(a[start : start + step], b, out=out[start : start + step])
+    return out
+
+
+def _kernel_log_mass(
+    mus: np.ndarray, sigmas: np.ndarray, lows: np.ndarray, highs: np.ndarray
+) -> np.ndarray:
+    # Mass of each kernel inside the support; kernels 8 sigmas from both ends keep 1.
+    za = (lows - mus) / sigmas
+    zb = (highs - mus) / sigmas
+    result = np.zeros_like(mus)
+    near = np.flatnonzero((za > -8.0) | (zb < 8.0))
+    if near.size:
+        result.flat[near] = log_interval_mass(za.flat[near], zb.flat[near])
+    return result
 
 
 def _logsumexp(values: np.ndarray, axis: int | None = None) -> np.ndarray:

@@ -47,7 +47,7 @@ import attrs
 import numpy as np
 
 from asyncopt.algorithms._parzen import (
-    Axis,
+    Axes,
     ProductMixture,
     categorical_kernels,
     gap_bandwidths,
@@ -56,6 +56,7 @@ from asyncopt.algorithms._parzen import (
 from asyncopt.history import History
 from asyncopt.space.compile import CompiledSpace, Condition, ParamSpec
 from asyncopt.space.evaluate import Assignment, sample_assignments
+from asyncopt.storage.base import TrialState
 
 __all__ = ["TPE", "configure", "suggest"]
 
@@ -230,11 +231,11 @@ def suggest(
 # -- implementation -------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class _Group:
     condition: Condition
     numeric: tuple[ParamSpec, ...]
-    axes: tuple[Axis, ...]
+    axes: Axes
     categorical: tuple[ParamSpec, ...]
 
     @property
@@ -242,7 +243,22 @@ class _Group:
         return (self.numeric or self.categorical)[0].label
 
 
+# Groups depend only on the compiled table, which the fingerprint identifies; building
+# them costs more than a whole suggestion on small histories, so they are memoized.
+_GROUP_CACHE: dict[tuple[str, bool], list[_Group]] = {}
+
+
 def _groups(space: CompiledSpace, multivariate: bool) -> list[_Group]:
+    key = (space.fingerprint, multivariate)
+    groups = _GROUP_CACHE.get(key)
+    if groups is None:
+        if len(_GROUP_CACHE) > 64:
+            _GROUP_CACHE.clear()
+        groups = _GROUP_CACHE[key] = _build_groups(space, multivariate)
+    return groups
+
+
+def _build_groups(space: CompiledSpace, multivariate: bool) -> list[_Group]:
     members: dict[Any, list[ParamSpec]] = {}
     for spec in space.params:
         key = spec.condition if multivariate else spec.label
@@ -251,7 +267,7 @@ def _groups(space: CompiledSpace, multivariate: bool) -> list[_Group]:
     for specs in members.values():
         numeric = tuple(s for s in specs if not s.dist.is_categorical)
         categorical = tuple(s for s in specs if s.dist.is_categorical)
-        axes = tuple(Axis.of(s.dist) for s in numeric)
+        axes = Axes([s.dist for s in numeric])
         groups.append(_Group(specs[0].condition, numeric, axes, categorical))
     return groups
 
@@ -263,32 +279,40 @@ class _Proposer:
         self, tpe: TPE, space: CompiledSpace, history: History, rng: np.random.Generator
     ) -> None:
         self.tpe = tpe
-        self.space = space
         self.rng = rng
         self.groups = _groups(space, tpe.multivariate)
-        ok = history.ok
-        bad = history.failed
+        states = history.states
+        ok = states == TrialState.OK
+        bad = states == TrialState.FAIL
         if tpe.constant_liar:
-            bad = bad | history.pending
+            bad |= (states == TrialState.QUEUED) | (states == TrialState.RUNNING)
         self.ok_rows = np.flatnonzero(ok)
         self.bad_rows = np.flatnonzero(bad)
         losses = history.losses[self.ok_rows]
         # Ranks of OK rows by loss (ties: the earlier trial first).
-        self.ok_order = self.ok_rows[np.argsort(losses, kind="stable")]
+        ok_order = self.ok_rows[np.argsort(losses, kind="stable")]
         self.rank = np.full(len(history), len(history), dtype=np.int64)
-        self.rank[self.ok_order] = np.arange(len(self.ok_order))
+        self.rank[ok_order] = np.arange(len(ok_order))
         n_global = len(self.ok_rows)
         if not tpe.multivariate:
-            n_global += int(np.count_nonzero(history.failed))
+            n_global += int(np.count_nonzero(states == TrialState.FAIL))
         self.global_below = tpe.n_below(n_global)
-        self.columns: dict[str, np.ndarray] = {}
-        for group in self.groups:
-            for spec, axis in zip(group.numeric, group.axes):
-                self.columns[spec.label] = axis.to_unit(history.values[spec.label])
-            for spec in group.categorical:
-                self.columns[spec.label] = history.values[spec.label] - spec.dist.offset
-        self.raw = history.values
-        self.extra: list[dict[str, float]] = []
+        values = history.values
+        self.active = [~np.isnan(values[g.first]) for g in self.groups]
+        self.units = [
+            g.axes.to_unit(np.stack([values[s.label] for s in g.numeric], axis=1))
+            if g.numeric
+            else np.empty((len(history), 0))
+            for g in self.groups
+        ]
+        self.indices = [
+            np.stack([values[s.label] - s.dist.offset for s in g.categorical], axis=1)
+            if g.categorical
+            else np.empty((len(history), 0))
+            for g in self.groups
+        ]
+        # Proposals of this call, per group: unit rows and category rows.
+        self.extra: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in self.groups]
 
     def propose(self, n: int) -> list[Assignment]:
         proposals: list[Assignment] = []
@@ -301,61 +325,47 @@ class _Proposer:
                     break
             seen.add(key)
             proposals.append(proposal)
-            self.extra.append(internal)
+            for index, row in internal.items():
+                self.extra[index].append(row)
         return proposals
 
-    def _one(self) -> tuple[Assignment, dict[str, float]]:
+    def _one(self) -> tuple[Assignment, dict[int, tuple[np.ndarray, np.ndarray]]]:
         assignment: Assignment = {}
-        internal: dict[str, float] = {}
-        for group in self.groups:
-            if not group.condition.holds(assignment):
-                continue
-            self._decide(group, assignment, internal)
+        internal: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for index, group in enumerate(self.groups):
+            if group.condition.holds(assignment):
+                internal[index] = self._decide(index, assignment)
         return assignment, internal
 
-    def _split(self, group: _Group) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows of the below group, OK rows of the above group, bad rows; all active."""
-        active = ~np.isnan(self.raw[group.first])
+    def _split(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the below group and of the above group (OK and bad), all active."""
+        active = self.active[index]
         ok_active = self.ok_rows[active[self.ok_rows]]
         if self.tpe.multivariate:
-            ranked = ok_active[np.argsort(self.rank[ok_active], kind="stable")]
+            ranked = ok_active[np.argsort(self.rank[ok_active])]
             cut = self.tpe.n_below(len(ranked))
             below = np.sort(ranked[:cut])
-            above = np.sort(ranked[cut:])
+            above = ranked[cut:]
         else:
             good = self.rank[ok_active] < self.global_below
             below = ok_active[good]
             above = ok_active[~good]
         bad = self.bad_rows[active[self.bad_rows]]
-        return below, np.union1d(above, bad), bad
+        return below, np.sort(np.concatenate([above, bad]))
 
     def _observations(
-        self, group: _Group, rows: np.ndarray, with_extra: bool
+        self, index: int, rows: np.ndarray, with_extra: bool
     ) -> tuple[np.ndarray, np.ndarray]:
-        numeric = np.empty((len(rows), len(group.numeric)))
-        for j, spec in enumerate(group.numeric):
-            numeric[:, j] = self.columns[spec.label][rows]
-        categorical = np.empty((len(rows), len(group.categorical)), dtype=np.intp)
-        for j, spec in enumerate(group.categorical):
-            categorical[:, j] = self.columns[spec.label][rows]
-        if with_extra:
-            extra = [e for e in self.extra if group.first in e]
-            if extra:
-                numeric = np.concatenate(
-                    [numeric, [[e[s.label] for s in group.numeric] for e in extra]]
-                ).reshape(-1, len(group.numeric))
-                categorical = np.concatenate(
-                    [
-                        categorical,
-                        np.asarray(
-                            [[e[s.label] for s in group.categorical] for e in extra],
-                            dtype=np.intp,
-                        ).reshape(-1, len(group.categorical)),
-                    ]
-                )
-        return numeric, categorical
+        numeric = self.units[index][rows]
+        categorical = self.indices[index][rows]
+        if with_extra and self.extra[index]:
+            numeric = np.concatenate([numeric, [u for u, _ in self.extra[index]]])
+            categorical = np.concatenate([categorical, [c for _, c in self.extra[index]]])
+        return numeric, categorical.astype(np.intp)
 
-    def _mixture(self, group: _Group, numeric: np.ndarray, categorical: np.ndarray) -> ProductMixture:
+    def _mixture(
+        self, group: _Group, numeric: np.ndarray, categorical: np.ndarray
+    ) -> ProductMixture:
         tpe = self.tpe
         hyperopt = not tpe.multivariate
         rule = "hyperopt" if hyperopt else "optuna"
@@ -365,20 +375,15 @@ class _Proposer:
             prior_weight *= group.categorical[0].dist.size
         weights = np.append(linear_forgetting_weights(n, tpe.linear_forgetting), prior_weight)
         axes = group.axes
-        prior_mus = np.asarray([a.prior_mu for a in axes])
-        lows = np.asarray([a.low for a in axes])
-        highs = np.asarray([a.high for a in axes])
-        sigmas = np.empty((n, len(axes)))
-        for j, axis in enumerate(axes):
-            sigmas[:, j] = gap_bandwidths(
-                numeric[:, j : j + 1],
-                prior_mu=axis.prior_mu,
-                low=axis.low,
-                high=axis.high,
-                rule=rule,
-                magic_clip=tpe.magic_clip,
-            )[:, 0]
-        mus = np.concatenate([numeric, prior_mus[None, :]], axis=0)
+        sigmas = gap_bandwidths(
+            numeric,
+            prior_mu=axes.prior_mu,
+            low=axes.low,
+            high=axes.high,
+            rule=rule,
+            magic_clip=tpe.magic_clip,
+        )
+        mus = np.concatenate([numeric, axes.prior_mu[None, :]], axis=0)
         sigmas = np.concatenate([sigmas, np.ones((1, len(axes)))], axis=0)
         tables = [
             categorical_kernels(
@@ -389,40 +394,33 @@ class _Proposer:
             )
             for j, spec in enumerate(group.categorical)
         ]
-        return ProductMixture.build(
+        return ProductMixture(
             weights,
             mus,
             sigmas,
-            lows,
-            highs,
-            np.asarray([a.quantized for a in axes], dtype=bool),
+            axes.low,
+            axes.high,
+            axes.quantized,
             tables,
             mixture_truncation=hyperopt,
         )
 
-    def _decide(self, group: _Group, assignment: Assignment, internal: dict[str, float]) -> None:
-        below_rows, above_rows, _ = self._split(group)
-        below = self._mixture(group, *self._observations(group, below_rows, False))
-        above = self._mixture(group, *self._observations(group, above_rows, True))
+    def _decide(self, index: int, assignment: Assignment) -> tuple[np.ndarray, np.ndarray]:
+        group = self.groups[index]
+        below_rows, above_rows = self._split(index)
+        below = self._mixture(group, *self._observations(index, below_rows, False))
+        above = self._mixture(group, *self._observations(index, above_rows, True))
         points, categories = below.sample(self.rng, self.tpe.n_candidates)
-        raw = np.empty_like(points)
-        cells_a = np.zeros_like(points)
-        cells_b = np.zeros_like(points)
-        for j, axis in enumerate(group.axes):
-            raw[:, j] = axis.from_unit(points[:, j])
-            if axis.quantized:
-                cells_a[:, j], cells_b[:, j] = axis.cell(raw[:, j])
-        cells = (cells_a, cells_b) if any(a.quantized for a in group.axes) else None
-        score = below.log_pdf(points, cells, categories) - above.log_pdf(
-            points, cells, categories
-        )
+        axes = group.axes
+        raw = axes.from_unit(points)
+        cells = axes.cells(raw) if axes.quantized.any() else None
+        score = below.log_pdf(points, cells, categories) - above.log_pdf(points, cells, categories)
         score = np.where(np.isnan(score), -np.inf, score)
         best = int(np.argmax(score))
-        for j, (spec, axis) in enumerate(zip(group.numeric, group.axes)):
+        for j, spec in enumerate(group.numeric):
             value = float(raw[best, j])
             assignment[spec.label] = int(value) if spec.dist.is_integer else value
-            internal[spec.label] = float(axis.to_unit(np.asarray([value]))[0])
         for j, spec in enumerate(group.categorical):
-            index = int(categories[best, j])
-            assignment[spec.label] = index + spec.dist.offset
-            internal[spec.label] = float(index)
+            assignment[spec.label] = int(categories[best, j]) + spec.dist.offset
+        unit = axes.to_unit(raw[best : best + 1])[0]
+        return unit, categories[best].astype(float)
