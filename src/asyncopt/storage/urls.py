@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import anyio
+import anyio.to_thread
 import attrs
 
 from asyncopt.errors import StorageURLError
@@ -71,7 +72,8 @@ class StorageURL:
             hosts = parts.netloc.rpartition("@")[2]
             port = None if "," in hosts else parts.port
         except ValueError as exc:
-            raise StorageURLError(f"malformed storage URL {_redact(url)!r}: {exc}") from None
+            hint = " (for an in-process storage use memory://)" if ":memory:" in url else ""
+            raise StorageURLError(f"malformed storage URL {_redact(url)!r}: {exc}{hint}") from None
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         return cls(
             raw=url,
@@ -156,7 +158,8 @@ async def open_storage(storage: str | Storage = "memory://") -> AsyncIterator[St
     between calls this way). Unknown schemes raise `StorageURLError`.
     """
     if isinstance(storage, str):
-        instance = storage_from_url(storage)
+        # Resolving may import a backend and scan entry points: file I/O, off the loop.
+        instance = await anyio.to_thread.run_sync(storage_from_url, storage)
         await instance.open()
         try:
             yield instance

@@ -1,0 +1,87 @@
+"""The two ways the SQLite backend reaches its connection: one worker thread either way.
+
+Under asyncio the connection lives on aiosqlite's thread; under trio, the standard
+``sqlite3`` connection is driven from anyio's worker threads, one call at a time. Both run
+a whole storage operation (a function of the ``sqlite3.Connection``) in one hop, so a
+transaction is never split across awaits and a cancelled caller cannot leave one open.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+import anyio
+import anyio.to_thread
+
+T = TypeVar("T")
+
+__all__ = ["Runner", "open_runner"]
+
+
+class Runner(Protocol):
+    """Runs functions of the connection on the connection's thread, one at a time."""
+
+    @property
+    def backend(self) -> str: ...
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    async def close(self) -> None: ...
+
+
+def _current_library() -> str:
+    try:
+        import sniffio
+    except ImportError:  # trio requires sniffio, so without it only asyncio can be running
+        return "asyncio"
+    return sniffio.current_async_library()
+
+
+class _AiosqliteRunner:
+    def __init__(self, connection: object, raw: sqlite3.Connection) -> None:
+        self._connection = connection
+        self._raw = raw
+
+    @property
+    def backend(self) -> str:
+        return "asyncio"
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        # aiosqlite's public calls run one statement per hop; its queue runner takes any
+        # function, which lets a whole transaction run on its thread without interruption.
+        result: T = await self._connection._execute(fn, self._raw)  # type: ignore[attr-defined]
+        return result
+
+    async def close(self) -> None:
+        await self._connection.close()  # type: ignore[attr-defined]
+
+
+class _ThreadRunner:
+    def __init__(self, raw: sqlite3.Connection) -> None:
+        self._raw = raw
+        self._limiter = anyio.CapacityLimiter(1)
+
+    @property
+    def backend(self) -> str:
+        return "trio"
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await anyio.to_thread.run_sync(fn, self._raw, limiter=self._limiter)
+
+    async def close(self) -> None:
+        await anyio.to_thread.run_sync(self._raw.close, limiter=self._limiter)
+
+
+async def open_runner(connect: Callable[[], sqlite3.Connection]) -> Runner:
+    """Connect with ``connect`` on the connection's own thread, for the running event loop."""
+    if _current_library() == "asyncio":
+        import aiosqlite
+
+        connection = aiosqlite.Connection(connect, 64)
+        await connection
+        raw: sqlite3.Connection = connection._conn
+        return _AiosqliteRunner(connection, raw)
+    raw = await anyio.to_thread.run_sync(connect)
+    return _ThreadRunner(raw)

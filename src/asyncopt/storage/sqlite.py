@@ -1,0 +1,1026 @@
+"""The SQLite storage (``sqlite:///relative.db``, ``sqlite:////absolute/path.db``).
+
+One file holds every study; any number of processes on one machine may share it. The
+database runs in WAL mode, so readers never wait for writers; every read-modify-write
+takes the write lock up front (``BEGIN IMMEDIATE``) and, when another process holds it,
+waits and retries with a jittered backoff instead of failing, up to ``timeout`` seconds.
+
+URL options (query string):
+
+- ``synchronous=normal`` (default) or ``full``: with ``normal`` a committed trial survives
+  a crash of the process; ``full`` also survives a power loss, at the cost of an fsync
+  per commit.
+- ``timeout=SECONDS`` (default 60): how long an operation may wait for another process's
+  write lock before `asyncopt.errors.StorageUnavailableError` is raised.
+
+Every ``sqlite3`` error is translated into an `asyncopt.errors.StorageError` subclass that
+names the file; a database written by a newer asyncopt is refused, never rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+
+from asyncopt.errors import (
+    LeaseLostError,
+    StorageError,
+    StorageUnavailableError,
+    StorageURLError,
+    StudyMismatchError,
+    StudyNotFoundError,
+    TrialNotFoundError,
+    TrialStateError,
+)
+from asyncopt.storage._sqlite_conn import Runner, open_runner
+from asyncopt.storage.base import StudyRecord, Trial, TrialState
+from asyncopt.storage.urls import StorageURL
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStorage"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+"""The layout of the tables this version of asyncopt reads and writes."""
+
+_SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
+_OPTIONS = ("synchronous", "timeout")
+_FIRST_BACKOFF = 0.0002
+_MAX_BACKOFF = 0.02
+_INT64 = range(-(2**63), 2**63)
+
+# SQLite primary result codes (the low byte of an extended code).
+_PERM, _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT = 3, 5, 6, 8, 10, 11
+_FULL, _CANTOPEN, _NOTADB = 13, 14, 26
+
+_SCHEMA = (
+    """CREATE TABLE asyncopt_meta (
+        key TEXT PRIMARY KEY,
+        value NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE asyncopt_studies (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        fingerprint TEXT NOT NULL,
+        space TEXT NOT NULL,
+        seed NOT NULL,
+        created_at REAL NOT NULL
+    )""",
+    """CREATE TABLE asyncopt_trials (
+        study_id INTEGER NOT NULL,
+        tid INTEGER NOT NULL,
+        state INTEGER NOT NULL,
+        assignment TEXT NOT NULL,
+        loss,
+        result TEXT,
+        error TEXT,
+        created_at REAL,
+        started_at REAL,
+        finished_at REAL,
+        lease_expires_at REAL,
+        worker TEXT,
+        seed,
+        retry_of INTEGER,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (study_id, tid)
+    ) WITHOUT ROWID""",
+    # A commit costs roughly one page write per b-tree it touches, so trials carry only
+    # the indexes the operations need, the sparse ones partial; the counts (next tid,
+    # budgeted trials) are read from the indexes rather than kept in a row every
+    # transaction would rewrite. Queries name their index (INDEXED BY): without ANALYZE
+    # statistics the planner would scan a study's whole primary key instead.
+    "CREATE UNIQUE INDEX asyncopt_trials_by_seq ON asyncopt_trials (seq)",
+    "CREATE INDEX asyncopt_trials_queued ON asyncopt_trials (study_id, tid) WHERE state = 0",
+    "CREATE INDEX asyncopt_trials_leased ON asyncopt_trials (study_id, lease_expires_at) "
+    "WHERE state = 1",
+    "CREATE INDEX asyncopt_trials_cancelled ON asyncopt_trials (study_id) WHERE state = 4",
+)
+
+_COLUMNS = (
+    "tid, state, assignment, loss, result, error, created_at, started_at, finished_at, "
+    "lease_expires_at, worker, seed, retry_of, seq"
+)
+_STUDY_ID = "(SELECT id FROM asyncopt_studies WHERE name = ?)"
+# The study's id, its number of trials (tids are dense) and of cancelled trials.
+_SQL_STUDY = (
+    "SELECT s.id, "
+    "(SELECT coalesce(max(t.tid) + 1, 0) FROM asyncopt_trials t WHERE t.study_id = s.id), "
+    "(SELECT count(*) FROM asyncopt_trials t INDEXED BY asyncopt_trials_cancelled "
+    "WHERE t.study_id = s.id AND t.state = 4) "
+    "FROM asyncopt_studies s WHERE s.name = ?"
+)
+_SQL_STUDY_RECORD = (
+    "SELECT name, fingerprint, space, seed, created_at FROM asyncopt_studies WHERE name = ?"
+)
+_SQL_INSERT_TRIAL = (
+    "INSERT INTO asyncopt_trials (study_id, tid, state, assignment, created_at, started_at, "
+    "lease_expires_at, worker, seed, retry_of, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQL_GET_TRIAL = f"SELECT {_COLUMNS} FROM asyncopt_trials WHERE study_id = ? AND tid = ?"
+# Deleting a study records its highest seq as a floor, so seqs never go back.
+_SQL_LAST_SEQ = (
+    "SELECT max(coalesce((SELECT max(seq) FROM asyncopt_trials), 0), "
+    "(SELECT value FROM asyncopt_meta WHERE key = 'seq_floor'))"
+)
+
+
+# -- values in and out -------------------------------------------------------------------
+
+
+def _json_default(value: Any) -> Any:
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item):
+        return item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _dumps(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise StorageError(f"cannot store the {what}: {exc}") from None
+
+
+def _int_in(value: int | None) -> int | str | None:
+    # Seeds may exceed SQLite's 64-bit integers; those are kept as decimal text.
+    if value is None:
+        return None
+    value = int(value)
+    return value if value in _INT64 else str(value)
+
+
+def _int_out(value: int | str | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _loss_in(loss: float | None) -> float | str | None:
+    # SQLite stores NaN as NULL; it is kept as text (the column has no type affinity, which
+    # also keeps -0.0 a float) so it reads back as NaN.
+    if loss is None:
+        return None
+    loss = float(loss)
+    return "NaN" if math.isnan(loss) else loss
+
+
+def _loss_out(value: float | str | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _trial(study: str, row: Sequence[Any]) -> Trial:
+    return Trial(
+        study=study,
+        tid=row[0],
+        state=TrialState(row[1]),
+        assignment=json.loads(row[2]),
+        loss=_loss_out(row[3]),
+        result=None if row[4] is None else json.loads(row[4]),
+        error=row[5],
+        created_at=row[6],
+        started_at=row[7],
+        finished_at=row[8],
+        lease_expires_at=row[9],
+        worker=row[10],
+        seed=_int_out(row[11]),
+        retry_of=row[12],
+        seq=row[13],
+    )
+
+
+def _record(row: Sequence[Any]) -> StudyRecord:
+    return StudyRecord(row[0], row[1], json.loads(row[2]), int(row[3]), row[4])
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+def _code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = _code(exc)
+    if code is not None:
+        return code in (_BUSY, _LOCKED)
+    message = str(exc).lower()
+    return "locked" in message or "busy" in message
+
+
+def _translate(exc: sqlite3.Error, path: str) -> StorageError:
+    """The asyncopt error for a sqlite3 error on ``path``."""
+    code = _code(exc)
+    message = str(exc)
+    lowered = message.lower()
+    if code == _NOTADB or "not a database" in lowered:
+        return StorageUnavailableError(
+            f"{path} is not an SQLite database (or is encrypted): {message}"
+        )
+    if code == _CORRUPT or "malformed" in lowered:
+        return StorageUnavailableError(
+            f"the SQLite database {path} is corrupted ({message}); restore it from a backup"
+        )
+    if code == _READONLY or "readonly" in lowered:
+        return StorageUnavailableError(
+            f"cannot write to the SQLite database {path} ({message}); "
+            "the file and its directory must be writable"
+        )
+    if code in (_CANTOPEN, _PERM) or "unable to open" in lowered:
+        return StorageUnavailableError(f"cannot open the SQLite database {path}: {message}")
+    if code in (_IOERR, _FULL) or "disk" in lowered:
+        return StorageUnavailableError(f"I/O error on the SQLite database {path}: {message}")
+    return StorageError(f"SQLite error on {path}: {message}")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _run(
+    conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], path: str, timeout: float
+) -> T:
+    """Run ``fn`` (one whole transaction) on the connection's thread; retry while busy.
+
+    SQLite's own busy handler sleeps whole milliseconds, far longer than a commit here
+    takes, so the wait is done here with a short jittered exponential backoff.
+    """
+    backoff = _FIRST_BACKOFF
+    deadline: float | None = None
+    while True:
+        try:
+            return fn(conn)
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            if not _is_busy(exc):
+                raise _translate(exc, path) from None
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + timeout
+            if now >= deadline:
+                raise StorageUnavailableError(
+                    f"gave up after waiting {timeout:g} s for the write lock of {path}; "
+                    "another process kept it (raise ?timeout= in the URL to wait longer)"
+                ) from None
+            time.sleep(min(backoff * random.uniform(0.5, 1.5), deadline - now))
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+        except BaseException:
+            _rollback(conn)
+            raise
+
+
+@contextmanager
+def _write(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction holding the lock from its start (``BEGIN IMMEDIATE``)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        _rollback(conn)
+        raise
+    conn.execute("COMMIT")
+
+
+# -- opening -----------------------------------------------------------------------------
+
+
+def _check_path(path: str) -> None:
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise StorageUnavailableError(
+            f"cannot open the SQLite database {path}: directory {directory} does not exist"
+        )
+    if os.path.isdir(path):
+        raise StorageUnavailableError(f"cannot open the SQLite database {path}: it is a directory")
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        raise StorageUnavailableError(
+            f"cannot open the SQLite database {path}: permission denied "
+            "(the file must be readable and writable)"
+        )
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StorageUnavailableError(
+            f"cannot open the SQLite database {path}: directory {directory} is not writable "
+            "(SQLite keeps its write-ahead log next to the file)"
+        )
+
+
+def _schema_version(conn: sqlite3.Connection, path: str) -> int | None:
+    tables = {
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'asyncopt%'"
+        )
+    }
+    if "asyncopt_meta" not in tables:
+        return None
+    row = conn.execute("SELECT value FROM asyncopt_meta WHERE key = 'schema_version'").fetchone()
+    if row is None or not isinstance(row[0], int):
+        raise StorageError(f"{path} holds asyncopt tables without a schema version; not opening it")
+    version: int = row[0]
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"{path} was written by a newer asyncopt (schema version {version}; this "
+            f"version knows {SCHEMA_VERSION}); upgrade asyncopt to open it"
+        )
+    if version < SCHEMA_VERSION or not {"asyncopt_studies", "asyncopt_trials"} <= tables:
+        raise StorageError(f"{path} has an unknown asyncopt schema (version {version})")
+    return version
+
+
+def _prepare(conn: sqlite3.Connection, path: str, synchronous: str) -> None:
+    # Read before writing anything: a file that is not a database, is corrupted or comes
+    # from a newer asyncopt is refused untouched.
+    version = _schema_version(conn, path)
+    if version is not None:
+        conn.execute("SELECT count(*) FROM asyncopt_studies").fetchone()
+    conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    if version is None:
+        with _write(conn):
+            if _schema_version(conn, path) is None:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.executemany(
+                    "INSERT INTO asyncopt_meta (key, value) VALUES (?, ?)",
+                    [("schema_version", SCHEMA_VERSION), ("seq_floor", 0)],
+                )
+
+
+# -- operations (each runs whole on the connection's thread) -----------------------------
+
+
+def _next_seq(conn: sqlite3.Connection) -> int:
+    """The next sequence number (inside a write transaction; the ones after it are free too)."""
+    last: int = conn.execute(_SQL_LAST_SEQ).fetchone()[0]
+    return last + 1
+
+
+class _Ops:
+    """The SQL of every operation; ``where`` names the storage in error messages."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def _missing(self, study: str) -> StudyNotFoundError:
+        return StudyNotFoundError(f"no study named {study!r} in {self.where}")
+
+    def study_row(self, conn: sqlite3.Connection, study: str) -> tuple[int, int, int]:
+        """The study's id, number of trials and number of budgeted trials."""
+        row = conn.execute(_SQL_STUDY, (study,)).fetchone()
+        if row is None:
+            raise self._missing(study)
+        study_id, n_trials, n_cancelled = row
+        return study_id, n_trials, n_trials - n_cancelled
+
+    def _check_study(self, conn: sqlite3.Connection, study: str) -> None:
+        if (
+            conn.execute("SELECT 1 FROM asyncopt_studies WHERE name = ?", (study,)).fetchone()
+            is None
+        ):
+            raise self._missing(study)
+
+    def _load_trial(self, conn: sqlite3.Connection, study: str, study_id: int, tid: int) -> Trial:
+        row = conn.execute(_SQL_GET_TRIAL, (study_id, tid)).fetchone()
+        if row is None:
+            raise TrialNotFoundError(f"study {study!r} has no trial {tid}")
+        return _trial(study, row)
+
+    # studies
+
+    def create_study(
+        self, conn: sqlite3.Connection, name: str, fingerprint: str, space: str, seed: int
+    ) -> StudyRecord:
+        row = conn.execute(_SQL_STUDY_RECORD, (name,)).fetchone()
+        if row is None:
+            with _write(conn):
+                row = conn.execute(_SQL_STUDY_RECORD, (name,)).fetchone()
+                if row is None:
+                    created_at = time.time()
+                    conn.execute(
+                        "INSERT INTO asyncopt_studies (name, fingerprint, space, seed, "
+                        "created_at) VALUES (?, ?, ?, ?, ?)",
+                        (name, fingerprint, space, _int_in(seed), created_at),
+                    )
+                    return StudyRecord(name, fingerprint, json.loads(space), seed, created_at)
+        record = _record(row)
+        if record.fingerprint != fingerprint:
+            raise StudyMismatchError(
+                f"study {name!r} exists with a different space "
+                f"(fingerprint {record.fingerprint[:12]}, this space {fingerprint[:12]})"
+            )
+        return record
+
+    def get_study(self, conn: sqlite3.Connection, name: str) -> StudyRecord:
+        row = conn.execute(_SQL_STUDY_RECORD, (name,)).fetchone()
+        if row is None:
+            raise self._missing(name)
+        return _record(row)
+
+    def list_studies(self, conn: sqlite3.Connection) -> list[StudyRecord]:
+        rows = conn.execute(
+            "SELECT name, fingerprint, space, seed, created_at FROM asyncopt_studies ORDER BY name"
+        ).fetchall()
+        return [_record(row) for row in rows]
+
+    def delete_study(self, conn: sqlite3.Connection, name: str) -> None:
+        with _write(conn):
+            study_id = self.study_row(conn, name)[0]
+            conn.execute(
+                "UPDATE asyncopt_meta SET value = ? WHERE key = 'seq_floor'",
+                (_next_seq(conn) - 1,),
+            )
+            conn.execute("DELETE FROM asyncopt_trials WHERE study_id = ?", (study_id,))
+            conn.execute("DELETE FROM asyncopt_studies WHERE id = ?", (study_id,))
+
+    # trials
+
+    def create_trial(
+        self,
+        conn: sqlite3.Connection,
+        study: str,
+        assignment: str,
+        budget: int | None,
+        worker: str,
+        lease: float,
+        seed: int | None,
+    ) -> Trial | None:
+        with _write(conn):
+            study_id, n_trials, n_budgeted = self.study_row(conn, study)
+            if budget is not None and n_budgeted >= budget:
+                return None
+            now = time.time()
+            seq = _next_seq(conn)
+            expires = now + lease
+            conn.execute(
+                _SQL_INSERT_TRIAL,
+                (
+                    study_id,
+                    n_trials,
+                    TrialState.RUNNING,
+                    assignment,
+                    now,
+                    now,
+                    expires,
+                    worker,
+                    _int_in(seed),
+                    None,
+                    seq,
+                ),
+            )
+        return Trial(
+            study=study,
+            tid=n_trials,
+            state=TrialState.RUNNING,
+            assignment=json.loads(assignment),
+            created_at=now,
+            started_at=now,
+            lease_expires_at=expires,
+            worker=worker,
+            seed=seed,
+            seq=seq,
+        )
+
+    def enqueue_trials(
+        self,
+        conn: sqlite3.Connection,
+        study: str,
+        assignments: list[str],
+        budget: int | None,
+        seeds: list[int | None],
+    ) -> list[Trial]:
+        with _write(conn):
+            study_id, n_trials, n_budgeted = self.study_row(conn, study)
+            count = len(assignments)
+            if budget is not None:
+                count = max(0, min(count, budget - n_budgeted))
+            if count == 0:
+                return []
+            now = time.time()
+            first = _next_seq(conn)
+            conn.executemany(
+                _SQL_INSERT_TRIAL,
+                [
+                    (
+                        study_id,
+                        n_trials + i,
+                        TrialState.QUEUED,
+                        assignments[i],
+                        now,
+                        None,
+                        None,
+                        None,
+                        _int_in(seeds[i]),
+                        None,
+                        first + i,
+                    )
+                    for i in range(count)
+                ],
+            )
+        return [
+            Trial(
+                study=study,
+                tid=n_trials + i,
+                state=TrialState.QUEUED,
+                assignment=json.loads(assignments[i]),
+                created_at=now,
+                seed=seeds[i],
+                seq=first + i,
+            )
+            for i in range(count)
+        ]
+
+    def claim_trial(
+        self, conn: sqlite3.Connection, study: str, worker: str, lease: float
+    ) -> Trial | None:
+        # Look without the lock first: most calls find the queue empty.
+        probe = conn.execute(
+            f"SELECT 1 FROM asyncopt_trials INDEXED BY asyncopt_trials_queued "
+            f"WHERE study_id = {_STUDY_ID} AND state = 0 LIMIT 1",
+            (study,),
+        ).fetchone()
+        if probe is None:
+            self._check_study(conn, study)
+            return None
+        with _write(conn):
+            study_id = self.study_row(conn, study)[0]
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM asyncopt_trials INDEXED BY asyncopt_trials_queued "
+                "WHERE study_id = ? AND state = 0 "
+                "ORDER BY tid LIMIT 1",
+                (study_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            trial = _trial(study, row)
+            now = time.time()
+            seq = _next_seq(conn)
+            conn.execute(
+                "UPDATE asyncopt_trials SET state = ?, started_at = ?, lease_expires_at = ?, "
+                "worker = ?, seq = ? WHERE study_id = ? AND tid = ?",
+                (TrialState.RUNNING, now, now + lease, worker, seq, study_id, trial.tid),
+            )
+        return Trial(
+            study=study,
+            tid=trial.tid,
+            state=TrialState.RUNNING,
+            assignment=trial.assignment,
+            created_at=trial.created_at,
+            started_at=now,
+            lease_expires_at=now + lease,
+            worker=worker,
+            seed=trial.seed,
+            retry_of=trial.retry_of,
+            seq=seq,
+        )
+
+    def finish_trial(
+        self,
+        conn: sqlite3.Connection,
+        study: str,
+        tid: int,
+        worker: str,
+        state: TrialState,
+        loss: float | None,
+        result: str | None,
+        error: str | None,
+    ) -> Trial:
+        with _write(conn):
+            study_id = self.study_row(conn, study)[0]
+            trial = self._load_trial(conn, study, study_id, tid)
+            if trial.state is not TrialState.RUNNING:
+                raise TrialStateError(
+                    f"trial {tid} of study {study!r} is {trial.state.name}, not RUNNING; "
+                    "it cannot be finished"
+                )
+            if trial.worker != worker:
+                raise LeaseLostError(
+                    f"trial {tid} of study {study!r} is held by another worker ({trial.worker})"
+                )
+            now = time.time()
+            seq = _next_seq(conn)
+            conn.execute(
+                "UPDATE asyncopt_trials SET state = ?, loss = ?, result = ?, error = ?, "
+                "finished_at = ?, lease_expires_at = NULL, seq = ? "
+                "WHERE study_id = ? AND tid = ?",
+                (state, _loss_in(loss), result, error, now, seq, study_id, tid),
+            )
+        return Trial(
+            study=study,
+            tid=tid,
+            state=state,
+            assignment=trial.assignment,
+            loss=_loss_out(_loss_in(loss)),
+            result=None if result is None else json.loads(result),
+            error=error,
+            created_at=trial.created_at,
+            started_at=trial.started_at,
+            finished_at=now,
+            lease_expires_at=None,
+            worker=trial.worker,
+            seed=trial.seed,
+            retry_of=trial.retry_of,
+            seq=seq,
+        )
+
+    def renew_leases(
+        self, conn: sqlite3.Connection, study: str, tids: list[int], worker: str, lease: float
+    ) -> list[int]:
+        if not tids:
+            self._check_study(conn, study)
+            return []
+        with _write(conn):
+            study_id = self.study_row(conn, study)[0]
+            held = []
+            lost = []
+            for tid in tids:
+                row = conn.execute(
+                    "SELECT state, worker FROM asyncopt_trials WHERE study_id = ? AND tid = ?",
+                    (study_id, tid),
+                ).fetchone()
+                if row is None or row[0] != TrialState.RUNNING or row[1] != worker:
+                    lost.append(tid)
+                else:
+                    held.append(tid)
+            if held:
+                expires = time.time() + lease
+                first = _next_seq(conn)
+                conn.executemany(
+                    "UPDATE asyncopt_trials SET lease_expires_at = ?, seq = ? "
+                    "WHERE study_id = ? AND tid = ?",
+                    [(expires, first + i, study_id, tid) for i, tid in enumerate(held)],
+                )
+        return lost
+
+    def reap_expired(self, conn: sqlite3.Connection, study: str) -> list[Trial]:
+        probe = conn.execute(
+            f"SELECT 1 FROM asyncopt_trials INDEXED BY asyncopt_trials_leased "
+            f"WHERE study_id = {_STUDY_ID} AND state = 1 "
+            "AND lease_expires_at < ? LIMIT 1",
+            (study, time.time()),
+        ).fetchone()
+        if probe is None:
+            self._check_study(conn, study)
+            return []
+        reaped = []
+        with _write(conn):
+            study_id, n_trials, _ = self.study_row(conn, study)
+            now = time.time()
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM asyncopt_trials INDEXED BY asyncopt_trials_leased "
+                "WHERE study_id = ? AND state = 1 "
+                "AND lease_expires_at < ? ORDER BY tid",
+                (study_id, now),
+            ).fetchall()
+            for row in rows:
+                trial = _trial(study, row)
+                error = f"lease expired: worker {trial.worker} stopped renewing it"
+                seq = _next_seq(conn)
+                conn.execute(
+                    "UPDATE asyncopt_trials SET state = ?, finished_at = ?, "
+                    "lease_expires_at = NULL, error = ?, seq = ? WHERE study_id = ? AND tid = ?",
+                    (TrialState.CANCELLED, now, error, seq, study_id, trial.tid),
+                )
+                reaped.append(
+                    Trial(
+                        study=study,
+                        tid=trial.tid,
+                        state=TrialState.CANCELLED,
+                        assignment=trial.assignment,
+                        loss=trial.loss,
+                        result=trial.result,
+                        error=error,
+                        created_at=trial.created_at,
+                        started_at=trial.started_at,
+                        finished_at=now,
+                        lease_expires_at=None,
+                        worker=trial.worker,
+                        seed=trial.seed,
+                        retry_of=trial.retry_of,
+                        seq=seq,
+                    )
+                )
+                if trial.retry_of is None:
+                    conn.execute(
+                        _SQL_INSERT_TRIAL,
+                        (
+                            study_id,
+                            n_trials,
+                            TrialState.QUEUED,
+                            row[2],
+                            now,
+                            None,
+                            None,
+                            None,
+                            row[11],
+                            trial.tid,
+                            _next_seq(conn),
+                        ),
+                    )
+                    n_trials += 1
+        return reaped
+
+    def get_trial(self, conn: sqlite3.Connection, study: str, tid: int) -> Trial:
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM asyncopt_trials WHERE study_id = {_STUDY_ID} AND tid = ?",
+            (study, tid),
+        ).fetchone()
+        if row is None:
+            self._check_study(conn, study)
+            raise TrialNotFoundError(f"study {study!r} has no trial {tid}")
+        return _trial(study, row)
+
+    def trials_since(self, conn: sqlite3.Connection, study: str, seq: int) -> list[Trial]:
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM asyncopt_trials INDEXED BY asyncopt_trials_by_seq "
+            f"WHERE study_id = {_STUDY_ID} "
+            "AND seq > ? ORDER BY seq",
+            (study, seq),
+        ).fetchall()
+        if not rows:
+            self._check_study(conn, study)
+        return [_trial(study, row) for row in rows]
+
+    def count_trials(self, conn: sqlite3.Connection, study: str, budgeted: bool) -> int:
+        _, n_trials, n_budgeted = self.study_row(conn, study)
+        return n_budgeted if budgeted else n_trials
+
+
+# -- the storage -------------------------------------------------------------------------
+
+
+class SQLiteStorage:
+    """A `Storage` in one SQLite file, safe to share between processes on one machine.
+
+    ``path`` is the database file (created if missing; its directory must exist).
+    ``synchronous`` is ``"normal"`` (survives process crashes) or ``"full"`` (also power
+    loss). ``timeout`` is how many seconds an operation waits for another process's write
+    lock before giving up. Open it with ``async with`` (or `open` / `aclose`); failures
+    to open raise `asyncopt.errors.StorageUnavailableError` naming the file and the cause.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "normal",
+        timeout: float = 60.0,
+        url: str | None = None,
+    ) -> None:
+        path = os.fspath(path)
+        if synchronous.lower() not in _SYNCHRONOUS:
+            raise StorageURLError(
+                f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}"
+            )
+        if not (isinstance(timeout, (int, float)) and timeout > 0 and math.isfinite(timeout)):
+            raise StorageURLError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self._path = os.path.abspath(path)
+        self._synchronous = synchronous.lower()
+        self._timeout = float(timeout)
+        self._url = url if url is not None else f"sqlite:///{path}"
+        self._ops = _Ops(self._url)
+        self._runner: Runner | None = None
+        self._open_lock: anyio.Lock | None = None
+
+    @classmethod
+    def from_url(cls, url: StorageURL) -> SQLiteStorage:
+        """An unopened storage for ``sqlite:///relative.db`` or ``sqlite:////absolute.db``.
+
+        Raises `asyncopt.errors.StorageURLError` for a host, a missing path, ``:memory:``
+        (use ``memory://``) or an unknown query option.
+        """
+        shown = url.redacted
+        if url.host or url.username or url.port is not None:
+            raise StorageURLError(
+                f"{shown!r}: SQLite URLs take no host; write sqlite:///relative/path.db "
+                "or sqlite:////absolute/path.db"
+            )
+        path = url.path[1:] if url.path.startswith("/") else url.path
+        if path in ("", ":memory:") or path.startswith("file:"):
+            raise StorageURLError(
+                f"{shown!r} names no database file; write sqlite:///relative/path.db or "
+                "sqlite:////absolute/path.db (for an in-process storage that is not kept, "
+                "use memory://)"
+            )
+        unknown = sorted(set(url.query) - set(_OPTIONS))
+        if unknown:
+            raise StorageURLError(
+                f"{shown!r}: unknown option {unknown[0]!r} for sqlite:// "
+                f"(known: {', '.join(_OPTIONS)})"
+            )
+        synchronous = url.query.get("synchronous", "normal")
+        if synchronous.lower() not in _SYNCHRONOUS:
+            raise StorageURLError(
+                f"{shown!r}: synchronous must be one of {', '.join(_SYNCHRONOUS)}, "
+                f"got {synchronous!r}"
+            )
+        timeout_text = url.query.get("timeout", "60")
+        try:
+            timeout = float(timeout_text)
+        except ValueError:
+            timeout = math.nan
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise StorageURLError(
+                f"{shown!r}: timeout must be a positive number of seconds, got {timeout_text!r}"
+            )
+        return cls(path, synchronous=synchronous, timeout=timeout, url=url.raw)
+
+    @property
+    def url(self) -> str:
+        """The URL this storage was made from."""
+        return self._url
+
+    @property
+    def path(self) -> str:
+        """The absolute path of the database file."""
+        return self._path
+
+    @property
+    def synchronous(self) -> str:
+        """The durability setting: ``"normal"`` or ``"full"``."""
+        return self._synchronous
+
+    def __repr__(self) -> str:
+        return f"SQLiteStorage({self._path!r})"
+
+    async def __aenter__(self) -> SQLiteStorage:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _connect(self) -> sqlite3.Connection:
+        path = self._path
+        _check_path(path)
+        try:
+            conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise _translate(exc, path) from None
+        try:
+            _run(
+                conn,
+                lambda c: _prepare(c, path, _SYNCHRONOUS[self._synchronous]),
+                path,
+                self._timeout,
+            )
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def open(self) -> None:
+        """Open the file, switch it to WAL mode and create the tables if needed. Idempotent.
+
+        Raises `asyncopt.errors.StorageUnavailableError` when the file cannot be used
+        (missing directory, permissions, not a database, corrupted) and
+        `asyncopt.errors.StorageError` when it was written by a newer asyncopt.
+        """
+        if self._open_lock is None:
+            self._open_lock = anyio.Lock()
+        async with self._open_lock:
+            if self._runner is not None:
+                return
+            with anyio.CancelScope(shield=True):
+                self._runner = await open_runner(self._connect)
+
+    async def aclose(self) -> None:
+        """Close the connection. Idempotent."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            with anyio.CancelScope(shield=True):
+                await runner.close()
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        runner = self._runner
+        if runner is None:
+            raise StorageError(f"{self._url} is not open; use `async with` or `await open()`")
+        path, timeout = self._path, self._timeout
+
+        def operation(conn: sqlite3.Connection) -> T:
+            return _run(conn, fn, path, timeout)
+
+        # Each call is one transaction; let it finish so its outcome is never lost to a
+        # cancellation (the cancellation is delivered at the caller's next checkpoint).
+        with anyio.CancelScope(shield=True):
+            result = await runner.call(operation)
+        return result
+
+    # -- studies ---------------------------------------------------------------------------
+
+    async def create_study(
+        self, name: str, *, fingerprint: str, space: Mapping[str, Any], seed: int
+    ) -> StudyRecord:
+        """Create the study, or load it; `StudyMismatchError` if its space differs."""
+        text = _dumps(dict(space), "space description")
+        seed = int(seed)
+        return await self._call(lambda c: self._ops.create_study(c, name, fingerprint, text, seed))
+
+    async def get_study(self, name: str) -> StudyRecord:
+        """The study; `StudyNotFoundError` if there is none."""
+        return await self._call(lambda c: self._ops.get_study(c, name))
+
+    async def list_studies(self) -> list[StudyRecord]:
+        """Every study, by name."""
+        return await self._call(self._ops.list_studies)
+
+    async def delete_study(self, name: str) -> None:
+        """Delete the study and its trials; `StudyNotFoundError` if there is none."""
+        await self._call(lambda c: self._ops.delete_study(c, name))
+
+    # -- trials ----------------------------------------------------------------------------
+
+    async def create_trial(
+        self,
+        study: str,
+        assignment: Mapping[str, int | float],
+        *,
+        budget: int | None,
+        worker: str,
+        lease: float,
+        seed: int | None = None,
+    ) -> Trial | None:
+        """Atomically create a RUNNING trial with the next tid, if the budget allows."""
+        text = _dumps(dict(assignment), "assignment")
+        return await self._call(
+            lambda c: self._ops.create_trial(c, study, text, budget, worker, lease, seed)
+        )
+
+    async def enqueue_trials(
+        self,
+        study: str,
+        assignments: Sequence[Mapping[str, int | float]],
+        *,
+        budget: int | None,
+        seeds: Sequence[int | None] | None = None,
+    ) -> list[Trial]:
+        """Atomically add QUEUED trials, in order, as many as the budget allows."""
+        texts = [_dumps(dict(a), "assignment") for a in assignments]
+        seed_list: list[int | None] = [None] * len(texts) if seeds is None else list(seeds)
+        return await self._call(
+            lambda c: self._ops.enqueue_trials(c, study, texts, budget, seed_list)
+        )
+
+    async def claim_trial(self, study: str, *, worker: str, lease: float) -> Trial | None:
+        """Atomically move the lowest-tid QUEUED trial to RUNNING for ``worker``, or None."""
+        return await self._call(lambda c: self._ops.claim_trial(c, study, worker, lease))
+
+    async def finish_trial(
+        self,
+        study: str,
+        tid: int,
+        *,
+        worker: str,
+        state: TrialState,
+        loss: float | None = None,
+        result: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> Trial:
+        """Record the outcome of a RUNNING trial held by ``worker``.
+
+        Raises `TrialNotFoundError`, `TrialStateError` or `LeaseLostError`.
+        """
+        state = TrialState(state)
+        if not state.is_finished:
+            raise TrialStateError(f"cannot finish a trial as {state.name}")
+        text = None if result is None else _dumps(dict(result), "result")
+        return await self._call(
+            lambda c: self._ops.finish_trial(c, study, tid, worker, state, loss, text, error)
+        )
+
+    async def renew_leases(
+        self, study: str, tids: Sequence[int], *, worker: str, lease: float
+    ) -> list[int]:
+        """Extend ``worker``'s leases; returns the tids it no longer holds."""
+        tid_list = [int(tid) for tid in tids]
+        return await self._call(lambda c: self._ops.renew_leases(c, study, tid_list, worker, lease))
+
+    async def reap_expired(self, study: str) -> list[Trial]:
+        """Cancel RUNNING trials whose lease passed; queue each non-retry once again."""
+        return await self._call(lambda c: self._ops.reap_expired(c, study))
+
+    async def get_trial(self, study: str, tid: int) -> Trial:
+        """One trial; `TrialNotFoundError` if there is none."""
+        return await self._call(lambda c: self._ops.get_trial(c, study, tid))
+
+    async def trials_since(self, study: str, seq: int = 0) -> list[Trial]:
+        """Trials changed after sequence number ``seq`` (all with 0), ordered by ``seq``."""
+        return await self._call(lambda c: self._ops.trials_since(c, study, seq))
+
+    async def count_trials(self, study: str, *, budgeted: bool = True) -> int:
+        """Number of budgeted trials (or of all trials with ``budgeted=False``)."""
+        return await self._call(lambda c: self._ops.count_trials(c, study, budgeted))
