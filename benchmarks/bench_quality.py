@@ -34,12 +34,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from problems import PROBLEMS, Problem  # noqa: E402
-
-from asyncopt.history import HistoryBuilder  # noqa: E402
-from asyncopt.space.compile import compile_space  # noqa: E402
-from asyncopt.space.evaluate import space_eval  # noqa: E402
-from asyncopt.storage.base import Trial, TrialState  # noqa: E402
+from asyncopt.history import HistoryBuilder
+from asyncopt.space.compile import compile_space
+from asyncopt.space.evaluate import space_eval
+from asyncopt.storage.base import Trial, TrialState
+from problems import PROBLEMS, Problem
 
 CHECKPOINTS = (50, 100, 200)
 PARALLEL_PENDING = 16

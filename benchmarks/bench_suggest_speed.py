@@ -31,13 +31,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from problems import mixed10_space, wide_space  # noqa: E402
-
-from asyncopt.algorithms import tpe  # noqa: E402
-from asyncopt.history import HistoryBuilder  # noqa: E402
-from asyncopt.space.compile import CompiledSpace, compile_space  # noqa: E402
-from asyncopt.space.evaluate import Assignment, sample_assignments  # noqa: E402
-from asyncopt.storage.base import Trial, TrialState  # noqa: E402
+from asyncopt.algorithms import tpe
+from asyncopt.history import HistoryBuilder
+from asyncopt.space.compile import CompiledSpace, compile_space
+from asyncopt.space.evaluate import Assignment, sample_assignments
+from asyncopt.storage.base import Trial, TrialState
+from problems import mixed10_space, wide_space
 
 
 def _history(space: CompiledSpace, n: int, seed: int) -> tuple[list[Assignment], list[float]]:
@@ -51,9 +50,7 @@ def _repeat(fn: Callable[[], Any], budget: float, min_reps: int = 3, max_reps: i
     """Median milliseconds of ``fn`` over as many calls as fit in ``budget`` seconds."""
     times: list[float] = []
     start = time.perf_counter()
-    while len(times) < max_reps and (
-        len(times) < min_reps or time.perf_counter() - start < budget
-    ):
+    while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - start < budget):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)

@@ -171,9 +171,7 @@ _H6 = [f"x{i}" for i in range(6)]
 _R5 = [f"x{i}" for i in range(5)]
 
 PROBLEMS: dict[str, Problem] = {
-    "branin": Problem(
-        "Branin", 0.397887, _branin, _branin_space, _branin_hyperopt, _branin_optuna
-    ),
+    "branin": Problem("Branin", 0.397887, _branin, _branin_space, _branin_hyperopt, _branin_optuna),
     "hartmann6": Problem(
         "Hartmann-6",
         -3.32237,

@@ -80,7 +80,9 @@ def _mixture(dists: list[Distribution], n: int, seed: int, truncation: bool) -> 
     rng = np.random.default_rng(seed)
     axes = Axes(dists)
     mus = np.column_stack([rng.uniform(axes.low.clip(-2), axes.high.clip(max=2), n)])
-    sigmas = gap_bandwidths(mus, prior_mu=axes.prior_mu, low=axes.low, high=axes.high, rule="optuna")
+    sigmas = gap_bandwidths(
+        mus, prior_mu=axes.prior_mu, low=axes.low, high=axes.high, rule="optuna"
+    )
     return ProductMixture(
         np.append(rng.uniform(0.2, 1.0, n), 1.0),
         np.concatenate([mus, axes.prior_mu[None, :]]),
@@ -113,7 +115,9 @@ def test_product_density_integrates_to_one() -> None:
     rng = np.random.default_rng(3)
     axes = Axes(dists)
     mus = rng.uniform(0, 1, (9, 2))
-    sigmas = gap_bandwidths(mus, prior_mu=axes.prior_mu, low=axes.low, high=axes.high, rule="optuna")
+    sigmas = gap_bandwidths(
+        mus, prior_mu=axes.prior_mu, low=axes.low, high=axes.high, rule="optuna"
+    )
     mixture = ProductMixture(
         np.append(np.ones(9), 1.0),
         np.concatenate([mus, axes.prior_mu[None, :]]),
@@ -149,9 +153,7 @@ def test_quantized_masses_sum_to_one(expr: object, truncation: bool) -> None:
     values = np.unique(axes.from_unit(np.linspace(0, 1, 100001)[:, None])[:, 0])
     raw = values[:, None]
     cells = axes.cells(raw)
-    mass = np.exp(
-        mixture.log_pdf(axes.to_unit(raw), cells, np.empty((len(raw), 0), dtype=np.intp))
-    )
+    mass = np.exp(mixture.log_pdf(axes.to_unit(raw), cells, np.empty((len(raw), 0), dtype=np.intp)))
     assert mass.sum() == pytest.approx(1.0, abs=1e-6)
     assert all(dist.contains(float(v)) for v in values)
 
@@ -235,4 +237,6 @@ def test_log_interval_mass_is_accurate_and_finite_in_tails() -> None:
     # Tails: the two mirrored intervals have tiny but ordered masses.
     assert out[2] < -700
     assert out[3] < -400
-    assert out[4] == pytest.approx(math.log(1e-12 * math.exp(-2) / math.sqrt(2 * math.pi)), rel=1e-3)
+    assert out[4] == pytest.approx(
+        math.log(1e-12 * math.exp(-2) / math.sqrt(2 * math.pi)), rel=1e-3
+    )

@@ -85,7 +85,8 @@ def gap_bandwidths(
         sigmas = _neighbour_gaps(mus)
     floor = 1.0 / min(100.0, n + 2.0) if magic_clip else _MIN_SIGMA
     sigmas = np.where(np.isnan(sigmas), 1.0, sigmas)
-    return np.clip(sigmas, floor, 1.0)
+    clipped: np.ndarray = np.clip(sigmas, floor, 1.0)
+    return clipped
 
 
 def _neighbour_gaps(points: np.ndarray) -> np.ndarray:
@@ -101,7 +102,8 @@ def _neighbour_gaps(points: np.ndarray) -> np.ndarray:
     widths[:, -1] = gaps[:, -1]
     result = np.empty_like(widths)
     np.put_along_axis(result, order, widths, axis=1)
-    return result.T
+    transposed: np.ndarray = result.T
+    return transposed
 
 
 def categorical_kernels(
@@ -214,12 +216,14 @@ class Axes:
         return raw
 
     def _unit(self, t: np.ndarray) -> np.ndarray:
-        return (0.5 * t - 0.5 * self.origin) / self.half_span
+        unit: np.ndarray = (0.5 * t - 0.5 * self.origin) / self.half_span
+        return unit
 
     def to_unit(self, raw: np.ndarray) -> np.ndarray:
         """Observed raw values on the unit axes (clipped into the supports); NaN stays."""
         u = self._unit(self._native(np.asarray(raw, dtype=float)))
-        return np.clip(u, np.maximum(self.low, -1e12), np.minimum(self.high, 1e12))
+        clipped: np.ndarray = np.clip(u, np.maximum(self.low, -1e12), np.minimum(self.high, 1e12))
+        return clipped
 
     def from_unit(self, u: np.ndarray) -> np.ndarray:
         """Raw values (quantized, clipped into the supports) of unit-axis points."""
@@ -234,7 +238,8 @@ class Axes:
 
     def _centre(self) -> np.ndarray:
         t = 2.0 * (0.5 * self.origin + self.prior_mu * self.half_span)
-        return np.where(self.log, np.exp(np.minimum(t, _MAX_LOG)), t)
+        centre: np.ndarray = np.where(self.log, np.exp(np.minimum(t, _MAX_LOG)), t)
+        return centre
 
     def cells(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unit-axis ends of the grid cells that round to the raw values (quantized axes)."""
@@ -253,9 +258,10 @@ def _grid_round(value: float, q: float) -> float:
     return float(_grid_round_array(np.asarray([value]), q)[0])
 
 
-def _grid_round_array(values: np.ndarray, q: float) -> np.ndarray:
+def _grid_round_array(values: np.ndarray, q: float | np.ndarray) -> np.ndarray:
     steps = np.clip(values / q, -1e300, 1e300)
-    return np.clip(np.round(steps) * q, -_MAX_FLOAT, _MAX_FLOAT)
+    rounded: np.ndarray = np.clip(np.round(steps) * q, -_MAX_FLOAT, _MAX_FLOAT)
+    return rounded
 
 
 def log_interval_mass(za: np.ndarray, zb: np.ndarray) -> np.ndarray:
@@ -265,7 +271,7 @@ def log_interval_mass(za: np.ndarray, zb: np.ndarray) -> np.ndarray:
     lo = np.where(flip, -zb, za)
     hi = np.where(flip, -za, zb)
     diff = special.ndtr(hi) - special.ndtr(lo)
-    out = np.log(np.maximum(diff, 1e-300))
+    out: np.ndarray = np.log(np.maximum(diff, 1e-300))
     weak = np.flatnonzero(diff < 1e-9)
     if weak.size:
         # Far in a tail or very narrow: Phi differences lose all digits; use the Mills
@@ -390,7 +396,7 @@ class ProductMixture:
         total += constant[:, None]
         if cells is not None:
             for d in np.flatnonzero(quantized):
-                total += self._cell_log_mass(cells[0][:, d], cells[1][:, d], d)
+                total += self._cell_log_mass(cells[0][:, d], cells[1][:, d], int(d))
         for j, table in enumerate(self.tables):
             log_table = np.log(np.maximum(table, 1e-300))
             total += log_table[:, categories[:, j]]
@@ -409,9 +415,10 @@ class ProductMixture:
             mu, sigma, log_mass = unique.real, unique.imag, log_mass[first]
         za = (a[None, :] - mu[:, None]) / sigma[:, None]
         zb = (b[None, :] - mu[:, None]) / sigma[:, None]
-        table = log_interval_mass(za, zb) - log_mass[:, None]
+        table: np.ndarray = log_interval_mass(za, zb) - log_mass[:, None]
         if inverse is not None:
-            return table[inverse.reshape(-1)]
+            gathered: np.ndarray = table[inverse.reshape(-1)]
+            return gathered
         return table
 
 
@@ -444,5 +451,7 @@ def _logsumexp(values: np.ndarray, axis: int | None = None) -> np.ndarray:
     summed = np.sum(np.exp(values - peak), axis=axis, keepdims=True)
     result = np.log(summed) + peak
     if axis is None:
-        return result.reshape(())
-    return np.squeeze(result, axis=axis)
+        total: np.ndarray = result.reshape(())
+        return total
+    squeezed: np.ndarray = np.squeeze(result, axis=axis)
+    return squeezed

@@ -279,6 +279,7 @@ class _Proposer:
         self, tpe: TPE, space: CompiledSpace, history: History, rng: np.random.Generator
     ) -> None:
         self.tpe = tpe
+        self.space = space
         self.rng = rng
         self.groups = _groups(space, tpe.multivariate)
         states = history.states
@@ -318,10 +319,12 @@ class _Proposer:
         proposals: list[Assignment] = []
         seen: set[tuple[tuple[str, float], ...]] = set()
         for _ in range(n):
-            for attempt in range(4):
-                proposal, internal = self._one()
+            # A repeat is retried from the model, then from the prior, then accepted
+            # (a finite space can run out of new points).
+            for attempt in range(8):
+                proposal, internal = self._one(from_prior=attempt >= 3)
                 key = tuple(sorted(proposal.items()))
-                if key not in seen or attempt == 3:
+                if key not in seen:
                     break
             seen.add(key)
             proposals.append(proposal)
@@ -329,12 +332,23 @@ class _Proposer:
                 self.extra[index].append(row)
         return proposals
 
-    def _one(self) -> tuple[Assignment, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    def _one(
+        self, from_prior: bool = False
+    ) -> tuple[Assignment, dict[int, tuple[np.ndarray, np.ndarray]]]:
         assignment: Assignment = {}
         internal: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if from_prior:
+            (assignment,) = sample_assignments(self.space, self.rng, 1)
         for index, group in enumerate(self.groups):
-            if group.condition.holds(assignment):
+            if not group.condition.holds(assignment):
+                continue
+            if not from_prior:
                 internal[index] = self._decide(index, assignment)
+                continue
+            raw = np.asarray([[assignment[s.label] for s in group.numeric]], dtype=float)
+            unit = group.axes.to_unit(raw.reshape(1, len(group.numeric)))[0]
+            codes = [assignment[s.label] - s.dist.offset for s in group.categorical]
+            internal[index] = (unit, np.asarray(codes, dtype=float))
         return assignment, internal
 
     def _split(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -364,7 +378,11 @@ class _Proposer:
         return numeric, categorical.astype(np.intp)
 
     def _mixture(
-        self, group: _Group, numeric: np.ndarray, categorical: np.ndarray
+        self,
+        group: _Group,
+        numeric: np.ndarray,
+        categorical: np.ndarray,
+        priors: list[np.ndarray],
     ) -> ProductMixture:
         tpe = self.tpe
         hyperopt = not tpe.multivariate
@@ -386,13 +404,8 @@ class _Proposer:
         mus = np.concatenate([numeric, axes.prior_mu[None, :]], axis=0)
         sigmas = np.concatenate([sigmas, np.ones((1, len(axes)))], axis=0)
         tables = [
-            categorical_kernels(
-                categorical[:, j],
-                spec.dist.probabilities,
-                prior_weight=tpe.prior_weight,
-                rule=rule,
-            )
-            for j, spec in enumerate(group.categorical)
+            categorical_kernels(categorical[:, j], prior, prior_weight=tpe.prior_weight, rule=rule)
+            for j, prior in enumerate(priors)
         ]
         return ProductMixture(
             weights,
@@ -408,8 +421,11 @@ class _Proposer:
     def _decide(self, index: int, assignment: Assignment) -> tuple[np.ndarray, np.ndarray]:
         group = self.groups[index]
         below_rows, above_rows = self._split(index)
-        below = self._mixture(group, *self._observations(index, below_rows, False))
-        above = self._mixture(group, *self._observations(index, above_rows, True))
+        below_numeric, below_codes = self._observations(index, below_rows, False)
+        above_numeric, above_codes = self._observations(index, above_rows, True)
+        priors, seen = _compress_categories(group, below_codes, above_codes)
+        below = self._mixture(group, below_numeric, below_codes, priors)
+        above = self._mixture(group, above_numeric, above_codes, priors)
         points, categories = below.sample(self.rng, self.tpe.n_candidates)
         axes = group.axes
         raw = axes.from_unit(points)
@@ -420,7 +436,54 @@ class _Proposer:
         for j, spec in enumerate(group.numeric):
             value = float(raw[best, j])
             assignment[spec.label] = int(value) if spec.dist.is_integer else value
+        codes = categories[best].astype(float)
         for j, spec in enumerate(group.categorical):
-            assignment[spec.label] = int(categories[best, j]) + spec.dist.offset
+            code = int(categories[best, j])
+            observed = seen[j]
+            if observed is not None:
+                code = _decompress(code, observed, spec.dist.size, self.rng)
+                codes[j] = code
+            assignment[spec.label] = code + spec.dist.offset
         unit = axes.to_unit(raw[best : best + 1])[0]
-        return unit, categories[best].astype(float)
+        return unit, codes
+
+
+# Categorical parameters with more categories than this (a randint over seeds, say) are
+# modelled over the categories seen in the history plus one bucket for all the others.
+_DENSE_CATEGORIES = 256
+
+
+def _compress_categories(
+    group: _Group, below: np.ndarray, above: np.ndarray
+) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    """Prior per categorical axis, remapping ``below``/``above`` codes of large ones in place.
+
+    A large axis keeps its observed categories (uniform prior ``1/size`` each) and one
+    last bucket holding the prior mass of all unobserved ones; the bucket's share per
+    category is the same in ``l`` and ``g``, so scores are unchanged by the compression.
+    """
+    priors: list[np.ndarray] = []
+    seen: list[np.ndarray | None] = []
+    for j, spec in enumerate(group.categorical):
+        size = spec.dist.size
+        if size <= _DENSE_CATEGORIES:
+            priors.append(spec.dist.probabilities)
+            seen.append(None)
+            continue
+        observed = np.unique(np.concatenate([below[:, j], above[:, j]]))
+        below[:, j] = np.searchsorted(observed, below[:, j])
+        above[:, j] = np.searchsorted(observed, above[:, j])
+        priors.append(np.append(np.full(len(observed), 1.0 / size), 1.0 - len(observed) / size))
+        seen.append(observed)
+    return priors, seen
+
+
+def _decompress(code: int, observed: np.ndarray, size: int, rng: np.random.Generator) -> int:
+    if code < len(observed):
+        return int(observed[code])
+    # The "unobserved" bucket: a uniform draw among categories not seen yet.
+    while True:
+        draw = int(rng.integers(size))
+        position = int(np.searchsorted(observed, draw))
+        if position == len(observed) or observed[position] != draw:
+            return draw
