@@ -7,6 +7,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+# Imported here, not on first use: importing tqdm reads files, which would block the loop.
+from tqdm.auto import tqdm
+
 __all__ = ["ProgressFactory", "ProgressReporter", "TqdmProgress", "make_reporter"]
 
 
@@ -30,8 +33,6 @@ class TqdmProgress:
     """A tqdm bar: trials done of the budget (or seconds of the timeout), best loss, trials/s."""
 
     def __init__(self, total: int | None, timeout: float | None) -> None:
-        from tqdm.auto import tqdm
-
         self._timeout = timeout if total is None else None
         self._start = time.monotonic()
         self._started_with: int | None = None
