@@ -447,6 +447,20 @@ def test_worker_joins_a_study_and_meets_its_budget(
     assert out.startswith("worker done: ran 0 trials; study 'shared' has 30 trials")
 
 
+def test_worker_progress_bar(
+    url: str, capsys: pytest.CaptureFixture[str], user_module: Callable[..., str]
+) -> None:
+    populate(url, "bar", 2)
+    module = user_module()
+    code, out, err = run_cli(
+        capsys, "worker", url, "bar", f"{module}:objective", "--max-evals", "6", "--progress"
+    )
+    assert code == 0, err
+    assert "ran 4 trials" in out
+    assert "/6" in err
+    assert "best loss" in err
+
+
 @pytest.mark.parametrize("algo", ["rand", "anneal", "tpe"])
 def test_worker_algorithms(
     url: str, capsys: pytest.CaptureFixture[str], user_module: Callable[..., str], algo: str
@@ -701,10 +715,16 @@ def test_two_worker_processes_share_one_study(tmp_path: Path) -> None:
         _cli_process(tmp_path, *args, "--concurrency", "3"),
         _cli_process(tmp_path, "--event-loop", "trio", *args, "--concurrency", "2"),
     ]
-    for worker in workers:
-        out, err = worker.communicate(timeout=60)
+    try:
+        outputs = [worker.communicate(timeout=60) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.communicate()
+    for worker, (out, err) in zip(workers, outputs):
         assert worker.returncode == 0, err
-        assert out.startswith("worker done: ran ")
+        assert out.startswith("worker done: ran "), out
     trials = stored_trials(url, "e2e")
     assert [t.tid for t in trials] == list(range(24))
     assert all(t.state.is_finished for t in trials)
