@@ -783,7 +783,7 @@ class SQLiteStorage:
             )
         if not (isinstance(timeout, (int, float)) and timeout > 0 and math.isfinite(timeout)):
             raise StorageURLError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        self._path = os.path.abspath(path)
+        self._path = path
         self._synchronous = synchronous.lower()
         self._timeout = float(timeout)
         self._url = url if url is not None else f"sqlite:///{path}"
@@ -841,8 +841,8 @@ class SQLiteStorage:
 
     @property
     def path(self) -> str:
-        """The absolute path of the database file."""
-        return self._path
+        """The absolute path of the database file (a relative one resolves when opened)."""
+        return os.path.abspath(self._path)
 
     @property
     def synchronous(self) -> str:
@@ -865,7 +865,8 @@ class SQLiteStorage:
         await self.aclose()
 
     def _connect(self) -> sqlite3.Connection:
-        path = self._path
+        # Runs on the connection's thread: resolving and checking the path touch the disk.
+        path = self._path = os.path.abspath(self._path)
         _check_path(path)
         try:
             conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
