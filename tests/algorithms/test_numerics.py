@@ -39,8 +39,8 @@ EXTREME_SPACES: dict[str, Any] = {
     "huge bounds": {
         "u": hp.uniform("u", -BIG, BIG),
         "qu": hp.quniform("qu", -1e300, 1e300, 1e-300),
-        "ui": hp.uniformint("ui", -(2**62), 2**62),
-        "ri": hp.randint("ri", -(2**62), 2**62),
+        "ui": hp.uniformint("ui", -(2**53), 2**53),
+        "ri": hp.randint("ri", -(2**53), 2**53),
         "lu": hp.loguniform("lu", -709, 709),
         "qlu": hp.qloguniform("qlu", -700, 700, 1e-300),
     },

@@ -11,7 +11,14 @@ import pytest
 
 import asyncopt as ao
 from asyncopt import SpaceError, hp, scope
-from asyncopt.space import CompiledSpace, Condition, Distribution, compile_space
+from asyncopt.space import (
+    CompiledSpace,
+    Condition,
+    Distribution,
+    compile_space,
+    sample_assignments,
+)
+from asyncopt.space.evaluate import columns_to_assignments
 
 
 def clause(*pairs: tuple[str, int]) -> frozenset[tuple[str, int]]:
@@ -363,3 +370,48 @@ def test_all_changes_give_distinct_fingerprints() -> None:
         change(space)
         values.add(fingerprint(space))
     assert len(values) == len(CHANGES) + 1
+
+
+# -- compiled spaces inside spaces; the sampling helpers -------------------------------------
+
+
+def test_a_compiled_space_nested_in_a_space_is_its_tree() -> None:
+    inner = compile_space({"x": hp.uniform("x", 0, 1)})
+    outer = {"inner": inner, "c": hp.choice("c", [inner, None])}
+    table = compile_space(outer)
+    assert table.labels == ("c", "x")
+    assert table["x"].condition.is_always
+    assert ao.space_eval(outer, {"c": 0, "x": 0.5}) == {"inner": {"x": 0.5}, "c": {"x": 0.5}}
+
+
+def test_sample_assignments_defaults_and_accepts_any_space() -> None:
+    space = {"x": hp.uniform("x", 0, 1), "c": hp.choice("c", [hp.randint("r", 3), 0])}
+    table = compile_space(space)
+    (one,) = sample_assignments(table, np.random.default_rng(4))
+    assert sample_assignments(space, np.random.default_rng(4), 1) == [one]
+    many = sample_assignments(space, np.random.default_rng(4), 50)
+    assert len(many) == 50
+    for assignment in many:
+        table.check_assignment(assignment)
+        assert type(assignment["x"]) is float
+        assert type(assignment["c"]) is int
+    assert sample_assignments(space, np.random.default_rng(4), 0) == []
+    assert sample_assignments({"k": 1}, np.random.default_rng(4), 3) == [{}, {}, {}]
+
+
+def test_columns_to_assignments_infers_n_and_drops_inactive_labels() -> None:
+    table = compile_space(
+        {"x": hp.uniform("x", 0, 1), "c": hp.choice("c", [hp.randint("r", 3), 0])}
+    )
+    columns = {
+        "x": np.array([0.5, 0.25, 0.75]),
+        "c": np.array([0.0, 1.0, 0.0]),
+        "r": np.array([2.0, np.nan, 0.0]),
+    }
+    expected = [{"x": 0.5, "c": 0, "r": 2}, {"x": 0.25, "c": 1}, {"x": 0.75, "c": 0, "r": 0}]
+    assert columns_to_assignments(table, columns) == expected
+    assert columns_to_assignments(table, columns, 3) == expected
+    single = {label: column[:1] for label, column in columns.items()}
+    (first,) = columns_to_assignments(table, single)
+    assert first == expected[0]
+    assert {k: type(v) for k, v in first.items()} == {"x": float, "c": int, "r": int}

@@ -311,15 +311,39 @@ def test_integral_float_bounds_are_accepted_for_integer_distributions() -> None:
 
 @pytest.mark.parametrize(
     "build",
-    [
-        lambda: hp.loguniform("l", 1e-5, 1e5),
-        lambda: hp.qloguniform("l", 1, 1000, 1),
-        lambda: hp.loguniform("l", -1000, 0),
-    ],
+    [lambda: hp.loguniform("l", 1e-5, 1e5), lambda: hp.qloguniform("l", 1, 1000, 1)],
 )
 def test_log_bounds_that_overflow_exp_point_at_log_space(build: Callable[[], Any]) -> None:
     error = raises_for("l", build, match="log space")
+    assert "overflows" in str(error)
+    assert "Did you mean" in str(error)
     assert "log(" in str(error)
+
+
+def test_log_bounds_that_underflow_exp_are_rejected_without_a_log_hint() -> None:
+    error = raises_for("l", lambda: hp.loguniform("l", -1000, 0), match="log space")
+    assert "exp(-1000) underflows to 0" in str(error)
+    assert "Did you mean" not in str(error)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: hp.randint("i", 10**20),
+        lambda: hp.randint("i", -(2**53) - 2, 0),
+        lambda: hp.uniformint("i", 0, 2**63 - 1),
+        lambda: hp.uniformint("i", 0, 2.0**60),
+    ],
+)
+def test_integer_bounds_must_be_exact_in_float64(build: Callable[[], Any]) -> None:
+    raises_for("i", build, match=r"2\*\*53")
+
+
+def test_integer_bounds_up_to_two_to_the_53_work() -> None:
+    x = hp.uniformint("i", -(2**53), 2**53)
+    values = [ao.sample(x, seed) for seed in range(20)]
+    assert all(type(v) is int and -(2**53) <= v <= 2**53 for v in values)
+    assert all(x.dist.contains(v) for v in values)
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ _ARITY = {
 DISTRIBUTION_NAMES = frozenset({*_ARITY, "pchoice"})
 # exp() of anything above this overflows a float64.
 _MAX_LOG_BOUND = 709.0
+_MAX_EXACT_INT = 2**53
 _MAX_FLOAT = float(np.finfo(np.float64).max)
 _MAX_EXP = math.log(_MAX_FLOAT)
 
@@ -179,9 +180,15 @@ class Distribution:
             return
         if name in ("randint", "uniformint"):
             for value in self.args:
-                if float(value) != int(value):
+                if not (isinstance(value, (int, np.integer)) or float(value).is_integer()):
                     raise SpaceError(
                         f"label {label!r}: {name} bounds must be integers, got {value!r}", label
+                    )
+                # Raw values travel as float64 columns, exact for integers up to 2**53 only.
+                if abs(value) > _MAX_EXACT_INT:
+                    raise SpaceError(
+                        f"label {label!r}: {name} bounds must lie within +-2**53, got {value!r}",
+                        label,
                     )
         if self.is_bounded or name == "randint":
             low, high = self.args[0], self.args[1]
@@ -191,10 +198,16 @@ class Distribution:
                     label,
                 )
             if self.log and max(abs(low), abs(high)) > _MAX_LOG_BOUND:
+                bound = high if abs(high) > _MAX_LOG_BOUND else low
+                problem = "overflows" if bound > 0 else "underflows to 0"
+                hint = (
+                    f" Did you mean {name}({label!r}, log({low!r}), log({high!r}))?"
+                    if low > 0
+                    else ""
+                )
                 raise SpaceError(
                     f"label {label!r}: {name} bounds are in log space (the value is "
-                    f"exp(uniform(low, high))); exp({high!r}) overflows. "
-                    f"Did you mean {name}({label!r}, log({low!r}), log({high!r}))?",
+                    f"exp(uniform(low, high))); exp({bound!r}) {problem}.{hint}",
                     label,
                 )
         if self.is_normal:
@@ -203,8 +216,9 @@ class Distribution:
                     f"label {label!r}: {name} needs sigma > 0, got {self.args[1]!r}", label
                 )
             if self.log and abs(self.args[0]) > _MAX_LOG_BOUND:
+                problem = "overflows" if self.args[0] > 0 else "underflows to 0"
                 raise SpaceError(
-                    f"label {label!r}: {name} mu is in log space; exp({self.args[0]!r}) overflows",
+                    f"label {label!r}: {name} mu is in log space; exp({self.args[0]!r}) {problem}",
                     label,
                 )
         if self.name in _QUANTIZED and not self.args[2] > 0:

@@ -71,8 +71,13 @@ def _value(label: str, assignment: Mapping[str, Any]) -> Any:
         raise SpaceError(f"the assignment has no value for active label {label!r}", label) from None
 
 
-def sample_assignments(space: CompiledSpace, rng: np.random.Generator, n: int) -> list[Assignment]:
-    """``n`` independent draws from the prior, as assignments (ancestral sampling)."""
+def sample_assignments(space: Any, rng: np.random.Generator, n: int = 1) -> list[Assignment]:
+    """``n`` independent draws from the prior, as assignments (ancestral sampling).
+
+    ``space`` is a `CompiledSpace` (or any space, compiled first). Parents are drawn
+    before their children, so the draws depend only on ``rng`` and ``n``.
+    """
+    space = compile_space(space)
     columns: dict[str, np.ndarray] = {}
     for spec in space.params:
         values = spec.dist.sample(rng, n)
@@ -83,9 +88,15 @@ def sample_assignments(space: CompiledSpace, rng: np.random.Generator, n: int) -
 
 
 def columns_to_assignments(
-    space: CompiledSpace, columns: Mapping[str, np.ndarray], n: int
+    space: CompiledSpace, columns: Mapping[str, np.ndarray], n: int | None = None
 ) -> list[Assignment]:
-    """Split label → array columns (NaN where inactive) into ``n`` assignments."""
+    """Split label → array columns (NaN where inactive) into ``n`` assignments.
+
+    Every label of ``space`` needs a column; ``n`` defaults to the columns' length.
+    Integer distributions give `int` values, the others `float`.
+    """
+    if n is None:
+        n = len(next(iter(columns.values()))) if columns else 0
     if n == 1:
         single: Assignment = {}
         for spec in space.params:

@@ -222,4 +222,10 @@ def as_node(value: Any) -> Any:
         return ListNode(tuple(as_node(v) for v in value))
     if isinstance(value, tuple):
         return TupleNode(tuple(as_node(v) for v in value))
+    # Imported here: compile imports this module. A compiled space nested in a bigger one
+    # is its tree, not an opaque constant whose parameters would go unseen.
+    from asyncopt.space.compile import CompiledSpace
+
+    if isinstance(value, CompiledSpace):
+        return value.root
     return Literal(value)
