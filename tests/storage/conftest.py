@@ -30,14 +30,22 @@ def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
     return f"sqlite:///{tmp_path / 'conformance.db'}"
 
 
+def _mongodb(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
+    # A fresh database on the session's test server (tests/mongo_server.py).
+    url: str = request.getfixturevalue("mongodb_url")
+    return url
+
+
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Target]] = {
     "memory": _memory,
     "sqlite": _sqlite,
+    "mongodb": _mongodb,
 }
 """Every backend the conformance suite runs against: name → storage target factory."""
 
 SHARED_BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
     "sqlite": lambda request, tmp_path: f"sqlite:///{tmp_path / 'shared.db'}",
+    "mongodb": lambda request, tmp_path: _mongodb(request, tmp_path),  # type: ignore[return-value]
 }
 """Backends several OS processes can share: name → URL factory (multi-process, crash tests)."""
 

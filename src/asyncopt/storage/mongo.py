@@ -204,7 +204,7 @@ def _study(doc: Mapping[str, Any]) -> StudyRecord:
         name=doc["_id"],
         fingerprint=doc["fingerprint"],
         space=json.loads(doc["space"]),
-        seed=int(doc["seed"]),
+        seed=int(doc["seed"]),  # an int, or a decimal string beyond 64 bits
         created_at=float(doc["created_at"]),
     )
 
@@ -315,6 +315,7 @@ class MongoStorage:
         self._driver: _AsyncDriver | _ThreadDriver | None = None
         self._retry_timeout = float(retry_timeout)
         self._known_studies: set[str] = set()
+        self._highest_tid: dict[str, int] = {}
 
     @classmethod
     def from_url(cls, url: StorageURL) -> MongoStorage:
@@ -418,7 +419,9 @@ class MongoStorage:
             else:
                 driver = _ThreadDriver(client[self._database_name])
         elif library == "asyncio":
-            self._client = self._make_client(asynchronous=True)
+            # Built on a thread: the constructor reads the environment (files) and may
+            # resolve DNS, which must not block the event loop.
+            self._client = await anyio.to_thread.run_sync(self._make_client, True)
             driver = _AsyncDriver(self._client[self._database_name])
         else:
             self._client = await anyio.to_thread.run_sync(self._make_client, False)
@@ -436,6 +439,7 @@ class MongoStorage:
         client, self._client = self._client, None
         self._driver = None
         self._known_studies.clear()
+        self._highest_tid.clear()
         if client is None:
             return
         if isinstance(client, pymongo.AsyncMongoClient):
@@ -547,7 +551,7 @@ class MongoStorage:
             "_id": name,
             "fingerprint": fingerprint,
             "space": json.dumps(dict(space)),
-            "seed": int(seed),
+            "seed": _encode_int(seed),
             "created_at": time.time(),
         }
         try:
@@ -594,6 +598,7 @@ class MongoStorage:
         yield _Call("trials", "delete_many", ({"study": name},))
         deleted = yield _Call("studies", "delete_one", ({"_id": name},))
         self._known_studies.discard(name)
+        self._highest_tid.pop(name, None)
         # A creator that read the study before it went may still have added a trial.
         yield _Call("trials", "delete_many", ({"study": name},))
         if deleted.deleted_count == 0:
@@ -654,14 +659,20 @@ class MongoStorage:
         """
         collisions = 0
         encoded = _encode_assignment(assignment)
+        # The highest tid this storage saw committed: trying the next one first saves the
+        # read of the highest tid while this process is the only creator. It is safe
+        # because that trial (and so every lower tid) was committed before the count.
+        known = self._highest_tid.get(study)
         while True:
-            top = yield _Call(
-                "trials",
-                "find_one",
-                ({"study": study},),
-                {"sort": [("tid", -1)], "projection": {"tid": 1}},
-            )
-            tid = 0 if top is None else int(top["tid"]) + 1
+            if known is None:
+                top = yield _Call(
+                    "trials",
+                    "find_one",
+                    ({"study": study},),
+                    {"sort": [("tid", -1)], "projection": {"tid": 1}},
+                )
+                known = -1 if top is None else int(top["tid"])
+            tid, known = known + 1, None
             if budget is not None:
                 budgeted = yield _Call(
                     "trials", "count_documents", ({"study": study, "budgeted": True},)
@@ -706,6 +717,7 @@ class MongoStorage:
                     # Many creators on one study: spread them out so they stop colliding.
                     yield _Sleep(random.uniform(0, 0.001 * min(collisions, 50)))
                 continue
+            self._highest_tid[study] = max(tid, self._highest_tid.get(study, -1))
             [seq] = yield from self._stamp([doc])
             return _trial(doc, seq=seq)
 
