@@ -118,6 +118,15 @@ def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'study.db'}"
 
 
+@pytest.fixture(params=["sqlite", "mongodb"])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A storage many processes can share: a SQLite file, or a database on the test server."""
+    if request.param == "mongodb":
+        mongodb_url: str = request.getfixturevalue("mongodb_url")
+        return mongodb_url
+    return f"sqlite:///{tmp_path / 'shared.db'}"
+
+
 @pytest.fixture
 def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., str]]:
     """Write a module into the (new) current directory; returns its unique name."""
@@ -422,8 +431,9 @@ def test_plot_without_matplotlib_names_the_extra(
 
 
 def test_worker_joins_a_study_and_meets_its_budget(
-    url: str, capsys: pytest.CaptureFixture[str], user_module: Callable[..., str]
+    shared_url: str, capsys: pytest.CaptureFixture[str], user_module: Callable[..., str]
 ) -> None:
+    url = shared_url
     before = populate(url, "shared", 10)
     module = user_module()
     code, out, err = run_cli(
@@ -438,6 +448,15 @@ def test_worker_joins_a_study_and_meets_its_budget(
     assert trials[:10] == list(before.trials)
     # The workers' trials belong to the same study: same seed scheme, same space.
     assert all(set(t.assignment) <= {"x", "model", "c"} for t in trials)
+
+    code, out, _ = run_cli(capsys, "trials", url, "shared", "--format", "json")
+    assert code == 0
+    assert [ao.Trial.from_dict(record) for record in json.loads(out)] == trials
+    code, out, _ = run_cli(capsys, "best", url, "shared", "--format", "json")
+    assert code == 0
+    ok = [t for t in trials if t.state is ao.TrialState.OK]
+    best = min(ok, key=lambda t: (t.loss, t.tid))
+    assert (json.loads(out)["tid"], json.loads(out)["loss"]) == (best.tid, best.loss)
 
     # Joining a study whose budget is spent runs nothing.
     code, out, _ = run_cli(
