@@ -1,7 +1,8 @@
 """The two ways the SQLite backend reaches its connection: one worker thread either way.
 
 Under asyncio the connection lives on aiosqlite's thread; under trio, the standard
-``sqlite3`` connection is driven from anyio's worker threads, one call at a time. Both run
+``sqlite3`` connection is driven from anyio's worker threads, one call at a time (it is
+made with ``check_same_thread=False`` for that). Both run
 a whole storage operation (a function of the ``sqlite3.Connection``) in one hop, so a
 transaction is never split across awaits and a cancelled caller cannot leave one open.
 """
@@ -75,13 +76,20 @@ class _ThreadRunner:
 
 
 async def open_runner(connect: Callable[[], sqlite3.Connection]) -> Runner:
-    """Connect with ``connect`` on the connection's own thread, for the running event loop."""
-    if _current_library() == "asyncio":
-        import aiosqlite
+    """Connect with ``connect`` on a worker thread, then drive it for the running event loop.
 
-        connection = aiosqlite.Connection(connect, 64)
-        await connection
-        raw: sqlite3.Connection = connection._conn
-        return _AiosqliteRunner(connection, raw)
+    The connection is made (and any failure raised) before aiosqlite is involved: its
+    failure path leaves a worker thread reporting to a loop that may be closed by then.
+    """
     raw = await anyio.to_thread.run_sync(connect)
-    return _ThreadRunner(raw)
+    if _current_library() != "asyncio":
+        return _ThreadRunner(raw)
+    import aiosqlite
+
+    connection = aiosqlite.Connection(lambda: raw, 64)
+    try:
+        await connection
+    except BaseException:
+        raw.close()
+        raise
+    return _AiosqliteRunner(connection, raw)
