@@ -445,3 +445,21 @@ def test_space_error_is_a_value_error_and_an_asyncopt_error() -> None:
     error = raises_for("u", lambda: hp.uniform("u", 0, 0))
     assert isinstance(error, ValueError)
     assert isinstance(error, ao.AsyncoptError)
+
+
+class _FakeHyperoptApply:
+    """The shape of ``hyperopt.pyll.base.Apply`` (hyperopt is not a test dependency)."""
+
+    __module__ = "hyperopt.pyll.base"
+
+    def __init__(self, name: str, *pos_args: Any, obj: Any = None) -> None:
+        self.name = name
+        self.pos_args = pos_args
+        self.obj = obj
+
+
+def test_a_hyperopt_expression_is_refused_with_its_label() -> None:
+    label = _FakeHyperoptApply("literal", obj="lr")
+    expression = _FakeHyperoptApply("float", _FakeHyperoptApply("hyperopt_param", label))
+    error = raises_for("lr", lambda: {"nested": [expression]}, match="Hyperopt expression")
+    assert "asyncopt's hp" in str(error)

@@ -228,4 +228,26 @@ def as_node(value: Any) -> Any:
 
     if isinstance(value, CompiledSpace):
         return value.root
+    if type(value).__module__.startswith("hyperopt."):
+        label = _hyperopt_label(value)
+        raise SpaceError(
+            f"{'label ' + repr(label) + ': ' if label else ''}this is a Hyperopt expression; "
+            "build the space with asyncopt's hp and scope (same names and arguments)",
+            label,
+        )
     return Literal(value)
+
+
+def _hyperopt_label(node: Any, depth: int = 0) -> str | None:
+    # Only to name the label in the error above: a Hyperopt hyperparameter is an Apply
+    # node "hyperopt_param" whose first argument is a literal holding the label.
+    if depth > 20:
+        return None
+    if getattr(node, "name", None) == "hyperopt_param":
+        label = getattr(node.pos_args[0], "obj", None)
+        return label if isinstance(label, str) else None
+    for arg in getattr(node, "pos_args", ()):
+        found = _hyperopt_label(arg, depth + 1)
+        if found is not None:
+            return found
+    return None
