@@ -691,6 +691,13 @@ def test_worker_space_that_differs_from_the_study(
     assert err.startswith("asyncopt: error: ")
     assert len(stored_trials(url, "s")) == 2
 
+    code, _, err = run_cli(capsys, "best", url, "s", "--space", f"{module}:space")
+    assert code == 2
+    assert err == (
+        f"asyncopt: error: the space {module}:space is not the space of study 's' "
+        "(its labels, distributions or conditions differ)\n"
+    )
+
 
 # -- end to end, in subprocesses ------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import csv
 import datetime
 import functools
 import importlib
+import importlib.util
 import io
 import json
 import math
@@ -25,7 +26,13 @@ from typing import Any, TextIO
 
 import anyio
 
-from asyncopt.errors import AllTrialsFailed, AsyncoptError, SpaceError, StudyNotFoundError
+from asyncopt.errors import (
+    AllTrialsFailed,
+    AsyncoptError,
+    SpaceError,
+    StudyMismatchError,
+    StudyNotFoundError,
+)
 from asyncopt.storage.base import Storage, StudyRecord, Trial, TrialState
 from asyncopt.storage.urls import StorageURL, open_storage
 
@@ -53,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return exc.code if isinstance(exc.code, int) else 2
     command: Callable[[argparse.Namespace], Awaitable[int]] = args.command
+    if args.event_loop == "trio" and importlib.util.find_spec("trio") is None:
+        print("asyncopt: error: --event-loop trio needs trio (pip install trio)", file=sys.stderr)
+        return 2
     try:
         return anyio.run(functools.partial(command, args), backend=args.event_loop)
     except KeyboardInterrupt:
@@ -469,6 +479,11 @@ async def _best(args: argparse.Namespace) -> int:
         )
     if args.space is not None:
         space = compile_space(load_object(args.space, "space"))
+        if space.fingerprint != record.fingerprint:
+            raise StudyMismatchError(
+                f"the space {args.space} is not the space of study {record.name!r} "
+                "(its labels, distributions or conditions differ)"
+            )
     else:
         space = stored_space(record)
     params = space_eval(space, best.assignment)
