@@ -256,6 +256,11 @@ def test_check_assignment_names_the_offending_label(
     assert repr(label) in str(info.value)
 
 
+def test_check_assignment_explains_that_choices_take_indices() -> None:
+    with pytest.raises(SpaceError, match=r"option index, 0\.\.2"):
+        compile_space(SPACE).check_assignment({"lr": 0.01, "model": "none"})
+
+
 def test_space_eval_refuses_missing_labels_and_bad_indices() -> None:
     with pytest.raises(SpaceError, match="'C'") as info:
         ao.space_eval(SPACE, {"lr": 0.1, "model": 0})

@@ -160,9 +160,13 @@ class CompiledSpace:
             if not active and spec.label in assignment:
                 raise SpaceError(f"assignment holds inactive label {spec.label!r}", spec.label)
             if active and not spec.dist.contains(assignment[spec.label]):
+                hint = ""
+                if spec.dist.name in ("choice", "pchoice"):
+                    # The usual slip: giving the option itself where the index is expected.
+                    hint = f" (a {spec.dist.name} takes the option index, 0..{spec.dist.size - 1})"
                 raise SpaceError(
                     f"label {spec.label!r}: {assignment[spec.label]!r} is outside "
-                    f"its {spec.dist.name} distribution",
+                    f"its {spec.dist.name} distribution{hint}",
                     spec.label,
                 )
 
