@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import operator
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -363,3 +365,13 @@ def test_param_and_choice_constructors_validate() -> None:
         Param("p", Distribution("normal", (0, -1)))
     with pytest.raises(SpaceError, match="2 options but 3 probabilities"):
         Choice("c", (1, 2), Distribution("pchoice", (0.2, 0.3, 0.5)))
+
+
+def test_spaces_survive_pickle_and_deepcopy() -> None:
+    space = {"a": hp.choice("c", [x * 2, (1, [None])]), "n": float("nan"), "f": frozenset({1})}
+    table = compile_space(space)
+    for value in (table, table.root, x + 1):
+        for copied in (pickle.loads(pickle.dumps(value)), copy.deepcopy(value)):
+            assert copied == value
+            assert hash(copied) == hash(value)
+    assert pickle.loads(pickle.dumps(table))["x"] == table["x"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from typing import Any
 
 import numpy as np
@@ -176,6 +177,10 @@ def test_spaces_compile_to_a_consistent_table_and_describe_round_trips(space: An
     assert again.fingerprint == table.fingerprint
     assert again.labels == table.labels
     assert json.dumps(again.describe(), allow_nan=False) == text
+    # Spaces travel to worker processes by pickle as well.
+    copied = pickle.loads(pickle.dumps(table))
+    assert copied == table
+    assert copied.fingerprint == table.fingerprint
     # The fingerprint covers the table only.
     assert compile_space({"wrapped": [space, "constant"]}).fingerprint == table.fingerprint
     extra = compile_space([space, hp.uniform("an extra label", 0, 1)])
