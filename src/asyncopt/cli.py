@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 import anyio
+import anyio.to_thread
 
 from asyncopt.errors import (
     AllTrialsFailed,
@@ -308,6 +309,11 @@ def load_object(target: str, what: str) -> Any:
     return obj
 
 
+async def _load_in_thread(target: str, what: str) -> Any:
+    # Importing user code reads files and may run arbitrary setup: keep it off the loop.
+    return await anyio.to_thread.run_sync(load_object, target, what)
+
+
 def _unregistered_functions(description: Any) -> list[str]:
     """Scope function names the stored space uses that this process has not registered."""
     from asyncopt.space.scope import lookup
@@ -478,7 +484,7 @@ async def _best(args: argparse.Namespace) -> int:
             f"study {record.name!r} has no successful trial ({len(trials)} trials in all)"
         )
     if args.space is not None:
-        space = compile_space(load_object(args.space, "space"))
+        space = compile_space(await _load_in_thread(args.space, "space"))
         if space.fingerprint != record.fingerprint:
             raise StudyMismatchError(
                 f"the space {args.space} is not the space of study {record.name!r} "
@@ -569,14 +575,14 @@ async def _worker(args: argparse.Namespace) -> int:
             "a worker needs a stopping rule: --max-evals N (the study's total budget) "
             "and/or --timeout SECONDS"
         )
-    objective = load_object(args.objective, "objective")
+    objective = await _load_in_thread(args.objective, "objective")
     if not callable(objective):
         raise CommandError(f"{args.objective} is not callable ({type(objective).__name__})")
     algo = _algorithm(args.algo)
     async with open_storage(args.url) as storage:
         record = await _get_study(storage, args.study)
         if args.space is not None:
-            space = load_object(args.space, "space")
+            space = await _load_in_thread(args.space, "space")
         else:
             # Importing the objective first registers the scope functions its module defines.
             space = stored_space(record)
