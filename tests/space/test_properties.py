@@ -149,7 +149,7 @@ def draws(table: CompiledSpace, seed: int, n: int = DRAWS) -> list[dict[str, Any
 # the spaces it draws.
 
 
-@PROPERTY
+@settings(PROPERTY, max_examples=100)
 @given(space=spaces())
 def test_spaces_compile_to_a_consistent_table_and_describe_round_trips(space: Any) -> None:
     table = compile_space(space)
