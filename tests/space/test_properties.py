@@ -246,6 +246,9 @@ def test_opaque_constants_are_described_but_cannot_be_rebuilt() -> None:
     description = json.loads(json.dumps(table.describe()))
     with pytest.raises(SpaceError, match="cannot be rebuilt"):
         rebuild(description)
+    # A large constant leaves only a short reminder in the stored description.
+    big = json.dumps(compile_space({"table": np.zeros(100_000)}).describe())
+    assert len(big) < 300
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ Node forms: JSON scalars stand for themselves; ``{"dict": [[key, value], ...]}``
 from __future__ import annotations
 
 import math
+import reprlib
 from typing import Any
 
 from asyncopt.errors import SpaceError
@@ -55,7 +56,8 @@ def _describe(node: Any) -> Any:
     if isinstance(node, TupleNode):
         return {"tuple": [_describe(i) for i in node.items]}
     if isinstance(node, Literal):
-        return {"opaque": repr(node.value)}
+        # Only a reminder of what the constant was: a large array must not bloat the study.
+        return {"opaque": reprlib.repr(node.value)}
     if isinstance(node, float) and not math.isfinite(node):
         return {"float": repr(node)}
     if isinstance(node, bytes):
