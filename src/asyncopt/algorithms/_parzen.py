@@ -211,8 +211,10 @@ class Axes:
         return len(self.origin)
 
     def _native(self, raw: np.ndarray) -> np.ndarray:
-        if self.log.any():
-            return np.where(self.log, np.log(np.maximum(raw, np.finfo(float).tiny)), raw)
+        columns = np.flatnonzero(self.log)
+        if columns.size:
+            raw = raw.copy()
+            raw[:, columns] = np.log(np.maximum(raw[:, columns], np.finfo(float).tiny))
         return raw
 
     def _unit(self, t: np.ndarray) -> np.ndarray:
@@ -363,14 +365,19 @@ class ProductMixture:
         points: np.ndarray,
         cells: tuple[np.ndarray, np.ndarray] | None,
         categories: np.ndarray,
+        quantized: np.ndarray | None = None,
     ) -> np.ndarray:
         """Log density (mass on quantized axes) of ``m`` points under the mixture.
 
         ``points`` are unit-axis values ``(m, Dn)``; ``cells`` the unit-axis ends of the
         grid cells of the quantized axes (same shape, read on quantized axes only);
-        ``categories`` category indices ``(m, Dc)``.
+        ``categories`` category indices ``(m, Dc)``. ``quantized`` overrides which axes use
+        cell masses (a grid much finer than every kernel is as good as continuous).
         """
-        quantized = self.quantized if cells is not None else np.zeros_like(self.quantized)
+        if quantized is None:
+            quantized = self.quantized
+        if cells is None:
+            quantized = np.zeros_like(self.quantized)
         continuous = np.flatnonzero(~quantized)
         # Work in (kernels, points) layout: kernel constants broadcast down columns.
         constant = self.log_weights.copy()
@@ -378,22 +385,21 @@ class ProductMixture:
             x = points[:, continuous]
             mus = self.mus[:, continuous]
             inv_var = 1.0 / (self.sigmas[:, continuous] ** 2)
-            # -0.5 * sum_d (x - mu)^2 / s^2, expanded into one matrix product.
-            weights = np.concatenate([-0.5 * inv_var, mus * inv_var], axis=1)
-            features = np.concatenate([x * x, x], axis=1).T
-            total = _matmul(weights, np.ascontiguousarray(features))
             square = 0.5 * (mus * mus * inv_var).sum(axis=1)
-            # Rounding can push the expanded square below zero; it never is.
-            np.minimum(total, square[:, None], out=total)
             constant -= (
                 square
                 + np.log(self.sigmas[:, continuous]).sum(axis=1)
                 + continuous.size * _LOG_SQRT_2PI
                 + self.log_mass[:, continuous].sum(axis=1)
             )
+            # constant - 0.5 * sum_d (x - mu)^2 / s^2, expanded into one matrix product.
+            weights = np.concatenate([-0.5 * inv_var, mus * inv_var, constant[:, None]], axis=1)
+            features = np.concatenate([x * x, x, np.ones((len(x), 1))], axis=1).T
+            total = _matmul(weights, np.ascontiguousarray(features))
+            # Rounding can push the expanded square below zero; it never is.
+            np.minimum(total, (constant + square)[:, None], out=total)
         else:
-            total = np.zeros((self.n_kernels, len(categories)))
-        total += constant[:, None]
+            total = np.repeat(constant[:, None], len(categories), axis=1)
         if cells is not None:
             for d in np.flatnonzero(quantized):
                 total += self._cell_log_mass(cells[0][:, d], cells[1][:, d], int(d))
@@ -415,7 +421,10 @@ class ProductMixture:
             mu, sigma, log_mass = unique.real, unique.imag, log_mass[first]
         za = (a[None, :] - mu[:, None]) / sigma[:, None]
         zb = (b[None, :] - mu[:, None]) / sigma[:, None]
-        table: np.ndarray = log_interval_mass(za, zb) - log_mass[:, None]
+        # No tail care needed here: the prior kernel, as wide as the support, always gives
+        # a cell a mass far above the floor, so floored far kernels change nothing.
+        mass = special.ndtr(zb) - special.ndtr(za)
+        table: np.ndarray = np.log(np.maximum(mass, 1e-300)) - log_mass[:, None]
         if inverse is not None:
             gathered: np.ndarray = table[inverse.reshape(-1)]
             return gathered
@@ -448,7 +457,14 @@ def _kernel_log_mass(
 def _logsumexp(values: np.ndarray, axis: int | None = None) -> np.ndarray:
     peak = np.max(values, axis=axis, keepdims=True)
     peak = np.where(np.isfinite(peak), peak, 0.0)
-    summed = np.sum(np.exp(values - peak), axis=axis, keepdims=True)
+    if values.size > 20_000:
+        # Terms are at most 1 after the shift: single precision loses nothing that
+        # matters to a ranking, and its exp is much faster.
+        shifted = (values - peak).astype(np.float32)
+        np.exp(shifted, out=shifted)
+        summed = np.sum(shifted, axis=axis, keepdims=True, dtype=np.float64)
+    else:
+        summed = np.sum(np.exp(values - peak), axis=axis, keepdims=True)
     result = np.log(summed) + peak
     if axis is None:
         total: np.ndarray = result.reshape(())

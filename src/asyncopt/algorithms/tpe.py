@@ -61,6 +61,8 @@ from asyncopt.storage.base import TrialState
 __all__ = ["TPE", "configure", "suggest"]
 
 _GAMMA_RULES = ("linear", "sqrt")
+_OK, _FAIL = int(TrialState.OK), int(TrialState.FAIL)
+_QUEUED, _RUNNING = int(TrialState.QUEUED), int(TrialState.RUNNING)
 _PRESETS = ("default", "hyperopt")
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -176,7 +178,7 @@ class TPE:
             raise ValueError(f"n must be >= 0, got {n}")
         if n == 0:
             return []
-        if history.n_ok < self.n_startup or not space.params:
+        if int(np.count_nonzero(history.states == _OK)) < self.n_startup or not space.params:
             return sample_assignments(space, rng, n)
         with np.errstate(all="ignore"):
             return _Proposer(self, space, history, rng).propose(n)
@@ -283,10 +285,10 @@ class _Proposer:
         self.rng = rng
         self.groups = _groups(space, tpe.multivariate)
         states = history.states
-        ok = states == TrialState.OK
-        bad = states == TrialState.FAIL
+        ok = states == _OK
+        bad = states == _FAIL
         if tpe.constant_liar:
-            bad |= (states == TrialState.QUEUED) | (states == TrialState.RUNNING)
+            bad |= (states == _QUEUED) | (states == _RUNNING)
         self.ok_rows = np.flatnonzero(ok)
         self.bad_rows = np.flatnonzero(bad)
         losses = history.losses[self.ok_rows]
@@ -296,7 +298,7 @@ class _Proposer:
         self.rank[ok_order] = np.arange(len(ok_order))
         n_global = len(self.ok_rows)
         if not tpe.multivariate:
-            n_global += int(np.count_nonzero(states == TrialState.FAIL))
+            n_global += int(np.count_nonzero(states == _FAIL))
         self.global_below = tpe.n_below(n_global)
         values = history.values
         self.active = [~np.isnan(values[g.first]) for g in self.groups]
@@ -429,8 +431,19 @@ class _Proposer:
         points, categories = below.sample(self.rng, self.tpe.n_candidates)
         axes = group.axes
         raw = axes.from_unit(points)
-        cells = axes.cells(raw) if axes.quantized.any() else None
-        score = below.log_pdf(points, cells, categories) - above.log_pdf(points, cells, categories)
+        cells = None
+        exact = axes.quantized
+        if exact.any():
+            cells = axes.cells(raw)
+            fine = (cells[1] - cells[0]).max(axis=0, initial=0.0) < 1e-6
+            if fine.any():
+                # Cells this narrow: the density at the grid point is the mass up to a
+                # factor shared by l and g.
+                exact = exact & ~fine
+                points = np.where(fine, 0.5 * (cells[0] + cells[1]), points)
+        score = below.log_pdf(points, cells, categories, exact) - above.log_pdf(
+            points, cells, categories, exact
+        )
         score = np.where(np.isnan(score), -np.inf, score)
         best = int(np.argmax(score))
         for j, spec in enumerate(group.numeric):
