@@ -121,7 +121,7 @@ def in_support(dist: Distribution, value: Any) -> bool:
     if name == "qnormal":
         return on_grid(value, args[2])
     if name == "lognormal":
-        return value > 0
+        return value >= 0  # exp() of a very negative draw underflows to 0.0
     if name == "qlognormal":
         return value >= 0 and on_grid(value, args[2])
     raise AssertionError(f"unknown distribution {name}")
@@ -277,3 +277,78 @@ def test_special_floats_survive_the_description() -> None:
     assert rebuilt == as_node(space)
     assert same(ao.space_eval(rebuilt, {}), space)
     assert math.copysign(1.0, ao.space_eval(rebuilt, {})[3]) == -1.0
+
+
+# -- arbitrary constructor arguments: a SpaceError now, or a space that samples cleanly --------
+
+ANY_ARGUMENT = st.one_of(
+    st.floats(),
+    st.floats(min_value=-20, max_value=20),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.integers(min_value=-5, max_value=5),
+    st.sampled_from([0, 1, -1, 0.5, 1e-300, 1e300, 709.0, 710.0, 2**53, True, None, "1"]),
+)
+CONSTRUCTORS = {
+    "uniform": (hp.uniform, 2),
+    "quniform": (hp.quniform, 3),
+    "loguniform": (hp.loguniform, 2),
+    "qloguniform": (hp.qloguniform, 3),
+    "normal": (hp.normal, 2),
+    "qnormal": (hp.qnormal, 3),
+    "lognormal": (hp.lognormal, 2),
+    "qlognormal": (hp.qlognormal, 3),
+    "uniformint": (hp.uniformint, 2),
+    "randint1": (hp.randint, 1),
+    "randint2": (hp.randint, 2),
+}
+
+
+@settings(PROPERTY, max_examples=300)
+@given(
+    name=st.sampled_from(sorted(CONSTRUCTORS)),
+    args=st.lists(ANY_ARGUMENT, min_size=3, max_size=3),
+    seed=SEEDS,
+)
+def test_any_arguments_give_a_space_error_or_a_sound_parameter(
+    name: str, args: list[Any], seed: int
+) -> None:
+    build, arity = CONSTRUCTORS[name]
+    try:
+        param = build("v", *args[:arity])
+    except SpaceError as error:
+        refused: SpaceError | None = error
+    else:
+        refused = None
+    if refused is not None:
+        assert refused.label == "v"
+        return
+    table = compile_space(param)
+    with np.errstate(all="raise", under="ignore"):
+        assignments = draws(table, seed, 20)
+    for assignment in assignments:
+        assert in_support(param.dist, assignment["v"]), (param.dist, assignment)
+        assert param.dist.contains(assignment["v"])
+        table.check_assignment(assignment)
+    assert rebuild(json.loads(json.dumps(table.describe(), allow_nan=False))) == param
+
+
+@settings(PROPERTY, max_examples=100)
+@given(
+    probabilities=st.lists(st.one_of(st.floats(), st.sampled_from([0.0, 0.5, 1.0])), max_size=4),
+    seed=SEEDS,
+)
+def test_any_pchoice_probabilities_give_a_space_error_or_a_sound_choice(
+    probabilities: list[float], seed: int
+) -> None:
+    try:
+        choice = hp.pchoice("p", [(p, i) for i, p in enumerate(probabilities)])
+    except SpaceError as error:
+        refused: SpaceError | None = error
+    else:
+        refused = None
+    if refused is not None:
+        assert refused.label == "p"
+        return
+    assert abs(math.fsum(probabilities) - 1) <= 1e-6
+    for assignment in draws(compile_space(choice), seed, 20):
+        assert probabilities[assignment["p"]] > 0
