@@ -17,6 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -82,9 +83,12 @@ def _wait_until_ready(url: str, process: subprocess.Popen[bytes] | None, log: Pa
     raise RuntimeError(f"the test MongoDB server at {url} did not answer: {last_error}")
 
 
-@pytest.fixture(scope="session")
-def mongodb_server_url() -> Iterator[str]:
-    """The URL of the test session's MongoDB server (no database in the path)."""
+@contextmanager
+def running_server() -> Iterator[str]:
+    """Start a SecantusDB server on a free loopback port; yields its URL, stops it after.
+
+    With ``ASYNCOPT_TEST_MONGODB_URL`` set, yields that URL instead (after a ping).
+    """
     external = os.environ.get(ENV_URL)
     if external:
         _wait_until_ready(external, None, Path(os.devnull))
@@ -109,6 +113,13 @@ def mongodb_server_url() -> Iterator[str]:
             process.kill()
             process.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mongodb_server_url() -> Iterator[str]:
+    """The URL of the test session's MongoDB server (no database in the path)."""
+    with running_server() as url:
+        yield url
 
 
 @pytest.fixture

@@ -638,6 +638,10 @@ class MongoStorage:
             yield _Call("trials", "bulk_write", (requests,), {"ordered": False})
         return seqs
 
+    def _saw_tid(self, study: str, tid: int) -> None:
+        if tid > self._highest_tid.get(study, -1):
+            self._highest_tid[study] = tid
+
     # -- creating trials ---------------------------------------------------------------------
 
     def _insert_trial(
@@ -659,9 +663,9 @@ class MongoStorage:
         """
         collisions = 0
         encoded = _encode_assignment(assignment)
-        # The highest tid this storage saw committed: trying the next one first saves the
-        # read of the highest tid while this process is the only creator. It is safe
-        # because that trial (and so every lower tid) was committed before the count.
+        # ``known`` is a tid known to be committed (so are all lower ones: tids are dense
+        # and inserted in order). Starting from the highest one this storage has seen
+        # saves reading the highest tid while it is current; a collision reads it again.
         known = self._highest_tid.get(study)
         while True:
             if known is None:
@@ -672,12 +676,14 @@ class MongoStorage:
                     {"sort": [("tid", -1)], "projection": {"tid": 1}},
                 )
                 known = -1 if top is None else int(top["tid"])
-            tid, known = known + 1, None
+            tid = known + 1
             if budget is not None:
-                budgeted = yield _Call(
-                    "trials", "count_documents", ({"study": study, "budgeted": True},)
+                # Trials 0..tid-1 exist, so the budgeted ones are tid minus those that
+                # gave up their slot (CANCELLED: few, and counted through the index).
+                released = yield _Call(
+                    "trials", "count_documents", ({"study": study, "budgeted": False},)
                 )
-                if budgeted >= budget:
+                if tid - released >= budget:
                     return None
             now = time.time()
             running = state is TrialState.RUNNING
@@ -712,12 +718,16 @@ class MongoStorage:
             except DuplicateKeyError as exc:
                 if retry_of is not None and _is_retry_duplicate(exc):
                     return None
+                # Someone committed ``tid``: try the next one, or after a few collisions
+                # in a row read the highest tid and spread the creators out in time.
+                self._saw_tid(study, tid)
                 collisions += 1
-                if collisions > 2:
-                    # Many creators on one study: spread them out so they stop colliding.
+                known = tid
+                if collisions % 3 == 0:
+                    known = None
                     yield _Sleep(random.uniform(0, 0.001 * min(collisions, 50)))
                 continue
-            self._highest_tid[study] = max(tid, self._highest_tid.get(study, -1))
+            self._saw_tid(study, tid)
             [seq] = yield from self._stamp([doc])
             return _trial(doc, seq=seq)
 
@@ -933,24 +943,21 @@ class MongoStorage:
     def _reap(self, study: str) -> _Step[list[Trial]]:
         yield from self._require_study(study)
         now = time.time()
-        docs = yield _Call(
-            "trials",
-            "find",
-            (
-                {
-                    "study": study,
-                    "$or": [
-                        {"state": _RUNNING, "lease_expires_at": {"$lt": now}},
-                        {"state": _CANCELLED, "budgeted": True},
-                        {"stamped": False},
-                    ],
-                },
-            ),
-            {"sort": [("tid", 1)]},
-        )
+        # Three narrow queries rather than one $or, so that each can use an index.
+        docs = []
+        for query in (
+            {"study": study, "state": _RUNNING, "lease_expires_at": {"$lt": now}},
+            {"study": study, "state": _CANCELLED, "budgeted": True},
+            {"study": study, "stamped": False},
+        ):
+            docs.extend((yield _Call("trials", "find", (query,), {"sort": [("tid", 1)]})))
         reaped: list[Trial] = []
         unstamped: list[Mapping[str, Any]] = []
+        seen: set[Any] = set()
         for doc in docs:
+            if doc["_id"] in seen:
+                continue
+            seen.add(doc["_id"])
             state = doc["state"]
             expires = doc.get("lease_expires_at")
             if state == _RUNNING and expires is not None and expires < now:
@@ -1036,18 +1043,20 @@ class MongoStorage:
         high = 0 if counter is None else int(counter["value"])
         # Unstamped first: one stamped while we read it is then caught by the second query.
         unstamped = yield _Call("trials", "find", ({"study": study, "stamped": False},))
-        stamped = yield _Call(
+        changed = yield _Call(
             "trials",
             "find",
-            ({"study": study, "stamped": True, "seq": {"$gt": since, "$lte": high}},),
+            ({"study": study, "seq": {"$gt": since, "$lte": high}},),
             {"sort": [("seq", 1)]},
         )
         latest: dict[int, Trial] = {}
-        for doc in unstamped:
-            latest[int(doc["tid"])] = _trial(doc, seq=max(high, since))
-        for doc in stamped:
-            latest.pop(int(doc["tid"]), None)
-            latest[int(doc["tid"])] = _trial(doc)
+        for doc in [*unstamped, *changed]:
+            tid = int(doc["tid"])
+            self._saw_tid(study, tid)
+            # The later read wins; a change not stamped yet is reported at ``high``.
+            latest.pop(tid, None)
+            stamped = doc.get("stamped", True)
+            latest[tid] = _trial(doc) if stamped else _trial(doc, seq=max(high, since))
         return sorted(latest.values(), key=lambda trial: (trial.seq, trial.tid))
 
     async def count_trials(self, study: str, *, budgeted: bool = True) -> int:
