@@ -111,13 +111,26 @@ _COLUMNS = (
     "lease_expires_at, worker, seed, retry_of, seq"
 )
 _STUDY_ID = "(SELECT id FROM asyncopt_studies WHERE name = ?)"
-# The study's id, its number of trials (tids are dense) and of cancelled trials.
+# The last seq given out. Deleting a study records its highest seq as a floor, so seqs
+# never go back.
+_LAST_SEQ = (
+    "max(coalesce((SELECT max(seq) FROM asyncopt_trials), 0), "
+    "(SELECT value FROM asyncopt_meta WHERE key = 'seq_floor'))"
+)
+# The study's id, its number of trials (tids are dense), of cancelled trials, the last seq.
 _SQL_STUDY = (
     "SELECT s.id, "
     "(SELECT coalesce(max(t.tid) + 1, 0) FROM asyncopt_trials t WHERE t.study_id = s.id), "
     "(SELECT count(*) FROM asyncopt_trials t INDEXED BY asyncopt_trials_cancelled "
-    "WHERE t.study_id = s.id AND t.state = 4) "
+    f"WHERE t.study_id = s.id AND t.state = 4), {_LAST_SEQ} "
     "FROM asyncopt_studies s WHERE s.name = ?"
+)
+# The study's id, the last seq and one trial (NULLs if it has no such trial).
+_SQL_STUDY_TRIAL = (
+    f"SELECT s.id, {_LAST_SEQ}, "
+    + ", ".join(f"t.{column.strip()}" for column in _COLUMNS.split(","))
+    + " FROM asyncopt_studies s LEFT JOIN asyncopt_trials t "
+    "ON t.study_id = s.id AND t.tid = ? WHERE s.name = ?"
 )
 _SQL_STUDY_RECORD = (
     "SELECT name, fingerprint, space, seed, created_at FROM asyncopt_studies WHERE name = ?"
@@ -126,12 +139,7 @@ _SQL_INSERT_TRIAL = (
     "INSERT INTO asyncopt_trials (study_id, tid, state, assignment, created_at, started_at, "
     "lease_expires_at, worker, seed, retry_of, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_SQL_GET_TRIAL = f"SELECT {_COLUMNS} FROM asyncopt_trials WHERE study_id = ? AND tid = ?"
-# Deleting a study records its highest seq as a floor, so seqs never go back.
-_SQL_LAST_SEQ = (
-    "SELECT max(coalesce((SELECT max(seq) FROM asyncopt_trials), 0), "
-    "(SELECT value FROM asyncopt_meta WHERE key = 'seq_floor'))"
-)
+_SQL_LAST_SEQ = f"SELECT {_LAST_SEQ}"
 
 
 # -- values in and out -------------------------------------------------------------------
@@ -374,13 +382,13 @@ class _Ops:
     def _missing(self, study: str) -> StudyNotFoundError:
         return StudyNotFoundError(f"no study named {study!r} in {self.where}")
 
-    def study_row(self, conn: sqlite3.Connection, study: str) -> tuple[int, int, int]:
-        """The study's id, number of trials and number of budgeted trials."""
+    def study_row(self, conn: sqlite3.Connection, study: str) -> tuple[int, int, int, int]:
+        """The study's id, number of trials, of budgeted trials, and the next seq."""
         row = conn.execute(_SQL_STUDY, (study,)).fetchone()
         if row is None:
             raise self._missing(study)
-        study_id, n_trials, n_cancelled = row
-        return study_id, n_trials, n_trials - n_cancelled
+        study_id, n_trials, n_cancelled, last_seq = row
+        return study_id, n_trials, n_trials - n_cancelled, last_seq + 1
 
     def _check_study(self, conn: sqlite3.Connection, study: str) -> None:
         if (
@@ -388,12 +396,6 @@ class _Ops:
             is None
         ):
             raise self._missing(study)
-
-    def _load_trial(self, conn: sqlite3.Connection, study: str, study_id: int, tid: int) -> Trial:
-        row = conn.execute(_SQL_GET_TRIAL, (study_id, tid)).fetchone()
-        if row is None:
-            raise TrialNotFoundError(f"study {study!r} has no trial {tid}")
-        return _trial(study, row)
 
     # studies
 
@@ -455,11 +457,10 @@ class _Ops:
         seed: int | None,
     ) -> Trial | None:
         with _write(conn):
-            study_id, n_trials, n_budgeted = self.study_row(conn, study)
+            study_id, n_trials, n_budgeted, seq = self.study_row(conn, study)
             if budget is not None and n_budgeted >= budget:
                 return None
             now = time.time()
-            seq = _next_seq(conn)
             expires = now + lease
             conn.execute(
                 _SQL_INSERT_TRIAL,
@@ -499,14 +500,13 @@ class _Ops:
         seeds: list[int | None],
     ) -> list[Trial]:
         with _write(conn):
-            study_id, n_trials, n_budgeted = self.study_row(conn, study)
+            study_id, n_trials, n_budgeted, first = self.study_row(conn, study)
             count = len(assignments)
             if budget is not None:
                 count = max(0, min(count, budget - n_budgeted))
             if count == 0:
                 return []
             now = time.time()
-            first = _next_seq(conn)
             conn.executemany(
                 _SQL_INSERT_TRIAL,
                 [
@@ -552,7 +552,7 @@ class _Ops:
             self._check_study(conn, study)
             return None
         with _write(conn):
-            study_id = self.study_row(conn, study)[0]
+            study_id, _, _, seq = self.study_row(conn, study)
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM asyncopt_trials INDEXED BY asyncopt_trials_queued "
                 "WHERE study_id = ? AND state = 0 "
@@ -563,7 +563,6 @@ class _Ops:
                 return None
             trial = _trial(study, row)
             now = time.time()
-            seq = _next_seq(conn)
             conn.execute(
                 "UPDATE asyncopt_trials SET state = ?, started_at = ?, lease_expires_at = ?, "
                 "worker = ?, seq = ? WHERE study_id = ? AND tid = ?",
@@ -595,8 +594,13 @@ class _Ops:
         error: str | None,
     ) -> Trial:
         with _write(conn):
-            study_id = self.study_row(conn, study)[0]
-            trial = self._load_trial(conn, study, study_id, tid)
+            row = conn.execute(_SQL_STUDY_TRIAL, (tid, study)).fetchone()
+            if row is None:
+                raise self._missing(study)
+            study_id, seq = row[0], row[1] + 1
+            if row[2] is None:
+                raise TrialNotFoundError(f"study {study!r} has no trial {tid}")
+            trial = _trial(study, row[2:])
             if trial.state is not TrialState.RUNNING:
                 raise TrialStateError(
                     f"trial {tid} of study {study!r} is {trial.state.name}, not RUNNING; "
@@ -607,7 +611,6 @@ class _Ops:
                     f"trial {tid} of study {study!r} is held by another worker ({trial.worker})"
                 )
             now = time.time()
-            seq = _next_seq(conn)
             conn.execute(
                 "UPDATE asyncopt_trials SET state = ?, loss = ?, result = ?, error = ?, "
                 "finished_at = ?, lease_expires_at = NULL, seq = ? "
@@ -673,7 +676,7 @@ class _Ops:
             return []
         reaped = []
         with _write(conn):
-            study_id, n_trials, _ = self.study_row(conn, study)
+            study_id, n_trials, _, _ = self.study_row(conn, study)
             now = time.time()
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM asyncopt_trials INDEXED BY asyncopt_trials_leased "
@@ -751,7 +754,7 @@ class _Ops:
         return [_trial(study, row) for row in rows]
 
     def count_trials(self, conn: sqlite3.Connection, study: str, budgeted: bool) -> int:
-        _, n_trials, n_budgeted = self.study_row(conn, study)
+        _, n_trials, n_budgeted, _ = self.study_row(conn, study)
         return n_budgeted if budgeted else n_trials
 
 
