@@ -346,7 +346,7 @@ async def test_an_unstamped_change_is_still_read_and_later_stamped(
         await anyio.to_thread.run_sync(
             lambda: client[database]["trials"].update_one(
                 {"study": study, "tid": first.tid},
-                {"$set": {"loss": 7.0, "stamped": False, "op": "crashed"}},
+                {"$set": {"loss": 7.0, "seq": None, "op": "crashed"}},
             )
         )
     finally:

@@ -27,8 +27,8 @@ Reaping
     finished by the next reaper.
 
 Sequence numbers
-    Each change to a trial is written first, marked unstamped (``stamped: false``,
-    tagged with a random operation token); then the writer takes the next ``seq`` from the
+    Each change to a trial is written first, unstamped (``seq: null``, tagged with a
+    random operation token); then the writer takes the next ``seq`` from the
     counter document (``$inc``) and stamps the trial with it, if its token is still there.
     Seq numbers are taken after the write they stamp, but two writers can stamp out of
     order, so `MongoStorage.trials_since` reads the counter *before* reading trials and
@@ -195,7 +195,7 @@ def _trial(doc: Mapping[str, Any], *, seq: int | None = None) -> Trial:
         worker=doc.get("worker"),
         seed=_decode_int(doc.get("seed")),
         retry_of=_decode_int(doc.get("retry_of")),
-        seq=int(doc.get("seq", 0)) if seq is None else seq,
+        seq=int(doc.get("seq") or 0) if seq is None else seq,
     )
 
 
@@ -457,8 +457,6 @@ class MongoStorage:
                     IndexModel([("study", 1), ("tid", 1)], unique=True, name="study_tid"),
                     IndexModel([("study", 1), ("seq", 1)], name="study_seq"),
                     IndexModel([("study", 1), ("state", 1), ("tid", 1)], name="study_state"),
-                    IndexModel([("study", 1), ("budgeted", 1)], name="study_budgeted"),
-                    IndexModel([("study", 1), ("stamped", 1)], name="study_stamped"),
                     IndexModel(
                         [("study", 1), ("retry_of", 1)],
                         unique=True,
@@ -626,8 +624,8 @@ class MongoStorage:
         seqs = list(range(first, first + count))
         updates = [
             (
-                {"_id": doc["_id"], "op": doc["op"], "stamped": False},
-                {"$set": {"seq": seq, "stamped": True}},
+                {"_id": doc["_id"], "op": doc["op"], "seq": None},
+                {"$set": {"seq": seq}},
             )
             for doc, seq in zip(docs, seqs)
         ]
@@ -680,9 +678,7 @@ class MongoStorage:
             if budget is not None:
                 # Trials 0..tid-1 exist, so the budgeted ones are tid minus those that
                 # gave up their slot (CANCELLED: few, and counted through the index).
-                released = yield _Call(
-                    "trials", "count_documents", ({"study": study, "budgeted": False},)
-                )
+                released = yield from self._count_released(study)
                 if tid - released >= budget:
                     return None
             now = time.time()
@@ -703,9 +699,8 @@ class MongoStorage:
                 "worker": worker if running else None,
                 "seed": _encode_int(seed),
                 "retry_of": retry_of,
-                "seq": 0,
+                "seq": None,
                 "budgeted": True,
-                "stamped": False,
                 "op": _token(),
             }
             try:
@@ -820,7 +815,7 @@ class MongoStorage:
                         "started_at": now,
                         "lease_expires_at": now + lease,
                         "worker": worker,
-                        "stamped": False,
+                        "seq": None,
                         "op": op,
                     }
                 },
@@ -882,7 +877,7 @@ class MongoStorage:
                         "finished_at": time.time(),
                         "lease_expires_at": None,
                         "budgeted": state is not TrialState.CANCELLED,
-                        "stamped": False,
+                        "seq": None,
                         "op": op,
                     }
                 },
@@ -922,7 +917,7 @@ class MongoStorage:
             "update_many",
             (
                 {"study": study, "tid": {"$in": tids}, "state": _RUNNING, "worker": worker},
-                {"$set": {"lease_expires_at": time.time() + lease, "stamped": False, "op": op}},
+                {"$set": {"lease_expires_at": time.time() + lease, "seq": None, "op": op}},
             ),
         )
         renewed = yield _Call(
@@ -948,7 +943,7 @@ class MongoStorage:
         for query in (
             {"study": study, "state": _RUNNING, "lease_expires_at": {"$lt": now}},
             {"study": study, "state": _CANCELLED, "budgeted": True},
-            {"study": study, "stamped": False},
+            {"study": study, "seq": None},
         ):
             docs.extend((yield _Call("trials", "find", (query,), {"sort": [("tid", 1)]})))
         reaped: list[Trial] = []
@@ -968,7 +963,7 @@ class MongoStorage:
             if state == _CANCELLED and doc.get("budgeted"):
                 yield from self._requeue(doc)
                 continue
-            if not doc.get("stamped", True):
+            if doc.get("seq") is None:
                 unstamped.append(doc)
         yield from self._stamp(unstamped)
         return reaped
@@ -989,7 +984,7 @@ class MongoStorage:
                         "error": f"lease expired: worker {doc.get('worker')} stopped renewing it",
                         # The slot passes to the retry once it is queued.
                         "budgeted": requeue,
-                        "stamped": False,
+                        "seq": None,
                         "op": op,
                     }
                 },
@@ -1042,7 +1037,7 @@ class MongoStorage:
         counter = yield _Call("counters", "find_one", ({"_id": _SEQ_ID},))
         high = 0 if counter is None else int(counter["value"])
         # Unstamped first: one stamped while we read it is then caught by the second query.
-        unstamped = yield _Call("trials", "find", ({"study": study, "stamped": False},))
+        unstamped = yield _Call("trials", "find", ({"study": study, "seq": None},))
         changed = yield _Call(
             "trials",
             "find",
@@ -1055,7 +1050,7 @@ class MongoStorage:
             self._saw_tid(study, tid)
             # The later read wins; a change not stamped yet is reported at ``high``.
             latest.pop(tid, None)
-            stamped = doc.get("stamped", True)
+            stamped = doc.get("seq") is not None
             latest[tid] = _trial(doc) if stamped else _trial(doc, seq=max(high, since))
         return sorted(latest.values(), key=lambda trial: (trial.seq, trial.tid))
 
@@ -1063,10 +1058,18 @@ class MongoStorage:
         """Number of budgeted trials (or of all trials with ``budgeted=False``)."""
         return await self._run(self._count(study, budgeted))
 
+    def _count_released(self, study: str) -> _Step[int]:
+        """Trials that gave up their budget slot (CANCELLED, retry queued if any)."""
+        released = yield _Call(
+            "trials",
+            "count_documents",
+            ({"study": study, "state": _CANCELLED, "budgeted": False},),
+        )
+        return int(released)
+
     def _count(self, study: str, budgeted: bool) -> _Step[int]:
         yield from self._require_study(study)
-        query: dict[str, Any] = {"study": study}
+        total = yield _Call("trials", "count_documents", ({"study": study},))
         if budgeted:
-            query["budgeted"] = True
-        count = yield _Call("trials", "count_documents", (query,))
-        return int(count)
+            total -= yield from self._count_released(study)
+        return int(total)
