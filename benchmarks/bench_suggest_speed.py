@@ -12,7 +12,7 @@ losses) and is timed on producing one more suggestion:
 Cases: a 10-d mixed space (4 uniform, 2 log-uniform, 2 integers, 2 categoricals of 5)
 with N = 100, 1,000 and 10,000, and a 200-parameter space with N = 500.
 
-    python benchmarks/bench_suggest_speed.py --out docs/benchmarks.md
+    python benchmarks/bench_suggest_speed.py      # writes docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -190,7 +190,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=3.0, help="seconds per measurement")
     parser.add_argument("--no-hyperopt", action="store_true")
-    parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--no-write", action="store_true", help="print only, leave docs/benchmarks.md alone"
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     rows = [
@@ -217,26 +219,23 @@ def main() -> None:
         rows.append(row)
     text = "\n".join(rows)
     print(text)
-    if args.out:
-        _write_section(Path(args.out), text)
+    if not args.no_write:
+        _write_section(text)
 
 
-BEGIN = "<!-- speed:begin -->"
-END = "<!-- speed:end -->"
+def _write_section(text: str) -> None:
+    from _report import machine, write_section
 
-
-def _write_section(path: Path, text: str) -> None:
-    block = (
-        f"{BEGIN}\nMedian milliseconds for one suggestion with N finished trials in the "
-        f"history (one process, same machine, same run).\n\n{text}\n{END}"
+    write_section(
+        "suggest-speed",
+        "## Suggestion speed: TPE\n\n"
+        "`python benchmarks/bench_suggest_speed.py` — median milliseconds for one "
+        "suggestion when the history holds N finished trials (random points, random "
+        "losses), all libraries fed the same history in one run. Optuna: a full "
+        "`study.ask()` plus the `suggest_*` calls with its default `TPESampler` "
+        "(multivariate); Hyperopt: `tpe.suggest` on a `Trials` object. Measured on "
+        f"{machine()}.\n\n{text}",
     )
-    current = path.read_text() if path.exists() else ""
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        path.write_text(head + block + tail)
-    else:
-        path.write_text(current + ("\n" if current else "") + block + "\n")
 
 
 if __name__ == "__main__":

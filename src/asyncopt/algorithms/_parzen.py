@@ -60,6 +60,7 @@ def gap_bandwidths(
     high: np.ndarray,
     rule: str,
     magic_clip: bool = True,
+    clip_count: int | None = None,
 ) -> np.ndarray:
     """Kernel widths of observations ``mus`` (shape ``(n, d)``) from neighbour gaps.
 
@@ -68,7 +69,8 @@ def gap_bandwidths(
     inserts the prior centre among the sorted observations and takes, for each, the larger
     gap to its neighbours (one observation gets 0.5). ``rule="optuna"`` takes gaps among
     the observations only, using the bounds ``low`` and ``high`` as outer neighbours of a
-    lone observation. The magic clip bounds every width to ``[1 / min(100, n + 2), 1]``.
+    lone observation. The magic clip bounds every width to ``[1 / min(100, c + 2), 1]``
+    where ``c`` is ``clip_count`` (default: ``n``).
     """
     n, d = mus.shape
     if n == 0:
@@ -83,7 +85,8 @@ def gap_bandwidths(
         sigmas = np.maximum(mus - low, high - mus)
     else:
         sigmas = _neighbour_gaps(mus)
-    floor = 1.0 / min(100.0, n + 2.0) if magic_clip else _MIN_SIGMA
+    count = n if clip_count is None else clip_count
+    floor = 1.0 / min(100.0, count + 2.0) if magic_clip else _MIN_SIGMA
     sigmas = np.where(np.isnan(sigmas), 1.0, sigmas)
     clipped: np.ndarray = np.clip(sigmas, floor, 1.0)
     return clipped

@@ -77,6 +77,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "linear_forgetting": 25,
         "magic_clip": True,
         "constant_liar": True,
+        "liar_weight": 1.0,
     },
     "hyperopt": {
         "multivariate": False,
@@ -89,6 +90,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "linear_forgetting": 25,
         "magic_clip": True,
         "constant_liar": True,
+        "liar_weight": 1.0,
     },
 }
 
@@ -162,6 +164,7 @@ class TPE:
     linear_forgetting: int | None = attrs.field(validator=_check_forgetting)
     magic_clip: bool = attrs.field(validator=_check_bool("magic_clip"))
     constant_liar: bool = attrs.field(validator=_check_bool("constant_liar"))
+    liar_weight: float = attrs.field(validator=_check_positive("liar_weight"))
 
     def n_below(self, n: int) -> int:
         """How many of ``n`` OK trials form the "below" (good) group."""
@@ -287,8 +290,9 @@ class _Proposer:
         states = history.states
         ok = states == _OK
         bad = states == _FAIL
+        self.pending = (states == _QUEUED) | (states == _RUNNING)
         if tpe.constant_liar:
-            bad |= (states == _QUEUED) | (states == _RUNNING)
+            bad |= self.pending
         self.ok_rows = np.flatnonzero(ok)
         self.bad_rows = np.flatnonzero(bad)
         losses = history.losses[self.ok_rows]
@@ -371,20 +375,25 @@ class _Proposer:
 
     def _observations(
         self, index: int, rows: np.ndarray, with_extra: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Unit rows, category rows and which rows are lies (pending trials)."""
         numeric = self.units[index][rows]
         categorical = self.indices[index][rows]
+        lied = self.pending[rows]
         if with_extra and self.extra[index]:
             numeric = np.concatenate([numeric, [u for u, _ in self.extra[index]]])
             categorical = np.concatenate([categorical, [c for _, c in self.extra[index]]])
-        return numeric, categorical.astype(np.intp)
+            lied = np.concatenate([lied, np.ones(len(self.extra[index]), dtype=bool)])
+        return numeric, categorical.astype(np.intp), lied
 
     def _mixture(
         self,
         group: _Group,
         numeric: np.ndarray,
         categorical: np.ndarray,
+        lied: np.ndarray,
         priors: list[np.ndarray],
+        clip_count: int | None = None,
     ) -> ProductMixture:
         tpe = self.tpe
         hyperopt = not tpe.multivariate
@@ -393,7 +402,11 @@ class _Proposer:
         prior_weight = tpe.prior_weight
         if hyperopt and group.categorical:
             prior_weight *= group.categorical[0].dist.size
-        weights = np.append(linear_forgetting_weights(n, tpe.linear_forgetting), prior_weight)
+        # Forgetting ranks finished trials only; pending ones (lies) weigh liar_weight.
+        weights = np.empty(n + 1)
+        weights[:n][~lied] = linear_forgetting_weights(n - int(lied.sum()), tpe.linear_forgetting)
+        weights[:n][lied] = tpe.liar_weight
+        weights[n] = prior_weight
         axes = group.axes
         sigmas = gap_bandwidths(
             numeric,
@@ -402,7 +415,12 @@ class _Proposer:
             high=axes.high,
             rule=rule,
             magic_clip=tpe.magic_clip,
+            clip_count=clip_count,
         )
+        if lied.any():
+            # A lie only marks a spot as taken: its kernel is as narrow as the clip allows,
+            # so it repels candidates near it without reshaping g elsewhere.
+            sigmas[lied] = 1.0 / min(100.0, n + 2.0)
         mus = np.concatenate([numeric, axes.prior_mu[None, :]], axis=0)
         sigmas = np.concatenate([sigmas, np.ones((1, len(axes)))], axis=0)
         tables = [
@@ -423,11 +441,14 @@ class _Proposer:
     def _decide(self, index: int, assignment: Assignment) -> tuple[np.ndarray, np.ndarray]:
         group = self.groups[index]
         below_rows, above_rows = self._split(index)
-        below_numeric, below_codes = self._observations(index, below_rows, False)
-        above_numeric, above_codes = self._observations(index, above_rows, True)
+        below_numeric, below_codes, below_lied = self._observations(index, below_rows, False)
+        above_numeric, above_codes, above_lied = self._observations(index, above_rows, True)
         priors, seen = _compress_categories(group, below_codes, above_codes)
-        below = self._mixture(group, below_numeric, below_codes, priors)
-        above = self._mixture(group, above_numeric, above_codes, priors)
+        # The multivariate l may grow as sharp as the whole group's evidence allows: its
+        # magic clip counts every observation of the group, not just the good ones.
+        clip_count = len(below_rows) + len(above_rows) if self.tpe.multivariate else None
+        below = self._mixture(group, below_numeric, below_codes, below_lied, priors, clip_count)
+        above = self._mixture(group, above_numeric, above_codes, above_lied, priors)
         points, categories = below.sample(self.rng, self.tpe.n_candidates)
         axes = group.axes
         raw = axes.from_unit(points)
