@@ -85,7 +85,11 @@ def all_nodes(node: Any) -> list[Any]:
 
 
 def on_grid(value: float, q: float) -> bool:
-    return math.isclose(value / q, round(value / q), rel_tol=0, abs_tol=1e-6)
+    steps = value / q
+    if not math.isfinite(steps):
+        # Past the float range every representable value is as close to the grid as it gets.
+        return True
+    return math.isclose(steps, round(steps), rel_tol=0, abs_tol=1e-6)
 
 
 def in_support(dist: Distribution, value: Any) -> bool:
