@@ -116,14 +116,14 @@ def _row_order(rows: np.ndarray) -> np.ndarray:
     # argsort of each row. For long rows, sorting int64 keys that pack the value's rank
     # position (45 bits) above the column index is several times faster than argsort;
     # values closer than 2**-45 of the row's span may come out in index order instead.
-    d, n = rows.shape
+    n = rows.shape[1]
     if n < 256 or n >= 1 << _INDEX_BITS:
         order: np.ndarray = np.argsort(rows, axis=1)
         return order
     low = rows.min(axis=1, keepdims=True)
     span = rows.max(axis=1, keepdims=True) - low
     span = np.where(span > 0, span, 1.0)
-    keys = np.floor((rows - low) / span * float(1 << 45)).astype(np.int64)
+    keys: np.ndarray = np.floor((rows - low) / span * float(1 << 45)).astype(np.int64)
     keys <<= _INDEX_BITS
     keys |= np.arange(n, dtype=np.int64)
     keys.sort(axis=1)
