@@ -1,17 +1,20 @@
 """The two ways the SQLite backend reaches its connection: one worker thread either way.
 
 Under asyncio the connection lives on aiosqlite's thread; under trio, the standard
-``sqlite3`` connection is driven from anyio's worker threads, one call at a time (it is
-made with ``check_same_thread=False`` for that). Both run
+``sqlite3`` connection lives on a dedicated thread of its own (it is made on a worker
+thread, hence ``check_same_thread=False``). Both run
 a whole storage operation (a function of the ``sqlite3.Connection``) in one hop, so a
 transaction is never split across awaits and a cancelled caller cannot leave one open.
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -59,20 +62,45 @@ class _AiosqliteRunner:
         await self._connection.close()  # type: ignore[attr-defined]
 
 
-class _ThreadRunner:
+class _TrioRunner:
+    """One dedicated thread for the connection; results go back through trio's token."""
+
     def __init__(self, raw: sqlite3.Connection) -> None:
         self._raw = raw
-        self._limiter = anyio.CapacityLimiter(1)
+        self._jobs: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], Any] | None]
+        self._jobs = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="asyncopt-sqlite", daemon=True)
+        self._thread.start()
 
     @property
     def backend(self) -> str:
         return "trio"
 
+    def _work(self) -> None:
+        import outcome
+
+        while (job := self._jobs.get()) is not None:
+            fn, deliver = job
+            deliver(outcome.capture(fn, self._raw))
+
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await anyio.to_thread.run_sync(fn, self._raw, limiter=self._limiter)
+        import trio
+
+        token = trio.lowlevel.current_trio_token()
+        task = trio.lowlevel.current_task()
+
+        def deliver(result: Any) -> None:
+            with contextlib.suppress(trio.RunFinishedError):  # the run crashed meanwhile
+                token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+
+        self._jobs.put((fn, deliver))
+        # The operation runs to its end whatever happens to the caller: it cannot be aborted.
+        result: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+        return result
 
     async def close(self) -> None:
-        await anyio.to_thread.run_sync(self._raw.close, limiter=self._limiter)
+        await self.call(lambda conn: conn.close())
+        self._jobs.put(None)
 
 
 async def open_runner(connect: Callable[[], sqlite3.Connection]) -> Runner:
@@ -83,7 +111,7 @@ async def open_runner(connect: Callable[[], sqlite3.Connection]) -> Runner:
     """
     raw = await anyio.to_thread.run_sync(connect)
     if _current_library() != "asyncio":
-        return _ThreadRunner(raw)
+        return _TrioRunner(raw)
     import aiosqlite
 
     connection = aiosqlite.Connection(lambda: raw, 64)

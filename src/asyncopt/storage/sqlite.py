@@ -56,7 +56,7 @@ SCHEMA_VERSION = 1
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 _OPTIONS = ("synchronous", "timeout")
 _FIRST_BACKOFF = 0.0002
-_MAX_BACKOFF = 0.02
+_MAX_BACKOFF = 0.005
 _INT64 = range(-(2**63), 2**63)
 
 # SQLite primary result codes (the low byte of an extended code).
