@@ -26,6 +26,7 @@ from asyncopt.space.distributions import Distribution
 
 __all__ = [
     "Axes",
+    "IndependentMixtures",
     "ProductMixture",
     "categorical_kernels",
     "gap_bandwidths",
@@ -464,6 +465,80 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     for start in range(0, a.shape[0], step):
         np.matmul(a[start : start + step], b, out=out[start : start + step])
     return out
+
+
+class IndependentMixtures:
+    """One 1-D mixture per numeric axis, all over the same kernel centres (Hyperopt's model).
+
+    Like `ProductMixture` but nothing is joint: each axis has its own kernel weights
+    (each mixture is renormalized inside its own support when ``mixture_truncation``),
+    draws pick a kernel per axis, and `log_pdf` returns one column per axis.
+    """
+
+    __slots__ = ("highs", "log_mass", "log_weights", "lows", "mus", "quantized", "sigmas")
+
+    def __init__(
+        self,
+        weights: np.ndarray,
+        mus: np.ndarray,
+        sigmas: np.ndarray,
+        lows: np.ndarray,
+        highs: np.ndarray,
+        quantized: np.ndarray,
+        *,
+        mixture_truncation: bool = True,
+    ) -> None:
+        self.mus = mus
+        self.sigmas = np.maximum(sigmas, _MIN_SIGMA)
+        self.lows = lows
+        self.highs = highs
+        self.quantized = quantized
+        self.log_mass = _kernel_log_mass(self.mus, self.sigmas, lows, highs)
+        log_w = np.log(np.maximum(weights, 1e-300))[:, None] + np.zeros_like(mus)
+        if mixture_truncation:
+            log_w = log_w + self.log_mass
+        self.log_weights = log_w - _logsumexp(log_w, axis=0)
+
+    def sample(self, rng: np.random.Generator, m: int) -> np.ndarray:
+        """``m`` unit-axis draws per axis, shape ``(m, D)``."""
+        k, d = self.mus.shape
+        cumulative = np.cumsum(np.exp(self.log_weights), axis=0)
+        cumulative /= cumulative[-1]
+        # Offsetting column j by j makes all columns one increasing sequence.
+        offsets = np.arange(d, dtype=float)
+        flat = (cumulative + offsets).T.ravel()
+        targets = rng.random((m, d)) + offsets
+        kernel = np.searchsorted(flat, targets, side="right") - np.arange(d) * k
+        kernel = np.clip(kernel, 0, k - 1)
+        columns = np.arange(d)
+        mus = self.mus[kernel, columns]
+        sigmas = self.sigmas[kernel, columns]
+        lo = special.ndtr((self.lows - mus) / sigmas)
+        hi = special.ndtr((self.highs - mus) / sigmas)
+        u = np.clip(lo + rng.random((m, d)) * (hi - lo), 1e-300, 1.0 - 1e-16)
+        points = np.clip(mus + sigmas * special.ndtri(u), self.lows, self.highs)
+        drawn: np.ndarray = np.where(np.isfinite(points), points, mus)
+        return drawn
+
+    def log_pdf(
+        self,
+        points: np.ndarray,
+        cells: tuple[np.ndarray, np.ndarray] | None,
+        quantized: np.ndarray,
+    ) -> np.ndarray:
+        """Per-axis log density (mass on ``quantized`` axes) of ``(m, D)`` points."""
+        mus = self.mus[None, :, :]
+        sigmas = self.sigmas[None, :, :]
+        z = (points[:, None, :] - mus) / sigmas
+        terms = -0.5 * z * z - np.log(sigmas) - _LOG_SQRT_2PI
+        if cells is not None and quantized.any():
+            axes = np.flatnonzero(quantized)
+            za = (cells[0][:, None, axes] - mus[:, :, axes]) / sigmas[:, :, axes]
+            zb = (cells[1][:, None, axes] - mus[:, :, axes]) / sigmas[:, :, axes]
+            mass = special.ndtr(zb) - special.ndtr(za)
+            terms[:, :, axes] = np.log(np.maximum(mass, 1e-300))
+        terms += (self.log_weights - self.log_mass)[None, :, :]
+        return _logsumexp(terms, axis=1)
 
 
 def _kernel_log_mass(

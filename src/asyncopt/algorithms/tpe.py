@@ -48,6 +48,7 @@ import numpy as np
 
 from asyncopt.algorithms._parzen import (
     Axes,
+    IndependentMixtures,
     ProductMixture,
     categorical_kernels,
     gap_bandwidths,
@@ -266,7 +267,7 @@ def _groups(space: CompiledSpace, multivariate: bool) -> list[_Group]:
 def _build_groups(space: CompiledSpace, multivariate: bool) -> list[_Group]:
     members: dict[Any, list[ParamSpec]] = {}
     for spec in space.params:
-        key = spec.condition if multivariate else spec.label
+        key = spec.condition
         members.setdefault(key, []).append(spec)
     groups = []
     for specs in members.values():
@@ -386,6 +387,94 @@ class _Proposer:
             lied = np.concatenate([lied, np.ones(len(self.extra[index]), dtype=bool)])
         return numeric, categorical.astype(np.intp), lied
 
+    def _weights(self, lied: np.ndarray) -> np.ndarray:
+        """Observation weights: forgetting ranks finished trials; lies weigh liar_weight."""
+        weights = np.empty(len(lied))
+        n_true = len(lied) - int(lied.sum())
+        weights[~lied] = linear_forgetting_weights(n_true, self.tpe.linear_forgetting)
+        weights[lied] = self.tpe.liar_weight
+        return weights
+
+    def _independent(
+        self, axes: Axes, numeric: np.ndarray, lied: np.ndarray
+    ) -> IndependentMixtures:
+        n = len(numeric)
+        sigmas = gap_bandwidths(
+            numeric,
+            prior_mu=axes.prior_mu,
+            low=axes.low,
+            high=axes.high,
+            rule="hyperopt",
+            magic_clip=self.tpe.magic_clip,
+        )
+        if lied.any():
+            sigmas[lied] = 1.0 / min(100.0, n + 2.0)
+        return IndependentMixtures(
+            np.append(self._weights(lied), self.tpe.prior_weight),
+            np.concatenate([numeric, axes.prior_mu[None, :]], axis=0),
+            np.concatenate([sigmas, np.ones((1, len(axes)))], axis=0),
+            axes.low,
+            axes.high,
+            axes.quantized,
+        )
+
+    def _pseudo_counts(
+        self, codes: np.ndarray, lied: np.ndarray, prior: np.ndarray, size: int
+    ) -> np.ndarray:
+        """Hyperopt's categorical posterior: weighted counts plus prior_weight per category."""
+        counts = np.bincount(codes, weights=self._weights(lied), minlength=len(prior))
+        pseudo = counts + self.tpe.prior_weight * size * prior
+        normalized: np.ndarray = pseudo / pseudo.sum()
+        return normalized
+
+    def _decide_independent(
+        self, index: int, assignment: Assignment
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Hyperopt's TPE: each parameter of the group decided by its own 1-D model."""
+        group = self.groups[index]
+        m = self.tpe.n_candidates
+        below_rows, above_rows = self._split(index)
+        below_numeric, below_codes, below_lied = self._observations(index, below_rows, False)
+        above_numeric, above_codes, above_lied = self._observations(index, above_rows, True)
+        priors, seen = _compress_categories(group, below_codes, above_codes)
+        axes = group.axes
+        unit = np.empty(len(axes))
+        if len(axes):
+            below = self._independent(axes, below_numeric, below_lied)
+            above = self._independent(axes, above_numeric, above_lied)
+            points = below.sample(self.rng, m)
+            raw = axes.from_unit(points)
+            cells = None
+            exact = axes.quantized
+            if exact.any():
+                cells = axes.cells(raw)
+                fine = (cells[1] - cells[0]).max(axis=0, initial=0.0) < 1e-6
+                exact = exact & ~fine
+                points = np.where(fine, 0.5 * (cells[0] + cells[1]), points)
+            score = below.log_pdf(points, cells, exact) - above.log_pdf(points, cells, exact)
+            score = np.where(np.isnan(score), -np.inf, score)
+            chosen = raw[np.argmax(score, axis=0), np.arange(len(axes))]
+            for j, spec in enumerate(group.numeric):
+                value = float(chosen[j])
+                assignment[spec.label] = int(value) if spec.dist.is_integer else value
+            unit = axes.to_unit(chosen[None, :])[0]
+        codes = np.empty(len(group.categorical))
+        for j, spec in enumerate(group.categorical):
+            size = spec.dist.size
+            p_below = self._pseudo_counts(below_codes[:, j], below_lied, priors[j], size)
+            p_above = self._pseudo_counts(above_codes[:, j], above_lied, priors[j], size)
+            cumulative = np.cumsum(p_below)
+            candidates = np.searchsorted(cumulative, self.rng.random(m) * cumulative[-1], "right")
+            candidates = np.minimum(candidates, len(p_below) - 1)
+            score = np.log(p_below[candidates]) - np.log(p_above[candidates])
+            code = int(candidates[int(np.argmax(score))])
+            observed = seen[j]
+            if observed is not None:
+                code = _decompress(code, observed, size, self.rng)
+            codes[j] = code
+            assignment[spec.label] = code + spec.dist.offset
+        return unit, codes
+
     def _mixture(
         self,
         group: _Group,
@@ -402,11 +491,7 @@ class _Proposer:
         prior_weight = tpe.prior_weight
         if hyperopt and group.categorical:
             prior_weight *= group.categorical[0].dist.size
-        # Forgetting ranks finished trials only; pending ones (lies) weigh liar_weight.
-        weights = np.empty(n + 1)
-        weights[:n][~lied] = linear_forgetting_weights(n - int(lied.sum()), tpe.linear_forgetting)
-        weights[:n][lied] = tpe.liar_weight
-        weights[n] = prior_weight
+        weights = np.append(self._weights(lied), prior_weight)
         axes = group.axes
         sigmas = gap_bandwidths(
             numeric,
@@ -439,6 +524,8 @@ class _Proposer:
         )
 
     def _decide(self, index: int, assignment: Assignment) -> tuple[np.ndarray, np.ndarray]:
+        if not self.tpe.multivariate:
+            return self._decide_independent(index, assignment)
         group = self.groups[index]
         below_rows, above_rows = self._split(index)
         below_numeric, below_codes, below_lied = self._observations(index, below_rows, False)
