@@ -13,29 +13,43 @@ Two families of behaviour:
   choice is made before the parameters of its branches. Each group is split on its own:
   ``n_below = min(ceil(gamma * N), max_below)`` with ``N`` the OK trials where the group is
   active; ``gamma=0.1``, ``n_startup=10``. Kernel widths come from neighbour gaps per axis
-  (the prior kernel sits at the centre with the prior's width), clipped by the magic clip.
+  (the prior kernel sits at the centre with the prior's width), clipped by the magic clip
+  to ``[1/min(100, n+2), 1]`` of the prior's width; for ``l`` the clip counts every
+  observation of the group (not only the good ones), so ``l`` sharpens as evidence
+  accumulates. Without conditional parameters this is Optuna's multivariate TPE (the
+  densities match Optuna 5's to rounding) with that sharper ``l``.
 - **Hyperopt** (``configure(preset="hyperopt")``, the same as
-  ``configure(multivariate=False)``): Hyperopt 0.2's algorithm. One independent 1-D model
-  per parameter, modelled only from the trials where it is active; one global split with
+  ``configure(multivariate=False)``): Hyperopt's algorithm. One independent 1-D model
+  per parameter (computed in one batch for parameters active together), modelled only
+  from the trials where it is active; one global split with
   ``n_below = min(ceil(0.25 * sqrt(N)), 25)``; ``n_startup=20``; the prior inserted among
   the neighbours when computing widths; categorical pseudo-counts of ``prior_weight`` per
-  category; the mixture renormalized inside the bounds as a whole. One deliberate
-  difference: truncated log-uniform densities are normalized (Hyperopt forgets to).
+  category; each 1-D mixture renormalized inside its bounds as a whole (Hyperopt's
+  rejection sampler). One deliberate difference: truncated log-uniform densities are
+  normalized (Hyperopt forgets to).
 
 Both families:
 
 - **Startup**: while fewer than ``n_startup`` trials are OK, proposals are prior draws.
 - **Pending trials** (QUEUED or RUNNING) join the "above" group with their parameters
   when ``constant_liar`` is on (the default) and never count in ``N``: concurrent
-  suggestions then avoid each other instead of piling onto one point.
+  suggestions then avoid each other instead of piling onto one point. A lie's kernel is
+  as narrow as the magic clip allows and weighs ``liar_weight`` (1); it does not take one
+  of the newest slots of the forgetting ramp. So a lie repels candidates close to it
+  without reshaping ``g`` elsewhere.
 - **Failed trials** join the "above" group too (a region that fails is a bad region), as
   Hyperopt does by giving them an infinite loss. The Hyperopt preset also counts them in
   ``N`` as Hyperopt does; the default does not (as Optuna, which leaves them out of ``N``).
 - ``n > 1`` returns ``n`` proposals made one after another, each earlier one joining the
   "above" group of the next (the liar applies between them whatever ``constant_liar``
-  says), so they are distinct whenever the space allows.
+  says); a repeat is drawn again, from the model and then from the prior, so proposals
+  are distinct whenever the space allows.
 - Categorical parameters are ``choice``, ``pchoice`` and ``randint``; ``uniformint`` is a
-  quantized numeric parameter.
+  quantized numeric parameter. A categorical with more than 256 categories (a
+  ``randint`` over seeds, say) is modelled over the categories seen so far plus one bucket
+  for all the others.
+- Numerics: every density is computed on unit axes, so extreme bounds, tiny widths and
+  huge sigmas neither overflow nor raise; no floating-point error escapes.
 """
 
 from __future__ import annotations
@@ -204,7 +218,8 @@ def configure(**options: Any) -> TPE:
     - ``linear_forgetting`` (25): observations older than the newest this-many weigh less;
       None turns forgetting off;
     - ``magic_clip`` (True): clip kernel widths to ``[1/min(100, n+2), 1]`` of the prior's;
-    - ``constant_liar`` (True): pending trials join the "above" group.
+    - ``constant_liar`` (True): pending trials join the "above" group;
+    - ``liar_weight`` (1.0): the weight of each pending trial's kernel there.
 
     Raises TypeError for an unknown option or a value of the wrong type, ValueError for
     a value out of range.
