@@ -209,6 +209,27 @@ def _study(doc: Mapping[str, Any]) -> StudyRecord:
     )
 
 
+def _set_if(condition: Mapping[str, Any], fields: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """An update pipeline that sets ``fields`` only where ``condition`` holds.
+
+    Conditional updates filter on indexed equality only (``_id`` or ``study, tid``) and
+    carry their other conditions here, so every server can use an index to find the
+    document; whether the update applied shows in the ``op`` token of the result.
+    """
+    return [
+        {
+            "$set": {
+                name: {"$cond": [condition, {"$literal": value}, f"${name}"]}
+                for name, value in fields.items()
+            }
+        }
+    ]
+
+
+def _held_by(worker: str) -> dict[str, Any]:
+    return {"$and": [{"$eq": ["$state", _RUNNING]}, {"$eq": ["$worker", {"$literal": worker}]}]}
+
+
 def _is_retry_duplicate(exc: DuplicateKeyError) -> bool:
     details = exc.details or {}
     pattern = details.get("keyPattern") or {}
@@ -623,10 +644,7 @@ class MongoStorage:
         first = int(counter["value"]) - count + 1
         seqs = list(range(first, first + count))
         updates = [
-            (
-                {"_id": doc["_id"], "op": doc["op"], "seq": None},
-                {"$set": {"seq": seq}},
-            )
+            ({"_id": doc["_id"]}, _set_if({"$eq": ["$op", doc["op"]]}, {"seq": seq}))
             for doc, seq in zip(docs, seqs)
         ]
         if count == 1:
@@ -863,13 +881,16 @@ class MongoStorage:
     ) -> _Step[Trial]:
         yield from self._require_study(study)
         op = _token()
+        # Retrying this after a lost acknowledgement is harmless: the first attempt's
+        # token in the returned document shows that it applied.
         doc = yield _Call(
             "trials",
             "find_one_and_update",
             (
-                {"study": study, "tid": tid, "state": _RUNNING, "worker": worker},
-                {
-                    "$set": {
+                {"study": study, "tid": tid},
+                _set_if(
+                    _held_by(worker),
+                    {
                         "state": int(state),
                         "loss": None if loss is None else float(loss),
                         "result": result,
@@ -879,24 +900,22 @@ class MongoStorage:
                         "budgeted": state is not TrialState.CANCELLED,
                         "seq": None,
                         "op": op,
-                    }
-                },
+                    },
+                ),
             ),
             {"return_document": ReturnDocument.AFTER},
-            recover=_Call("trials", "find_one", ({"study": study, "tid": tid, "op": op},)),
         )
         if doc is None:
-            current = yield _Call("trials", "find_one", ({"study": study, "tid": tid},))
-            if current is None:
-                raise TrialNotFoundError(f"study {study!r} has no trial {tid}")
-            found = TrialState(current["state"])
+            raise TrialNotFoundError(f"study {study!r} has no trial {tid}")
+        if doc.get("op") != op:
+            found = TrialState(doc["state"])
             if found is not TrialState.RUNNING:
                 raise TrialStateError(
                     f"trial {tid} of study {study!r} is {found.name}, not RUNNING; "
                     "it cannot be finished"
                 )
             raise LeaseLostError(
-                f"trial {tid} of study {study!r} is held by another worker ({current['worker']})"
+                f"trial {tid} of study {study!r} is held by another worker ({doc['worker']})"
             )
         [seq] = yield from self._stamp([doc])
         return _trial(doc, seq=seq)
@@ -916,13 +935,19 @@ class MongoStorage:
             "trials",
             "update_many",
             (
-                {"study": study, "tid": {"$in": tids}, "state": _RUNNING, "worker": worker},
-                {"$set": {"lease_expires_at": time.time() + lease, "seq": None, "op": op}},
+                {"study": study, "state": _RUNNING, "tid": {"$in": tids}},
+                _set_if(
+                    {"$eq": ["$worker", {"$literal": worker}]},
+                    {"lease_expires_at": time.time() + lease, "seq": None, "op": op},
+                ),
             ),
         )
-        renewed = yield _Call(
-            "trials", "find", ({"study": study, "op": op}, {"_id": 1, "op": 1, "tid": 1})
+        current = yield _Call(
+            "trials",
+            "find",
+            ({"study": study, "tid": {"$in": tids}}, {"_id": 1, "op": 1, "tid": 1}),
         )
+        renewed = [doc for doc in current if doc.get("op") == op]
         yield from self._stamp(sorted(renewed, key=lambda doc: doc["tid"]))
         held = {int(doc["tid"]) for doc in renewed}
         return [tid for tid in tids if tid not in held]
@@ -938,11 +963,11 @@ class MongoStorage:
     def _reap(self, study: str) -> _Step[list[Trial]]:
         yield from self._require_study(study)
         now = time.time()
-        # Three narrow queries rather than one $or, so that each can use an index.
+        # Narrow indexed queries (RUNNING, CANCELLED, unstamped); the rest is filtered here.
         docs = []
         for query in (
-            {"study": study, "state": _RUNNING, "lease_expires_at": {"$lt": now}},
-            {"study": study, "state": _CANCELLED, "budgeted": True},
+            {"study": study, "state": _RUNNING},
+            {"study": study, "state": _CANCELLED},
             {"study": study, "seq": None},
         ):
             docs.extend((yield _Call("trials", "find", (query,), {"sort": [("tid", 1)]})))
@@ -971,13 +996,21 @@ class MongoStorage:
     def _reap_one(self, doc: Mapping[str, Any], now: float) -> _Step[Trial | None]:
         op = _token()
         requeue = doc.get("retry_of") is None
+        expired = {
+            "$and": [
+                {"$eq": ["$state", _RUNNING]},
+                {"$gt": ["$lease_expires_at", None]},
+                {"$lt": ["$lease_expires_at", now]},
+            ]
+        }
         cancelled = yield _Call(
             "trials",
             "find_one_and_update",
             (
-                {"_id": doc["_id"], "state": _RUNNING, "lease_expires_at": {"$lt": now}},
-                {
-                    "$set": {
+                {"_id": doc["_id"]},
+                _set_if(
+                    expired,
+                    {
                         "state": _CANCELLED,
                         "finished_at": now,
                         "lease_expires_at": None,
@@ -986,13 +1019,12 @@ class MongoStorage:
                         "budgeted": requeue,
                         "seq": None,
                         "op": op,
-                    }
-                },
+                    },
+                ),
             ),
             {"return_document": ReturnDocument.AFTER},
-            recover=_Call("trials", "find_one", ({"_id": doc["_id"], "op": op},)),
         )
-        if cancelled is None:
+        if cancelled is None or cancelled.get("op") != op:
             return None  # renewed, finished or reaped by someone else meanwhile
         [seq] = yield from self._stamp([cancelled])
         if requeue:
@@ -1060,12 +1092,11 @@ class MongoStorage:
 
     def _count_released(self, study: str) -> _Step[int]:
         """Trials that gave up their budget slot (CANCELLED, retry queued if any)."""
-        released = yield _Call(
-            "trials",
-            "count_documents",
-            ({"study": study, "state": _CANCELLED, "budgeted": False},),
+        # Read the (few) CANCELLED trials through the (study, state) index and count here.
+        cancelled = yield _Call(
+            "trials", "find", ({"study": study, "state": _CANCELLED}, {"budgeted": 1})
         )
-        return int(released)
+        return sum(1 for doc in cancelled if not doc.get("budgeted"))
 
     def _count(self, study: str, budgeted: bool) -> _Step[int]:
         yield from self._require_study(study)
