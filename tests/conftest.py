@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 # The session's MongoDB server and a fresh database per test (tests/ is on sys.path).
-from mongo_server import mongodb_server_url, mongodb_url  # noqa: F401
+from mongo_server import flaky_proxy, mongodb_server_url, mongodb_url  # noqa: F401
 
 
 @pytest.fixture(

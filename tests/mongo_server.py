@@ -14,10 +14,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -134,3 +135,118 @@ def mongodb_url(mongodb_server_url: str) -> Iterator[str]:
         client.drop_database(database)
     finally:
         client.close()
+
+
+class FlakyProxy:
+    """A TCP proxy in front of a MongoDB server that can cut connections on demand.
+
+    ``cut()`` closes every open connection and refuses new ones until ``restore()``;
+    ``drop_reply_to(b"findAndModify")`` forwards the next such command to the server but
+    closes the connection instead of returning its reply (a lost acknowledgement).
+    """
+
+    def __init__(self, server_url: str) -> None:
+        parts = urlsplit(server_url)
+        host_port = parts.netloc.rpartition("@")[2]
+        host, _, port = host_port.rpartition(":")
+        self._target = (host or "127.0.0.1", int(port or 27017))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._refusing = False
+        self._drop_reply_to: bytes | None = None
+        self._closed = False
+        self.dropped_replies = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, database: str, options: str = "") -> str:
+        """A URL that reaches the server through this proxy (direct connection)."""
+        query = "directConnection=true" + (f"&{options}" if options else "")
+        return f"mongodb://127.0.0.1:{self.port}/{database}?{query}"
+
+    def cut(self) -> None:
+        with self._lock:
+            self._refusing = True
+            sockets, self._sockets = self._sockets, set()
+        for sock in sockets:
+            _close(sock)
+
+    def restore(self) -> None:
+        with self._lock:
+            self._refusing = False
+
+    def drop_reply_to(self, command: bytes) -> None:
+        with self._lock:
+            self._drop_reply_to = command
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        _close(self._listener)
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                refusing = self._refusing
+            if refusing:
+                _close(client)
+                continue
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                self._sockets.update((client, upstream))
+            doomed = threading.Event()
+            threading.Thread(
+                target=self._pump, args=(client, upstream, doomed, True), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pump, args=(upstream, client, doomed, False), daemon=True
+            ).start()
+
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, doomed: threading.Event, requests: bool
+    ) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if requests:
+                    with self._lock:
+                        if self._drop_reply_to is not None and self._drop_reply_to in data:
+                            self._drop_reply_to = None
+                            doomed.set()
+                elif doomed.is_set():
+                    self.dropped_replies += 1
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(source)
+            _close(sink)
+
+
+def _close(sock: socket.socket) -> None:
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+@pytest.fixture
+def flaky_proxy(mongodb_server_url: str) -> Iterator[FlakyProxy]:
+    """A `FlakyProxy` to the session's server, closed after the test."""
+    proxy = FlakyProxy(mongodb_server_url)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

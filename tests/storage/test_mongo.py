@@ -22,6 +22,7 @@ from asyncopt.errors import (
 from asyncopt.storage.base import TrialState
 from asyncopt.storage.mongo import DEFAULT_DATABASE, MongoStorage
 from asyncopt.storage.urls import StorageURL, open_storage, storage_from_url
+from mongo_server import FlakyProxy
 
 FINGERPRINT = "f" * 64
 SPACE = {"x": {"dist": "uniform", "low": 0, "high": 1}}
@@ -31,6 +32,10 @@ SPACE = {"x": {"dist": "uniform", "low": 0, "high": 1}}
 async def mongo(mongodb_url: str) -> AsyncIterator[MongoStorage]:
     async with MongoStorage(mongodb_url) as storage:
         yield storage
+
+
+def _database(url: str) -> str:
+    return StorageURL.parse(url).path.strip("/")
 
 
 async def _study(storage: MongoStorage, name: str = "s") -> str:
@@ -406,6 +411,64 @@ async def test_every_change_is_read_by_a_reader_following_the_highest_seq(
 
 
 # -- lost connections -------------------------------------------------------------------------
+
+
+async def test_a_finish_whose_reply_is_lost_is_retried_and_recorded_once(
+    flaky_proxy: FlakyProxy, mongodb_url: str
+) -> None:
+    # retryWrites=false: the driver gives up at once, so asyncopt's own retry is tested.
+    url = flaky_proxy.url(_database(mongodb_url), "retryWrites=false&serverSelectionTimeoutMS=2000")
+    async with MongoStorage(url) as storage:
+        study = await _study(storage)
+        trial = await storage.create_trial(study, {"x": 0.5}, budget=None, worker="w", lease=60)
+        assert trial is not None
+        flaky_proxy.drop_reply_to(b"findAndModify")
+        done = await storage.finish_trial(
+            study, trial.tid, worker="w", state=TrialState.OK, loss=0.25, result={"k": 1}
+        )
+        assert flaky_proxy.dropped_replies == 1
+        assert (done.state, done.loss, done.result) == (TrialState.OK, 0.25, {"k": 1})
+        assert await storage.get_trial(study, trial.tid) == done
+        # A second, separate finish is still refused.
+        with pytest.raises(TrialStateError):
+            await storage.finish_trial(study, trial.tid, worker="w", state=TrialState.OK, loss=1)
+
+
+async def test_an_outage_mid_run_is_waited_out(flaky_proxy: FlakyProxy, mongodb_url: str) -> None:
+    url = flaky_proxy.url(
+        _database(mongodb_url), "serverSelectionTimeoutMS=300&connectTimeoutMS=300"
+    )
+    async with MongoStorage(url, retry_timeout=20) as storage:
+        study = await _study(storage)
+        flaky_proxy.cut()
+
+        async def restore_later() -> None:
+            await anyio.sleep(1.0)
+            flaky_proxy.restore()
+
+        started = time.monotonic()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(restore_later)
+            trial = await storage.create_trial(study, {"x": 0.1}, budget=5, worker="w", lease=60)
+        assert trial is not None
+        assert time.monotonic() - started >= 0.9
+        assert [t.tid for t in await storage.trials_since(study, 0)] == [trial.tid]
+
+
+async def test_an_outage_longer_than_the_retry_timeout_is_unavailable(
+    flaky_proxy: FlakyProxy, mongodb_url: str
+) -> None:
+    url = flaky_proxy.url(
+        _database(mongodb_url), "serverSelectionTimeoutMS=200&connectTimeoutMS=200"
+    )
+    async with MongoStorage(url, retry_timeout=0.8) as storage:
+        study = await _study(storage)
+        flaky_proxy.cut()
+        with pytest.raises(StorageUnavailableError, match=r"MongoDB at mongodb://127\.0\.0\.1"):
+            await storage.count_trials(study)
+        flaky_proxy.restore()
+        assert await storage.count_trials(study) == 0
+    _collect_dropped_sockets()
 
 
 async def test_finish_is_refused_twice_but_a_lease_holder_is_told_why(mongo: MongoStorage) -> None:

@@ -449,7 +449,7 @@ class MongoStorage:
             driver = _ThreadDriver(self._client[self._database_name])
         self._driver = driver
         try:
-            await self._run(self._setup())
+            await self._run(self._setup(), retry=False)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self.aclose()
@@ -498,7 +498,7 @@ class MongoStorage:
 
     # -- running operations ------------------------------------------------------------------
 
-    async def _execute(self, call: _Call) -> Any:
+    async def _execute(self, call: _Call, *, retry: bool) -> Any:
         driver = self._driver
         if driver is None:
             raise StorageError(f"{self!r} is not open; use `async with` or `await open()`")
@@ -512,17 +512,23 @@ class MongoStorage:
                     if landed is not None:
                         return landed
                 return await driver.call(call)
-            except ServerSelectionTimeoutError:
-                raise
             except AutoReconnect:
-                if time.monotonic() + delay > deadline:
+                # Includes server selection timeouts and network timeouts: a server that
+                # was reachable when the storage opened may come back (a replica set
+                # electing a new primary takes seconds), so keep trying for a while.
+                if not retry or time.monotonic() + delay > deadline:
                     raise
                 dropped = True
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def _run(self, step: _Step[T]) -> T:
-        """Drive an operation: execute each call it yields, send back the result."""
+    async def _run(self, step: _Step[T], *, retry: bool = True) -> T:
+        """Drive an operation: execute each call it yields, send back the result.
+
+        With ``retry``, a call whose connection dropped is retried with back-off for up
+        to ``retry_timeout`` seconds (opening does not retry: an unreachable server is
+        reported at once).
+        """
         value: Any = None
         error: BaseException | None = None
         try:
@@ -537,7 +543,7 @@ class MongoStorage:
                     await anyio.sleep(request.seconds)
                     continue
                 try:
-                    value = await self._execute(request)
+                    value = await self._execute(request, retry=retry)
                 except (DuplicateKeyError, BulkWriteError) as exc:
                     error = exc  # the operation decides what a duplicate means
         except AsyncoptError:
