@@ -517,6 +517,11 @@ class _Proposer:
             magic_clip=tpe.magic_clip,
             clip_count=clip_count,
         )
+        if clip_count is not None and axes.quantized.any():
+            # On a grid, l keeps the usual clip so that neighbouring grid values stay in
+            # reach (a kernel narrower than a cell never leaves its cell).
+            usual = 1.0 / min(100.0, n + 2.0)
+            sigmas[:, axes.quantized] = np.maximum(sigmas[:, axes.quantized], usual)
         if lied.any():
             # A lie only marks a spot as taken: its kernel is as narrow as the clip allows,
             # so it repels candidates near it without reshaping g elsewhere.
@@ -546,9 +551,16 @@ class _Proposer:
         below_numeric, below_codes, below_lied = self._observations(index, below_rows, False)
         above_numeric, above_codes, above_lied = self._observations(index, above_rows, True)
         priors, seen = _compress_categories(group, below_codes, above_codes)
-        # The multivariate l may grow as sharp as the whole group's evidence allows: its
-        # magic clip counts every observation of the group, not just the good ones.
-        clip_count = len(below_rows) + len(above_rows) if self.tpe.multivariate else None
+        # The multivariate l may grow as sharp as the group's evidence allows: its magic
+        # clip counts every finished observation of the group, not just the good ones,
+        # shared among the proposals in flight (concurrent proposals drawn from one
+        # sharp l would crowd one spot before any of them reports back).
+        in_flight = 1 + int(np.count_nonzero(self.pending[self.active[index]]))
+        in_flight += len(self.extra[index])
+        finished = len(below_rows) + len(above_rows) - int(np.count_nonzero(above_lied))
+        clip_count = None
+        if self.tpe.multivariate:
+            clip_count = max(len(below_rows), finished // in_flight)
         below = self._mixture(group, below_numeric, below_codes, below_lied, priors, clip_count)
         above = self._mixture(group, above_numeric, above_codes, above_lied, priors)
         points, categories = below.sample(self.rng, self.tpe.n_candidates)
