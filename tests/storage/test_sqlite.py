@@ -327,12 +327,12 @@ def _open_unprivileged(url: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_an_unwritable_file_is_refused_untouched(shared_tmp: Path) -> None:
+def test_an_unwritable_file_is_refused_untouched(shared_tmp: Path) -> None:
     path = shared_tmp / "readonly.db"
-    await make_database(path)
+    anyio.run(make_database, path)
     path.chmod(0o444)
     before = digest(path)
-    result = await anyio.to_thread.run_sync(_open_unprivileged, url_of(path))
+    result = _open_unprivileged(url_of(path))
     assert "REFUSED:" in result.stdout, result.stdout + result.stderr
     assert str(path) in result.stdout
     assert "permission denied" in result.stdout
@@ -340,13 +340,13 @@ async def test_an_unwritable_file_is_refused_untouched(shared_tmp: Path) -> None
     assert digest(path) == before
 
 
-async def test_an_unwritable_directory_is_refused(shared_tmp: Path) -> None:
+def test_an_unwritable_directory_is_refused(shared_tmp: Path) -> None:
     path = shared_tmp / "new.db"
-    os.chmod(shared_tmp, 0o555)
+    shared_tmp.chmod(0o555)
     try:
-        result = await anyio.to_thread.run_sync(_open_unprivileged, url_of(path))
+        result = _open_unprivileged(url_of(path))
     finally:
-        os.chmod(shared_tmp, 0o755)
+        shared_tmp.chmod(0o755)
     assert "REFUSED:" in result.stdout, result.stdout + result.stderr
     assert "not writable" in result.stdout
     assert not path.exists()
