@@ -545,12 +545,14 @@ def _kernel_log_mass(
     mus: np.ndarray, sigmas: np.ndarray, lows: np.ndarray, highs: np.ndarray
 ) -> np.ndarray:
     # Mass of each kernel inside the support; kernels 8 sigmas from both ends keep 1.
-    za = (lows - mus) / sigmas
-    zb = (highs - mus) / sigmas
     result = np.zeros_like(mus)
-    near = np.flatnonzero((za > -8.0) | (zb < 8.0))
+    reach = 8.0 * sigmas
+    near = np.flatnonzero(((mus - lows) < reach) | ((highs - mus) < reach))
     if near.size:
-        result.flat[near] = log_interval_mass(za.flat[near], zb.flat[near])
+        mu, sigma = mus.flat[near], sigmas.flat[near]
+        low = np.broadcast_to(lows, mus.shape).flat[near]
+        high = np.broadcast_to(highs, mus.shape).flat[near]
+        result.flat[near] = log_interval_mass((low - mu) / sigma, (high - mu) / sigma)
     return result
 
 

@@ -314,6 +314,7 @@ class _Proposer:
         losses = history.losses[self.ok_rows]
         # Ranks of OK rows by loss (ties: the earlier trial first).
         ok_order = self.ok_rows[np.argsort(losses, kind="stable")]
+        self.ok_order = ok_order
         self.rank = np.full(len(history), len(history), dtype=np.int64)
         self.rank[ok_order] = np.arange(len(ok_order))
         n_global = len(self.ok_rows)
@@ -378,7 +379,10 @@ class _Proposer:
         active = self.active[index]
         ok_active = self.ok_rows[active[self.ok_rows]]
         if self.tpe.multivariate:
-            ranked = ok_active[np.argsort(self.rank[ok_active])]
+            if len(ok_active) == len(self.ok_order):
+                ranked = self.ok_order
+            else:
+                ranked = ok_active[np.argsort(self.rank[ok_active])]
             cut = self.tpe.n_below(len(ranked))
             below = np.sort(ranked[:cut])
             above = ranked[cut:]
@@ -601,6 +605,19 @@ class _Proposer:
 _DENSE_CATEGORIES = 256
 
 
+_PROBABILITIES: dict[Any, np.ndarray] = {}
+
+
+def _probabilities(dist: Any) -> np.ndarray:
+    found = _PROBABILITIES.get(dist)
+    if found is None:
+        if len(_PROBABILITIES) > 1024:
+            _PROBABILITIES.clear()
+        found = _PROBABILITIES[dist] = dist.probabilities
+        found.flags.writeable = False
+    return found
+
+
 def _compress_categories(
     group: _Group, below: np.ndarray, above: np.ndarray
 ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
@@ -615,7 +632,7 @@ def _compress_categories(
     for j, spec in enumerate(group.categorical):
         size = spec.dist.size
         if size <= _DENSE_CATEGORIES:
-            priors.append(spec.dist.probabilities)
+            priors.append(_probabilities(spec.dist))
             seen.append(None)
             continue
         observed = np.unique(np.concatenate([below[:, j], above[:, j]]))
