@@ -27,9 +27,6 @@ __all__ = ["Runner", "open_runner"]
 class Runner(Protocol):
     """Runs functions of the connection on the connection's thread, one at a time."""
 
-    @property
-    def backend(self) -> str: ...
-
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
     async def close(self) -> None: ...
@@ -47,10 +44,6 @@ class _AiosqliteRunner:
     def __init__(self, connection: object, raw: sqlite3.Connection) -> None:
         self._connection = connection
         self._raw = raw
-
-    @property
-    def backend(self) -> str:
-        return "asyncio"
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         # aiosqlite's public calls run one statement per hop; its queue runner takes any
@@ -71,10 +64,6 @@ class _TrioRunner:
         self._jobs = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name="asyncopt-sqlite", daemon=True)
         self._thread.start()
-
-    @property
-    def backend(self) -> str:
-        return "trio"
 
     def _work(self) -> None:
         import outcome
