@@ -223,7 +223,13 @@ def test_samples_are_in_support_active_only_and_evaluate_consistently(
         assert same(ao.space_eval(rebuilt, assignment), evaluated)
     # ao.sample is space_eval of the assignment drawn with the same seed.
     sampled = ao.sample(space, seed)
-    assert same(ao.space_eval(space, draws(table, seed, 1)[0]), sampled)
+    vectorized_one = sample_assignments(table, np.random.default_rng(seed), 1, fast=False)[0]
+    assert same(ao.space_eval(space, vectorized_one), sampled)
+    # The scalar path for one proposal draws other values from the same distributions.
+    fast_one = sample_assignments(table, np.random.default_rng(seed), 1)[0]
+    table.check_assignment(fast_one)
+    for label, value in fast_one.items():
+        assert in_support(table[label].dist, value), (label, value)
     assert same(ao.sample(table, np.random.default_rng(seed)), sampled)
     assert same(ao.sample(rebuilt, seed), sampled)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -262,6 +263,39 @@ class Distribution:
             draws = rng.normal(self.args[0], self.args[1], n)
         return self.from_internal(draws)
 
+    def sample_one(self, rng: np.random.Generator) -> float:
+        """One raw value from the prior, with Python scalars (fast for one proposal).
+
+        Same distribution as `sample`, but not the same stream of draws.
+        """
+        name = self.name
+        if name == "choice" or name == "randint":
+            return float(self.offset + min(int(rng.random() * self.size), self.size - 1))
+        if name == "pchoice":
+            cumulative = np.cumsum(self.probabilities)
+            index = bisect.bisect_right(cumulative.tolist(), rng.random() * cumulative[-1])
+            return float(min(index, self.size - 1))
+        if name == "uniformint":
+            low, high = int(self.args[0]), int(self.args[1])
+            return float(low + min(int(rng.random() * (high - low + 1)), high - low))
+        if self.is_bounded:
+            u = rng.random()
+            low, high = float(self.args[0]), float(self.args[1])
+            x = low * (1.0 - u) + high * u
+        else:
+            x = float(self.args[0]) + float(self.args[1]) * rng.standard_normal()
+        value = math.exp(min(x, _MAX_EXP)) if self.log else min(max(x, -_MAX_FLOAT), _MAX_FLOAT)
+        q = self.q
+        if q is not None and name != "uniformint":
+            steps = value / q
+            if math.isfinite(steps):
+                # A float of 2**52 or more is already integral (and round() would be slow).
+                whole = steps if abs(steps) >= 2.0**52 else float(round(steps))
+                quantized = whole * q
+                if math.isfinite(quantized):
+                    value = quantized
+        return float(value)
+
     def from_internal(self, x: np.ndarray) -> np.ndarray:
         """Map draws of the underlying uniform/normal to raw values (exp, then quantize)."""
         x = np.asarray(x, dtype=float)
@@ -321,7 +355,10 @@ class Distribution:
 def _on_grid(value: float, q: float) -> float:
     """``value`` rounded to a multiple of ``q`` (unchanged when the steps overflow)."""
     steps = value / q
-    return float(round(steps) * q) if math.isfinite(steps) else value
+    if not math.isfinite(steps):
+        return value
+    nearest = float(round(steps)) * q
+    return nearest if math.isfinite(nearest) else value
 
 
 def _plain(value: float) -> int | float:

@@ -71,13 +71,24 @@ def _value(label: str, assignment: Mapping[str, Any]) -> Any:
         raise SpaceError(f"the assignment has no value for active label {label!r}", label) from None
 
 
-def sample_assignments(space: Any, rng: np.random.Generator, n: int = 1) -> list[Assignment]:
+def sample_assignments(
+    space: Any, rng: np.random.Generator, n: int = 1, *, fast: bool = True
+) -> list[Assignment]:
     """``n`` independent draws from the prior, as assignments (ancestral sampling).
 
     ``space`` is a `CompiledSpace` (or any space, compiled first). Parents are drawn
-    before their children, so the draws depend only on ``rng`` and ``n``.
+    before their children, so the draws depend only on ``rng`` and ``n``. For ``n == 1``
+    a scalar path is used unless ``fast=False`` (same distribution, other draws).
     """
     space = compile_space(space)
+    if n == 1 and fast:
+        # One proposal: Python scalars and only the active labels, no array overhead.
+        assignment: Assignment = {}
+        for spec in space.params:
+            if spec.condition.is_always or spec.condition.holds(assignment):
+                value = spec.dist.sample_one(rng)
+                assignment[spec.label] = int(value) if spec.dist.is_integer else value
+        return [assignment]
     columns: dict[str, np.ndarray] = {}
     for spec in space.params:
         values = spec.dist.sample(rng, n)
@@ -117,4 +128,4 @@ def sample(space: Any, seed: int | np.random.Generator | None = None) -> Any:
     """One random draw of ``space`` from its prior, as the concrete structure."""
     compiled = compile_space(space)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    return space_eval(compiled, sample_assignments(compiled, rng, 1)[0])
+    return space_eval(compiled, sample_assignments(compiled, rng, 1, fast=False)[0])
