@@ -276,8 +276,8 @@ class Distribution:
             index = bisect.bisect_right(cumulative.tolist(), rng.random() * cumulative[-1])
             return float(min(index, self.size - 1))
         if name == "uniformint":
-            low, high = int(self.args[0]), int(self.args[1])
-            return float(low + min(int(rng.random() * (high - low + 1)), high - low))
+            first, last = int(self.args[0]), int(self.args[1])
+            return float(first + min(int(rng.random() * (last - first + 1)), last - first))
         if self.is_bounded:
             u = rng.random()
             low, high = float(self.args[0]), float(self.args[1])
