@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import attrs
 import numpy as np
 
 from asyncopt._groups import single_error
@@ -175,7 +174,7 @@ class Study:
             except SpaceError:
                 return trial
             self._params[trial.tid] = params
-        return attrs.evolve(trial, params=params)
+        return trial.evolve(params=params)
 
     def cached_trials(self) -> tuple[Trial, ...]:
         """The trials as of the last read, ordered by tid, with ``params``."""

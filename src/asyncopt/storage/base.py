@@ -105,6 +105,18 @@ class Trial:
     seq: int = 0
     params: Any = attrs.field(default=None, eq=False, repr=False)
 
+    def evolve(self, **changes: Any) -> Trial:
+        """A copy with ``changes`` applied (like `attrs.evolve`, without re-validation).
+
+        Backends and the orchestrator make several copies per trial; this is the fast path.
+        """
+        copy = object.__new__(Trial)
+        for name in _TRIAL_FIELDS:
+            object.__setattr__(
+                copy, name, changes[name] if name in changes else getattr(self, name)
+            )
+        return copy
+
     @property
     def duration(self) -> float | None:
         """Seconds from start to finish, when both are known."""
@@ -127,6 +139,9 @@ class Trial:
         state = fields.pop("state")
         fields["state"] = TrialState[state] if isinstance(state, str) else TrialState(state)
         return cls(**fields)
+
+
+_TRIAL_FIELDS = tuple(field.name for field in attrs.fields(Trial))
 
 
 @attrs.frozen

@@ -13,8 +13,6 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-import attrs
-
 from asyncopt.errors import (
     LeaseLostError,
     StudyMismatchError,
@@ -116,7 +114,7 @@ class MemoryStorage:
         return self._seq
 
     def _store(self, study: _Study, trial: Trial, **changes: Any) -> Trial:
-        trial = attrs.evolve(trial, seq=self._next_seq(), **changes)
+        trial = trial.evolve(seq=self._next_seq(), **changes)
         study.changes.append((trial.seq, trial.tid))
         if trial.tid == len(study.trials):
             study.trials.append(trial)
