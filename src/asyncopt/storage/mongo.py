@@ -12,12 +12,24 @@ No operation needs a multi-document transaction, so a standalone ``mongod`` work
 as a replica set.
 
 Dense tids and the budget
-    A new trial is inserted with ``tid = highest + 1`` after reading, in this order, the
-    study's highest tid and then its count of budgeted trials. Any trial inserted
-    concurrently gets that same tid, so the unique index makes every creator but one
-    fail with a duplicate key; the losers read both values again. A process that dies
+    A new trial is inserted with ``tid = highest + 1``, where ``highest`` is a tid known
+    to exist (the highest this storage has seen, or read from the index), after counting
+    the trials that released their budget slot (CANCELLED ones, few). Trials
+    ``0..highest`` all exist, so the study holds ``tid - released`` budgeted trials, and
+    the insert happens only if that is below the budget. Any trial inserted concurrently
+    takes the same tid, so the unique index makes every creator but one fail with a
+    duplicate key; the losers try the next tid, counting again. A process that dies
     mid-create leaves either no trial or a whole one, so tids stay dense and the budget
-    is never exceeded, however many machines create at once.
+    is never exceeded, however many machines create at once. (Deleting a study while
+    other processes still work on it is not supported: they may add trials to it.)
+
+Conditional updates
+    Claims, outcomes, renewals and reaps are single-document updates. Their filters use
+    only indexed equality (``_id``, or ``study`` and ``tid``) and carry the rest of the
+    condition (state RUNNING, held by this worker, lease passed) in an update pipeline
+    (``$cond``), so that even a server with a simple query planner finds the document
+    through an index; the operation token written with the update tells whether it
+    applied.
 
 Reaping
     An expired RUNNING trial is moved to CANCELLED by one conditional update (so exactly
