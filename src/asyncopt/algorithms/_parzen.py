@@ -426,8 +426,18 @@ class ProductMixture:
             np.minimum(total, (constant + square)[:, None], out=total)
         else:
             total = np.repeat(constant[:, None], len(categories), axis=1)
-        if cells is not None:
-            for d in np.flatnonzero(quantized):
+        grid = np.flatnonzero(quantized)
+        if cells is not None and grid.size and self.n_kernels <= 512:
+            # Few kernels: every grid axis in one (kernels, points, axes) block.
+            mus = self.mus[:, None, grid]
+            sigmas = self.sigmas[:, None, grid]
+            za = (cells[0][None, :, grid] - mus) / sigmas
+            zb = (cells[1][None, :, grid] - mus) / sigmas
+            mass = special.ndtr(zb) - special.ndtr(za)
+            log_mass = np.log(np.maximum(mass, 1e-300)) - self.log_mass[:, None, grid]
+            total += log_mass.sum(axis=2)
+        elif cells is not None:
+            for d in grid:
                 total += self._cell_log_mass(cells[0][:, d], cells[1][:, d], int(d))
         for j, table in enumerate(self.tables):
             log_table = np.log(np.maximum(table, 1e-300))
