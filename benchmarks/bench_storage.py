@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -202,6 +203,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print, do not edit the docs")
     options = parser.parse_args()
     ideal = PROCESSES * CONCURRENCY / PAUSE
+    load_before = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
         files = iter(range(100))
@@ -233,6 +235,7 @@ def main() -> None:
         )
         print(rows[-1], their_errors, flush=True)
 
+    load = f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     lines = [
         "## Storage",
         "",
@@ -261,9 +264,11 @@ def main() -> None:
         "finish), each one hand-off to the connection's thread and back, because no SQLite",
         "call may block the event loop. On this shared 2-core virtual machine a hand-off",
         "costs about 60-100 µs of CPU (thread wake-ups and the GIL passing between the two",
-        "threads: about 13 context switches per trial), more than the SQL itself (about",
+        "threads: about 13 context switches per trial), as much as the SQL itself (about",
         "250 µs of CPU per trial for two write transactions and one read); with four",
-        "processes on two cores, that CPU is what limits the multi-process row.",
+        "processes on two cores, that CPU is what limits the multi-process row. The machine",
+        f"was shared with other jobs during the run (load average {load}), which slows",
+        "every column alike.",
     ]
     markdown = "\n".join(lines)
     print(markdown)
