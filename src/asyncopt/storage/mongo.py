@@ -349,6 +349,7 @@ class MongoStorage:
         self._retry_timeout = float(retry_timeout)
         self._known_studies: set[str] = set()
         self._highest_tid: dict[str, int] = {}
+        self._released: dict[str, int] = {}
 
     @classmethod
     def from_url(cls, url: StorageURL) -> MongoStorage:
@@ -473,6 +474,7 @@ class MongoStorage:
         self._driver = None
         self._known_studies.clear()
         self._highest_tid.clear()
+        self._released.clear()
         if client is None:
             return
         if isinstance(client, pymongo.AsyncMongoClient):
@@ -636,6 +638,7 @@ class MongoStorage:
         deleted = yield _Call("studies", "delete_one", ({"_id": name},))
         self._known_studies.discard(name)
         self._highest_tid.pop(name, None)
+        self._released.pop(name, None)
         # A creator that read the study before it went may still have added a trial.
         yield _Call("trials", "delete_many", ({"study": name},))
         if deleted.deleted_count == 0:
@@ -714,7 +717,12 @@ class MongoStorage:
             if budget is not None:
                 # Trials 0..tid-1 exist, so the budgeted ones are tid minus those that
                 # gave up their slot (CANCELLED: few, and counted through the index).
-                released = yield from self._count_released(study)
+                # That count only grows, so an earlier count errs on the safe side; it
+                # is read again only when it would refuse the trial.
+                released = self._released.get(study)
+                if released is None or tid - released >= budget:
+                    released = yield from self._count_released(study)
+                    self._released[study] = released
                 if tid - released >= budget:
                     return None
             now = time.time()
