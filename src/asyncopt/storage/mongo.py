@@ -77,6 +77,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 import attrs
 
@@ -256,33 +257,131 @@ def _current_library() -> str:
     return sniffio.current_async_library()
 
 
+def _attempt(call: _Call, retry_timeout: float | None) -> _Step[Any]:
+    """One call, retried with back-off while the connection is down (``retry_timeout``)."""
+    delay = 0.05
+    deadline = time.monotonic() + (retry_timeout or 0.0)
+    dropped = False
+    while True:
+        try:
+            if dropped and call.recover is not None:
+                landed = yield call.recover
+                if landed is not None:
+                    return landed
+            return (yield call)
+        except AutoReconnect:
+            # Includes server selection and network timeouts: a server that was reachable
+            # may come back (a replica set elects a new primary in seconds).
+            if retry_timeout is None or time.monotonic() + delay > deadline:
+                raise
+            dropped = True
+            yield _Sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def _with_retries(step: _Step[T], retry_timeout: float | None) -> _Step[T]:
+    """The operation ``step`` with each of its calls made through `_attempt`.
+
+    Duplicate-key errors go back to the operation, which decides what they mean.
+    """
+    value: Any = None
+    error: BaseException | None = None
+    try:
+        while True:
+            try:
+                request = step.send(value) if error is None else step.throw(error)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            value, error = None, None
+            if isinstance(request, _Sleep):
+                yield request
+                continue
+            try:
+                value = yield from _attempt(request, retry_timeout)
+            except (DuplicateKeyError, BulkWriteError) as exc:
+                error = exc
+    finally:
+        step.close()
+
+
+def _target(database: Any, call: _Call) -> Any:
+    return database[call.collection] if call.collection else database
+
+
 class _AsyncDriver:
-    """Runs calls with an `AsyncMongoClient` on the asyncio loop."""
+    """Runs operations with an `AsyncMongoClient` on the asyncio loop."""
 
     def __init__(self, database: Any) -> None:
         self.database = database
 
-    async def call(self, call: _Call) -> Any:
-        target = self.database[call.collection] if call.collection else self.database
-        if call.method == "find":
-            return await target.find(*call.args, **call.kwargs).to_list(None)
-        return await getattr(target, call.method)(*call.args, **call.kwargs)
+    async def run(self, step: _Step[T]) -> T:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                request = step.send(value) if error is None else step.throw(error)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            value, error = None, None
+            if isinstance(request, _Sleep):
+                await anyio.sleep(request.seconds)
+                continue
+            target = _target(self.database, request)
+            try:
+                if request.method == "find":
+                    cursor = target.find(*request.args, **request.kwargs)
+                    value = await cursor.to_list(None)
+                else:
+                    value = await getattr(target, request.method)(*request.args, **request.kwargs)
+            except PyMongoError as exc:
+                error = exc
 
 
 class _ThreadDriver:
-    """Runs calls with a synchronous `MongoClient` on anyio worker threads."""
+    """Runs each whole operation with a synchronous `MongoClient` on one worker thread.
+
+    One thread hop per storage call rather than per driver call: under trio this is what
+    keeps a call's latency close to the asyncio client's.
+    """
 
     def __init__(self, database: Any) -> None:
         self.database = database
 
-    def _call(self, call: _Call) -> Any:
-        target = self.database[call.collection] if call.collection else self.database
-        if call.method == "find":
-            return list(target.find(*call.args, **call.kwargs))
-        return getattr(target, call.method)(*call.args, **call.kwargs)
+    def _run(self, step: _Step[T]) -> T:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                request = step.send(value) if error is None else step.throw(error)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            value, error = None, None
+            if isinstance(request, _Sleep):
+                _sleep_unless_cancelled(request.seconds)
+                continue
+            target = _target(self.database, request)
+            try:
+                if request.method == "find":
+                    value = list(target.find(*request.args, **request.kwargs))
+                else:
+                    value = getattr(target, request.method)(*request.args, **request.kwargs)
+            except PyMongoError as exc:
+                error = exc
 
-    async def call(self, call: _Call) -> Any:
-        return await anyio.to_thread.run_sync(self._call, call)
+    async def run(self, step: _Step[T]) -> T:
+        return await anyio.to_thread.run_sync(self._run, step)
+
+
+def _sleep_unless_cancelled(seconds: float) -> None:
+    """Sleep on a worker thread, in slices, raising if the awaiting task was cancelled."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        anyio.from_thread.check_cancelled()
+        time.sleep(min(left, 0.05))
+    anyio.from_thread.check_cancelled()
 
 
 def _check_options(url: StorageURL) -> None:
@@ -512,30 +611,6 @@ class MongoStorage:
 
     # -- running operations ------------------------------------------------------------------
 
-    async def _execute(self, call: _Call, *, retry: bool) -> Any:
-        driver = self._driver
-        if driver is None:
-            raise StorageError(f"{self!r} is not open; use `async with` or `await open()`")
-        delay = 0.05
-        deadline = time.monotonic() + self._retry_timeout
-        dropped = False
-        while True:
-            try:
-                if dropped and call.recover is not None:
-                    landed = await driver.call(call.recover)
-                    if landed is not None:
-                        return landed
-                return await driver.call(call)
-            except AutoReconnect:
-                # Includes server selection timeouts and network timeouts: a server that
-                # was reachable when the storage opened may come back (a replica set
-                # electing a new primary takes seconds), so keep trying for a while.
-                if not retry or time.monotonic() + delay > deadline:
-                    raise
-                dropped = True
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
     async def _run(self, step: _Step[T], *, retry: bool = True) -> T:
         """Drive an operation: execute each call it yields, send back the result.
 
@@ -543,29 +618,16 @@ class MongoStorage:
         to ``retry_timeout`` seconds (opening does not retry: an unreachable server is
         reported at once).
         """
-        value: Any = None
-        error: BaseException | None = None
+        driver = self._driver
+        if driver is None:
+            step.close()
+            raise StorageError(f"{self!r} is not open; use `async with` or `await open()`")
         try:
-            while True:
-                try:
-                    request = step.send(value) if error is None else step.throw(error)
-                except StopIteration as stop:
-                    result: T = stop.value
-                    return result
-                value, error = None, None
-                if isinstance(request, _Sleep):
-                    await anyio.sleep(request.seconds)
-                    continue
-                try:
-                    value = await self._execute(request, retry=retry)
-                except (DuplicateKeyError, BulkWriteError) as exc:
-                    error = exc  # the operation decides what a duplicate means
+            return await driver.run(_with_retries(step, self._retry_timeout if retry else None))
         except AsyncoptError:
             raise
         except (PyMongoError, BSONError) as exc:
             raise self._translate(exc) from None
-        finally:
-            step.close()
 
     # -- studies -----------------------------------------------------------------------------
 
