@@ -125,9 +125,15 @@ def mongodb_server_url() -> Iterator[str]:
 
 @pytest.fixture
 def mongodb_url(mongodb_server_url: str) -> Iterator[str]:
-    """A URL naming a fresh, empty database on the test server; dropped after the test."""
+    """A URL naming a fresh, empty database on the test server.
+
+    On a server named by ``ASYNCOPT_TEST_MONGODB_URL`` the database is dropped after the
+    test; the session's own in-memory server is simply discarded at the end.
+    """
     database = f"asyncopt_test_{uuid.uuid4().hex[:12]}"
     yield with_database(mongodb_server_url, database)
+    if not os.environ.get(ENV_URL):
+        return
     client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
         mongodb_server_url, serverSelectionTimeoutMS=5000
     )
