@@ -284,7 +284,7 @@ def _write_section(n_seeds: int, text: str) -> None:
     write_section(
         "tpe-quality",
         "## Search quality: TPE, annealing and random search\n\n"
-        "`python benchmarks/bench_quality.py --seeds 15` — every algorithm on the same "
+        f"`python benchmarks/bench_quality.py --seeds {n_seeds}` — every algorithm on the same "
         "problems and seeds in one run (asyncopt through a plain suggest → evaluate loop, "
         "Hyperopt 0.3.0 through `fmin`, Optuna 5.0.0 with its default seeded `TPESampler`). "
         f"Mean over {n_seeds} seeds (0..{n_seeds - 1}) of the best loss after 50, 100 and "
