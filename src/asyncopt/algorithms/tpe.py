@@ -580,9 +580,7 @@ class _Proposer:
                 # factor shared by l and g.
                 exact = exact & ~fine
                 points = np.where(fine, 0.5 * (cells[0] + cells[1]), points)
-        score = below.log_pdf(points, cells, categories, exact) - above.log_pdf(
-            points, cells, categories, exact
-        )
+        score = below.log_ratio(above, points, cells, categories, exact)
         score = np.where(np.isnan(score), -np.inf, score)
         best = int(np.argmax(score))
         for j, spec in enumerate(group.numeric):
