@@ -155,7 +155,9 @@ class _Run:
                 with anyio.fail_after(self.trial_timeout):
                     value = await self.call_objective(trial.params)
             outcome = from_value(value)
-        except cancelled:
+        except (cancelled, KeyboardInterrupt):
+            # Under trio, Ctrl-C raises KeyboardInterrupt in whichever task runs (here the
+            # objective): the trial was interrupted, not failed.
             await self.record(trial, Outcome(TrialState.CANCELLED, error="cancelled"))
             raise
         except TimeoutError:

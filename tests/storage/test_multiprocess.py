@@ -21,7 +21,8 @@ from asyncopt.storage.base import Trial, TrialState
 from asyncopt.storage.urls import open_storage
 
 # A worker process: argv = url study max_evals concurrency loop barrier_dir parties
-# objective_seconds lease. It prints one "TRIAL <tid>" line per finished trial.
+# objective_seconds lease. It prints "START" when an objective call begins and one
+# "TRIAL <tid>" line per finished trial.
 WORKER = """
 import sys, time
 from pathlib import Path
@@ -35,6 +36,7 @@ space = {
 }
 
 async def objective(params):
+    print("START", flush=True)
     await anyio.sleep(float(pause))
     return params["x"] ** 2
 
@@ -152,14 +154,16 @@ def test_a_resumed_study_counts_the_earlier_trials(shared_url: str) -> None:
     assert output.count("TRIAL") == 20
 
 
-def wait_for_lines(process: subprocess.Popen[str], marker: str, count: int) -> list[str]:
-    """Read the process's stdout until ``count`` lines start with ``marker``."""
+def wait_for_lines(process: subprocess.Popen[str], finished: int, in_flight: int = 0) -> None:
+    """Read the worker's output until ``finished`` trials are done and ``in_flight`` run."""
     assert process.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + 60
-    while sum(line.startswith(marker) for line in lines) < count:
+    done = started = 0
+    while done < finished or started - done < in_flight:
         assert time.monotonic() < deadline, lines
         line = process.stdout.readline()
         assert line, f"the worker ended early: {lines}"
         lines.append(line)
-    return lines
+        done += line.startswith("TRIAL")
+        started += line.startswith("START")

@@ -10,10 +10,11 @@ transaction is never split across awaits and a cancelled caller cannot leave one
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -55,6 +56,33 @@ class _AiosqliteRunner:
         await self._connection.close()  # type: ignore[attr-defined]
 
 
+@functools.cache
+def _trio_call() -> Callable[..., Awaitable[Any]]:
+    """The coroutine that hands a job to the thread and sleeps until trio is told it is done.
+
+    It is protected from KeyboardInterrupt: trio may raise that in any unprotected code,
+    and a task interrupted between queueing the job and going to sleep would later be
+    woken by the job's result at some unrelated await.
+    """
+    import trio
+
+    @trio.lowlevel.enable_ki_protection
+    async def call(jobs: queue.SimpleQueue[Any], fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        token = trio.lowlevel.current_trio_token()
+        task = trio.lowlevel.current_task()
+
+        def deliver(result: Any) -> None:
+            # If the run ended meanwhile (it crashed), there is nobody left to tell.
+            with contextlib.suppress(trio.RunFinishedError, OSError):
+                token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+
+        jobs.put((fn, deliver))
+        # The operation runs to its end whatever happens to the caller: it cannot be aborted.
+        return await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+
+    return call
+
+
 class _TrioRunner:
     """One dedicated thread for the connection; results go back through trio's token."""
 
@@ -73,18 +101,7 @@ class _TrioRunner:
             deliver(outcome.capture(fn, self._raw))
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        import trio
-
-        token = trio.lowlevel.current_trio_token()
-        task = trio.lowlevel.current_task()
-
-        def deliver(result: Any) -> None:
-            with contextlib.suppress(trio.RunFinishedError):  # the run crashed meanwhile
-                token.run_sync_soon(trio.lowlevel.reschedule, task, result)
-
-        self._jobs.put((fn, deliver))
-        # The operation runs to its end whatever happens to the caller: it cannot be aborted.
-        result: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+        result: T = await _trio_call()(self._jobs, fn)
         return result
 
     async def close(self) -> None:
