@@ -264,3 +264,17 @@ def test_no_floating_point_error_leaks(space: dict[str, Any], kind: str) -> None
         for history in histories:
             for assignment in suggest(compiled, history, np.random.default_rng(0), 3):
                 compiled.check_assignment(assignment)
+
+
+@pytest.mark.parametrize("kind", ["default", "hyperopt"])
+def test_stray_stored_values_do_not_break_the_model(kind: str) -> None:
+    space = compile_space({"c": hp.choice("c", [0, 1, 2]), "x": hp.uniform("x", 0, 1)})
+    trials = [
+        Trial("t", i, TrialState.OK, {"c": i % 3, "x": 0.1 * (i % 10)}, loss=float(i))
+        for i in range(30)
+    ]
+    # Values outside the support (a hand-queued assignment, an older space).
+    trials.append(Trial("t", 30, TrialState.OK, {"c": 7, "x": 5.0}, loss=-1.0))
+    history = History.from_trials(space, trials)
+    for assignment in tpe.configure(preset=kind)(space, history, np.random.default_rng(0), 4):
+        space.check_assignment(assignment)

@@ -330,7 +330,14 @@ class _Proposer:
             for g in self.groups
         ]
         self.indices = [
-            np.stack([values[s.label] - s.dist.offset for s in g.categorical], axis=1)
+            # Clipped so that a stray stored value cannot index outside the categories.
+            np.stack(
+                [
+                    np.clip(values[s.label] - s.dist.offset, 0, s.dist.size - 1)
+                    for s in g.categorical
+                ],
+                axis=1,
+            )
             if g.categorical
             else np.empty((len(history), 0))
             for g in self.groups
