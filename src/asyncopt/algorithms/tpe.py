@@ -14,10 +14,11 @@ Two families of behaviour:
   ``n_below = min(ceil(gamma * N), max_below)`` with ``N`` the OK trials where the group is
   active; ``gamma=0.1``, ``n_startup=10``. Kernel widths come from neighbour gaps per axis
   (the prior kernel sits at the centre with the prior's width), clipped by the magic clip
-  to ``[1/min(100, n+2), 1]`` of the prior's width; for ``l`` the clip counts every
-  observation of the group (not only the good ones), so ``l`` sharpens as evidence
-  accumulates. Without conditional parameters this is Optuna's multivariate TPE (the
-  densities match Optuna 5's to rounding) with that sharper ``l``.
+  to ``[1/min(100, n+2), 1]`` of the prior's width; for ``l``, ``n`` is the geometric
+  mean of its own count and of all the group's finished observations (divided among the
+  proposals in flight), so ``l`` sharpens as evidence accumulates. Without conditional
+  parameters this is Optuna's multivariate TPE (the densities match Optuna 5's to
+  rounding) with that sharper ``l``.
 - **Hyperopt** (``configure(preset="hyperopt")``, the same as
   ``configure(multivariate=False)``): Hyperopt's algorithm. One independent 1-D model
   per parameter (computed in one batch for parameters active together), modelled only
@@ -562,16 +563,17 @@ class _Proposer:
         below_numeric, below_codes, below_lied = self._observations(index, below_rows, False)
         above_numeric, above_codes, above_lied = self._observations(index, above_rows, True)
         priors, seen = _compress_categories(group, below_codes, above_codes)
-        # The multivariate l may grow as sharp as the group's evidence allows: its magic
-        # clip counts every finished observation of the group, not just the good ones,
-        # shared among the proposals in flight (concurrent proposals drawn from one
-        # sharp l would crowd one spot before any of them reports back).
+        # The multivariate l may grow sharper than its own few kernels allow: its magic
+        # clip counts the geometric mean of the good observations and all the group's
+        # finished ones, the latter shared among the proposals in flight (concurrent
+        # proposals drawn from one sharp l would crowd one spot before any reports back).
         in_flight = 1 + int(np.count_nonzero(self.pending[self.active[index]]))
         in_flight += len(self.extra[index])
         finished = len(below_rows) + len(above_rows) - int(np.count_nonzero(above_lied))
         clip_count = None
         if self.tpe.multivariate:
-            clip_count = max(len(below_rows), finished // in_flight)
+            evidence = max(1, finished // in_flight)
+            clip_count = max(len(below_rows), math.isqrt(max(1, len(below_rows)) * evidence))
         below = self._mixture(group, below_numeric, below_codes, below_lied, priors, clip_count)
         above = self._mixture(group, above_numeric, above_codes, above_lied, priors)
         points, categories = below.sample(self.rng, self.tpe.n_candidates)
