@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-from scipy import special
 
 from asyncopt import hp
 from asyncopt.algorithms._parzen import (
@@ -15,7 +14,6 @@ from asyncopt.algorithms._parzen import (
     categorical_kernels,
     gap_bandwidths,
     linear_forgetting_weights,
-    log_interval_mass,
 )
 from asyncopt.space.compile import compile_space
 from asyncopt.space.distributions import Distribution
@@ -225,18 +223,3 @@ def test_samples_follow_the_density() -> None:
     density = np.exp(mixture.log_pdf(centres, None, np.empty((20, 0), dtype=np.intp)))
     expected = density / density.sum() * len(points)
     assert np.max(np.abs(counts - expected) / np.sqrt(expected + 1)) < 5
-
-
-def test_log_interval_mass_is_accurate_and_finite_in_tails() -> None:
-    za = np.array([-1.0, 0.5, -40.0, 30.0, 2.0, -3.0])
-    zb = np.array([1.0, 0.7, -39.0, 31.0, 2.0 + 1e-12, 3.0])
-    out = log_interval_mass(za, zb)
-    assert np.all(np.isfinite(out))
-    exact = np.log(special.ndtr(zb[:2]) - special.ndtr(za[:2]))
-    assert out[:2] == pytest.approx(exact)
-    # Tails: the two mirrored intervals have tiny but ordered masses.
-    assert out[2] < -700
-    assert out[3] < -400
-    assert out[4] == pytest.approx(
-        math.log(1e-12 * math.exp(-2) / math.sqrt(2 * math.pi)), rel=1e-3
-    )

@@ -9,9 +9,17 @@ probability mass of the grid cell around a value instead of a density.
 
 A `ProductMixture` is a weighted mixture of kernels, each a product over the
 parameters of one group: Gaussians for numeric axes and probability vectors for
-categories. With one parameter it is the 1-D adaptive Parzen estimator of Bergstra
-et al. (2011); with several it is the joint "multivariate" estimator. All work is array
-code: no Python loop over observations or kernels.
+categories (the joint "multivariate" estimator). `IndependentMixtures` holds one 1-D
+adaptive Parzen estimator per axis (Bergstra et al., 2011, as Hyperopt builds it).
+Bandwidths come from neighbour gaps (`gap_bandwidths`), weights from linear forgetting
+(`linear_forgetting_weights`), categorical kernels from `categorical_kernels`. All work
+is array code: no Python loop over observations or kernels.
+
+Cell masses are plain differences of the normal CDF, floored at 1e-300: a far kernel's
+mass may underflow, but the prior kernel, as wide as the support, always gives a cell a
+mass far above the floor, so the mixture stays exact where it matters. Cells much
+narrower than every kernel are scored by the density at the grid point (the TPE layer
+decides this).
 """
 
 from __future__ import annotations
@@ -293,34 +301,6 @@ def _grid_round_array(values: np.ndarray, q: float | np.ndarray) -> np.ndarray:
     steps = np.clip(values / q, -1e300, 1e300)
     rounded: np.ndarray = np.clip(np.round(steps) * q, -_MAX_FLOAT, _MAX_FLOAT)
     return rounded
-
-
-def log_interval_mass(za: np.ndarray, zb: np.ndarray) -> np.ndarray:
-    """``log(Phi(zb) - Phi(za))`` for standard-normal ends ``za <= zb``, stable in the tails."""
-    # Mirror intervals in the upper tail so the subtraction happens where Phi is small.
-    flip = za > 0
-    lo = np.where(flip, -zb, za)
-    hi = np.where(flip, -za, zb)
-    diff = special.ndtr(hi) - special.ndtr(lo)
-    out: np.ndarray = np.log(np.maximum(diff, 1e-300))
-    weak = np.flatnonzero(diff < 1e-9)
-    if weak.size:
-        # Far in a tail or very narrow: Phi differences lose all digits; use the Mills
-        # ratio (tail) or the midpoint rule (narrow) instead of special functions.
-        lo_w, hi_w = lo.flat[weak], hi.flat[weak]
-        width = np.maximum(hi_w - lo_w, 1e-300)
-        mid = 0.5 * (lo_w + hi_w)
-        narrow = -0.5 * mid * mid - _LOG_SQRT_2PI + np.log(width)
-        depth = np.maximum(-hi_w, 1.0)
-        tail = (
-            -0.5 * hi_w * hi_w
-            - _LOG_SQRT_2PI
-            - np.log(depth)
-            + np.log(-np.expm1(-np.minimum(width * depth, 700.0)))
-        )
-        approx = np.where(hi_w < -1.0, tail, narrow)
-        out.flat[weak] = np.maximum(np.where(np.isfinite(approx), approx, -1e300), -1e300)
-    return out
 
 
 class ProductMixture:
