@@ -17,9 +17,9 @@ is array code: no Python loop over observations or kernels.
 
 Cell masses are plain differences of the normal CDF, floored at 1e-300: a far kernel's
 mass may underflow, but the prior kernel, as wide as the support, always gives a cell a
-mass far above the floor, so the mixture stays exact where it matters. Cells much
-narrower than every kernel are scored by the density at the grid point (the TPE layer
-decides this).
+mass far above the floor, so the mixture stays exact where it matters. Cells narrower
+than 1e-6 of the prior's width (far below the clipped kernel widths) are scored by the
+density at the grid point instead (the TPE layer decides this).
 """
 
 from __future__ import annotations
