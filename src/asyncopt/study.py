@@ -106,7 +106,7 @@ class Study:
         self._params: dict[int, Any] = {}
         self._seq = 0
         self._held: set[int] = set()
-        self._ask_lock = anyio.Lock()
+        self._ask_lock = anyio.Lock(fast_acquire=True)
         self._suggest_in_thread = False
         self._best: Trial | None = None
         self._counts = dict.fromkeys(TrialState, 0)
