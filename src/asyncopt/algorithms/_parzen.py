@@ -24,6 +24,7 @@ density at the grid point instead (the TPE layer decides this).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -57,9 +58,19 @@ def linear_forgetting_weights(n: int, flat: int | None) -> np.ndarray:
     The newest ``flat`` get weight 1; older ones ramp linearly from ``1/n`` up (Hyperopt's
     "linear forgetting"). ``flat=None`` gives every observation weight 1.
     """
+    weights: np.ndarray = _forgetting_weights(n, flat).copy()
+    return weights
+
+
+@functools.lru_cache(maxsize=256)
+def _forgetting_weights(n: int, flat: int | None) -> np.ndarray:
+    # Cached (read-only): the same few counts come back on every suggestion.
     if flat is None or n <= flat:
-        return np.ones(n)
-    return np.concatenate([np.linspace(1.0 / n, 1.0, num=n - flat), np.ones(flat)])
+        weights = np.ones(n)
+    else:
+        weights = np.concatenate([np.linspace(1.0 / n, 1.0, num=n - flat), np.ones(flat)])
+    weights.flags.writeable = False
+    return weights
 
 
 def gap_bandwidths(
@@ -97,8 +108,8 @@ def gap_bandwidths(
         sigmas = _neighbour_gaps(mus)
     count = n if clip_count is None else clip_count
     floor = 1.0 / min(100.0, count + 2.0) if magic_clip else _MIN_SIGMA
-    sigmas = np.where(np.isnan(sigmas), 1.0, sigmas)
-    clipped: np.ndarray = np.clip(sigmas, floor, 1.0)
+    # fmin sends a NaN width (a NaN observation) to the prior's width 1.
+    clipped: np.ndarray = np.fmin(np.maximum(sigmas, floor), 1.0)
     return clipped
 
 
@@ -107,14 +118,15 @@ def _neighbour_gaps(points: np.ndarray) -> np.ndarray:
     # next larger point; the extreme points take their single inner gap.
     rows = np.ascontiguousarray(points.T)
     order = _row_order(rows)
-    ordered = np.take_along_axis(rows, order, axis=1)
-    gaps = np.abs(np.diff(ordered, axis=1))
+    line = np.arange(len(rows))[:, None]
+    ordered = rows[line, order]
+    gaps = np.abs(ordered[:, 1:] - ordered[:, :-1])
     widths = np.empty_like(ordered)
-    widths[:, 1:-1] = np.maximum(gaps[:, :-1], gaps[:, 1:])
+    np.maximum(gaps[:, :-1], gaps[:, 1:], out=widths[:, 1:-1])
     widths[:, 0] = gaps[:, 0]
     widths[:, -1] = gaps[:, -1]
     result = np.empty_like(widths)
-    np.put_along_axis(result, order, widths, axis=1)
+    result[line, order] = widths
     transposed: np.ndarray = result.T
     return transposed
 
@@ -154,6 +166,12 @@ def categorical_kernels(
     """
     n = len(observed)
     size = len(prior)
+    if rule == "optuna" and 0 < size <= n:
+        # Only ``size`` distinct kernel rows exist: blend those once and gather.
+        distinct = np.eye(size) + (prior_weight * size / (n + 1)) * prior
+        distinct /= distinct.sum(axis=1, keepdims=True)
+        gathered: np.ndarray = np.concatenate([distinct[observed], prior[None, :]])
+        return gathered
     rows = np.zeros((n + 1, size))
     rows[np.arange(n), observed] = 1.0
     if rule == "optuna" and n > 0:
@@ -211,6 +229,13 @@ class Axes:
     """
 
     __slots__ = (
+        "_centre",
+        "_grid_columns",
+        "_grid_q",
+        "_half_origin",
+        "_log_columns",
+        "_unit_high",
+        "_unit_low",
         "bounded",
         "clip_high",
         "clip_low",
@@ -241,55 +266,69 @@ class Axes:
         self.prior_mu = np.where(self.bounded, 0.5, 0.0)
         self.low = np.where(self.bounded, 0.0, -np.inf)
         self.high = np.where(self.bounded, 1.0, np.inf)
+        # Per-call work is many small array operations: everything that depends on the
+        # axes alone is computed once here.
+        self._half_origin = 0.5 * self.origin
+        self._log_columns = np.flatnonzero(self.log)
+        self._grid_columns = np.flatnonzero(self.quantized)
+        self._grid_q = self.q[self._grid_columns]
+        self._unit_low = np.maximum(self.low, -1e12)
+        self._unit_high = np.minimum(self.high, 1e12)
+        t = 2.0 * (self._half_origin + self.prior_mu * self.half_span)
+        self._centre = np.where(self.log, np.exp(np.minimum(t, _MAX_LOG)), t)
 
     def __len__(self) -> int:
         return len(self.origin)
 
     def _native(self, raw: np.ndarray) -> np.ndarray:
-        columns = np.flatnonzero(self.log)
+        columns = self._log_columns
         if columns.size:
             raw = raw.copy()
             raw[:, columns] = np.log(np.maximum(raw[:, columns], np.finfo(float).tiny))
         return raw
 
     def _unit(self, t: np.ndarray) -> np.ndarray:
-        unit: np.ndarray = (0.5 * t - 0.5 * self.origin) / self.half_span
+        unit: np.ndarray = (0.5 * t - self._half_origin) / self.half_span
         return unit
 
     def to_unit(self, raw: np.ndarray) -> np.ndarray:
         """Observed raw values on the unit axes (clipped into the supports); NaN stays."""
         u = self._unit(self._native(np.asarray(raw, dtype=float)))
-        clipped: np.ndarray = np.clip(u, np.maximum(self.low, -1e12), np.minimum(self.high, 1e12))
+        clipped: np.ndarray = np.minimum(np.maximum(u, self._unit_low), self._unit_high)
         return clipped
 
     def from_unit(self, u: np.ndarray) -> np.ndarray:
         """Raw values (quantized, clipped into the supports) of unit-axis points."""
-        u = np.clip(u, self.low, self.high)
-        t = 2.0 * (0.5 * self.origin + u * self.half_span)
-        raw = np.where(self.log, np.exp(np.clip(t, _MIN_LOG, _MAX_LOG)), t)
-        raw = np.clip(raw, -_MAX_FLOAT, _MAX_FLOAT)
-        raw = np.where(np.isnan(raw), self._centre(), raw)
-        if self.quantized.any():
-            raw = np.where(self.quantized, _grid_round_array(raw, self.q), raw)
-        return np.clip(raw, self.clip_low, self.clip_high)
-
-    def _centre(self) -> np.ndarray:
-        t = 2.0 * (0.5 * self.origin + self.prior_mu * self.half_span)
-        centre: np.ndarray = np.where(self.log, np.exp(np.minimum(t, _MAX_LOG)), t)
-        return centre
+        u = np.minimum(np.maximum(u, self.low), self.high)
+        raw = 2.0 * (self._half_origin + u * self.half_span)
+        columns = self._log_columns
+        if columns.size:
+            raw[:, columns] = np.exp(np.minimum(np.maximum(raw[:, columns], _MIN_LOG), _MAX_LOG))
+        raw = np.minimum(np.maximum(raw, -_MAX_FLOAT), _MAX_FLOAT)
+        raw = np.where(np.isnan(raw), self._centre, raw)
+        columns = self._grid_columns
+        if columns.size:
+            raw[:, columns] = _grid_round_array(raw[:, columns], self._grid_q)
+        clipped: np.ndarray = np.minimum(np.maximum(raw, self.clip_low), self.clip_high)
+        return clipped
 
     def cells(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unit-axis ends of the grid cells that round to the raw values (quantized axes)."""
         below = np.maximum(raw - 0.5 * self.q, self.value_low)
         above = np.minimum(raw + 0.5 * self.q, self.value_high)
-        if self.log.any():
-            # A cell reaching down to 0 has a log end of -inf, as it should.
-            with np.errstate(divide="ignore", invalid="ignore"):
-                below = np.where(self.log, np.log(np.maximum(below, 0.0)), below)
-                above = np.where(self.log, np.log(above), above)
+        columns = self._log_columns
+        if columns.size:
+            low_ends = np.maximum(below[:, columns], 0.0)
+            if low_ends.all():
+                below[:, columns] = np.log(low_ends)
+            else:
+                # A cell reaching down to 0 has a log end of -inf, as it should.
+                with np.errstate(divide="ignore"):
+                    below[:, columns] = np.log(low_ends)
+            above[:, columns] = np.log(above[:, columns])
         return (
-            np.clip(self._unit(below), self.low, self.high),
-            np.clip(self._unit(above), self.low, self.high),
+            np.minimum(np.maximum(self._unit(below), self.low), self.high),
+            np.minimum(np.maximum(self._unit(above), self.low), self.high),
         )
 
 
@@ -383,17 +422,20 @@ class ProductMixture:
             lo = special.ndtr((self.lows - mus) / sigmas)
             hi = special.ndtr((self.highs - mus) / sigmas)
             u = lo + rng.random((m, dn)) * (hi - lo)
-            u = np.clip(u, 1e-300, 1.0 - 1e-16)
+            u = np.minimum(np.maximum(u, 1e-300), 1.0 - 1e-16)
             points = mus + sigmas * special.ndtri(u)
-            points = np.clip(points, self.lows, self.highs)
+            points = np.minimum(np.maximum(points, self.lows), self.highs)
             points = np.where(np.isfinite(points), points, mus)
         else:
             points = np.empty((m, 0))
         categories = np.empty((m, len(self.tables)), dtype=np.intp)
-        for j, table in enumerate(self.tables):
-            rows = np.cumsum(table[kernel], axis=1)
-            draw = rng.random(m)[:, None] * rows[:, -1:]
-            categories[:, j] = np.minimum((rows <= draw).sum(axis=1), table.shape[1] - 1)
+        if self.tables:
+            # One block of uniforms, row j for table j (the same stream as a draw per table).
+            uniforms = rng.random((len(self.tables), m))
+            for j, table in enumerate(self.tables):
+                rows = table[kernel].cumsum(axis=1)
+                draw = uniforms[j][:, None] * rows[:, -1:]
+                categories[:, j] = np.minimum((rows <= draw).sum(axis=1), table.shape[1] - 1)
         return points, categories
 
     def log_pdf(
@@ -417,35 +459,45 @@ class ProductMixture:
             quantized = self.quantized
         if cells is None:
             quantized = np.zeros_like(self.quantized)
-        continuous = np.flatnonzero(~quantized)
+        continuous, grid = _columns(quantized)
+        m = len(points)
+        everywhere = continuous.size == self.mus.shape[1]
         # Work in (kernels, points) layout: kernel constants broadcast down columns.
-        constant = self.log_weights.copy()
         if continuous.size:
-            x = points[:, continuous]
-            mus = self.mus[:, continuous]
-            inv_var = 1.0 / (self.sigmas[:, continuous] ** 2)
+            x = points if everywhere else points[:, continuous]
+            mus = self.mus if everywhere else self.mus[:, continuous]
+            sigmas = self.sigmas if everywhere else self.sigmas[:, continuous]
+            masses = self._masses()
+            inv_var = 1.0 / (sigmas**2)
             square = 0.5 * (mus * mus * inv_var).sum(axis=1)
-            constant -= (
+            constant = self.log_weights - (
                 square
-                + np.log(self.sigmas[:, continuous]).sum(axis=1)
+                + np.log(sigmas).sum(axis=1)
                 + continuous.size * _LOG_SQRT_2PI
-                + self._masses()[:, continuous].sum(axis=1)
+                + (masses if everywhere else masses[:, continuous]).sum(axis=1)
             )
             # constant - 0.5 * sum_d (x - mu)^2 / s^2, expanded into one matrix product.
-            weights = np.concatenate([-0.5 * inv_var, mus * inv_var, constant[:, None]], axis=1)
-            features = np.concatenate([x * x, x, np.ones((len(x), 1))], axis=1).T
-            total = _matmul(weights, np.ascontiguousarray(features))
+            dc = continuous.size
+            weights = np.empty((len(mus), 2 * dc + 1))
+            np.multiply(inv_var, -0.5, out=weights[:, :dc])
+            np.multiply(mus, inv_var, out=weights[:, dc : 2 * dc])
+            weights[:, -1] = constant
+            features = np.empty((2 * dc + 1, m))
+            xt = x.T
+            np.multiply(xt, xt, out=features[:dc])
+            features[dc : 2 * dc] = xt
+            features[-1] = 1.0
+            total = _matmul(weights, features)
             # Rounding can push the expanded square below zero; it never is.
             np.minimum(total, (constant + square)[:, None], out=total)
         else:
-            total = np.repeat(constant[:, None], len(categories), axis=1)
-        grid = np.flatnonzero(quantized)
+            total = np.repeat(self.log_weights[:, None], m, axis=1)
         if cells is not None and grid.size and self.n_kernels <= 512:
             # Few kernels: every grid axis in one (kernels, points, axes) block.
             mus = self.mus[:, None, grid]
             sigmas = self.sigmas[:, None, grid]
-            za = (cells[0][None, :, grid] - mus) / sigmas
-            zb = (cells[1][None, :, grid] - mus) / sigmas
+            za = (cells[0][:, grid] - mus) / sigmas
+            zb = (cells[1][:, grid] - mus) / sigmas
             mass = special.ndtr(zb) - special.ndtr(za)
             log_mass = np.log(np.maximum(mass, 1e-300)) - self._masses()[:, None, grid]
             total += log_mass.sum(axis=2)
@@ -588,20 +640,36 @@ def _kernel_log_mass(
     return result
 
 
+def _columns(quantized: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # Continuous and grid columns of a quantized mask; few masks recur, so they are cached.
+    key = quantized.tobytes()
+    found = _COLUMNS.get(key)
+    if found is None:
+        if len(_COLUMNS) > 256:
+            _COLUMNS.clear()
+        found = _COLUMNS[key] = (np.flatnonzero(~quantized), np.flatnonzero(quantized))
+    return found
+
+
+_COLUMNS: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+
 def _logsumexp(values: np.ndarray, axis: int | None = None) -> np.ndarray:
-    peak = np.max(values, axis=axis, keepdims=True)
-    peak = np.where(np.isfinite(peak), peak, 0.0)
+    peak = values.max(axis=axis, keepdims=True)
+    if not np.isfinite(peak).all():
+        peak = np.where(np.isfinite(peak), peak, 0.0)
     if values.size > 20_000:
         # Terms are at most 1 after the shift: single precision loses nothing that
         # matters to a ranking, and its exp is much faster.
         shifted = (values - peak).astype(np.float32)
         np.exp(shifted, out=shifted)
-        summed = np.sum(shifted, axis=axis, keepdims=True, dtype=np.float64)
+        summed = shifted.sum(axis=axis, keepdims=True, dtype=np.float64)
     else:
-        summed = np.sum(np.exp(values - peak), axis=axis, keepdims=True)
+        shifted = values - peak
+        summed = np.exp(shifted, out=shifted).sum(axis=axis, keepdims=True)
     result = np.log(summed) + peak
     if axis is None:
         total: np.ndarray = result.reshape(())
         return total
-    squeezed: np.ndarray = np.squeeze(result, axis=axis)
+    squeezed: np.ndarray = result.squeeze(axis=axis)
     return squeezed

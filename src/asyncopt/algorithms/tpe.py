@@ -259,6 +259,10 @@ class _Group:
     numeric: tuple[ParamSpec, ...]
     axes: Axes
     categorical: tuple[ParamSpec, ...]
+    # Per categorical axis: code offsets, highest codes and (all small) the priors.
+    offsets: np.ndarray
+    top_codes: np.ndarray
+    dense_priors: list[np.ndarray] | None
 
     @property
     def first(self) -> str:
@@ -290,7 +294,13 @@ def _build_groups(space: CompiledSpace, multivariate: bool) -> list[_Group]:
         numeric = tuple(s for s in specs if not s.dist.is_categorical)
         categorical = tuple(s for s in specs if s.dist.is_categorical)
         axes = Axes([s.dist for s in numeric])
-        groups.append(_Group(specs[0].condition, numeric, axes, categorical))
+        offsets = np.asarray([s.dist.offset for s in categorical], dtype=float)
+        top_codes = np.asarray([s.dist.size - 1 for s in categorical], dtype=float)
+        dense = all(s.dist.size <= _DENSE_CATEGORIES for s in categorical)
+        priors = [_probabilities(s.dist) for s in categorical] if dense else None
+        groups.append(
+            _Group(specs[0].condition, numeric, axes, categorical, offsets, top_codes, priors)
+        )
     return groups
 
 
@@ -332,12 +342,11 @@ class _Proposer:
         ]
         self.indices = [
             # Clipped so that a stray stored value cannot index outside the categories.
-            np.stack(
-                [
-                    np.clip(values[s.label] - s.dist.offset, 0, s.dist.size - 1)
-                    for s in g.categorical
-                ],
-                axis=1,
+            np.minimum(
+                np.maximum(
+                    np.stack([values[s.label] for s in g.categorical], axis=1) - g.offsets, 0.0
+                ),
+                g.top_codes,
             )
             if g.categorical
             else np.empty((len(history), 0))
@@ -414,12 +423,22 @@ class _Proposer:
             lied = np.concatenate([lied, np.ones(len(self.extra[index]), dtype=bool)])
         return numeric, categorical.astype(np.intp), lied
 
-    def _weights(self, lied: np.ndarray) -> np.ndarray:
-        """Observation weights: forgetting ranks finished trials; lies weigh liar_weight."""
-        weights = np.empty(len(lied))
-        n_true = len(lied) - int(lied.sum())
-        weights[~lied] = linear_forgetting_weights(n_true, self.tpe.linear_forgetting)
-        weights[lied] = self.tpe.liar_weight
+    def _weights(self, lied: np.ndarray, extra: float | None = None) -> np.ndarray:
+        """Observation weights: forgetting ranks finished trials; lies weigh liar_weight.
+
+        ``extra`` appends one more weight (the prior kernel's).
+        """
+        n_lied = int(np.count_nonzero(lied))
+        n_true = len(lied) - n_lied
+        weights = np.empty(len(lied) + (extra is not None))
+        if extra is not None:
+            weights[-1] = extra
+        if n_lied:
+            body = weights[: len(lied)]
+            body[~lied] = linear_forgetting_weights(n_true, self.tpe.linear_forgetting)
+            body[lied] = self.tpe.liar_weight
+        else:
+            weights[:n_true] = linear_forgetting_weights(n_true, self.tpe.linear_forgetting)
         return weights
 
     def _independent(
@@ -437,7 +456,7 @@ class _Proposer:
         if lied.any():
             sigmas[lied] = 1.0 / min(100.0, n + 2.0)
         return IndependentMixtures(
-            np.append(self._weights(lied), self.tpe.prior_weight),
+            self._weights(lied, self.tpe.prior_weight),
             np.concatenate([numeric, axes.prior_mu[None, :]], axis=0),
             np.concatenate([sigmas, np.ones((1, len(axes)))], axis=0),
             axes.low,
@@ -518,7 +537,7 @@ class _Proposer:
         prior_weight = tpe.prior_weight
         if hyperopt and group.categorical:
             prior_weight *= group.categorical[0].dist.size
-        weights = np.append(self._weights(lied), prior_weight)
+        weights = self._weights(lied, prior_weight)
         axes = group.axes
         sigmas = gap_bandwidths(
             numeric,
@@ -634,6 +653,8 @@ def _compress_categories(
     last bucket holding the prior mass of all unobserved ones; the bucket's share per
     category is the same in ``l`` and ``g``, so scores are unchanged by the compression.
     """
+    if group.dense_priors is not None:
+        return group.dense_priors, [None] * len(group.categorical)
     priors: list[np.ndarray] = []
     seen: list[np.ndarray | None] = []
     for j, spec in enumerate(group.categorical):
