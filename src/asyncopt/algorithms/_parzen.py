@@ -166,10 +166,9 @@ def categorical_kernels(
     """
     n = len(observed)
     size = len(prior)
-    if rule == "optuna" and 0 < size <= n:
+    if rule == "optuna" and 0 < size <= min(n, 64):
         # Only ``size`` distinct kernel rows exist: blend those once and gather.
-        distinct = np.eye(size) + (prior_weight * size / (n + 1)) * prior
-        distinct /= distinct.sum(axis=1, keepdims=True)
+        distinct = _blended_rows(prior.tobytes(), prior_weight * size / (n + 1))
         gathered: np.ndarray = np.concatenate([distinct[observed], prior[None, :]])
         return gathered
     rows = np.zeros((n + 1, size))
@@ -178,6 +177,17 @@ def categorical_kernels(
         rows[:n] += (prior_weight * size / (n + 1)) * prior
         rows[:n] /= rows[:n].sum(axis=1, keepdims=True)
     rows[n] = prior
+    return rows
+
+
+@functools.lru_cache(maxsize=1024)
+def _blended_rows(prior_bytes: bytes, share: float) -> np.ndarray:
+    # Each one-hot row plus ``share`` of the prior, normalized; cached (read-only): the
+    # same few (prior, share) pairs come back on every suggestion.
+    prior = np.frombuffer(prior_bytes)
+    rows = np.eye(len(prior)) + share * prior
+    rows /= rows.sum(axis=1, keepdims=True)
+    rows.flags.writeable = False
     return rows
 
 
@@ -337,8 +347,8 @@ def _grid_round(value: float, q: float) -> float:
 
 
 def _grid_round_array(values: np.ndarray, q: float | np.ndarray) -> np.ndarray:
-    steps = np.clip(values / q, -1e300, 1e300)
-    rounded: np.ndarray = np.clip(np.round(steps) * q, -_MAX_FLOAT, _MAX_FLOAT)
+    steps = np.minimum(np.maximum(values / q, -1e300), 1e300)
+    rounded: np.ndarray = np.minimum(np.maximum(np.round(steps) * q, -_MAX_FLOAT), _MAX_FLOAT)
     return rounded
 
 
@@ -522,14 +532,17 @@ class ProductMixture:
                 mu + 1j * sigma, return_index=True, return_inverse=True
             )
             mu, sigma, log_mass = unique.real, unique.imag, log_mass[first]
-        za = (a[None, :] - mu[:, None]) / sigma[:, None]
-        zb = (b[None, :] - mu[:, None]) / sigma[:, None]
+        # Candidates share cells and neighbouring cells share an end: the normal CDF is
+        # computed once per distinct end.
+        ends, where = np.unique(np.concatenate([a, b]), return_inverse=True)
+        cdf = special.ndtr((ends[None, :] - mu[:, None]) / sigma[:, None])
+        where = where.reshape(-1)
         # No tail care needed here: the prior kernel, as wide as the support, always gives
         # a cell a mass far above the floor, so floored far kernels change nothing.
-        mass = special.ndtr(zb) - special.ndtr(za)
+        mass = cdf[:, where[len(a) :]] - cdf[:, where[: len(a)]]
         table: np.ndarray = np.log(np.maximum(mass, 1e-300)) - log_mass[:, None]
         if inverse is not None:
-            gathered: np.ndarray = table[inverse.reshape(-1)]
+            gathered: np.ndarray = np.take(table, inverse.reshape(-1), axis=0)
             return gathered
         return table
 
@@ -628,15 +641,16 @@ def _kernel_log_mass(
         mass = special.ndtr((highs - mus) / sigmas) - special.ndtr((lows - mus) / sigmas)
         small: np.ndarray = np.log(mass)
         return small
-    result = np.zeros_like(mus)
+    result = np.zeros(mus.shape)
     reach = 8.0 * sigmas
     near = np.flatnonzero(((mus - lows) < reach) | ((highs - mus) < reach))
     if near.size:
-        mu, sigma = mus.flat[near], sigmas.flat[near]
-        low = np.broadcast_to(lows, mus.shape).flat[near]
-        high = np.broadcast_to(highs, mus.shape).flat[near]
-        mass = special.ndtr((high - mu) / sigma) - special.ndtr((low - mu) / sigma)
-        result.flat[near] = np.log(mass)
+        mu, sigma = mus.ravel()[near], sigmas.ravel()[near]
+        column = near % mus.shape[1]
+        mass = special.ndtr((highs[column] - mu) / sigma) - special.ndtr(
+            (lows[column] - mu) / sigma
+        )
+        result.ravel()[near] = np.log(mass)
     return result
 
 
