@@ -809,6 +809,7 @@ class MongoStorage:
                 "budgeted": True,
                 "op": _token(),
             }
+            attempt_started = time.monotonic()
             try:
                 yield _Call(
                     "trials",
@@ -819,14 +820,14 @@ class MongoStorage:
             except DuplicateKeyError as exc:
                 if retry_of is not None and _is_retry_duplicate(exc):
                     return None
-                # Someone committed ``tid``: try the next one, or after a few collisions
-                # in a row read the highest tid and spread the creators out in time.
+                # Someone committed ``tid``: try the next one. The other losers of this
+                # round would try it at the same moment, so wait a random part of a
+                # round trip first; after a few collisions read the highest tid afresh.
                 self._saw_tid(study, tid)
                 collisions += 1
-                known = tid
-                if collisions % 3 == 0:
-                    known = None
-                    yield _Sleep(random.uniform(0, 0.001 * min(collisions, 50)))
+                known = None if collisions % 4 == 0 else tid
+                round_trip = time.monotonic() - attempt_started
+                yield _Sleep(random.uniform(0, min(round_trip * min(collisions, 4), 1.0)))
                 continue
             self._saw_tid(study, tid)
             [seq] = yield from self._stamp([doc])
