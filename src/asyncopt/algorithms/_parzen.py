@@ -44,6 +44,9 @@ __all__ = [
 ]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+# Up to this many kernels, cell masses are computed for every kernel; above it, once per
+# distinct (centre, width) pair on each grid axis (many kernels share one).
+_FEW_KERNELS = 128
 _MAX_FLOAT = float(np.finfo(float).max)
 # exp() overflows above this; below _MIN_LOG it is 0.
 _MAX_LOG = 709.0
@@ -502,7 +505,8 @@ class ProductMixture:
             np.minimum(total, (constant + square)[:, None], out=total)
         else:
             total = np.repeat(self.log_weights[:, None], m, axis=1)
-        if cells is not None and grid.size and self.n_kernels <= 512:
+        few = self.n_kernels <= _FEW_KERNELS or grid.size >= 8
+        if cells is not None and grid.size and few and self.n_kernels <= 512:
             # Few kernels: every grid axis in one (kernels, points, axes) block.
             mus = self.mus[:, None, grid]
             sigmas = self.sigmas[:, None, grid]
@@ -511,6 +515,11 @@ class ProductMixture:
             mass = special.ndtr(zb) - special.ndtr(za)
             log_mass = np.log(np.maximum(mass, 1e-300)) - self._masses()[:, None, grid]
             total += log_mass.sum(axis=2)
+        elif cells is not None and grid.size and self.n_kernels <= 512:
+            # Summed as the block above would be (the same numbers, in the same order: a
+            # sum of fewer than 8 terms runs from first to last).
+            tables = [self._cell_log_mass(cells[0][:, d], cells[1][:, d], int(d)) for d in grid]
+            total += np.stack(tables, axis=2).sum(axis=2)
         elif cells is not None:
             for d in grid:
                 total += self._cell_log_mass(cells[0][:, d], cells[1][:, d], int(d))
@@ -527,7 +536,7 @@ class ProductMixture:
         sigma = self.sigmas[:, d]
         log_mass = self._masses()[:, d]
         inverse = None
-        if len(mu) > 512:
+        if len(mu) > _FEW_KERNELS:
             unique, first, inverse = np.unique(
                 mu + 1j * sigma, return_index=True, return_inverse=True
             )
