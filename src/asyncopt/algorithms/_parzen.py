@@ -537,23 +537,35 @@ class ProductMixture:
         log_mass = self._masses()[:, d]
         inverse = None
         if len(mu) > _FEW_KERNELS:
-            unique, first, inverse = np.unique(
-                mu + 1j * sigma, return_index=True, return_inverse=True
-            )
-            mu, sigma, log_mass = unique.real, unique.imag, log_mass[first]
-        # Candidates share cells and neighbouring cells share an end: the normal CDF is
-        # computed once per distinct end.
-        ends, where = np.unique(np.concatenate([a, b]), return_inverse=True)
-        cdf = special.ndtr((ends[None, :] - mu[:, None]) / sigma[:, None])
-        where = where.reshape(-1)
+            mu, sigma, first, inverse = _distinct_kernels(mu, sigma)
+            log_mass = log_mass[first]
         # No tail care needed here: the prior kernel, as wide as the support, always gives
         # a cell a mass far above the floor, so floored far kernels change nothing.
-        mass = cdf[:, where[len(a) :]] - cdf[:, where[: len(a)]]
-        table: np.ndarray = np.log(np.maximum(mass, 1e-300)) - log_mass[:, None]
+        table: np.ndarray = _cell_log_masses(mu, sigma, a, b) - log_mass[:, None]
         if inverse is not None:
-            gathered: np.ndarray = np.take(table, inverse.reshape(-1), axis=0)
+            gathered: np.ndarray = np.take(table, inverse, axis=0)
             return gathered
         return table
+
+
+def _distinct_kernels(
+    mu: np.ndarray, sigma: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    # The distinct (mu, sigma) pairs of one axis, where each first occurs, and which one
+    # each kernel is.
+    unique, first, inverse = np.unique(mu + 1j * sigma, return_index=True, return_inverse=True)
+    return unique.real, unique.imag, first, inverse.reshape(-1)
+
+
+def _cell_log_masses(mu: np.ndarray, sigma: np.ndarray, a: np.ndarray, b: np.ndarray) -> Any:
+    # Log mass (floored at 1e-300) of kernels (mu, sigma) in the cells [a, b] of one axis,
+    # shape (kernels, cells). Candidates share cells and neighbouring cells share an end:
+    # the normal CDF is computed once per distinct end.
+    ends, where = np.unique(np.concatenate([a, b]), return_inverse=True)
+    cdf = special.ndtr((ends[None, :] - mu[:, None]) / sigma[:, None])
+    where = where.reshape(-1)
+    mass = cdf[:, where[len(a) :]] - cdf[:, where[: len(a)]]
+    return np.log(np.maximum(mass, 1e-300))
 
 
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -630,12 +642,23 @@ class IndependentMixtures:
         sigmas = self.sigmas[None, :, :]
         z = (points[:, None, :] - mus) / sigmas
         terms = -0.5 * z * z - np.log(sigmas) - _LOG_SQRT_2PI
-        if cells is not None and quantized.any():
+        if cells is not None and quantized.any() and len(self.mus) <= _FEW_KERNELS:
             axes = np.flatnonzero(quantized)
             za = (cells[0][:, None, axes] - mus[:, :, axes]) / sigmas[:, :, axes]
             zb = (cells[1][:, None, axes] - mus[:, :, axes]) / sigmas[:, :, axes]
             mass = special.ndtr(zb) - special.ndtr(za)
             terms[:, :, axes] = np.log(np.maximum(mass, 1e-300))
+        elif cells is not None and quantized.any():
+            # Many kernels: once per distinct (mu, sigma) pair and cell end, axis by axis.
+            for d in np.flatnonzero(quantized):
+                mu, sigma = self.mus[:, d], self.sigmas[:, d]
+                inverse = None
+                if len(mu) > _FEW_KERNELS:
+                    mu, sigma, _, inverse = _distinct_kernels(mu, sigma)
+                table = _cell_log_masses(mu, sigma, cells[0][:, d], cells[1][:, d])
+                if inverse is not None:
+                    table = np.take(table, inverse, axis=0)
+                terms[:, :, d] = table.T
         terms += (self.log_weights - self.log_mass)[None, :, :]
         return _logsumexp(terms, axis=1)
 
