@@ -319,6 +319,8 @@ class Study:
             lost = await self.storage.renew_leases(
                 self.name, sorted(self._held), worker=self.worker, lease=self.lease
             )
+            # A trial finished while the renewal was in flight is not lost, just done.
+            lost = [tid for tid in lost if tid in self._held]
             self._held.difference_update(lost)
             if lost:
                 logger.warning(
