@@ -101,6 +101,9 @@ class CompiledSpace:
     params: tuple[ParamSpec, ...]
     fingerprint: str = attrs.field(init=False)
     _index: dict[str, int] = attrs.field(init=False, eq=False, repr=False)
+    _prior_draws: tuple[tuple[str, Condition | None, Any], ...] = attrs.field(
+        init=False, eq=False, repr=False
+    )
 
     @fingerprint.default
     def _compute_fingerprint(self) -> str:
@@ -121,6 +124,25 @@ class CompiledSpace:
     @_index.default
     def _build_index(self) -> dict[str, int]:
         return {spec.label: i for i, spec in enumerate(self.params)}
+
+    @_prior_draws.default
+    def _build_prior_draws(self) -> tuple[tuple[str, Condition | None, Any], ...]:
+        return tuple(
+            (
+                spec.label,
+                None if spec.condition.is_always else spec.condition,
+                spec.dist.scalar_sampler(),
+            )
+            for spec in self.params
+        )
+
+    def draw_prior(self, rng: np.random.Generator) -> dict[str, int | float]:
+        """One assignment drawn from the prior with Python scalars (parents first)."""
+        assignment: dict[str, int | float] = {}
+        for label, condition, draw in self._prior_draws:
+            if condition is None or condition.holds(assignment):
+                assignment[label] = draw(rng)
+        return assignment
 
     @property
     def labels(self) -> tuple[str, ...]:

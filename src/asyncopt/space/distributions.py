@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -268,33 +268,25 @@ class Distribution:
 
         Same distribution as `sample`, but not the same stream of draws.
         """
+        return float(self.scalar_sampler()(rng))
+
+    def scalar_sampler(self) -> Callable[[np.random.Generator], int | float]:
+        """A function drawing one raw value (int for integer distributions) per call.
+
+        The distribution's parameters are read once, here, so that callers drawing many
+        single proposals (random search, startup trials) can keep the function.
+        """
         name = self.name
-        if name == "choice" or name == "randint":
-            return float(self.offset + min(int(rng.random() * self.size), self.size - 1))
-        if name == "pchoice":
-            cumulative = np.cumsum(self.probabilities)
-            index = bisect.bisect_right(cumulative.tolist(), rng.random() * cumulative[-1])
-            return float(min(index, self.size - 1))
+        if name in ("choice", "randint"):
+            return _IntegerDraw(self.offset, self.size)
         if name == "uniformint":
-            first, last = int(self.args[0]), int(self.args[1])
-            return float(first + min(int(rng.random() * (last - first + 1)), last - first))
-        if self.is_bounded:
-            u = rng.random()
-            low, high = float(self.args[0]), float(self.args[1])
-            x = low * (1.0 - u) + high * u
-        else:
-            x = float(self.args[0]) + float(self.args[1]) * rng.standard_normal()
-        value = math.exp(min(x, _MAX_EXP)) if self.log else min(max(x, -_MAX_FLOAT), _MAX_FLOAT)
-        q = self.q
-        if q is not None and name != "uniformint":
-            steps = value / q
-            if math.isfinite(steps):
-                # A float of 2**52 or more is already integral (and round() would be slow).
-                whole = steps if abs(steps) >= 2.0**52 else float(round(steps))
-                quantized = whole * q
-                if math.isfinite(quantized):
-                    value = quantized
-        return float(value)
+            first = int(self.args[0])
+            return _IntegerDraw(first, int(self.args[1]) - first + 1)
+        if name == "pchoice":
+            return _WeightedDraw(tuple(np.cumsum(self.probabilities).tolist()))
+        return _RealDraw(
+            self.is_bounded, self.log, self.q, float(self.args[0]), float(self.args[1])
+        )
 
     def from_internal(self, x: np.ndarray) -> np.ndarray:
         """Map draws of the underlying uniform/normal to raw values (exp, then quantize)."""
@@ -378,3 +370,54 @@ def normalized_args(values: Sequence[Any]) -> tuple[Any, ...]:
         else:
             out.append(v)
     return tuple(out)
+
+
+@attrs.frozen
+class _IntegerDraw:
+    """Uniform integer in ``[first, first + count)``."""
+
+    first: int
+    count: int
+
+    def __call__(self, rng: np.random.Generator) -> int:
+        return self.first + min(int(rng.random() * self.count), self.count - 1)
+
+
+@attrs.frozen
+class _WeightedDraw:
+    """Category index drawn by its cumulative probabilities."""
+
+    cumulative: tuple[float, ...]
+
+    def __call__(self, rng: np.random.Generator) -> int:
+        index = bisect.bisect_right(self.cumulative, rng.random() * self.cumulative[-1])
+        return min(index, len(self.cumulative) - 1)
+
+
+@attrs.frozen
+class _RealDraw:
+    """uniform(a, b) or normal(a, b), then exp for the log ones, then the q-grid."""
+
+    bounded: bool
+    log: bool
+    q: float | None
+    a: float
+    b: float
+
+    def __call__(self, rng: np.random.Generator) -> float:
+        if self.bounded:
+            u = rng.random()
+            x = self.a * (1.0 - u) + self.b * u
+        else:
+            x = self.a + self.b * rng.standard_normal()
+        value = math.exp(min(x, _MAX_EXP)) if self.log else min(max(x, -_MAX_FLOAT), _MAX_FLOAT)
+        q = self.q
+        if q is not None:
+            steps = value / q
+            if math.isfinite(steps):
+                # A float of 2**52 or more is already integral (and round() is slow).
+                whole = steps if abs(steps) >= 2.0**52 else float(round(steps))
+                quantized = whole * q
+                if math.isfinite(quantized):
+                    value = quantized
+        return value

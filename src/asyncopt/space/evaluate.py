@@ -83,12 +83,7 @@ def sample_assignments(
     space = compile_space(space)
     if n == 1 and fast:
         # One proposal: Python scalars and only the active labels, no array overhead.
-        assignment: Assignment = {}
-        for spec in space.params:
-            if spec.condition.is_always or spec.condition.holds(assignment):
-                value = spec.dist.sample_one(rng)
-                assignment[spec.label] = int(value) if spec.dist.is_integer else value
-        return [assignment]
+        return [space.draw_prior(rng)]
     columns: dict[str, np.ndarray] = {}
     for spec in space.params:
         values = spec.dist.sample(rng, n)
