@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import sys
 from typing import Any
 
 import numpy as np
@@ -89,7 +90,8 @@ def on_grid(value: float, q: float) -> bool:
     if not math.isfinite(steps):
         # Past the float range every representable value is as close to the grid as it gets.
         return True
-    return math.isclose(steps, round(steps), rel_tol=0, abs_tol=1e-6)
+    # Multiplying back by q rounds once more: allow a few ulps of the step count.
+    return math.isclose(steps, round(steps), rel_tol=4 * sys.float_info.epsilon, abs_tol=1e-6)
 
 
 def in_support(dist: Distribution, value: Any) -> bool:
