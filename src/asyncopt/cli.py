@@ -10,6 +10,7 @@ replaced by ``***``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import datetime
 import functools
@@ -66,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return anyio.run(functools.partial(command, args), backend=args.event_loop)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # Before Python 3.11, anyio's asyncio runner reports a SIGINT as CancelledError.
         print("asyncopt: interrupted", file=sys.stderr)
         if argv is None and _busy_threads():
             # A sync objective still running on a (non-daemon) worker thread would keep the

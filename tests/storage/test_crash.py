@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import sys
 
 import pytest
 from test_multiprocess import (
@@ -88,7 +89,10 @@ def test_ctrl_c_leaves_a_consistent_study_that_resumes(shared_url: str, loop: st
     worker.send_signal(signal.SIGINT)
     code, output = finish(worker)
     assert code != 0
-    assert "KeyboardInterrupt" in output
+    if sys.version_info >= (3, 11) or loop == "trio":
+        assert "KeyboardInterrupt" in output
+    else:  # before 3.11, anyio's asyncio runner reports a SIGINT as CancelledError
+        assert "KeyboardInterrupt" in output or "CancelledError" in output
     assert "database is locked" not in output.lower()
 
     interrupted = read_trials(shared_url)
