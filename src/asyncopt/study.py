@@ -36,7 +36,14 @@ from asyncopt.space.evaluate import Assignment, space_eval
 from asyncopt.storage.base import Storage, StudyRecord, Trial, TrialState, new_worker_id
 from asyncopt.storage.urls import open_storage
 
-__all__ = ["Study", "SuggestFunction", "default_algorithm", "open_study", "trial_seed"]
+__all__ = [
+    "Study",
+    "SuggestFunction",
+    "default_algorithm",
+    "open_study",
+    "suggestion_rng",
+    "trial_seed",
+]
 
 logger = logging.getLogger("asyncopt")
 
@@ -69,6 +76,31 @@ def trial_seed(study_seed: int, position: int, salt: str = "") -> int:
     text = f"{study_seed}:{position}:{salt}" if salt else f"{study_seed}:{position}"
     digest = hashlib.blake2b(text.encode(), digest_size=4).digest()
     return int.from_bytes(digest, "little")
+
+
+def suggestion_rng(seed: int) -> np.random.Generator:
+    """The random generator a suggestion recorded with ``seed`` (``trial.seed``) used.
+
+    Call the algorithm with it and the history the trial saw to reproduce the proposal.
+    """
+    generator = np.random.Generator(np.random.PCG64(0))
+    _reseed(generator, seed)
+    return generator
+
+
+def _reseed(generator: np.random.Generator, seed: int) -> None:
+    # Setting a PCG64 state directly costs ~1.6 µs; building a generator from a seed
+    # (SeedSequence hashing) ~27 µs, a noticeable share of a free trial.
+    digest = hashlib.blake2b(seed.to_bytes(8, "little"), digest_size=32).digest()
+    generator.bit_generator.state = {
+        "bit_generator": "PCG64",
+        "state": {
+            "state": int.from_bytes(digest[:16], "little"),
+            "inc": int.from_bytes(digest[16:], "little") | 1,
+        },
+        "has_uint32": 0,
+        "uinteger": 0,
+    }
 
 
 def check_lease(lease: float) -> float:
@@ -107,6 +139,7 @@ class Study:
         self._seq = 0
         self._held: set[int] = set()
         self._ask_lock = anyio.Lock(fast_acquire=True)
+        self._rng = np.random.Generator(np.random.PCG64(0))
         self._suggest_in_thread = False
         self._best: Trial | None = None
         self._counts = dict.fromkeys(TrialState, 0)
@@ -244,7 +277,8 @@ class Study:
 
     async def _suggest(self, seed: int) -> Assignment:
         history = self._builder.snapshot()
-        rng = np.random.default_rng(seed)
+        rng = self._rng  # reseeded per suggestion; asks are serialized by the ask lock
+        _reseed(rng, seed)
 
         took = 0.0
 

@@ -451,3 +451,16 @@ async def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert "4/4" in err
     assert "best loss" in err
+
+
+async def test_each_trial_is_reproducible_from_its_seed_and_history() -> None:
+    from asyncopt.history import History
+    from asyncopt.study import suggestion_rng
+
+    result = await ao.minimize(quadratic, SPACE, algo=ao.tpe.suggest, max_evals=25, seed=8)
+    space = ao.compile_space(SPACE)
+    for trial in result.trials:
+        assert trial.seed is not None
+        history = History.from_trials(space, result.trials[: trial.tid])
+        again = ao.tpe.suggest(space, history, suggestion_rng(trial.seed), 1)[0]
+        assert again == dict(trial.assignment)
