@@ -16,7 +16,7 @@ import secrets
 import socket
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
@@ -38,6 +38,7 @@ __all__ = [
     "STATUS_OK",
     "LeaseLostError",
     "Storage",
+    "StorageContext",
     "StorageError",
     "StorageURLError",
     "StorageUnavailableError",
@@ -153,6 +154,33 @@ class StudyRecord:
     space: Mapping[str, Any] = attrs.field(eq=False, repr=False)
     seed: int
     created_at: float
+
+
+_OpenedStorage = TypeVar("_OpenedStorage", bound="StorageContext")
+
+
+class StorageContext:
+    """Base for backends: ``async with storage:`` opens it and closes it at the end."""
+
+    async def open(self) -> None:
+        """Connect, create the schema if needed. Idempotent."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release connections. Idempotent."""
+        raise NotImplementedError
+
+    async def __aenter__(self: _OpenedStorage) -> _OpenedStorage:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
 
 def new_worker_id() -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 from asyncopt.errors import (
@@ -20,7 +19,7 @@ from asyncopt.errors import (
     TrialNotFoundError,
     TrialStateError,
 )
-from asyncopt.storage.base import StudyRecord, Trial, TrialState
+from asyncopt.storage.base import StorageContext, StudyRecord, Trial, TrialState
 from asyncopt.storage.urls import StorageURL
 
 __all__ = ["MemoryStorage"]
@@ -35,7 +34,7 @@ class _Study:
         self.changes: list[tuple[int, int]] = []
 
 
-class MemoryStorage:
+class MemoryStorage(StorageContext):
     """A `Storage` in this process's memory; lost when the process ends."""
 
     def __init__(self) -> None:
@@ -54,18 +53,6 @@ class MemoryStorage:
 
     def __repr__(self) -> str:
         return f"MemoryStorage({len(self._studies)} studies)"
-
-    async def __aenter__(self) -> MemoryStorage:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def open(self) -> None:
         """Nothing to connect."""

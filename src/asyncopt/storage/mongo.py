@@ -72,7 +72,6 @@ import secrets
 import time
 from collections.abc import Generator, Mapping, Sequence
 from numbers import Integral
-from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -92,7 +91,7 @@ from asyncopt.errors import (
     TrialNotFoundError,
     TrialStateError,
 )
-from asyncopt.storage.base import StudyRecord, Trial, TrialState
+from asyncopt.storage.base import StorageContext, StudyRecord, Trial, TrialState
 from asyncopt.storage.urls import StorageURL
 
 try:
@@ -401,7 +400,7 @@ def _default_client_options() -> dict[str, Any]:
     return {"appname": "asyncopt"}
 
 
-class MongoStorage:
+class MongoStorage(StorageContext):
     """A `Storage` in a MongoDB database, shared by any number of processes and machines.
 
     Build it from a URL (``mongodb://[user:password@]host[:port][,host...]/database?options``
@@ -473,18 +472,6 @@ class MongoStorage:
 
     def __repr__(self) -> str:
         return f"MongoStorage({self.url!r})"
-
-    async def __aenter__(self) -> MongoStorage:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- connection --------------------------------------------------------------------------
 

@@ -27,7 +27,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
@@ -43,7 +42,7 @@ from asyncopt.errors import (
     TrialStateError,
 )
 from asyncopt.storage._sqlite_conn import Runner, open_runner
-from asyncopt.storage.base import StudyRecord, Trial, TrialState
+from asyncopt.storage.base import StorageContext, StudyRecord, Trial, TrialState
 from asyncopt.storage.urls import StorageURL
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStorage"]
@@ -761,7 +760,7 @@ class _Ops:
 # -- the storage -------------------------------------------------------------------------
 
 
-class SQLiteStorage:
+class SQLiteStorage(StorageContext):
     """A `Storage` in one SQLite file, safe to share between processes on one machine.
 
     ``path`` is the database file (created if missing; its directory must exist).
@@ -854,18 +853,6 @@ class SQLiteStorage:
 
     def __repr__(self) -> str:
         return f"SQLiteStorage({self._path!r})"
-
-    async def __aenter__(self) -> SQLiteStorage:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def _connect(self) -> sqlite3.Connection:
         # Runs on the connection's thread: resolving and checking the path touch the disk.
