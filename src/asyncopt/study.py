@@ -69,9 +69,10 @@ def default_algorithm() -> SuggestFunction:
 def trial_seed(study_seed: int, position: int, salt: str = "") -> int:
     """The seed of the suggestion for the trial at ``position`` (its expected tid).
 
-    ``salt`` (a worker id) is mixed in only while other workers run trials of the study,
-    so that workers sharing one view of the study do not propose the same point; a lone
-    worker, and so every sequential run and resume, uses the unsalted seed.
+    ``salt`` (a worker id) is mixed in only while other workers run trials of the study
+    (or once this worker has seen them create trials behind its back), so that workers
+    sharing one view of the study do not keep proposing the same point; a lone worker,
+    and so every sequential run and resume, uses the unsalted seed.
     """
     text = f"{study_seed}:{position}:{salt}" if salt else f"{study_seed}:{position}"
     digest = hashlib.blake2b(text.encode(), digest_size=4).digest()
@@ -140,6 +141,7 @@ class Study:
         self._held: set[int] = set()
         self._ask_lock = anyio.Lock(fast_acquire=True)
         self._rng = np.random.Generator(np.random.PCG64(0))
+        self._view_was_stale = False
         self._suggest_in_thread = False
         self._best: Trial | None = None
         self._counts = dict.fromkeys(TrialState, 0)
@@ -255,7 +257,8 @@ class Study:
                 if claimed is not None:
                     return self._take(claimed)
             position = len(self._builder)
-            salt = self.worker if self.others_unfinished() else ""
+            shared = self._view_was_stale or self.others_unfinished()
+            salt = self.worker if shared else ""
             seed = trial_seed(self.seed, position, salt)
             assignment = await self._suggest(seed)
             created = await self.storage.create_trial(
@@ -268,6 +271,10 @@ class Study:
             )
             if created is None:
                 return None
+            if created.tid != position:
+                # Another worker created trials since our read: from now on this handle
+                # salts its seeds, so two workers never keep proposing from one view.
+                self._view_was_stale = True
             return self._take(created)
 
     def _take(self, trial: Trial) -> Trial:
