@@ -23,7 +23,7 @@ from asyncopt.errors import AllTrialsFailed, TrialStateError
 from asyncopt.outcome import Outcome, from_exception, from_value
 from asyncopt.progress import ProgressFactory, make_reporter
 from asyncopt.storage.base import Storage, Trial, TrialState
-from asyncopt.study import Study, SuggestFunction, check_lease, open_study
+from asyncopt.study import Study, SuggestFunction, open_study
 
 __all__ = ["OptimizationResult", "minimize"]
 
@@ -42,16 +42,21 @@ class OptimizationResult:
 
     study: str
     trials: tuple[Trial, ...]
+    _best: Trial | None = attrs.field(init=False, eq=False, repr=False)
+
+    @_best.default
+    def _find_best(self) -> Trial | None:
+        ok = [t for t in self.trials if t.state is TrialState.OK and t.loss is not None]
+        return min(ok, key=lambda t: (t.loss, t.tid)) if ok else None
 
     @property
     def best_trial(self) -> Trial:
         """The OK trial with the lowest loss (lowest tid on ties); `AllTrialsFailed` if none."""
-        ok = [t for t in self.trials if t.state is TrialState.OK and t.loss is not None]
-        if not ok:
+        if self._best is None:
             raise AllTrialsFailed(
                 f"none of the {len(self.trials)} trials of study {self.study!r} succeeded"
             )
-        return min(ok, key=lambda t: (t.loss, t.tid))
+        return self._best
 
     @property
     def best_loss(self) -> float:
@@ -79,15 +84,26 @@ def _is_async(function: Callable[..., Any]) -> bool:
     )
 
 
-def _check_positive(name: str, value: float | None, *, integer: bool = False) -> None:
+def _check_number(
+    name: str, value: float | None, *, integer: bool = False, zero_ok: bool = False
+) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     if integer and not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        bound = ">= 0" if zero_ok else "positive"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+
+
+def _exception_types(catch: Any) -> tuple[type[BaseException], ...]:
+    types = (catch,) if isinstance(catch, type) else tuple(catch)
+    for kind in types:
+        if not (isinstance(kind, type) and issubclass(kind, BaseException)):
+            raise TypeError(f"catch must hold exception classes, got {kind!r}")
+    return types
 
 
 class _Run:
@@ -223,7 +239,7 @@ async def minimize(
     points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
     progress: bool | ProgressFactory = False,
     lease: float = 60.0,
-    catch: tuple[type[BaseException], ...] = (Exception,),
+    catch: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
 ) -> OptimizationResult:
     """Search ``space`` for the assignment that minimizes ``objective``.
 
@@ -243,13 +259,15 @@ async def minimize(
     after their trial is recorded. Raises `StudyMismatchError` when the stored study has
     another space, `SpaceError` for a bad space, ValueError/TypeError for bad arguments.
     """
-    _check_positive("max_evals", max_evals, integer=True) if max_evals != 0 else None
-    if max_evals is not None and max_evals < 0:
-        raise ValueError(f"max_evals must be >= 0, got {max_evals!r}")
-    _check_positive("concurrency", concurrency, integer=True)
-    _check_positive("timeout", timeout)
-    _check_positive("trial_timeout", trial_timeout)
-    check_lease(lease)
+    _check_number("max_evals", max_evals, integer=True, zero_ok=True)
+    _check_number("concurrency", concurrency, integer=True)
+    _check_number("timeout", timeout)
+    _check_number("trial_timeout", trial_timeout)
+    if not isinstance(study, str) or not study:
+        raise ValueError(f"study must be a non-empty name, got {study!r}")
+    if algo is not None and not callable(algo):
+        raise TypeError(f"algo must be a suggest function, got {type(algo).__name__}")
+    catch = _exception_types(catch)
     if max_evals is None and timeout is None and loss_threshold is None and early_stop is None:
         raise ValueError(
             "minimize needs a stopping rule: max_evals, timeout, loss_threshold or early_stop"
@@ -270,7 +288,7 @@ async def minimize(
                 loss_threshold=loss_threshold,
                 early_stop=early_stop,
                 callbacks=list(callbacks),
-                catch=tuple(catch),
+                catch=catch,
                 progress=reporter,
             )
             await handle.renew_and_reap()

@@ -136,7 +136,8 @@ class Study:
         self.worker = worker
         self._builder = HistoryBuilder(space)
         self._trials: dict[int, Trial] = {}
-        self._params: dict[int, Any] = {}
+        # The latest record of each trial with ``params`` attached, reused until it changes.
+        self._dressed: dict[int, Trial] = {}
         self._seq = 0
         self._held: set[int] = set()
         self._ask_lock = anyio.Lock(fast_acquire=True)
@@ -202,14 +203,19 @@ class Study:
         return self._builder.snapshot()
 
     def _with_params(self, trial: Trial) -> Trial:
-        params = self._params.get(trial.tid)
-        if params is None:
+        dressed = self._dressed.get(trial.tid)
+        if dressed is not None and dressed.seq == trial.seq:
+            return dressed
+        if dressed is not None:
+            params = dressed.params  # the assignment of a trial never changes
+        else:
             try:
                 params = space_eval(self.space, trial.assignment)
             except SpaceError:
                 return trial
-            self._params[trial.tid] = params
-        return trial.evolve(params=params)
+        dressed = trial.evolve(params=params)
+        self._dressed[trial.tid] = dressed
+        return dressed
 
     def cached_trials(self) -> tuple[Trial, ...]:
         """The trials as of the last read, ordered by tid, with ``params``."""

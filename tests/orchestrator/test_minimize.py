@@ -411,6 +411,9 @@ async def test_best_params_are_evaluated_values() -> None:
         ({"max_evals": 5, "concurrency": 0}, ValueError),
         ({"max_evals": 5, "timeout": -1}, ValueError),
         ({"max_evals": 5, "lease": 0}, ValueError),
+        ({"max_evals": 5, "study": ""}, ValueError),
+        ({"max_evals": 5, "algo": "tpe"}, TypeError),
+        ({"max_evals": 5, "catch": (ValueError, "oops")}, TypeError),
         ({}, ValueError),
     ],
 )
@@ -464,3 +467,20 @@ async def test_each_trial_is_reproducible_from_its_seed_and_history() -> None:
         history = History.from_trials(space, result.trials[: trial.tid])
         again = ao.tpe.suggest(space, history, suggestion_rng(trial.seed), 1)[0]
         assert again == dict(trial.assignment)
+
+
+async def test_catch_takes_a_single_exception_class() -> None:
+    async def objective(params: dict[str, Any]) -> float:
+        raise KeyError("missing")
+
+    result = await ao.minimize(
+        objective, SPACE, algo=ao.rand.suggest, max_evals=2, catch=KeyError, seed=1
+    )
+    assert [t.state for t in result.trials] == [ao.TrialState.FAIL] * 2
+
+
+async def test_bad_argument_messages_name_the_argument() -> None:
+    with pytest.raises(TypeError, match="algo must be a suggest function"):
+        await ao.minimize(quadratic, SPACE, max_evals=1, algo="tpe")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_evals must be >= 0"):
+        await ao.minimize(quadratic, SPACE, max_evals=-3)

@@ -263,13 +263,6 @@ class Distribution:
             draws = rng.normal(self.args[0], self.args[1], n)
         return self.from_internal(draws)
 
-    def sample_one(self, rng: np.random.Generator) -> float:
-        """One raw value from the prior, with Python scalars (fast for one proposal).
-
-        Same distribution as `sample`, but not the same stream of draws.
-        """
-        return float(self.scalar_sampler()(rng))
-
     def scalar_sampler(self) -> Callable[[np.random.Generator], int | float]:
         """A function drawing one raw value (int for integer distributions) per call.
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from importlib.metadata import entry_points
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import anyio
 import anyio.to_thread
@@ -174,8 +174,3 @@ async def open_storage(storage: str | Storage = "memory://") -> AsyncIterator[St
             )
         await storage.open()
         yield storage
-
-
-def quote_password(password: str) -> str:
-    """Percent-encode a password for use in a URL."""
-    return quote(password, safe="")
