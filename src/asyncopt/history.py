@@ -8,7 +8,8 @@ changed trial once; a snapshot is O(1) unless a row changed since the previous o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Iterable, Iterator, Mapping
 
 import attrs
 import numpy as np
@@ -19,10 +20,51 @@ from asyncopt.storage.base import Trial, TrialState
 __all__ = ["History", "HistoryBuilder"]
 
 
+def _viewed(array: np.ndarray) -> bool:
+    """True unless ``array`` is referenced only by its owner (no snapshot's view is alive).
+
+    Every view keeps a reference to the array it was made from, so the count tells
+    whether writing in place could show through a snapshot someone still holds.
+    """
+    # One reference is the owner's attribute, one the argument, one getrefcount's own.
+    return sys.getrefcount(array) > 3
+
+
 def _readonly(array: np.ndarray) -> np.ndarray:
     view: np.ndarray = array.view()
     view.flags.writeable = False
     return view
+
+
+class _Columns(Mapping[str, np.ndarray]):
+    """Label → read-only view of the first ``n`` rows, made on first access.
+
+    Suggest functions often read a few labels (random search reads none), so views are
+    not made for every label of every snapshot. Rows below ``n`` of a value column are
+    never written again, so the views stay valid.
+    """
+
+    __slots__ = ("_columns", "_n", "_views")
+
+    def __init__(self, columns: Mapping[str, np.ndarray], n: int) -> None:
+        self._columns = columns
+        self._n = n
+        self._views: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, label: str) -> np.ndarray:
+        view = self._views.get(label)
+        if view is None:
+            view = self._views[label] = _readonly(self._columns[label][: self._n])
+        return view
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
+
+    def __contains__(self, label: object) -> bool:
+        return label in self._columns
 
 
 @attrs.frozen(eq=False)
@@ -127,12 +169,12 @@ class HistoryBuilder:
         self._snapshot = None
 
     def _change(self, row: int, trial: Trial) -> None:
-        if self._shared:
+        self._snapshot = None
+        if self._shared and (_viewed(self._states) or _viewed(self._losses)):
             self._states = self._states.copy()
             self._losses = self._losses.copy()
-            self._shared = False
+        self._shared = False
         self._write_outcome(row, trial)
-        self._snapshot = None
 
     def _write_outcome(self, row: int, trial: Trial) -> None:
         self._states[row] = trial.state
@@ -161,7 +203,7 @@ class HistoryBuilder:
                 tids=_readonly(self._tids[:n]),
                 states=_readonly(self._states[:n]),
                 losses=_readonly(self._losses[:n]),
-                values={label: _readonly(col[:n]) for label, col in self._values.items()},
+                values=_Columns(self._values, n),
             )
             self._shared = True
         return self._snapshot

@@ -173,8 +173,8 @@ class Study:
         for trial in trials:
             known = self._trials.get(trial.tid)
             if known is not None:
-                if known.seq > trial.seq:
-                    continue  # an older record of a change we already have
+                if known.seq >= trial.seq:
+                    continue  # a record we already have (our own write read back), or older
                 self._counts[known.state] -= 1
             self._counts[trial.state] += 1
             if trial.state.is_finished:

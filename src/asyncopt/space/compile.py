@@ -104,6 +104,8 @@ class CompiledSpace:
     _prior_draws: tuple[tuple[str, Condition | None, Any], ...] = attrs.field(
         init=False, eq=False, repr=False
     )
+    # Built on first use and never pickled: it is made of closures.
+    _evaluator: Any = attrs.field(init=False, default=None, eq=False, repr=False)
 
     @fingerprint.default
     def _compute_fingerprint(self) -> str:
@@ -135,6 +137,25 @@ class CompiledSpace:
             )
             for spec in self.params
         )
+
+    def evaluate(self, assignment: Mapping[str, Any]) -> Any:
+        """The concrete structure for ``assignment``; see `asyncopt.space_eval`."""
+        evaluator = self._evaluator
+        if evaluator is None:
+            from asyncopt.space.evaluate import build_evaluator  # evaluate imports this module
+
+            evaluator = build_evaluator(self.root)
+            object.__setattr__(self, "_evaluator", evaluator)
+        return evaluator(assignment)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {field.name: getattr(self, field.name) for field in attrs.fields(CompiledSpace)}
+        state["_evaluator"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
 
     def draw_prior(self, rng: np.random.Generator) -> dict[str, int | float]:
         """One assignment drawn from the prior with Python scalars (parents first)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -34,34 +34,68 @@ def space_eval(space: Any, assignment: Mapping[str, Any]) -> Any:
     evaluated. Raises `SpaceError` when an active label has no value or an index is
     out of range.
     """
-    root = space.root if isinstance(space, CompiledSpace) else as_node(space)
-    return _evaluate(root, assignment)
+    if isinstance(space, CompiledSpace):
+        return space.evaluate(assignment)
+    return build_evaluator(as_node(space))(assignment)
 
 
-def _evaluate(node: Any, assignment: Mapping[str, Any]) -> Any:
+Evaluator = Callable[[Mapping[str, Any]], Any]
+
+
+def build_evaluator(node: Any) -> Evaluator:
+    """A function of an assignment that evaluates the space tree under ``node``.
+
+    The tree is walked once here; each call then runs only the closures of the nodes it
+    reaches (a trial's objective receives this for every trial).
+    """
     if isinstance(node, Param):
-        return node.dist.to_python(_value(node.label, assignment))
+        return _param_evaluator(node)
     if isinstance(node, Choice):
-        raw = _value(node.label, assignment)
-        index = int(raw)
-        if index != raw or not 0 <= index < len(node.options):
-            raise SpaceError(
-                f"label {node.label!r}: option index {raw!r} is not in 0..{len(node.options) - 1}",
-                node.label,
-            )
-        return _evaluate(node.options[index], assignment)
+        return _choice_evaluator(node)
     if isinstance(node, DictNode):
-        return {_evaluate(k, assignment): _evaluate(v, assignment) for k, v in node.items}
+        pairs = tuple((build_evaluator(k), build_evaluator(v)) for k, v in node.items)
+        return lambda assignment: {key(assignment): value(assignment) for key, value in pairs}
     if isinstance(node, ListNode):
-        return [_evaluate(item, assignment) for item in node.items]
+        items = tuple(build_evaluator(item) for item in node.items)
+        return lambda assignment: [item(assignment) for item in items]
     if isinstance(node, TupleNode):
-        return tuple(_evaluate(item, assignment) for item in node.items)
+        items = tuple(build_evaluator(item) for item in node.items)
+        return lambda assignment: tuple(item(assignment) for item in items)
     if isinstance(node, Apply):
-        function = lookup(node.name)
-        return function(*(_evaluate(arg, assignment) for arg in node.args))
-    if isinstance(node, Literal):
-        return node.value
-    return node
+        name = node.name
+        args = tuple(build_evaluator(arg) for arg in node.args)
+        # Looked up per call, like a registry should be: scope functions may be registered late.
+        return lambda assignment: lookup(name)(*(arg(assignment) for arg in args))
+    constant = node.value if isinstance(node, Literal) else node
+    return lambda assignment: constant
+
+
+def _param_evaluator(node: Param) -> Evaluator:
+    label = node.label
+    convert: Callable[[Any], int | float] = int if node.dist.is_integer else float
+
+    def evaluate(assignment: Mapping[str, Any]) -> Any:
+        return convert(_value(label, assignment))
+
+    return evaluate
+
+
+def _choice_evaluator(node: Choice) -> Evaluator:
+    label = node.label
+    options = tuple(build_evaluator(option) for option in node.options)
+    last = len(options) - 1
+
+    def evaluate(assignment: Mapping[str, Any]) -> Any:
+        raw = _value(label, assignment)
+        index = int(raw)
+        if index != raw or not 0 <= index <= last:
+            raise SpaceError(
+                f"label {label!r}: option index {raw!r} is not in 0..{last}",
+                label,
+            )
+        return options[index](assignment)
+
+    return evaluate
 
 
 def _value(label: str, assignment: Mapping[str, Any]) -> Any:

@@ -101,7 +101,10 @@ class MemoryStorage(StorageContext):
         return self._seq
 
     def _store(self, study: _Study, trial: Trial, **changes: Any) -> Trial:
-        trial = trial.evolve(seq=self._next_seq(), **changes)
+        return self._put(study, trial.evolve(seq=self._next_seq(), **changes))
+
+    def _put(self, study: _Study, trial: Trial) -> Trial:
+        """Keep ``trial`` (already stamped with a new seq) as the latest record of its tid."""
         study.changes.append((trial.seq, trial.tid))
         if trial.tid == len(study.trials):
             study.trials.append(trial)
@@ -133,9 +136,10 @@ class MemoryStorage(StorageContext):
             worker=worker if running else None,
             seed=seed,
             retry_of=retry_of,
+            seq=self._next_seq(),
         )
         study.budgeted += 1
-        return self._store(study, trial)
+        return self._put(study, trial)
 
     async def create_trial(
         self,

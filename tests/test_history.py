@@ -1,0 +1,80 @@
+"""The columnar History: snapshots never change, whatever the builder does next."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+
+from asyncopt import hp
+from asyncopt.history import History, HistoryBuilder
+from asyncopt.space.compile import compile_space
+from asyncopt.storage.base import Trial, TrialState
+
+SPACE = compile_space(
+    {"x": hp.uniform("x", 0, 1), "c": hp.choice("c", [0, {"y": hp.uniform("y", 0, 1)}])}
+)
+
+
+def running(tid: int, x: float, c: int = 0) -> Trial:
+    assignment: dict[str, int | float] = {"x": x, "c": c}
+    if c == 1:
+        assignment["y"] = x / 2
+    return Trial("s", tid, TrialState.RUNNING, assignment)
+
+
+def test_columns_hold_values_with_nan_where_inactive() -> None:
+    history = History.from_trials(SPACE, [running(0, 0.5), running(1, 0.25, c=1)])
+    assert len(history) == 2
+    assert set(history.values) == {"x", "c", "y"}
+    assert "y" in history.values
+    assert "z" not in history.values
+    np.testing.assert_array_equal(history.values["x"], [0.5, 0.25])
+    np.testing.assert_array_equal(history.active("y"), [False, True])
+    assert not history.values["x"].flags.writeable
+
+
+def test_a_snapshot_is_unchanged_by_later_finishes_and_appends() -> None:
+    builder = HistoryBuilder(SPACE, capacity=2)
+    builder.update([running(0, 0.1), running(1, 0.2)])
+    before = builder.snapshot()
+    states, losses = before.states, before.losses
+    builder.update([running(0, 0.1).evolve(state=TrialState.OK, loss=3.0)])
+    builder.update([running(2, 0.3)])  # grows the buffers
+    assert before.states.tolist() == [TrialState.RUNNING, TrialState.RUNNING]
+    assert np.isnan(before.losses).all()
+    assert states is before.states
+    assert np.isnan(losses).all()
+    after = builder.snapshot()
+    assert after.states.tolist() == [TrialState.OK, TrialState.RUNNING, TrialState.RUNNING]
+    assert after.losses[0] == 3.0
+
+
+def test_a_column_kept_without_its_snapshot_is_unchanged() -> None:
+    builder = HistoryBuilder(SPACE)
+    builder.update([running(0, 0.1)])
+    kept_states = builder.snapshot().states  # the History itself is dropped
+    gc.collect()
+    builder.update([running(0, 0.1).evolve(state=TrialState.FAIL)])
+    assert kept_states.tolist() == [TrialState.RUNNING]
+    assert builder.snapshot().states.tolist() == [TrialState.FAIL]
+
+
+def test_an_unreferenced_snapshot_lets_the_builder_write_in_place() -> None:
+    builder = HistoryBuilder(SPACE)
+    builder.update([running(0, 0.1)])
+    builder.snapshot()  # dropped at once
+    buffer = id(builder._states)  # not a reference: that would count as a reader
+    builder.update([running(0, 0.1).evolve(state=TrialState.OK, loss=1.0)])
+    assert id(builder._states) == buffer
+    assert builder.snapshot().losses.tolist() == [1.0]
+
+
+def test_reapplying_a_record_changes_nothing() -> None:
+    builder = HistoryBuilder(SPACE)
+    done = running(0, 0.1).evolve(state=TrialState.OK, loss=2.0)
+    builder.update([running(0, 0.1), done, done])
+    history = builder.snapshot()
+    assert len(history) == 1
+    assert history.n_ok == 1
+    assert history.losses[0] == 2.0
