@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy import special
@@ -44,6 +45,10 @@ __all__ = [
 ]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+# Per-thread reusable buffers for the large temporaries of a density evaluation (see
+# `_scratch`), and the largest buffer kept (in elements).
+_SCRATCH = threading.local()
+_SCRATCH_LIMIT = 1 << 22
 # Up to this many kernels, cell masses are computed for every kernel; above it, once per
 # distinct (centre, width) pair on each grid axis (many kernels share one).
 _FEW_KERNELS = 128
@@ -53,6 +58,26 @@ _MAX_LOG = 709.0
 _MIN_LOG = -745.0
 # Floor of every bandwidth on the unit axis, so that no division can overflow.
 _MIN_SIGMA = 1e-12
+
+
+def _scratch(slot: str, shape: tuple[int, ...], dtype: type = float) -> np.ndarray:
+    # An uninitialized array of ``shape`` on a buffer reused by later calls of the same
+    # thread: a fresh large array costs a page fault per 4 KiB touched, on long histories
+    # about as much as the arithmetic on it. Each slot has one user at a time; the array
+    # must not outlive the call that asked for it.
+    size = math.prod(shape)
+    if size > _SCRATCH_LIMIT:
+        return np.empty(shape, dtype)
+    buffers: dict[tuple[str, type], np.ndarray] | None = getattr(_SCRATCH, "buffers", None)
+    if buffers is None:
+        buffers = _SCRATCH.buffers = {}
+    key = (slot, dtype)
+    buffer = buffers.get(key)
+    if buffer is None or len(buffer) < size:
+        # Some headroom: the history grows by a trial or so between suggestions.
+        buffer = buffers[key] = np.empty(size + size // 4 + 64, dtype)
+    view: np.ndarray = buffer[:size].reshape(shape)
+    return view
 
 
 def linear_forgetting_weights(n: int, flat: int | None) -> np.ndarray:
@@ -111,8 +136,10 @@ def gap_bandwidths(
         sigmas = _neighbour_gaps(mus)
     count = n if clip_count is None else clip_count
     floor = 1.0 / min(100.0, count + 2.0) if magic_clip else _MIN_SIGMA
-    # fmin sends a NaN width (a NaN observation) to the prior's width 1.
-    clipped: np.ndarray = np.fmin(np.maximum(sigmas, floor), 1.0)
+    # fmin sends a NaN width (a NaN observation) to the prior's width 1. Every branch
+    # above made a fresh array, so it is clipped in place.
+    clipped: np.ndarray = np.maximum(sigmas, floor, out=sigmas)
+    np.fmin(clipped, 1.0, out=clipped)
     return clipped
 
 
@@ -120,17 +147,21 @@ def _neighbour_gaps(points: np.ndarray) -> np.ndarray:
     # For each point (column by column): the larger of the gaps to the next smaller and
     # next larger point; the extreme points take their single inner gap.
     rows = np.ascontiguousarray(points.T)
+    d, n = rows.shape
+    # Flat positions of the sorted points: one flat gather and one flat scatter are much
+    # cheaper than 2-D fancy indexing. The sorted values are then overwritten in place
+    # by the widths.
     order = _row_order(rows)
-    line = np.arange(len(rows))[:, None]
-    ordered = rows[line, order]
-    gaps = np.abs(ordered[:, 1:] - ordered[:, :-1])
-    widths = np.empty_like(ordered)
+    order += (np.arange(d, dtype=order.dtype) * n)[:, None]
+    widths = np.take(rows.ravel(), order)
+    gaps = widths[:, 1:] - widths[:, :-1]
+    np.abs(gaps, out=gaps)
     np.maximum(gaps[:, :-1], gaps[:, 1:], out=widths[:, 1:-1])
     widths[:, 0] = gaps[:, 0]
     widths[:, -1] = gaps[:, -1]
-    result = np.empty_like(widths)
-    result[line, order] = widths
-    transposed: np.ndarray = result.T
+    result = np.empty(d * n)
+    result[order.ravel()] = widths.ravel()
+    transposed: np.ndarray = result.reshape(d, n).T
     return transposed
 
 
@@ -148,7 +179,10 @@ def _row_order(rows: np.ndarray) -> np.ndarray:
     low = rows.min(axis=1, keepdims=True)
     span = rows.max(axis=1, keepdims=True) - low
     span = np.where(span > 0, span, 1.0)
-    keys: np.ndarray = np.floor((rows - low) / span * float(1 << 45)).astype(np.int64)
+    scaled = rows - low
+    scaled /= span
+    scaled *= float(1 << 45)
+    keys: np.ndarray = np.floor(scaled, out=scaled).astype(np.int64)
     keys <<= _INDEX_BITS
     keys |= np.arange(n, dtype=np.int64)
     keys.sort(axis=1)
@@ -296,7 +330,7 @@ class Axes:
     def _native(self, raw: np.ndarray) -> np.ndarray:
         columns = self._log_columns
         if columns.size:
-            raw = raw.copy()
+            raw = raw.copy(order="K")
             raw[:, columns] = np.log(np.maximum(raw[:, columns], np.finfo(float).tiny))
         return raw
 
@@ -474,8 +508,11 @@ class ProductMixture:
             quantized = np.zeros_like(self.quantized)
         continuous, grid = _columns(quantized)
         m = len(points)
+        k = self.n_kernels
         everywhere = continuous.size == self.mus.shape[1]
-        # Work in (kernels, points) layout: kernel constants broadcast down columns.
+        # Work in (points, kernels) layout: every reduction over the kernels then runs
+        # along contiguous rows, and kernel constants broadcast as rows (both several
+        # times faster than down the columns of a (kernels, points) block).
         if continuous.size:
             x = points if everywhere else points[:, continuous]
             mus = self.mus if everywhere else self.mus[:, continuous]
@@ -491,47 +528,55 @@ class ProductMixture:
             )
             # constant - 0.5 * sum_d (x - mu)^2 / s^2, expanded into one matrix product.
             dc = continuous.size
-            weights = np.empty((len(mus), 2 * dc + 1))
-            np.multiply(inv_var, -0.5, out=weights[:, :dc])
-            np.multiply(mus, inv_var, out=weights[:, dc : 2 * dc])
-            weights[:, -1] = constant
-            features = np.empty((2 * dc + 1, m))
-            xt = x.T
-            np.multiply(xt, xt, out=features[:dc])
-            features[dc : 2 * dc] = xt
-            features[-1] = 1.0
-            total = _matmul(weights, features)
+            weights = np.empty((2 * dc + 1, k))
+            np.multiply(inv_var.T, -0.5, out=weights[:dc])
+            np.multiply(mus.T, inv_var.T, out=weights[dc : 2 * dc])
+            weights[-1] = constant
+            features = np.empty((m, 2 * dc + 1))
+            np.multiply(x, x, out=features[:, :dc])
+            features[:, dc : 2 * dc] = x
+            features[:, -1] = 1.0
+            total = _matmul(features, weights, _scratch("total", (m, k)))
             # Rounding can push the expanded square below zero; it never is.
-            np.minimum(total, (constant + square)[:, None], out=total)
+            np.minimum(total, constant + square, out=total)
         else:
-            total = np.repeat(self.log_weights[:, None], m, axis=1)
-        few = self.n_kernels <= _FEW_KERNELS or grid.size >= 8
-        if cells is not None and grid.size and few and self.n_kernels <= 512:
-            # Few kernels: every grid axis in one (kernels, points, axes) block.
-            mus = self.mus[:, None, grid]
-            sigmas = self.sigmas[:, None, grid]
-            za = (cells[0][:, grid] - mus) / sigmas
-            zb = (cells[1][:, grid] - mus) / sigmas
-            mass = special.ndtr(zb) - special.ndtr(za)
-            log_mass = np.log(np.maximum(mass, 1e-300)) - self._masses()[:, None, grid]
+            total = _scratch("total", (m, k))
+            total[...] = self.log_weights
+        few = k <= _FEW_KERNELS or grid.size >= 8
+        if cells is not None and grid.size and few and k <= 512:
+            # Few kernels: every grid axis in one (points, kernels, axes) block, both cell
+            # ends in one pass.
+            mus = self.mus[:, grid]
+            sigmas = self.sigmas[:, grid]
+            ends = np.stack([cells[0][:, None, grid], cells[1][:, None, grid]])
+            cdf = special.ndtr((ends - mus) / sigmas)
+            mass = cdf[1] - cdf[0]
+            log_mass = np.log(np.maximum(mass, 1e-300), out=mass)
+            log_mass -= self._masses()[:, grid]
             total += log_mass.sum(axis=2)
-        elif cells is not None and grid.size and self.n_kernels <= 512:
+        elif cells is not None and grid.size and k <= 512:
             # Summed as the block above would be (the same numbers, in the same order: a
             # sum of fewer than 8 terms runs from first to last).
             tables = [self._cell_log_mass(cells[0][:, d], cells[1][:, d], int(d)) for d in grid]
-            total += np.stack(tables, axis=2).sum(axis=2)
+            total += tables[0] if len(tables) == 1 else np.stack(tables, axis=2).sum(axis=2)
         elif cells is not None:
+            gathered = _scratch("gathered", (m, k))
             for d in grid:
-                total += self._cell_log_mass(cells[0][:, d], cells[1][:, d], int(d))
+                total += self._cell_log_mass(cells[0][:, d], cells[1][:, d], int(d), gathered)
         for j, table in enumerate(self.tables):
-            log_table = np.log(np.maximum(table, 1e-300))
-            total += log_table[:, categories[:, j]]
+            log_table = _scratch("log_table", (table.shape[1], k))
+            np.maximum(table.T, 1e-300, out=log_table)
+            np.log(log_table, out=log_table)
+            total += np.take(log_table, categories[:, j], axis=0, out=_scratch("gathered", (m, k)))
         if split is not None:
-            return _logsumexp(total[:split], axis=0), _logsumexp(total[split:], axis=0)
-        return _logsumexp(total, axis=0)
+            return _logsumexp(total[:, :split], axis=1), _logsumexp(total[:, split:], axis=1)
+        return _logsumexp(total, axis=1)
 
-    def _cell_log_mass(self, a: np.ndarray, b: np.ndarray, d: int) -> np.ndarray:
+    def _cell_log_mass(
+        self, a: np.ndarray, b: np.ndarray, d: int, out: np.ndarray | None = None
+    ) -> np.ndarray:
         # Many kernels share (mu, sigma) on a grid axis: compute each distinct pair once.
+        # Shape (cells, kernels); ``out`` may receive it.
         mu = self.mus[:, d]
         sigma = self.sigmas[:, d]
         log_mass = self._masses()[:, d]
@@ -541,40 +586,71 @@ class ProductMixture:
             log_mass = log_mass[first]
         # No tail care needed here: the prior kernel, as wide as the support, always gives
         # a cell a mass far above the floor, so floored far kernels change nothing.
-        table: np.ndarray = _cell_log_masses(mu, sigma, a, b) - log_mass[:, None]
+        table: np.ndarray = _cell_log_masses(mu, sigma, a, b)
+        table -= log_mass
         if inverse is not None:
-            gathered: np.ndarray = np.take(table, inverse, axis=0)
+            # Indices from `_distinct_kernels` are in range: clip mode skips the checks.
+            gathered: np.ndarray = np.take(table, inverse, axis=1, out=out, mode="clip")
             return gathered
         return table
+
+
+# Multipliers of the pair hash in `_distinct_kernels` (odd, so that each is a bijection
+# of the 64-bit integers).
+_HASH_MU = -7046029254386353131
+_HASH_SIGMA = 0x5851F42D4C957F2D
 
 
 def _distinct_kernels(
     mu: np.ndarray, sigma: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    # The distinct (mu, sigma) pairs of one axis, where each first occurs, and which one
-    # each kernel is.
+    # The distinct (mu, sigma) pairs of one axis, a kernel holding each, and which one
+    # each kernel is. Sorting a 47-bit hash of each pair's bits, with the kernel's index
+    # packed below it, is several times faster than a lexicographic unique; should two
+    # different pairs share a hash, the check below sees it and the exact way is taken.
+    n = len(mu)
+    mu = np.ascontiguousarray(mu, dtype=float)
+    sigma = np.ascontiguousarray(sigma, dtype=float)
+    if 0 < n < 1 << _INDEX_BITS:
+        index_mask = (1 << _INDEX_BITS) - 1
+        keys = mu.view(np.int64) * _HASH_MU
+        keys += sigma.view(np.int64) * _HASH_SIGMA
+        keys &= ~index_mask
+        keys |= np.arange(n, dtype=np.int64)
+        keys.sort()
+        order = keys & index_mask
+        keys >>= _INDEX_BITS
+        new = np.empty(n, dtype=bool)
+        new[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=new[1:])
+        group = np.cumsum(new) - 1
+        first = order[new]
+        held = first[group]
+        if np.array_equal(mu[order], mu[held]) and np.array_equal(sigma[order], sigma[held]):
+            inverse = np.empty(n, dtype=np.intp)
+            inverse[order] = group
+            return mu[first], sigma[first], first, inverse
     unique, first, inverse = np.unique(mu + 1j * sigma, return_index=True, return_inverse=True)
     return unique.real, unique.imag, first, inverse.reshape(-1)
 
 
 def _cell_log_masses(mu: np.ndarray, sigma: np.ndarray, a: np.ndarray, b: np.ndarray) -> Any:
     # Log mass (floored at 1e-300) of kernels (mu, sigma) in the cells [a, b] of one axis,
-    # shape (kernels, cells). Candidates share cells and neighbouring cells share an end:
+    # shape (cells, kernels). Candidates share cells and neighbouring cells share an end:
     # the normal CDF is computed once per distinct end.
     ends, where = np.unique(np.concatenate([a, b]), return_inverse=True)
-    cdf = special.ndtr((ends[None, :] - mu[:, None]) / sigma[:, None])
+    cdf = special.ndtr((ends[:, None] - mu) / sigma)
     where = where.reshape(-1)
-    mass = cdf[:, where[len(a) :]] - cdf[:, where[: len(a)]]
-    return np.log(np.maximum(mass, 1e-300))
+    mass = cdf[where[len(a) :]] - cdf[where[: len(a)]]
+    return np.log(np.maximum(mass, 1e-300), out=mass)
 
 
-def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    # Row blocks small enough that BLAS stays single-threaded: thread start-up costs more
-    # than these thin products, and badly so on a busy machine.
-    out = np.empty((a.shape[0], b.shape[1]))
-    step = max(1, 200_000 // max(1, b.shape[0] * b.shape[1]))
-    for start in range(0, a.shape[0], step):
-        np.matmul(a[start : start + step], b, out=out[start : start + step])
+def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    # Column blocks small enough that BLAS stays single-threaded: thread start-up costs
+    # more than these thin products, and badly so on a busy machine.
+    step = max(1, 200_000 // max(1, a.shape[0] * a.shape[1]))
+    for start in range(0, b.shape[1], step):
+        np.matmul(a, b[:, start : start + step], out=out[:, start : start + step])
     return out
 
 
@@ -657,8 +733,8 @@ class IndependentMixtures:
                     mu, sigma, _, inverse = _distinct_kernels(mu, sigma)
                 table = _cell_log_masses(mu, sigma, cells[0][:, d], cells[1][:, d])
                 if inverse is not None:
-                    table = np.take(table, inverse, axis=0)
-                terms[:, :, d] = table.T
+                    table = np.take(table, inverse, axis=1)
+                terms[:, :, d] = table
         terms += (self.log_weights - self.log_mass)[None, :, :]
         return _logsumexp(terms, axis=1)
 
@@ -673,16 +749,21 @@ def _kernel_log_mass(
         mass = special.ndtr((highs - mus) / sigmas) - special.ndtr((lows - mus) / sigmas)
         small: np.ndarray = np.log(mass)
         return small
-    result = np.zeros(mus.shape)
-    reach = 8.0 * sigmas
-    near = np.flatnonzero(((mus - lows) < reach) | ((highs - mus) < reach))
+    # Flat indices in memory order (kernel arrays are usually axis-major), the same
+    # order for every array.
+    order: Literal["C", "F"] = "F" if mus.flags.f_contiguous else "C"
+    result = np.zeros(mus.shape, order=order)
+    inside = mus - lows
+    np.minimum(inside, highs - mus, out=inside)
+    reach = np.multiply(sigmas, 8.0)
+    near = np.flatnonzero(np.less(inside, reach).ravel(order))
     if near.size:
-        mu, sigma = mus.ravel()[near], sigmas.ravel()[near]
-        column = near % mus.shape[1]
+        mu, sigma = mus.ravel(order)[near], sigmas.ravel(order)[near]
+        column = near // len(mus) if order == "F" else near % mus.shape[1]
         mass = special.ndtr((highs[column] - mu) / sigma) - special.ndtr(
             (lows[column] - mu) / sigma
         )
-        result.ravel()[near] = np.log(mass)
+        result.ravel(order)[near] = np.log(mass)
     return result
 
 
@@ -707,7 +788,9 @@ def _logsumexp(values: np.ndarray, axis: int | None = None) -> np.ndarray:
     if values.size > 20_000:
         # Terms are at most 1 after the shift: single precision loses nothing that
         # matters to a ranking, and its exp is much faster.
-        shifted = (values - peak).astype(np.float32)
+        shifted = np.subtract(
+            values, peak, out=_scratch("shifted", values.shape, np.float32), casting="same_kind"
+        )
         np.exp(shifted, out=shifted)
         summed = shifted.sum(axis=axis, keepdims=True, dtype=np.float64)
     else:
