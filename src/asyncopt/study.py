@@ -143,6 +143,7 @@ class Study:
         self._ask_lock = anyio.Lock(fast_acquire=True)
         self._rng = np.random.Generator(np.random.PCG64(0))
         self._view_was_stale = False
+        self._read_by_finish = False
         self._suggest_in_thread = False
         self._best: Trial | None = None
         self._counts = dict.fromkeys(TrialState, 0)
@@ -191,7 +192,9 @@ class Study:
 
     async def refresh(self) -> None:
         """Read the trials that changed since the last read."""
-        changed = await self.storage.trials_since(self.name, self._seq)
+        self._read(await self.storage.trials_since(self.name, self._seq))
+
+    def _read(self, changed: Sequence[Trial]) -> None:
         self._apply(changed)
         # Only a read advances the cursor: this handle's own writes may carry seqs above
         # changes other processes made meanwhile, which the next read must still fetch.
@@ -255,33 +258,43 @@ class Study:
         budgeted trials. ``trial.params`` is the evaluated space.
         """
         async with self._ask_lock:
-            await self.refresh()
+            if self._read_by_finish:
+                # A finish just read every change (in the same round trip): as fresh as
+                # a read here would be.
+                self._read_by_finish = False
+            else:
+                await self.refresh()
             if self._counts[TrialState.QUEUED]:
-                claimed = await self.storage.claim_trial(
-                    self.name, worker=self.worker, lease=self.lease
-                )
-                if claimed is not None:
-                    return self._take(claimed)
+                # Shielded like the create below: a claimed trial must reach `_take`.
+                with anyio.CancelScope(shield=True):
+                    claimed = await self.storage.claim_trial(
+                        self.name, worker=self.worker, lease=self.lease
+                    )
+                    if claimed is not None:
+                        return self._take(claimed)
             position = len(self._builder)
             shared = self._view_was_stale or self.others_unfinished()
             salt = self.worker if shared else ""
             seed = trial_seed(self.seed, position, salt)
             assignment = await self._suggest(seed)
-            created = await self.storage.create_trial(
-                self.name,
-                assignment,
-                budget=budget,
-                worker=self.worker,
-                lease=self.lease,
-                seed=seed,
-            )
-            if created is None:
-                return None
-            if created.tid != position:
-                # Another worker created trials since our read: from now on this handle
-                # salts its seeds, so two workers never keep proposing from one view.
-                self._view_was_stale = True
-            return self._take(created)
+            # A trial the storage created must be held (so closing the handle cancels it)
+            # even if the caller is cancelled meanwhile; the cancellation lands after.
+            with anyio.CancelScope(shield=True):
+                created = await self.storage.create_trial(
+                    self.name,
+                    assignment,
+                    budget=budget,
+                    worker=self.worker,
+                    lease=self.lease,
+                    seed=seed,
+                )
+                if created is None:
+                    return None
+                if created.tid != position:
+                    # Another worker created trials since our read: from now on this handle
+                    # salts its seeds, so two workers never keep proposing from one view.
+                    self._view_was_stale = True
+                return self._take(created)
 
     def _take(self, trial: Trial) -> Trial:
         self._held.add(trial.tid)
@@ -332,16 +345,31 @@ class Study:
 
     async def finish(self, tid: int, outcome: Outcome) -> Trial:
         """Record ``outcome`` for trial ``tid`` (used by `tell` and `minimize`)."""
+        finish_and_read = getattr(self.storage, "finish_and_read", None)
         try:
-            trial = await self.storage.finish_trial(
-                self.name,
-                tid,
-                worker=self.worker,
-                state=outcome.state,
-                loss=outcome.loss,
-                result=outcome.result,
-                error=outcome.error,
-            )
+            if finish_and_read is None:  # a storage without the one-round-trip form
+                trial = await self.storage.finish_trial(
+                    self.name,
+                    tid,
+                    worker=self.worker,
+                    state=outcome.state,
+                    loss=outcome.loss,
+                    result=outcome.result,
+                    error=outcome.error,
+                )
+            else:
+                trial, changed = await finish_and_read(
+                    self.name,
+                    tid,
+                    since=self._seq,
+                    worker=self.worker,
+                    state=outcome.state,
+                    loss=outcome.loss,
+                    result=outcome.result,
+                    error=outcome.error,
+                )
+                self._read(changed)
+                self._read_by_finish = True
         finally:
             if outcome.state.is_finished:
                 self._held.discard(tid)

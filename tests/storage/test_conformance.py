@@ -150,6 +150,9 @@ TRIAL_OPERATIONS: dict[str, Callable[[Storage], Awaitable[object]]] = {
     "enqueue_trials": lambda s: s.enqueue_trials("nope", [{"x": 1}], budget=None),
     "claim_trial": lambda s: s.claim_trial("nope", worker="w", lease=1),
     "finish_trial": lambda s: s.finish_trial("nope", 0, worker="w", state=TrialState.OK, loss=1),
+    "finish_and_read": lambda s: s.finish_and_read(  # type: ignore[attr-defined]
+        "nope", 0, since=0, worker="w", state=TrialState.OK, loss=1
+    ),
     "renew_leases": lambda s: s.renew_leases("nope", [0], worker="w", lease=1),
     "renew_no_leases": lambda s: s.renew_leases("nope", [], worker="w", lease=1),
     "reap_expired": lambda s: s.reap_expired("nope"),
@@ -368,6 +371,40 @@ async def test_finish_twice_is_refused(storage: Storage) -> None:
     with pytest.raises(TrialStateError):
         await storage.finish_trial("s", trial.tid, worker="w1", state=TrialState.CANCELLED)
     assert await storage.get_trial("s", trial.tid) == done
+
+
+async def test_finish_and_read_finishes_then_reads_every_change_since(storage: Storage) -> None:
+    await new_study(storage)
+    await new_study(storage, "other")
+    first = await create(storage)
+    cursor = first.seq
+    second = await create(storage, worker="w2")
+    await create(storage, "other")
+    finish_and_read = storage.finish_and_read  # type: ignore[attr-defined]
+    done, changed = await finish_and_read(
+        "s", first.tid, since=cursor, worker="w1", state=TrialState.OK, loss=0.5, result={"k": 1}
+    )
+    assert done.state is TrialState.OK
+    assert done.loss == 0.5
+    assert done.result == {"k": 1}
+    assert done == await storage.get_trial("s", first.tid)
+    assert [t.tid for t in changed] == [second.tid, first.tid]
+    assert changed[-1] == done
+    _, again = await finish_and_read(
+        "s", second.tid, since=done.seq, worker="w2", state=TrialState.FAIL, error="boom"
+    )
+    assert [(t.tid, t.state) for t in again] == [(second.tid, TrialState.FAIL)]
+
+
+async def test_a_refused_finish_and_read_changes_and_reads_nothing(storage: Storage) -> None:
+    await new_study(storage)
+    trial = await create(storage, worker="holder")
+    finish_and_read = storage.finish_and_read  # type: ignore[attr-defined]
+    with pytest.raises(LeaseLostError, match="holder"):
+        await finish_and_read("s", trial.tid, since=0, worker="thief", state=TrialState.OK)
+    with pytest.raises(TrialStateError, match="RUNNING"):
+        await finish_and_read("s", trial.tid, since=0, worker="holder", state=TrialState.RUNNING)
+    assert await storage.get_trial("s", trial.tid) == trial
 
 
 async def test_finishing_a_queued_trial_is_refused(storage: Storage) -> None:

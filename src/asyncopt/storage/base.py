@@ -170,6 +170,29 @@ class StorageContext:
         """Release connections. Idempotent."""
         raise NotImplementedError
 
+    async def finish_and_read(
+        self,
+        study: str,
+        tid: int,
+        *,
+        since: int,
+        worker: str,
+        state: TrialState,
+        loss: float | None = None,
+        result: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> tuple[Trial, list[Trial]]:
+        """`Storage.finish_trial`, then `Storage.trials_since` from ``since``.
+
+        The finished trial is among the changes read. Backends that can do both in one
+        round trip override this; if the finish is refused, nothing is read.
+        """
+        storage: Any = self
+        trial = await storage.finish_trial(
+            study, tid, worker=worker, state=state, loss=loss, result=result, error=error
+        )
+        return trial, await storage.trials_since(study, since)
+
     async def __aenter__(self: _OpenedStorage) -> _OpenedStorage:
         await self.open()
         return self
@@ -195,6 +218,9 @@ class Storage(Protocol):
     Budgets: ``budget`` is the most trials in budgeted states (all but CANCELLED) the
     study may hold; None means unlimited. Leases: ``lease`` is a duration in seconds
     from now; a RUNNING trial whose lease has passed may be reaped by anyone.
+
+    Backends built on `StorageContext` also offer ``finish_and_read`` (a finish and an
+    incremental read in one round trip); `asyncopt.open_study` uses it when present.
     """
 
     @property
