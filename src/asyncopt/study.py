@@ -270,8 +270,9 @@ class Study:
                     claimed = await self.storage.claim_trial(
                         self.name, worker=self.worker, lease=self.lease
                     )
-                    if claimed is not None:
-                        return self._take(claimed)
+                    taken = None if claimed is None else self._take(claimed)
+                if taken is not None:
+                    return taken
             position = len(self._builder)
             shared = self._view_was_stale or self.others_unfinished()
             salt = self.worker if shared else ""
@@ -288,13 +289,12 @@ class Study:
                     lease=self.lease,
                     seed=seed,
                 )
-                if created is None:
-                    return None
-                if created.tid != position:
-                    # Another worker created trials since our read: from now on this handle
-                    # salts its seeds, so two workers never keep proposing from one view.
-                    self._view_was_stale = True
-                return self._take(created)
+                taken = None if created is None else self._take(created)
+            if created is not None and created.tid != position:
+                # Another worker created trials since our read: from now on this handle
+                # salts its seeds, so two workers never keep proposing from one view.
+                self._view_was_stale = True
+            return taken
 
     def _take(self, trial: Trial) -> Trial:
         self._held.add(trial.tid)
