@@ -40,6 +40,7 @@ __all__ = [
     "IndependentMixtures",
     "ProductMixture",
     "categorical_kernels",
+    "categorical_rows",
     "gap_bandwidths",
     "linear_forgetting_weights",
 ]
@@ -214,6 +215,35 @@ def categorical_kernels(
         rows[:n] += (prior_weight * size / (n + 1)) * prior
         rows[:n] /= rows[:n].sum(axis=1, keepdims=True)
     rows[n] = prior
+    return rows
+
+
+def categorical_rows(
+    observed: np.ndarray, prior: np.ndarray, *, prior_weight: float, rule: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`categorical_kernels` factored: distinct probability rows and which row each kernel takes.
+
+    ``rows[codes]`` equals ``categorical_kernels(observed, prior, ...)`` exactly (``codes``
+    None: the rows are the kernels). With many observations only a few rows are distinct,
+    and densities then need a logarithm per distinct row instead of per kernel.
+    """
+    n = len(observed)
+    size = len(prior)
+    if rule == "optuna" and 0 < size <= min(n, 64):
+        rows = _blended_rows_and_prior(prior.tobytes(), prior_weight * size / (n + 1))
+        codes = np.empty(n + 1, dtype=np.intp)
+        codes[:n] = observed
+        codes[n] = size
+        return rows, codes
+    return categorical_kernels(observed, prior, prior_weight=prior_weight, rule=rule), None
+
+
+@functools.lru_cache(maxsize=1024)
+def _blended_rows_and_prior(prior_bytes: bytes, share: float) -> np.ndarray:
+    # `_blended_rows` with the prior as one more row (cached, read-only).
+    prior = np.frombuffer(prior_bytes)
+    rows = np.concatenate([_blended_rows(prior_bytes, share), prior[None, :]])
+    rows.flags.writeable = False
     return rows
 
 
@@ -399,7 +429,17 @@ class ProductMixture:
     inside the support (Hyperopt's rejection sampler) instead of each kernel separately.
     """
 
-    __slots__ = ("highs", "log_mass", "log_weights", "lows", "mus", "quantized", "sigmas", "tables")
+    __slots__ = (
+        "cumulative",
+        "highs",
+        "log_mass",
+        "log_weights",
+        "lows",
+        "mus",
+        "quantized",
+        "sigmas",
+        "tables",
+    )
 
     def __init__(
         self,
@@ -409,7 +449,7 @@ class ProductMixture:
         lows: np.ndarray,
         highs: np.ndarray,
         quantized: np.ndarray,
-        tables: Sequence[np.ndarray],
+        tables: Sequence[np.ndarray | tuple[np.ndarray, np.ndarray | None]],
         *,
         mixture_truncation: bool = False,
     ) -> None:
@@ -418,14 +458,20 @@ class ProductMixture:
         self.lows = lows
         self.highs = highs
         self.quantized = quantized
-        self.tables = tuple(tables)
+        # Each table as (rows, codes): kernel k's probabilities are rows[codes[k]]
+        # (codes None: rows[k]); see `categorical_rows`.
+        self.tables: tuple[tuple[np.ndarray, np.ndarray | None], ...] = tuple(
+            (table, None) if isinstance(table, np.ndarray) else table for table in tables
+        )
         # Masses inside the support are needed for densities only (and for the weights
         # under mixture truncation); they are computed when first needed.
         self.log_mass: np.ndarray | None = None
-        log_w = np.log(np.maximum(weights, 1e-300))
         if mixture_truncation:
-            log_w = log_w + self._masses().sum(axis=1)
-        self.log_weights = log_w - _logsumexp(log_w)
+            log_w = np.log(np.maximum(weights, 1e-300)) + self._masses().sum(axis=1)
+            self.log_weights = log_w - _logsumexp(log_w)
+            self.cumulative: np.ndarray | None = None
+        else:
+            self.log_weights, self.cumulative = _normalized_log_weights(weights)
 
     @property
     def n_kernels(self) -> int:
@@ -450,16 +496,21 @@ class ProductMixture:
         both.mus = np.concatenate([self.mus, other.mus])
         both.sigmas = np.concatenate([self.sigmas, other.sigmas])
         both.lows, both.highs, both.quantized = self.lows, self.highs, self.quantized
-        both.tables = tuple(np.concatenate(pair) for pair in zip(self.tables, other.tables))
+        both.tables = tuple(
+            _joined_tables(mine, theirs) for mine, theirs in zip(self.tables, other.tables)
+        )
         both.log_mass = None
         both.log_weights = np.concatenate([self.log_weights, other.log_weights])
+        both.cumulative = None
         first, second = both.log_pdf(points, cells, categories, quantized, split=self.n_kernels)
         ratio: np.ndarray = first - second
         return ratio
 
     def sample(self, rng: np.random.Generator, m: int) -> tuple[np.ndarray, np.ndarray]:
         """``m`` draws: unit-axis points ``(m, Dn)`` and category indices ``(m, Dc)``."""
-        cumulative = np.cumsum(np.exp(self.log_weights))
+        cumulative = self.cumulative
+        if cumulative is None:
+            cumulative = np.cumsum(np.exp(self.log_weights))
         kernel = np.searchsorted(cumulative, rng.random(m) * cumulative[-1], side="right")
         kernel = np.minimum(kernel, self.n_kernels - 1)
         dn = self.mus.shape[1]
@@ -479,8 +530,8 @@ class ProductMixture:
         if self.tables:
             # One block of uniforms, row j for table j (the same stream as a draw per table).
             uniforms = rng.random((len(self.tables), m))
-            for j, table in enumerate(self.tables):
-                rows = table[kernel].cumsum(axis=1)
+            for j, (table, codes) in enumerate(self.tables):
+                rows = table[kernel if codes is None else codes[kernel]].cumsum(axis=1)
                 draw = uniforms[j][:, None] * rows[:, -1:]
                 categories[:, j] = np.minimum((rows <= draw).sum(axis=1), table.shape[1] - 1)
         return points, categories
@@ -563,11 +614,17 @@ class ProductMixture:
             gathered = _scratch("gathered", (m, k))
             for d in grid:
                 total += self._cell_log_mass(cells[0][:, d], cells[1][:, d], int(d), gathered)
-        for j, table in enumerate(self.tables):
-            log_table = _scratch("log_table", (table.shape[1], k))
-            np.maximum(table.T, 1e-300, out=log_table)
-            np.log(log_table, out=log_table)
-            total += np.take(log_table, categories[:, j], axis=0, out=_scratch("gathered", (m, k)))
+        for j, (table, codes) in enumerate(self.tables):
+            gathered = _scratch("gathered", (m, k))
+            if codes is None:
+                log_table = _scratch("log_table", (table.shape[1], k))
+                np.maximum(table.T, 1e-300, out=log_table)
+                np.log(log_table, out=log_table)
+                total += np.take(log_table, categories[:, j], axis=0, out=gathered)
+            else:
+                # One logarithm per distinct row; (points, rows), then spread to kernels.
+                log_rows = np.log(np.maximum(table[:, categories[:, j]].T, 1e-300))
+                total += np.take(log_rows, codes, axis=1, out=gathered, mode="clip")
         if split is not None:
             return _logsumexp(total[:, :split], axis=1), _logsumexp(total[:, split:], axis=1)
         return _logsumexp(total, axis=1)
@@ -593,6 +650,40 @@ class ProductMixture:
             gathered: np.ndarray = np.take(table, inverse, axis=1, out=out, mode="clip")
             return gathered
         return table
+
+
+def _joined_tables(
+    first: tuple[np.ndarray, np.ndarray | None], second: tuple[np.ndarray, np.ndarray | None]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    # One table over the kernels of both (factored when both are).
+    (rows_a, codes_a), (rows_b, codes_b) = first, second
+    if codes_a is None or codes_b is None:
+        plain_a = rows_a if codes_a is None else rows_a[codes_a]
+        plain_b = rows_b if codes_b is None else rows_b[codes_b]
+        return np.concatenate([plain_a, plain_b]), None
+    return np.concatenate([rows_a, rows_b]), np.concatenate([codes_a, codes_b + len(rows_a)])
+
+
+_LOG_WEIGHTS: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _normalized_log_weights(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # Log weights normalized to sum 1, and the cumulative weights sampling draws from.
+    # Short weight vectors recur (the forgetting ramp of a given count), so those are
+    # cached (read-only).
+    key = weights.tobytes() if len(weights) <= 4096 else None
+    found = None if key is None else _LOG_WEIGHTS.get(key)
+    if found is None:
+        log_w = np.log(np.maximum(weights, 1e-300))
+        log_w -= _logsumexp(log_w)
+        found = (log_w, np.cumsum(np.exp(log_w)))
+        if key is not None:
+            if len(_LOG_WEIGHTS) > 256:
+                _LOG_WEIGHTS.clear()
+            for array in found:
+                array.flags.writeable = False
+            _LOG_WEIGHTS[key] = found
+    return found
 
 
 # Multipliers of the pair hash in `_distinct_kernels` (odd, so that each is a bijection

@@ -65,7 +65,7 @@ from asyncopt.algorithms._parzen import (
     Axes,
     IndependentMixtures,
     ProductMixture,
-    categorical_kernels,
+    categorical_rows,
     gap_bandwidths,
     linear_forgetting_weights,
 )
@@ -562,7 +562,7 @@ class _Proposer:
         mus = np.concatenate([numeric, axes.prior_mu[None, :]], axis=0)
         sigmas = np.concatenate([sigmas, np.ones((1, len(axes)))], axis=0)
         tables = [
-            categorical_kernels(categorical[:, j], prior, prior_weight=tpe.prior_weight, rule=rule)
+            categorical_rows(categorical[:, j], prior, prior_weight=tpe.prior_weight, rule=rule)
             for j, prior in enumerate(priors)
         ]
         return ProductMixture(
