@@ -322,16 +322,15 @@ class _Proposer:
             bad |= self.pending
         self.ok_rows = np.flatnonzero(ok)
         self.bad_rows = np.flatnonzero(bad)
-        losses = history.losses[self.ok_rows]
-        # Ranks of OK rows by loss (ties: the earlier trial first).
-        ok_order = self.ok_rows[np.argsort(losses, kind="stable")]
-        self.ok_order = ok_order
-        self.rank = np.full(len(history), len(history), dtype=np.int64)
-        self.rank[ok_order] = np.arange(len(ok_order))
+        self.losses = history.losses
         n_global = len(self.ok_rows)
         if not tpe.multivariate:
             n_global += int(np.count_nonzero(states == _FAIL))
         self.global_below = tpe.n_below(n_global)
+        # Hyperopt's split is global: the best global_below OK rows.
+        self.global_best = np.zeros(len(history), dtype=bool)
+        if not tpe.multivariate:
+            self.global_best[self.ok_rows] = _smallest(self.losses[self.ok_rows], self.global_below)
         values = history.values
         self.active = [~np.isnan(values[g.first]) for g in self.groups]
         # Unit columns are kept axis-major (Fortran order): per-axis constants then
@@ -398,19 +397,13 @@ class _Proposer:
         active = self.active[index]
         ok_active = self.ok_rows[active[self.ok_rows]]
         if self.tpe.multivariate:
-            if len(ok_active) == len(self.ok_order):
-                ranked = self.ok_order
-            else:
-                ranked = ok_active[np.argsort(self.rank[ok_active])]
-            cut = self.tpe.n_below(len(ranked))
-            below = np.sort(ranked[:cut])
-            above = ranked[cut:]
+            good = _smallest(self.losses[ok_active], self.tpe.n_below(len(ok_active)))
         else:
-            good = self.rank[ok_active] < self.global_below
-            below = ok_active[good]
-            above = ok_active[~good]
+            good = self.global_best[ok_active]
+        below = ok_active[good]
+        above = ok_active[~good]
         bad = self.bad_rows[active[self.bad_rows]]
-        return below, np.sort(np.concatenate([above, bad]))
+        return below, np.sort(np.concatenate([above, bad])) if len(bad) else above
 
     def _observations(
         self, index: int, rows: np.ndarray, with_extra: bool
@@ -626,6 +619,26 @@ class _Proposer:
             assignment[spec.label] = code + spec.dist.offset
         unit = axes.to_unit(raw[best : best + 1])[0]
         return unit, codes
+
+
+def _smallest(losses: np.ndarray, count: int) -> np.ndarray:
+    """Mask of the ``count`` smallest ``losses``; ties (and NaNs, last) by position.
+
+    The same rows as the first ``count`` of a stable argsort, found in linear time.
+    """
+    if count >= len(losses):
+        return np.ones(len(losses), dtype=bool)
+    if count <= 0:
+        return np.zeros(len(losses), dtype=bool)
+    threshold = np.partition(losses, count - 1)[count - 1]
+    if np.isnan(threshold):
+        chosen = ~np.isnan(losses)
+        ties = np.flatnonzero(~chosen)
+    else:
+        chosen = losses < threshold
+        ties = np.flatnonzero(losses == threshold)
+    chosen[ties[: count - int(np.count_nonzero(chosen))]] = True
+    return chosen
 
 
 # Categorical parameters with more categories than this (a randint over seeds, say) are
