@@ -631,6 +631,7 @@ def _smallest(losses: np.ndarray, count: int) -> np.ndarray:
     if count <= 0:
         return np.zeros(len(losses), dtype=bool)
     threshold = np.partition(losses, count - 1)[count - 1]
+    chosen: np.ndarray
     if np.isnan(threshold):
         chosen = ~np.isnan(losses)
         ties = np.flatnonzero(~chosen)
