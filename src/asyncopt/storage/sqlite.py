@@ -141,6 +141,10 @@ _SQL_INSERT_TRIAL = (
     "lease_expires_at, worker, seed, retry_of, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SQL_LAST_SEQ = f"SELECT {_LAST_SEQ}"
+_SQL_SINCE = (
+    f"SELECT {_COLUMNS} FROM asyncopt_trials INDEXED BY asyncopt_trials_by_seq "
+    f"WHERE study_id = {_STUDY_ID} AND seq > ? ORDER BY seq"
+)
 
 
 # -- values in and out -------------------------------------------------------------------
@@ -600,6 +604,21 @@ class _Ops:
         result: str | None,
         error: str | None,
     ) -> Trial:
+        return self.finish_and_read(conn, study, tid, worker, state, loss, result, error, None)[0]
+
+    def finish_and_read(
+        self,
+        conn: sqlite3.Connection,
+        study: str,
+        tid: int,
+        worker: str,
+        state: TrialState,
+        loss: float | None,
+        result: str | None,
+        error: str | None,
+        since: int | None,
+    ) -> tuple[Trial, list[Trial]]:
+        """Finish the trial and, with ``since``, read the changes after it: one transaction."""
         with _write(conn):
             row = conn.execute(_SQL_STUDY_TRIAL, (tid, study)).fetchone()
             if row is None:
@@ -624,7 +643,9 @@ class _Ops:
                 "WHERE study_id = ? AND tid = ?",
                 (state, _loss_in(loss), result, error, now, seq, study_id, tid),
             )
-        return Trial(
+            # Rows are turned into trials after the commit, outside the write lock.
+            rows = [] if since is None else conn.execute(_SQL_SINCE, (study, since)).fetchall()
+        finished = Trial(
             study=study,
             tid=tid,
             state=state,
@@ -641,6 +662,7 @@ class _Ops:
             retry_of=trial.retry_of,
             seq=seq,
         )
+        return finished, [_trial(study, row) for row in rows]
 
     def renew_leases(
         self, conn: sqlite3.Connection, study: str, tids: list[int], worker: str, lease: float
@@ -750,12 +772,7 @@ class _Ops:
         return _trial(study, row)
 
     def trials_since(self, conn: sqlite3.Connection, study: str, seq: int) -> list[Trial]:
-        rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM asyncopt_trials INDEXED BY asyncopt_trials_by_seq "
-            f"WHERE study_id = {_STUDY_ID} "
-            "AND seq > ? ORDER BY seq",
-            (study, seq),
-        ).fetchall()
+        rows = conn.execute(_SQL_SINCE, (study, seq)).fetchall()
         if not rows:
             self._check_study(conn, study)
         return [_trial(study, row) for row in rows]
@@ -905,15 +922,15 @@ class SQLiteStorage(StorageContext):
                 await runner.close()
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` as one transaction (retried while the database is busy)."""
-        path, timeout = self._path, self._timeout
-        return await self._call_raw(lambda conn: _run(conn, fn, path, timeout))
-
-    async def _call_raw(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         runner = self._runner
         if runner is None:
             raise StorageError(f"{self._url} is not open; use `async with` or `await open()`")
-        # Each call is whole transactions; let it finish so its outcome is never lost to a
+        path, timeout = self._path, self._timeout
+
+        def operation(conn: sqlite3.Connection) -> T:
+            return _run(conn, fn, path, timeout)
+
+        # Each call is one transaction; let it finish so its outcome is never lost to a
         # cancellation (the cancellation is delivered at the caller's next checkpoint).
         with anyio.CancelScope(shield=True):
             result = await runner.call(operation)
@@ -1013,25 +1030,16 @@ class SQLiteStorage(StorageContext):
         result: Mapping[str, Any] | None = None,
         error: str | None = None,
     ) -> tuple[Trial, list[Trial]]:
-        """`finish_trial` then `trials_since(study, since)` in one trip to the connection."""
+        """`finish_trial` then `trials_since(study, since)` in one transaction."""
         state = TrialState(state)
         if not state.is_finished:
             raise TrialStateError(f"cannot finish a trial as {state.name}")
         text = None if result is None else _dumps(dict(result), "result")
-        ops, path, timeout = self._ops, self._path, self._timeout
-
-        def both(conn: sqlite3.Connection) -> tuple[Trial, list[Trial]]:
-            # Two transactions: the read does not hold the write lock, and a busy retry
-            # of the read never repeats the finish.
-            trial = _run(
-                conn,
-                lambda c: ops.finish_trial(c, study, tid, worker, state, loss, text, error),
-                path,
-                timeout,
+        return await self._call(
+            lambda c: self._ops.finish_and_read(
+                c, study, tid, worker, state, loss, text, error, since
             )
-            return trial, _run(conn, lambda c: ops.trials_since(c, study, since), path, timeout)
-
-        return await self._call_raw(both)
+        )
 
     async def renew_leases(
         self, study: str, tids: Sequence[int], *, worker: str, lease: float
