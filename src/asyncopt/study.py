@@ -143,7 +143,7 @@ class Study:
         self._ask_lock = anyio.Lock(fast_acquire=True)
         self._rng = np.random.Generator(np.random.PCG64(0))
         self._view_was_stale = False
-        self._read_by_finish = False
+        self._reads_by_finish = 0
         self._suggest_in_thread = False
         self._best: Trial | None = None
         self._counts = dict.fromkeys(TrialState, 0)
@@ -258,10 +258,10 @@ class Study:
         budgeted trials. ``trial.params`` is the evaluated space.
         """
         async with self._ask_lock:
-            if self._read_by_finish:
-                # A finish just read every change (in the same round trip): as fresh as
-                # a read here would be.
-                self._read_by_finish = False
+            if self._reads_by_finish:
+                # A finish just read every change (in its own round trip): as fresh as a
+                # read here would be. Each such read serves one ask.
+                self._reads_by_finish -= 1
             else:
                 await self.refresh()
             if self._counts[TrialState.QUEUED]:
@@ -369,7 +369,7 @@ class Study:
                     error=outcome.error,
                 )
                 self._read(changed)
-                self._read_by_finish = True
+                self._reads_by_finish += 1
         finally:
             if outcome.state.is_finished:
                 self._held.discard(tid)
