@@ -595,21 +595,21 @@ class ProductMixture:
             total[...] = self.log_weights
         few = k <= _FEW_KERNELS or grid.size >= 8
         if cells is not None and grid.size and few and k <= 512:
-            # Few kernels: every grid axis in one (points, kernels, axes) block, both cell
-            # ends in one pass.
-            mus = self.mus[:, grid]
-            sigmas = self.sigmas[:, grid]
-            ends = np.stack([cells[0][:, None, grid], cells[1][:, None, grid]])
+            # Few kernels: every grid axis in one (ends, axes, points, kernels) block, the
+            # kernels innermost (a short innermost axis would make every operation crawl).
+            mus = self.mus[:, grid].T[:, None, :]
+            sigmas = self.sigmas[:, grid].T[:, None, :]
+            ends = np.stack([cells[0][:, grid].T, cells[1][:, grid].T])[..., None]
             cdf = special.ndtr((ends - mus) / sigmas)
             mass = cdf[1] - cdf[0]
-            log_mass = np.log(np.maximum(mass, 1e-300), out=mass)
-            log_mass -= self._masses()[:, grid]
-            total += log_mass.sum(axis=2)
+            log_mass = np.log(np.maximum(mass, 1e-300, out=mass), out=mass)
+            log_mass -= self._masses()[:, grid].T[:, None, :]
+            total += _axis_sum(log_mass)
         elif cells is not None and grid.size and k <= 512:
             # Summed as the block above would be (the same numbers, in the same order: a
             # sum of fewer than 8 terms runs from first to last).
             tables = [self._cell_log_mass(cells[0][:, d], cells[1][:, d], int(d)) for d in grid]
-            total += tables[0] if len(tables) == 1 else np.stack(tables, axis=2).sum(axis=2)
+            total += tables[0] if len(tables) == 1 else _axis_sum(np.stack(tables))
         elif cells is not None:
             gathered = _scratch("gathered", (m, k))
             for d in grid:
@@ -626,7 +626,9 @@ class ProductMixture:
                 log_rows = np.log(np.maximum(table[:, categories[:, j]].T, 1e-300))
                 total += np.take(log_rows, codes, axis=1, out=gathered, mode="clip")
         if split is not None:
-            return _logsumexp(total[:, :split], axis=1), _logsumexp(total[:, split:], axis=1)
+            if total.size > 20_000 or not 0 < split < k:
+                return _logsumexp(total[:, :split], axis=1), _logsumexp(total[:, split:], axis=1)
+            return _split_logsumexp(total, split)
         return _logsumexp(total, axis=1)
 
     def _cell_log_mass(
@@ -650,6 +652,29 @@ class ProductMixture:
             gathered: np.ndarray = np.take(table, inverse, axis=1, out=out, mode="clip")
             return gathered
         return table
+
+
+def _axis_sum(terms: np.ndarray) -> np.ndarray:
+    # The sum over the first axis, in exactly the order numpy sums a contiguous last axis
+    # (pairwise, in blocks of 8), so that a result does not depend on the layout chosen.
+    n = len(terms)
+    if n < 8:
+        summed: np.ndarray = terms.sum(axis=0)
+        return summed
+    if n > 128:
+        half = n // 2
+        half -= half % 8
+        return _axis_sum(terms[:half]) + _axis_sum(terms[half:])
+    blocks = terms[:8].copy()
+    end = n - n % 8
+    for i in range(8, end, 8):
+        blocks += terms[i : i + 8]
+    result = ((blocks[0] + blocks[1]) + (blocks[2] + blocks[3])) + (
+        (blocks[4] + blocks[5]) + (blocks[6] + blocks[7])
+    )
+    for i in range(end, n):
+        result += terms[i]
+    return result
 
 
 def _joined_tables(
@@ -729,11 +754,18 @@ def _cell_log_masses(mu: np.ndarray, sigma: np.ndarray, a: np.ndarray, b: np.nda
     # Log mass (floored at 1e-300) of kernels (mu, sigma) in the cells [a, b] of one axis,
     # shape (cells, kernels). Candidates share cells and neighbouring cells share an end:
     # the normal CDF is computed once per distinct end.
-    ends, where = np.unique(np.concatenate([a, b]), return_inverse=True)
-    cdf = special.ndtr((ends[:, None] - mu) / sigma)
-    where = where.reshape(-1)
+    # (np.unique costs more than this whole function on a few dozen ends.)
+    both = np.concatenate([a, b])
+    order = np.argsort(both)
+    ordered = both[order]
+    new = np.empty(len(both), dtype=bool)
+    new[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    where = np.empty(len(both), dtype=np.intp)
+    where[order] = np.cumsum(new) - 1
+    cdf = special.ndtr((ordered[new][:, None] - mu) / sigma)
     mass = cdf[where[len(a) :]] - cdf[where[: len(a)]]
-    return np.log(np.maximum(mass, 1e-300), out=mass)
+    return np.log(np.maximum(mass, 1e-300, out=mass), out=mass)
 
 
 def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -870,6 +902,28 @@ def _columns(quantized: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 _COLUMNS: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _split_logsumexp(values: np.ndarray, split: int) -> tuple[np.ndarray, np.ndarray]:
+    # `_logsumexp` over axis 1 of values[:, :split] and of values[:, split:] (the same
+    # numbers), with one call per step for both (small arrays: the calls are the cost).
+    m = len(values)
+    first, second = values[:, :split], values[:, split:]
+    peak = np.empty((2, m, 1))
+    np.maximum.reduce(first, axis=1, out=peak[0, :, 0])
+    np.maximum.reduce(second, axis=1, out=peak[1, :, 0])
+    if not np.isfinite(peak).all():
+        peak = np.where(np.isfinite(peak), peak, 0.0)
+    shifted = np.empty_like(values)
+    np.subtract(first, peak[0], out=shifted[:, :split])
+    np.subtract(second, peak[1], out=shifted[:, split:])
+    np.exp(shifted, out=shifted)
+    summed = np.empty((2, m))
+    np.add.reduce(shifted[:, :split], axis=1, out=summed[0])
+    np.add.reduce(shifted[:, split:], axis=1, out=summed[1])
+    result = np.log(summed, out=summed)
+    result += peak[:, :, 0]
+    return result[0], result[1]
 
 
 def _logsumexp(values: np.ndarray, axis: int | None = None) -> np.ndarray:
