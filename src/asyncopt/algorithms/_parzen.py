@@ -664,12 +664,13 @@ def _axis_sum(terms: np.ndarray) -> np.ndarray:
     if n > 128:
         half = n // 2
         half -= half % 8
-        return _axis_sum(terms[:half]) + _axis_sum(terms[half:])
+        halves: np.ndarray = _axis_sum(terms[:half]) + _axis_sum(terms[half:])
+        return halves
     blocks = terms[:8].copy()
     end = n - n % 8
     for i in range(8, end, 8):
         blocks += terms[i : i + 8]
-    result = ((blocks[0] + blocks[1]) + (blocks[2] + blocks[3])) + (
+    result: np.ndarray = ((blocks[0] + blocks[1]) + (blocks[2] + blocks[3])) + (
         (blocks[4] + blocks[5]) + (blocks[6] + blocks[7])
     )
     for i in range(end, n):
