@@ -153,7 +153,7 @@ def _neighbour_gaps(points: np.ndarray) -> np.ndarray:
     # cheaper than 2-D fancy indexing. The sorted values are then overwritten in place
     # by the widths.
     order = _row_order(rows)
-    order += (np.arange(d, dtype=order.dtype) * n)[:, None]
+    order += np.arange(0, d * n, n, dtype=order.dtype)[:, None]
     widths = np.take(rows.ravel(), order)
     gaps = widths[:, 1:] - widths[:, :-1]
     np.abs(gaps, out=gaps)
@@ -430,6 +430,7 @@ class ProductMixture:
     """
 
     __slots__ = (
+        "_bounds",
         "cumulative",
         "highs",
         "log_mass",
@@ -457,6 +458,7 @@ class ProductMixture:
         self.sigmas = np.maximum(sigmas, _MIN_SIGMA)
         self.lows = lows
         self.highs = highs
+        self._bounds = np.stack([lows, highs])[:, None, :]
         self.quantized = quantized
         # Each table as (rows, codes): kernel k's probabilities are rows[codes[k]]
         # (codes None: rows[k]); see `categorical_rows`.
@@ -496,6 +498,7 @@ class ProductMixture:
         both.mus = np.concatenate([self.mus, other.mus])
         both.sigmas = np.concatenate([self.sigmas, other.sigmas])
         both.lows, both.highs, both.quantized = self.lows, self.highs, self.quantized
+        both._bounds = self._bounds
         both.tables = tuple(
             _joined_tables(mine, theirs) for mine, theirs in zip(self.tables, other.tables)
         )
@@ -517,8 +520,7 @@ class ProductMixture:
         if dn:
             mus = self.mus[kernel]
             sigmas = self.sigmas[kernel]
-            lo = special.ndtr((self.lows - mus) / sigmas)
-            hi = special.ndtr((self.highs - mus) / sigmas)
+            lo, hi = special.ndtr((self._bounds - mus) / sigmas)
             u = lo + rng.random((m, dn)) * (hi - lo)
             u = np.minimum(np.maximum(u, 1e-300), 1.0 - 1e-16)
             points = mus + sigmas * special.ndtri(u)
