@@ -154,7 +154,7 @@ def _neighbour_gaps(points: np.ndarray) -> np.ndarray:
     # by the widths.
     order = _row_order(rows)
     order += np.arange(0, d * n, n, dtype=order.dtype)[:, None]
-    widths = np.take(rows.ravel(), order)
+    widths = rows.ravel().take(order)
     gaps = widths[:, 1:] - widths[:, :-1]
     np.abs(gaps, out=gaps)
     np.maximum(gaps[:, :-1], gaps[:, 1:], out=widths[:, 1:-1])
@@ -175,7 +175,7 @@ def _row_order(rows: np.ndarray) -> np.ndarray:
     # values closer than 2**-45 of the row's span may come out in index order instead.
     n = rows.shape[1]
     if n < 256 or n >= 1 << _INDEX_BITS:
-        order: np.ndarray = np.argsort(rows, axis=1)
+        order: np.ndarray = rows.argsort(axis=1)
         return order
     low = rows.min(axis=1, keepdims=True)
     span = rows.max(axis=1, keepdims=True) - low
@@ -458,7 +458,7 @@ class ProductMixture:
         self.sigmas = np.maximum(sigmas, _MIN_SIGMA)
         self.lows = lows
         self.highs = highs
-        self._bounds = np.stack([lows, highs])[:, None, :]
+        self._bounds = np.concatenate((lows, highs)).reshape(2, 1, -1)
         self.quantized = quantized
         # Each table as (rows, codes): kernel k's probabilities are rows[codes[k]]
         # (codes None: rows[k]); see `categorical_rows`.
@@ -513,8 +513,8 @@ class ProductMixture:
         """``m`` draws: unit-axis points ``(m, Dn)`` and category indices ``(m, Dc)``."""
         cumulative = self.cumulative
         if cumulative is None:
-            cumulative = np.cumsum(np.exp(self.log_weights))
-        kernel = np.searchsorted(cumulative, rng.random(m) * cumulative[-1], side="right")
+            cumulative = np.exp(self.log_weights).cumsum()
+        kernel = cumulative.searchsorted(rng.random(m) * cumulative[-1], side="right")
         kernel = np.minimum(kernel, self.n_kernels - 1)
         dn = self.mus.shape[1]
         if dn:
@@ -601,7 +601,8 @@ class ProductMixture:
             # kernels innermost (a short innermost axis would make every operation crawl).
             mus = self.mus[:, grid].T[:, None, :]
             sigmas = self.sigmas[:, grid].T[:, None, :]
-            ends = np.stack([cells[0][:, grid].T, cells[1][:, grid].T])[..., None]
+            ends = np.concatenate((cells[0][:, grid].T, cells[1][:, grid].T))
+            ends = ends.reshape(2, len(grid), m, 1)
             cdf = special.ndtr((ends - mus) / sigmas)
             mass = cdf[1] - cdf[0]
             log_mass = np.log(np.maximum(mass, 1e-300, out=mass), out=mass)
@@ -622,11 +623,11 @@ class ProductMixture:
                 log_table = _scratch("log_table", (table.shape[1], k))
                 np.maximum(table.T, 1e-300, out=log_table)
                 np.log(log_table, out=log_table)
-                total += np.take(log_table, categories[:, j], axis=0, out=gathered)
+                total += log_table.take(categories[:, j], axis=0, out=gathered)
             else:
                 # One logarithm per distinct row; (points, rows), then spread to kernels.
                 log_rows = np.log(np.maximum(table[:, categories[:, j]].T, 1e-300))
-                total += np.take(log_rows, codes, axis=1, out=gathered, mode="clip")
+                total += log_rows.take(codes, axis=1, out=gathered, mode="clip")
         if split is not None:
             if total.size > 20_000 or not 0 < split < k:
                 return _logsumexp(total[:, :split], axis=1), _logsumexp(total[:, split:], axis=1)
@@ -651,7 +652,7 @@ class ProductMixture:
         table -= log_mass
         if inverse is not None:
             # Indices from `_distinct_kernels` are in range: clip mode skips the checks.
-            gathered: np.ndarray = np.take(table, inverse, axis=1, out=out, mode="clip")
+            gathered: np.ndarray = table.take(inverse, axis=1, out=out, mode="clip")
             return gathered
         return table
 
@@ -704,7 +705,7 @@ def _normalized_log_weights(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray
     if found is None:
         log_w = np.log(np.maximum(weights, 1e-300))
         log_w -= _logsumexp(log_w)
-        found = (log_w, np.cumsum(np.exp(log_w)))
+        found = (log_w, np.exp(log_w).cumsum())
         if key is not None:
             if len(_LOG_WEIGHTS) > 256:
                 _LOG_WEIGHTS.clear()
@@ -742,7 +743,7 @@ def _distinct_kernels(
         new = np.empty(n, dtype=bool)
         new[0] = True
         np.not_equal(keys[1:], keys[:-1], out=new[1:])
-        group = np.cumsum(new) - 1
+        group = new.cumsum() - 1
         first = order[new]
         held = first[group]
         if np.array_equal(mu[order], mu[held]) and np.array_equal(sigma[order], sigma[held]):
@@ -759,13 +760,13 @@ def _cell_log_masses(mu: np.ndarray, sigma: np.ndarray, a: np.ndarray, b: np.nda
     # the normal CDF is computed once per distinct end.
     # (np.unique costs more than this whole function on a few dozen ends.)
     both = np.concatenate([a, b])
-    order = np.argsort(both)
+    order = both.argsort()
     ordered = both[order]
     new = np.empty(len(both), dtype=bool)
     new[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
     where = np.empty(len(both), dtype=np.intp)
-    where[order] = np.cumsum(new) - 1
+    where[order] = new.cumsum() - 1
     cdf = special.ndtr((ordered[new][:, None] - mu) / sigma)
     mass = cdf[where[len(a) :]] - cdf[where[: len(a)]]
     return np.log(np.maximum(mass, 1e-300, out=mass), out=mass)
