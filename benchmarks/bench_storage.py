@@ -95,7 +95,7 @@ def asyncopt_single(url: str, trials: int, algo: Any) -> float:
 def _asyncopt_process(url: str, trials: int, barrier: Any, out: Any) -> None:
     async def run() -> None:
         barrier.wait()
-        started = time.time()
+        started, cpu = time.time(), time.process_time()
         await ao.minimize(
             waits_20ms,
             SPACE,
@@ -106,12 +106,12 @@ def _asyncopt_process(url: str, trials: int, barrier: Any, out: Any) -> None:
             study="bench",
             seed=1,
         )
-        out.put((started, time.time(), None))
+        out.put((started, time.time(), None, time.process_time() - cpu))
 
     try:
         anyio.run(run)
     except Exception as exc:
-        out.put((0.0, 0.0, f"{type(exc).__name__}: {exc}"))
+        out.put((0.0, 0.0, f"{type(exc).__name__}: {exc}", 0.0))
 
 
 async def _check_study(url: str, trials: int) -> None:
@@ -121,8 +121,12 @@ async def _check_study(url: str, trials: int) -> None:
     assert all(t.state is TrialState.OK for t in stored)
 
 
-def run_processes(target: Any, args: tuple[Any, ...]) -> tuple[float, list[str]]:
-    """Start PROCESSES processes released together; the wall time of the slowest, errors."""
+def run_processes(target: Any, args: tuple[Any, ...]) -> tuple[float, list[str], float]:
+    """Start PROCESSES processes released together.
+
+    Returns the wall time of the slowest, the errors, and the CPU seconds the processes
+    spent between the release and their end (all their threads).
+    """
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(PROCESSES)
     out = context.Queue()
@@ -134,16 +138,17 @@ def run_processes(target: Any, args: tuple[Any, ...]) -> tuple[float, list[str]]
     reports = [out.get(timeout=900) for _ in processes]
     for process in processes:
         process.join()
-    errors = [error for _, _, error in reports if error]
-    spans = [(start, end) for start, end, error in reports if not error]
+    errors = [error for _, _, error, _ in reports if error]
+    spans = [(start, end) for start, end, error, _ in reports if not error]
     wall = max(end for _, end in spans) - min(start for start, _ in spans) if spans else 0.0
-    return wall, errors
+    return wall, errors, sum(cpu for *_, cpu in reports)
 
 
-def asyncopt_parallel(url: str, trials: int) -> tuple[float, list[str]]:
-    wall, errors = run_processes(_asyncopt_process, (url, trials))
+def asyncopt_parallel(url: str, trials: int) -> tuple[float, list[str], float]:
+    """Trials per second, errors, and CPU milliseconds per trial of all processes."""
+    wall, errors, cpu = run_processes(_asyncopt_process, (url, trials))
     anyio.run(_check_study, url, trials)
-    return trials / wall, errors
+    return trials / wall, errors, cpu / trials * 1e3
 
 
 # -- optuna ----------------------------------------------------------------------------------
@@ -172,21 +177,22 @@ def _optuna_process(url: str, trials: int, barrier: Any, out: Any) -> None:
     import optuna
 
     barrier.wait()
-    started = time.time()
+    started, cpu = time.time(), time.process_time()
     try:
         study = _optuna_study(url, optuna.samplers.RandomSampler(), create=False)
         study.optimize(optuna_waits_20ms, n_trials=trials, n_jobs=CONCURRENCY)
     except Exception as exc:
-        out.put((started, time.time(), f"{type(exc).__name__}: {str(exc)[:120]}"))
+        error = f"{type(exc).__name__}: {str(exc)[:120]}"
+        out.put((started, time.time(), error, time.process_time() - cpu))
         return
-    out.put((started, time.time(), None))
+    out.put((started, time.time(), None, time.process_time() - cpu))
 
 
 def optuna_parallel(url: str, trials: int) -> tuple[float, list[str]]:
     import optuna
 
     _optuna_study(url, optuna.samplers.RandomSampler(), create=True)
-    wall, errors = run_processes(_optuna_process, (url, trials // PROCESSES))
+    wall, errors, _ = run_processes(_optuna_process, (url, trials // PROCESSES))
     study = _optuna_study(url, optuna.samplers.RandomSampler(), create=False)
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     return (done / wall if wall else 0.0), errors
@@ -221,7 +227,7 @@ def main() -> None:
             theirs = optuna_single(fresh(), options.optuna_trials, tpe=tpe)
             rows.append((name, rate, in_memory, theirs, target))
             print(rows[-1], flush=True)
-        rate, errors = asyncopt_parallel(fresh(), options.parallel_trials)
+        rate, errors, cpu_per_trial = asyncopt_parallel(fresh(), options.parallel_trials)
         assert not errors, errors
         theirs, their_errors = optuna_parallel(fresh(), options.optuna_trials * PROCESSES)
         rows.append(
@@ -260,15 +266,17 @@ def main() -> None:
         f"every trial OK; the ideal is every one of the {PROCESSES * CONCURRENCY} slots busy",
         "all the time.",
         "",
-        "Where the time goes: a trial is three storage calls (read the changes, create,",
-        "finish), each one hand-off to the connection's thread and back, because no SQLite",
-        "call may block the event loop. On this shared 2-core virtual machine a hand-off",
-        "costs about 60-100 µs of CPU (thread wake-ups and the GIL passing between the two",
-        "threads: about 13 context switches per trial), as much as the SQL itself (about",
-        "250 µs of CPU per trial for two write transactions and one read); with four",
-        "processes on two cores, that CPU is what limits the multi-process row. The machine",
-        f"was shared with other jobs during the run (load average {load}), which slows",
-        "every column alike.",
+        "Where the time goes: a trial is two write transactions (create it; record the",
+        "result and read the other workers' changes in the same transaction), each one",
+        "hand-off to the connection's thread and back, because no SQLite call may block the",
+        "event loop. On this shared 2-core virtual machine a hand-off costs about 60-100 µs",
+        "of CPU (thread wake-ups and the GIL passing between the two threads), about as",
+        "much as the SQL of a transaction; with four processes on two cores, CPU is what",
+        "limits the multi-process row. In this run the four processes together spent",
+        f"{cpu_per_trial:.2f} ms of CPU per trial (SQL thread and event loop), so even two",
+        f"cores free of anything else would top out near {2000 / cpu_per_trial:,.0f} trials/s.",
+        f"The machine was shared with other jobs during the run (load average {load}),",
+        "which slows every column alike.",
     ]
     markdown = "\n".join(lines)
     print(markdown)
