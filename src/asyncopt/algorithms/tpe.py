@@ -332,7 +332,7 @@ class _Proposer:
         # Unit columns are kept axis-major (Fortran order): per-axis constants then
         # broadcast along contiguous memory, several times faster on long histories.
         self.units = [
-            g.axes.to_unit(np.stack([values[s.label] for s in g.numeric]).T)
+            g.axes.to_unit(np.array([values[s.label] for s in g.numeric]).T)
             if g.numeric
             else np.empty((len(history), 0))
             for g in self.groups
@@ -475,7 +475,7 @@ class _Proposer:
         self, index: int, rows: np.ndarray, with_extra: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Unit rows, category rows and which rows are lies (pending trials)."""
-        numeric = np.take(self.units[index].T, rows, axis=1).T
+        numeric = self.units[index].T.take(rows, axis=1).T
         categorical = self.indices[index][rows]
         lied = self.lies[rows]
         if with_extra and self.extra[index]:
@@ -696,8 +696,13 @@ def _smallest(losses: np.ndarray, count: int) -> np.ndarray:
         return np.ones(len(losses), dtype=bool)
     if count <= 0:
         return np.zeros(len(losses), dtype=bool)
-    threshold = np.partition(losses, count - 1)[count - 1]
     chosen: np.ndarray
+    if len(losses) <= 2048:
+        # Short: a stable sort costs less than the partition's extra steps.
+        chosen = np.zeros(len(losses), dtype=bool)
+        chosen[np.argsort(losses, kind="stable")[:count]] = True
+        return chosen
+    threshold = np.partition(losses, count - 1)[count - 1]
     if np.isnan(threshold):
         chosen = ~np.isnan(losses)
         ties = np.flatnonzero(~chosen)
