@@ -1,0 +1,143 @@
+"""The fast paths of the Parzen estimators give exactly what the plain computations give."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from asyncopt import hp
+from asyncopt.algorithms import _parzen
+from asyncopt.algorithms._parzen import (
+    Axes,
+    ProductMixture,
+    categorical_kernels,
+    categorical_rows,
+    gap_bandwidths,
+)
+from asyncopt.algorithms.tpe import _smallest
+from asyncopt.space.compile import compile_space
+
+
+def _grid_kernels(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    # Kernels on a grid axis: few distinct centres, widths mostly at one floor.
+    rng = np.random.default_rng(seed)
+    mu = rng.integers(0, 20, n) / 20.0
+    sigma = np.where(rng.random(n) < 0.8, 0.05, rng.random(n))
+    return mu, sigma
+
+
+@pytest.mark.parametrize("n", [1, 2, 200, 5000])
+def test_distinct_kernels_match_a_lexicographic_unique(n: int) -> None:
+    mu, sigma = _grid_kernels(n, n)
+    unique = np.unique(mu + 1j * sigma)
+    d_mu, d_sigma, d_first, d_inverse = _parzen._distinct_kernels(mu, sigma)
+    assert len(d_mu) == len(unique)
+    # The same partition of the kernels, each group holding one (mu, sigma) pair.
+    assert np.array_equal(d_mu[d_inverse], mu)
+    assert np.array_equal(d_sigma[d_inverse], sigma)
+    assert np.array_equal(mu[d_first], d_mu)
+    assert np.array_equal(sigma[d_first], d_sigma)
+    assert len(np.unique(d_inverse)) == len(unique)
+
+
+def test_distinct_kernels_fall_back_when_hashes_collide(monkeypatch: pytest.MonkeyPatch) -> None:
+    mu, sigma = _grid_kernels(300, 1)
+    # Every pair hashes to one value: the check must notice and take the exact way.
+    monkeypatch.setattr(_parzen, "_HASH_MU", 0)
+    monkeypatch.setattr(_parzen, "_HASH_SIGMA", 0)
+    d_mu, d_sigma, _, d_inverse = _parzen._distinct_kernels(mu, sigma)
+    assert len(d_mu) == len(np.unique(mu + 1j * sigma))
+    assert np.array_equal(d_mu[d_inverse], mu)
+    assert np.array_equal(d_sigma[d_inverse], sigma)
+
+
+@pytest.mark.parametrize("g", [1, 2, 3, 7, 8, 9, 16, 17, 129, 300])
+def test_axis_sum_adds_in_numpys_order(g: int) -> None:
+    rng = np.random.default_rng(g)
+    terms = rng.normal(size=(g, 5, 7)) * 10.0 ** rng.uniform(-8, 8, size=(g, 5, 7))
+    expected = np.ascontiguousarray(np.moveaxis(terms, 0, -1)).sum(axis=-1)
+    assert np.array_equal(_parzen._axis_sum(terms), expected)
+
+
+@pytest.mark.parametrize("rule", ["optuna", "hyperopt"])
+@pytest.mark.parametrize(("n", "size"), [(0, 3), (2, 5), (40, 5), (300, 64), (10, 100)])
+def test_categorical_rows_factor_the_kernel_table(rule: str, n: int, size: int) -> None:
+    rng = np.random.default_rng(n + size)
+    prior = rng.random(size)
+    prior /= prior.sum()
+    observed = rng.integers(0, size, n)
+    table = categorical_kernels(observed, prior, prior_weight=1.0, rule=rule)
+    rows, codes = categorical_rows(observed, prior, prior_weight=1.0, rule=rule)
+    assert np.array_equal(rows if codes is None else rows[codes], table)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 100, 3000])
+def test_smallest_is_the_head_of_a_stable_sort(n: int) -> None:
+    rng = np.random.default_rng(n)
+    losses = rng.integers(0, 4, n).astype(float)
+    losses[rng.random(n) < 0.2] = np.nan
+    losses[rng.random(n) < 0.1] = -0.0
+    for count in {0, 1, n // 3, n - 1, n, n + 1}:
+        expected = np.zeros(n, dtype=bool)
+        expected[np.argsort(losses, kind="stable")[: max(count, 0)]] = True
+        assert np.array_equal(_smallest(losses, count), expected)
+
+
+def _mixed_mixtures(n_below: int, n_above: int) -> tuple[ProductMixture, ProductMixture, Axes]:
+    space = compile_space(
+        {
+            "u": hp.uniform("u", -5, 5),
+            "l": hp.loguniform("l", -8, 0),
+            "i": hp.uniformint("i", 1, 30),
+            "q": hp.quniform("q", 0, 10, 0.5),
+            "c": hp.choice("c", list(range(4))),
+        }
+    )
+    numeric = [s.dist for s in space.params if not s.dist.is_categorical]
+    axes = Axes(numeric)
+    rng = np.random.default_rng(n_below * 1000 + n_above)
+
+    def build(n: int) -> ProductMixture:
+        raw = axes.from_unit(rng.random((n, len(axes))))
+        mus = np.asfortranarray(axes.to_unit(raw))
+        sigmas = gap_bandwidths(
+            mus, prior_mu=axes.prior_mu, low=axes.low, high=axes.high, rule="optuna"
+        )
+        prior = np.full(4, 0.25)
+        table = categorical_rows(rng.integers(0, 4, n), prior, prior_weight=1.0, rule="optuna")
+        return ProductMixture(
+            np.append(rng.uniform(0.2, 1.0, n), 1.0),
+            np.concatenate([mus, axes.prior_mu[None, :]]),
+            np.concatenate([sigmas, np.ones((1, len(axes)))]),
+            axes.low,
+            axes.high,
+            axes.quantized,
+            [table],
+        )
+
+    return build(n_below), build(n_above), axes
+
+
+@pytest.mark.parametrize(("n_below", "n_above"), [(5, 40), (10, 300), (25, 3000)])
+def test_log_ratio_is_the_difference_of_the_two_densities(n_below: int, n_above: int) -> None:
+    below, above, axes = _mixed_mixtures(n_below, n_above)
+    points, categories = below.sample(np.random.default_rng(0), 24)
+    raw = axes.from_unit(points)
+    cells = axes.cells(raw)
+    with np.errstate(all="ignore"):
+        ratio = below.log_ratio(above, points, cells, categories)
+        apart = below.log_pdf(points, cells, categories) - above.log_pdf(points, cells, categories)
+    assert np.all(np.isfinite(ratio))
+    assert ratio == pytest.approx(apart, rel=1e-9, abs=1e-9)
+
+
+def test_reused_buffers_do_not_leak_between_evaluations() -> None:
+    small_below, small_above, axes = _mixed_mixtures(5, 40)
+    big_below, big_above, _ = _mixed_mixtures(25, 3000)
+    points, categories = small_below.sample(np.random.default_rng(1), 24)
+    cells = axes.cells(axes.from_unit(points))
+    with np.errstate(all="ignore"):
+        first = small_below.log_ratio(small_above, points, cells, categories)
+        big_below.log_ratio(big_above, points, cells, categories)
+        again = small_below.log_ratio(small_above, points, cells, categories)
+    assert np.array_equal(first, again)
