@@ -20,14 +20,13 @@ from asyncopt.storage.base import Trial, TrialState
 __all__ = ["History", "HistoryBuilder"]
 
 
-def _viewed(array: np.ndarray) -> bool:
-    """True unless ``array`` is referenced only by its owner (no snapshot's view is alive).
+def _references(array: np.ndarray) -> int:
+    """How many references ``array`` has (as seen from a call like this one).
 
-    Every view keeps a reference to the array it was made from, so the count tells
-    whether writing in place could show through a snapshot someone still holds.
+    Every view keeps a reference to the array it was made from, so a count above the one
+    the array had before any view was made tells that a snapshot may still show it.
     """
-    # One reference is the owner's attribute, one the argument, one getrefcount's own.
-    return sys.getrefcount(array) > 3
+    return sys.getrefcount(array)
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:
@@ -141,6 +140,8 @@ class HistoryBuilder:
         self._values = {label: np.empty(capacity, dtype=np.float64) for label in space.labels}
         self._snapshot: History | None = None
         self._shared = False
+        # The count of an array no view refers to (interpreters differ in what they count).
+        self._unviewed = _references(self._states)
 
     def __len__(self) -> int:
         return self._size
@@ -170,7 +171,9 @@ class HistoryBuilder:
 
     def _change(self, row: int, trial: Trial) -> None:
         self._snapshot = None
-        if self._shared and (_viewed(self._states) or _viewed(self._losses)):
+        if self._shared and (
+            _references(self._states) > self._unviewed or _references(self._losses) > self._unviewed
+        ):
             self._states = self._states.copy()
             self._losses = self._losses.copy()
         self._shared = False
