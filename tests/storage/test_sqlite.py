@@ -136,6 +136,21 @@ async def test_a_new_file_gets_wal_and_the_schema_version(tmp_path: Path) -> Non
     assert version == (SCHEMA_VERSION,)
 
 
+async def test_a_new_file_gets_small_pages_and_an_existing_one_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteStorage(tmp_path / "new.db") as storage:
+        assert await _pragma(storage, "page_size") == 1024
+    theirs = tmp_path / "theirs.db"
+    with sqlite3.connect(theirs) as conn:
+        conn.execute("PRAGMA page_size = 4096")
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.close()
+    async with SQLiteStorage(theirs) as storage:
+        await storage.create_study("s", fingerprint=FINGERPRINT, space={}, seed=1)
+        assert await _pragma(storage, "page_size") == 4096
+
+
 async def test_synchronous_full_is_applied(tmp_path: Path) -> None:
     async with open_storage(f"{url_of(tmp_path / 'full.db')}?synchronous=full") as storage:
         assert isinstance(storage, SQLiteStorage)
