@@ -231,9 +231,7 @@ def categorical_rows(
     size = len(prior)
     if rule == "optuna" and 0 < size <= min(n, 64):
         rows = _blended_rows_and_prior(prior.tobytes(), prior_weight * size / (n + 1))
-        codes = np.empty(n + 1, dtype=np.intp)
-        codes[:n] = observed
-        codes[n] = size
+        codes = np.concatenate((observed, [size])).astype(np.intp, copy=False)
         return rows, codes
     return categorical_kernels(observed, prior, prior_weight=prior_weight, rule=rule), None
 
@@ -460,7 +458,7 @@ class ProductMixture:
         self.sigmas = np.maximum(sigmas, _MIN_SIGMA)
         self.lows = lows
         self.highs = highs
-        self._bounds = np.concatenate((lows, highs)).reshape(2, 1, -1)
+        self._bounds = _stacked_bounds(lows, highs)
         self.quantized = quantized
         # Each table as (rows, codes): kernel k's probabilities are rows[codes[k]]
         # (codes None: rows[k]); see `categorical_rows`.
@@ -536,10 +534,24 @@ class ProductMixture:
         if self.tables:
             # One block of uniforms, row j for table j (the same stream as a draw per table).
             uniforms = rng.random((len(self.tables), m))
-            for j, (table, codes) in enumerate(self.tables):
-                rows = table[kernel if codes is None else codes[kernel]].cumsum(axis=1)
-                draw = uniforms[j][:, None] * rows[:, -1:]
-                categories[:, j] = np.minimum((rows <= draw).sum(axis=1), table.shape[1] - 1)
+            widths = {table.shape[1] for table, _ in self.tables}
+            if len(widths) == 1:
+                # Tables of one width: all of them in one (tables, draws, categories) block.
+                rows = np.concatenate(
+                    [
+                        table[kernel if codes is None else codes[kernel]]
+                        for table, codes in self.tables
+                    ]
+                ).reshape(len(self.tables), m, -1)
+                rows.cumsum(axis=2, out=rows)
+                draw = uniforms[:, :, None] * rows[:, :, -1:]
+                counts = (rows <= draw).sum(axis=2)
+                categories[...] = np.minimum(counts, widths.pop() - 1).T
+            else:
+                for j, (table, codes) in enumerate(self.tables):
+                    rows = table[kernel if codes is None else codes[kernel]].cumsum(axis=1)
+                    draw = uniforms[j][:, None] * rows[:, -1:]
+                    categories[:, j] = np.minimum((rows <= draw).sum(axis=1), table.shape[1] - 1)
         return points, categories
 
     def log_pdf(
@@ -683,6 +695,22 @@ def _axis_sum(terms: np.ndarray) -> np.ndarray:
     for i in range(end, n):
         result += terms[i]
     return result
+
+
+_BOUNDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _stacked_bounds(lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
+    # (2, 1, D) lows over highs. Callers pass the same (immutable) bound arrays of their
+    # axes every time, so the stack is remembered per pair of arrays (kept alive here,
+    # so that their ids stay theirs).
+    key = (id(lows), id(highs))
+    found = _BOUNDS.get(key)
+    if found is None or found[0] is not lows or found[1] is not highs:
+        if len(_BOUNDS) > 256:
+            _BOUNDS.clear()
+        found = _BOUNDS[key] = (lows, highs, np.concatenate((lows, highs)).reshape(2, 1, -1))
+    return found[2]
 
 
 def _joined_tables(
