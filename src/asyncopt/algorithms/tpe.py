@@ -349,8 +349,10 @@ class _Proposer:
             else np.empty((len(history), 0))
             for g in self.groups
         ]
-        # Proposals of this call, per group: unit rows and category rows.
+        # Proposals of this call, per group: unit rows and category rows (kept only when
+        # a later proposal of the call will read them).
         self.extra: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in self.groups]
+        self.keep_rows = True
         ok = states == _OK
         bad = states == _FAIL
         n_ok = int(np.count_nonzero(ok))
@@ -423,7 +425,9 @@ class _Proposer:
     def propose(self, n: int) -> list[Assignment]:
         proposals: list[Assignment] = []
         seen: set[tuple[tuple[str, float], ...]] = set()
-        for _ in range(n):
+        for i in range(n):
+            # The unit rows of a proposal only serve the proposals after it.
+            self.keep_rows = i < n - 1
             # A repeat is retried from the model, then from the prior, then accepted
             # (a finite space can run out of new points).
             for attempt in range(8):
@@ -564,7 +568,7 @@ class _Proposer:
             for j, spec in enumerate(group.numeric):
                 value = float(chosen[j])
                 assignment[spec.label] = int(value) if spec.dist.is_integer else value
-            unit = axes.to_unit(chosen[None, :])[0]
+            unit = axes.to_unit(chosen[None, :])[0] if self.keep_rows else _NO_ROW
         codes = np.empty(len(group.categorical))
         for j, spec in enumerate(group.categorical):
             size = spec.dist.size
@@ -683,8 +687,15 @@ class _Proposer:
                 code = _decompress(code, observed, spec.dist.size, self.rng)
                 codes[j] = code
             assignment[spec.label] = code + spec.dist.offset
+        if not self.keep_rows:
+            return _NO_ROW, codes
         unit = axes.to_unit(raw[best : best + 1])[0]
         return unit, codes
+
+
+# The unit row of a call's last proposal, which nothing reads.
+_NO_ROW = np.empty(0)
+_NO_ROW.flags.writeable = False
 
 
 def _smallest(losses: np.ndarray, count: int) -> np.ndarray:
