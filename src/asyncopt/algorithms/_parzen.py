@@ -312,6 +312,7 @@ class Axes:
         "_log_columns",
         "_unit_high",
         "_unit_low",
+        "any_quantized",
         "bounded",
         "clip_high",
         "clip_low",
@@ -322,6 +323,7 @@ class Axes:
         "low",
         "origin",
         "prior_mu",
+        "prior_sigma",
         "q",
         "quantized",
         "value_high",
@@ -340,6 +342,10 @@ class Axes:
         self.value_low, self.value_high = fields[6], fields[7]
         self.clip_low, self.clip_high = fields[8], fields[9]
         self.prior_mu = np.where(self.bounded, 0.5, 0.0)
+        # The prior kernel's widths as one (1, axes) row, and whether any axis is a grid.
+        self.prior_sigma = np.ones((1, len(self.origin)))
+        self.prior_sigma.flags.writeable = False
+        self.any_quantized = bool(self.quantized.any())
         self.low = np.where(self.bounded, 0.0, -np.inf)
         self.high = np.where(self.bounded, 1.0, np.inf)
         # Per-call work is many small array operations: everything that depends on the

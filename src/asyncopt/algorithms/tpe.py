@@ -613,7 +613,7 @@ class _Proposer:
             magic_clip=tpe.magic_clip,
             clip_count=clip_count,
         )
-        if clip_count is not None and axes.quantized.any():
+        if clip_count is not None and axes.any_quantized:
             # On a grid, l keeps the usual clip so that neighbouring grid values stay in
             # reach (a kernel narrower than a cell never leaves its cell).
             usual = 1.0 / min(100.0, n + 2.0)
@@ -623,7 +623,7 @@ class _Proposer:
             # so it repels candidates near it without reshaping g elsewhere.
             sigmas[lied] = 1.0 / min(100.0, n + 2.0)
         mus = np.concatenate([numeric, axes.prior_mu[None, :]], axis=0)
-        sigmas = np.concatenate([sigmas, np.ones((1, len(axes)))], axis=0)
+        sigmas = np.concatenate([sigmas, axes.prior_sigma], axis=0)
         tables = [
             categorical_rows(categorical[:, j], prior, prior_weight=tpe.prior_weight, rule=rule)
             for j, prior in enumerate(priors)
