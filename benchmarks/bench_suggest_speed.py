@@ -45,7 +45,7 @@ def _history(space: CompiledSpace, n: int, seed: int) -> tuple[list[Assignment],
     return assignments, losses
 
 
-def _repeat(fn: Callable[[], Any], budget: float, min_reps: int = 3, max_reps: int = 50) -> float:
+def _repeat(fn: Callable[[], Any], budget: float, min_reps: int = 3, max_reps: int = 400) -> float:
     """Fastest milliseconds of ``fn`` over as many calls as fit in ``budget`` seconds.
 
     The minimum is the measurement least disturbed by whatever else the machine runs.
@@ -207,9 +207,9 @@ def main() -> None:
         assignments, losses = _history(space, n, seed=n)
         preset = tpe.configure(preset="hyperopt")
         best = {"ours": math.inf, "preset": math.inf, "optuna": math.inf, "hyperopt": math.nan}
-        # Two interleaved passes, keeping each library's fastest: load spikes on a shared
+        # Three interleaved passes, keeping each library's fastest: load spikes on a shared
         # machine then hit every library alike.
-        for _ in range(2):
+        for _ in range(3):
             ours = time_asyncopt(tpe.suggest, space, assignments, losses, args.budget)
             best["ours"] = min(best["ours"], ours)
             mine = time_asyncopt(preset, space, assignments, losses, args.budget)
@@ -243,7 +243,7 @@ def _write_section(text: str) -> None:
         "losses), all libraries fed the same history in one run. Optuna: a full "
         "`study.ask()` plus the `suggest_*` calls with its default `TPESampler` "
         "(multivariate); Hyperopt: `tpe.suggest` on a `Trials` object. Each number is the "
-        "fastest of repeated calls (two interleaved passes), the measurement least "
+        "fastest of repeated calls (three interleaved passes), the measurement least "
         "disturbed by other load on the machine. Measured on "
         f"{machine()}.\n\n{text}",
     )
