@@ -154,14 +154,15 @@ def _neighbour_gaps(points: np.ndarray) -> np.ndarray:
     # by the widths.
     order = _row_order(rows)
     order += np.arange(0, d * n, n, dtype=order.dtype)[:, None]
-    widths = rows.ravel().take(order)
+    # (The positions are a permutation: clip mode only skips the bounds checks.)
+    widths = rows.ravel().take(order, mode="clip")
     gaps = widths[:, 1:] - widths[:, :-1]
     np.abs(gaps, out=gaps)
     np.maximum(gaps[:, :-1], gaps[:, 1:], out=widths[:, 1:-1])
     widths[:, 0] = gaps[:, 0]
     widths[:, -1] = gaps[:, -1]
     result = np.empty(d * n)
-    result.put(order, widths)
+    result[order.ravel()] = widths.ravel()
     transposed: np.ndarray = result.reshape(d, n).T
     return transposed
 
