@@ -899,7 +899,7 @@ class IndependentMixtures:
                     mu, sigma, _, inverse = _distinct_kernels(mu, sigma)
                 table = _cell_log_masses(mu, sigma, cells[0][:, d], cells[1][:, d])
                 if inverse is not None:
-                    table = np.take(table, inverse, axis=1)
+                    table = table.take(inverse, axis=1, mode="clip")
                 terms[:, :, d] = table
         terms += (self.log_weights - self.log_mass)[None, :, :]
         return _logsumexp(terms, axis=1)
