@@ -708,7 +708,7 @@ def _smallest(losses: np.ndarray, count: int) -> np.ndarray:
     if count <= 0:
         return np.zeros(len(losses), dtype=bool)
     chosen: np.ndarray
-    if len(losses) <= 2048:
+    if len(losses) <= 256:
         # Short: a stable sort costs less than the partition's extra steps.
         chosen = np.zeros(len(losses), dtype=bool)
         chosen[np.argsort(losses, kind="stable")[:count]] = True
