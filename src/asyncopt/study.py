@@ -50,8 +50,10 @@ logger = logging.getLogger("asyncopt")
 #: ``suggest(space, history, rng, n) -> list of n assignments``.
 SuggestFunction = Callable[[CompiledSpace, History, np.random.Generator, int], list[Assignment]]
 
-# A suggestion slower than this runs on a worker thread next time, to keep the loop free.
+# Suggestions run on a worker thread, to keep the loop free, while their typical duration
+# (a moving average, so one slow call on a busy machine does not count) exceeds this.
 _THREAD_THRESHOLD = 0.005
+_AVERAGE_WEIGHT = 0.25
 
 
 def default_algorithm() -> SuggestFunction:
@@ -144,7 +146,7 @@ class Study:
         self._rng = np.random.Generator(np.random.PCG64(0))
         self._view_was_stale = False
         self._reads_by_finish = 0
-        self._suggest_in_thread = False
+        self._suggest_seconds = 0.0  # moving average of the suggestion's duration
         self._best: Trial | None = None
         self._counts = dict.fromkeys(TrialState, 0)
         self._unfinished: set[int] = set()
@@ -315,11 +317,11 @@ class Study:
             took = time.perf_counter() - started
             return proposal
 
-        if self._suggest_in_thread:
+        if self._suggest_seconds > _THREAD_THRESHOLD:
             assignment = await anyio.to_thread.run_sync(run)
         else:
             assignment = run()
-        self._suggest_in_thread = took > _THREAD_THRESHOLD
+        self._suggest_seconds += _AVERAGE_WEIGHT * (took - self._suggest_seconds)
         return assignment
 
     async def enqueue(

@@ -304,6 +304,31 @@ async def test_sync_objective_runs_in_threads() -> None:
     assert main_thread not in threads
 
 
+async def _threads_of_suggestions(seconds: float, calls: int) -> list[bool]:
+    """Whether each suggestion of a ``seconds``-long algorithm ran off the loop's thread."""
+    import threading
+
+    loop_thread = threading.get_ident()
+    off_loop: list[bool] = []
+
+    def slow(space: Any, history: Any, rng: Any, n: int) -> Any:
+        off_loop.append(threading.get_ident() != loop_thread)
+        until = time.perf_counter() + seconds
+        while time.perf_counter() < until:  # busy, like a real computation
+            pass
+        return ao.rand.suggest(space, history, rng, n)
+
+    await ao.minimize(quadratic, SPACE, algo=slow, max_evals=calls, seed=4)
+    return off_loop
+
+
+async def test_slow_suggestions_move_to_a_worker_thread_and_fast_ones_stay() -> None:
+    slow = await _threads_of_suggestions(0.03, 8)
+    assert not slow[0]  # nothing is known of the first call
+    assert all(slow[3:])
+    assert not any(await _threads_of_suggestions(0.0, 8))
+
+
 async def test_cancelling_minimize_leaves_nothing_running() -> None:
     storage = MemoryStorage()
     started = anyio.Event()
