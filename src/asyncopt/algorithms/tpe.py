@@ -405,7 +405,7 @@ class _Proposer:
         step = max(1, _DISTANCE_CELLS // max(len(known), k * k))
         for start in range(0, len(asked), step):
             rows = asked[start : start + step]
-            distances = self._distances(rows[:, None], known[None, :])
+            distances = self._distances(rows, known)
             distances = np.where(np.isnan(distances), np.inf, distances)
             if k < len(known):
                 nearest = np.argpartition(distances, k - 1, axis=1)[:, :k]
@@ -417,7 +417,7 @@ class _Proposer:
             near = np.take_along_axis(near, order, axis=1)
             y = known_losses[nearest]
             fallback = y[:, :3].mean(axis=1)
-            among = self._distances(known[nearest][:, :, None], known[nearest][:, None, :])
+            among = self._distances(known[nearest], known[nearest])
             scale = 2.0 * _BELIEVER_LENGTH**2
             gram = np.exp(-among / scale) + _BELIEVER_NUGGET * np.eye(k)
             centre = y.mean(axis=1, keepdims=True)
@@ -442,24 +442,33 @@ class _Proposer:
         return losses
 
     def _distances(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Squared distances between the trials of rows ``a`` and ``b`` (broadcast).
+        """Squared distances between the trials of rows ``a`` and of rows ``b``.
 
+        ``a`` has shape ``S + (m,)`` and ``b`` ``S + (n,)``; the result ``S + (m, n)``.
         On the unit axes: a numeric axis counts its squared difference, a categorical
         axis 1 when the categories differ, and a parameter active in only one of the two
         trials counts 1.
         """
-        distances = np.zeros(np.broadcast_shapes(a.shape, b.shape))
+        distances = np.zeros(a.shape + b.shape[-1:])
         for index, group in enumerate(self.groups):
-            mine, theirs = self.active[index][a], self.active[index][b]
+            mine = self.active[index][a][..., :, None]
+            theirs = self.active[index][b][..., None, :]
             both = mine & theirs
-            distances += (len(group.numeric) + len(group.categorical)) * (mine != theirs)
-            units = self.units[index]
-            for j in range(len(group.numeric)):
-                column = units[:, j]
-                distances += np.where(both, (column[a] - column[b]) ** 2, 0.0)
+            everywhere = bool(both.all())
+            if not everywhere:
+                distances += (len(group.numeric) + len(group.categorical)) * (mine != theirs)
+            if group.numeric:
+                units = self.units[index]
+                left = np.where(mine, units[a], 0.0)
+                right = np.where(theirs.swapaxes(-1, -2), units[b], 0.0)
+                squared = (left * left).sum(axis=-1)[..., :, None]
+                squared = squared + (right * right).sum(axis=-1)[..., None, :]
+                squared -= 2.0 * (left @ right.swapaxes(-1, -2))
+                np.maximum(squared, 0.0, out=squared)
+                distances += squared if everywhere else np.where(both, squared, 0.0)
             for j in range(len(group.categorical)):
                 codes = self.indices[index][:, j]
-                distances += both & (codes[a] != codes[b])
+                distances += both & (codes[a][..., :, None] != codes[b][..., None, :])
         return distances
 
     def propose(self, n: int) -> list[Assignment]:
