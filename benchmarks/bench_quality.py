@@ -316,8 +316,8 @@ def _write_parallel_section(n_seeds: int, table: str) -> None:
         f"{PARALLEL_PENDING} later ones were made (a simulated `concurrency="
         f"{PARALLEL_PENDING + 1}`). Regret (best − optimum) after 200 evaluations, mean "
         f"over {n_seeds} seeds (0..{n_seeds - 1}), against the sequential run. Liar on "
-        "(the default): each pending trial is believed to score the mean loss of its 3 "
-        "nearest finished trials and modelled with it; liar off: pending trials are "
+        "(the default): each pending trial is modelled with a loss predicted from its "
+        "nearest finished trials (a local Gaussian process); liar off: pending trials are "
         f"ignored. Measured on {machine()}.\n\n{table}",
     )
 
