@@ -967,13 +967,30 @@ def _split_logsumexp(values: np.ndarray, split: int) -> tuple[np.ndarray, np.nda
     shifted = np.empty_like(values)
     np.subtract(first, peak[0], out=shifted[:, :split])
     np.subtract(second, peak[1], out=shifted[:, split:])
-    np.exp(shifted, out=shifted)
+    shifted = _exp_shifted(shifted)
     summed = np.empty((2, m))
     np.add.reduce(shifted[:, :split], axis=1, out=summed[0])
     np.add.reduce(shifted[:, split:], axis=1, out=summed[1])
     result = np.log(summed, out=summed)
     result += peak[:, :, 0]
     return result[0], result[1]
+
+
+# exp() of anything at or below this is exactly 0.
+_EXP_ZERO = -746.0
+
+
+def _exp_shifted(shifted: np.ndarray) -> np.ndarray:
+    # exp of a fresh array (consumed). Most terms of a mixture's density are far below
+    # its peak and their exp underflows to 0, which libm computes several times slower
+    # than an ordinary exp: those are set to 0 without calling it (the same numbers).
+    if shifted.size < 64:
+        return np.exp(shifted, out=shifted)
+    keep = np.less_equal(shifted, _EXP_ZERO)
+    np.logical_not(keep, out=keep)
+    result = np.zeros_like(shifted)
+    np.exp(shifted, out=result, where=keep)
+    return result
 
 
 def _logsumexp(values: np.ndarray, axis: int | None = None) -> np.ndarray:
@@ -989,8 +1006,7 @@ def _logsumexp(values: np.ndarray, axis: int | None = None) -> np.ndarray:
         np.exp(shifted, out=shifted)
         summed = shifted.sum(axis=axis, keepdims=True, dtype=np.float64)
     else:
-        shifted = values - peak
-        summed = np.exp(shifted, out=shifted).sum(axis=axis, keepdims=True)
+        summed = _exp_shifted(values - peak).sum(axis=axis, keepdims=True)
     result = np.log(summed) + peak
     if axis is None:
         total: np.ndarray = result.reshape(())
