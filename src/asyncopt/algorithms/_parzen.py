@@ -365,10 +365,11 @@ class Axes:
     def __len__(self) -> int:
         return len(self.origin)
 
-    def _native(self, raw: np.ndarray) -> np.ndarray:
+    def _native(self, raw: np.ndarray, fresh: bool = False) -> np.ndarray:
         columns = self._log_columns
         if columns.size:
-            raw = raw.copy(order="K")
+            if not fresh:
+                raw = raw.copy(order="K")
             raw[:, columns] = np.log(np.maximum(raw[:, columns], np.finfo(float).tiny))
         return raw
 
@@ -376,15 +377,23 @@ class Axes:
         unit: np.ndarray = (0.5 * t - self._half_origin) / self.half_span
         return unit
 
-    def to_unit(self, raw: np.ndarray) -> np.ndarray:
-        """Observed raw values on the unit axes (clipped into the supports); NaN stays."""
-        u = self._unit(self._native(np.asarray(raw, dtype=float)))
+    def to_unit(self, raw: np.ndarray, *, fresh: bool = False) -> np.ndarray:
+        """Observed raw values on the unit axes (clipped into the supports); NaN stays.
+
+        ``fresh``: ``raw`` is a float array of the caller's that may be overwritten.
+        """
+        u = self._unit(self._native(np.asarray(raw, dtype=float), fresh))
         clipped: np.ndarray = np.minimum(np.maximum(u, self._unit_low), self._unit_high)
         return clipped
 
-    def from_unit(self, u: np.ndarray) -> np.ndarray:
-        """Raw values (quantized, clipped into the supports) of unit-axis points."""
-        u = np.minimum(np.maximum(u, self.low), self.high)
+    def from_unit(self, u: np.ndarray, *, inside: bool = False) -> np.ndarray:
+        """Raw values (quantized, clipped into the supports) of unit-axis points.
+
+        ``inside``: the points are known to lie within the supports already (draws of a
+        mixture), so the first clip is skipped.
+        """
+        if not inside:
+            u = np.minimum(np.maximum(u, self.low), self.high)
         raw = 2.0 * (self._half_origin + u * self.half_span)
         columns = self._log_columns
         if columns.size:
@@ -622,12 +631,8 @@ class ProductMixture:
         if cells is not None and grid.size and few and k <= 512:
             # Few kernels: every grid axis in one (ends, axes, points, kernels) block, the
             # kernels innermost (a short innermost axis would make every operation crawl).
-            mus = self.mus[:, grid].T[:, None, :]
-            sigmas = self.sigmas[:, grid].T[:, None, :]
-            ends = np.concatenate((cells[0][:, grid].T, cells[1][:, grid].T))
-            ends = ends.reshape(2, len(grid), m, 1)
-            cdf = special.ndtr((ends - mus) / sigmas)
-            mass = cdf[1] - cdf[0]
+            cdf = _grid_end_cdf(self.mus[:, grid].T, self.sigmas[:, grid].T, cells, grid)
+            mass = cdf[:, 1] - cdf[:, 0]
             log_mass = np.log(np.maximum(mass, 1e-300, out=mass), out=mass)
             log_mass -= self._masses()[:, grid].T[:, None, :]
             total += _axis_sum(log_mass)
@@ -733,12 +738,16 @@ def _joined_tables(
 
 
 _LOG_WEIGHTS: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+_LOG_WEIGHTS_BY_ID: dict[int, tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]] = {}
 
 
 def _normalized_log_weights(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # Log weights normalized to sum 1, and the cumulative weights sampling draws from.
     # Short weight vectors recur (the forgetting ramp of a given count), so those are
     # cached (read-only).
+    by_id = _LOG_WEIGHTS_BY_ID.get(id(weights))
+    if by_id is not None and by_id[0] is weights:
+        return by_id[1]
     key = weights.tobytes() if len(weights) <= 4096 else None
     found = None if key is None else _LOG_WEIGHTS.get(key)
     if found is None:
@@ -751,6 +760,12 @@ def _normalized_log_weights(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray
             for array in found:
                 array.flags.writeable = False
             _LOG_WEIGHTS[key] = found
+    if not weights.flags.writeable and weights.base is None:
+        # A read-only vector is usually a cached one that comes back (see `_plain_weights`
+        # in tpe): remembered by identity, and kept alive so that its id stays its own.
+        if len(_LOG_WEIGHTS_BY_ID) > 256:
+            _LOG_WEIGHTS_BY_ID.clear()
+        _LOG_WEIGHTS_BY_ID[id(weights)] = (weights, found)
     return found
 
 
@@ -806,9 +821,53 @@ def _cell_log_masses(mu: np.ndarray, sigma: np.ndarray, a: np.ndarray, b: np.nda
     np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
     where = np.empty(len(both), dtype=np.intp)
     where[order] = new.cumsum() - 1
-    cdf = special.ndtr((ordered[new][:, None] - mu) / sigma)
+    cdf = _ndtr((ordered[new][:, None] - mu) / sigma)
     mass = cdf[where[len(a) :]] - cdf[where[: len(a)]]
     return np.log(np.maximum(mass, 1e-300, out=mass), out=mass)
+
+
+# The normal CDF is exactly 1 from about 8.3 on.
+_CDF_ONE = 8.5
+
+
+def _ndtr(z: np.ndarray) -> np.ndarray:
+    # special.ndtr of a fresh array (overwritten). Far above a kernel the CDF is exactly
+    # 1, but computing it costs as much as near the kernel; at +inf it is a quick path.
+    if z.size >= 1 << 40:
+        np.copyto(z, np.inf, where=np.greater(z, _CDF_ONE))
+    result: np.ndarray = special.ndtr(z, out=z)
+    return result
+
+
+def _grid_end_cdf(
+    mus: np.ndarray, sigmas: np.ndarray, cells: tuple[np.ndarray, np.ndarray], grid: np.ndarray
+) -> np.ndarray:
+    # Normal CDF of every kernel (``mus``, ``sigmas``: (axes, kernels)) at both cell ends
+    # of every point on the ``grid`` axes, shape (axes, 2, points, kernels). Candidates
+    # often share a cell or a cell end: the CDF is computed once per distinct end of an
+    # axis (the same numbers as one per end).
+    g, k = mus.shape
+    m = len(cells[0])
+    ends = np.concatenate((cells[0][:, grid].T, cells[1][:, grid].T), axis=1)
+    order = ends.argsort(axis=1)
+    order += np.arange(0, g * 2 * m, 2 * m)[:, None]
+    ordered = ends.take(order)
+    starts = np.empty((g, 2 * m), dtype=bool)
+    starts[:, 0] = True
+    np.not_equal(ordered[:, 1:], ordered[:, :-1], out=starts[:, 1:])
+    new = starts.ravel()
+    rank = new.cumsum()
+    rank -= 1
+    where = np.empty(g * 2 * m, dtype=np.intp)
+    where[order.ravel()] = rank
+    axis = np.flatnonzero(new)
+    distinct = ordered.ravel()[axis]
+    axis //= 2 * m
+    z = distinct[:, None] - mus.take(axis, axis=0)
+    z /= sigmas.take(axis, axis=0)
+    cdf = _ndtr(z)
+    spread: np.ndarray = cdf.take(where, axis=0).reshape(g, 2, m, k)
+    return spread
 
 
 def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -919,7 +978,7 @@ def _kernel_log_mass(
         # ``bounds``: lows and highs stacked as (2, 1, D), both ends in one pass.
         if bounds is None:
             bounds = np.concatenate((lows, highs)).reshape(2, 1, -1)
-        cdf = special.ndtr((bounds - mus) / sigmas)
+        cdf = _ndtr((bounds - mus) / sigmas)
         small: np.ndarray = np.log(cdf[1] - cdf[0])
         return small
     # Flat indices in memory order (kernel arrays are usually axis-major), the same
@@ -985,7 +1044,8 @@ def _exp_shifted(shifted: np.ndarray) -> np.ndarray:
     # its peak and their exp underflows to 0, which libm computes several times slower
     # than an ordinary exp: those are set to 0 without calling it (the same numbers).
     if shifted.size < 64:
-        return np.exp(shifted, out=shifted)
+        exp: np.ndarray = np.exp(shifted, out=shifted)
+        return exp
     keep = np.less_equal(shifted, _EXP_ZERO)
     np.logical_not(keep, out=keep)
     result = np.zeros_like(shifted)

@@ -67,6 +67,7 @@ Both families:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -334,8 +335,9 @@ class _Proposer:
         self.active = [~np.isnan(values[g.first]) for g in self.groups]
         # Unit columns are kept axis-major (Fortran order): per-axis constants then
         # broadcast along contiguous memory, several times faster on long histories.
+        size = len(history)
         self.units = [
-            g.axes.to_unit(np.array([values[s.label] for s in g.numeric]).T)
+            g.axes.to_unit(_columns_of(values, g.numeric, size), fresh=True)
             if g.numeric
             else np.empty((len(history), 0))
             for g in self.groups
@@ -343,9 +345,7 @@ class _Proposer:
         self.indices = [
             # Clipped so that a stray stored value cannot index outside the categories.
             np.minimum(
-                np.maximum(
-                    np.stack([values[s.label] for s in g.categorical], axis=1) - g.offsets, 0.0
-                ),
+                np.maximum(_columns_of(values, g.categorical, size) - g.offsets, 0.0),
                 g.top_codes,
             )
             if g.categorical
@@ -544,6 +544,8 @@ class _Proposer:
         """
         n_lied = int(np.count_nonzero(lied))
         n_true = len(lied) - n_lied
+        if not n_lied:
+            return _plain_weights(n_true, self.tpe.linear_forgetting, extra)
         weights = np.empty(len(lied) + (extra is not None))
         if extra is not None:
             weights[-1] = extra
@@ -711,10 +713,10 @@ class _Proposer:
         above = self._mixture(group, above_numeric, above_codes, above_lied, priors)
         points, categories = below.sample(self.rng, self.tpe.n_candidates)
         axes = group.axes
-        raw = axes.from_unit(points)
+        raw = axes.from_unit(points, inside=True)
         cells = None
         exact = axes.quantized
-        if exact.any():
+        if axes.any_quantized:
             cells = axes.cells(raw)
             fine = (cells[1] - cells[0]).max(axis=0, initial=0.0) < 1e-6
             if fine.any():
@@ -740,6 +742,24 @@ class _Proposer:
             return _NO_ROW, codes
         unit = axes.to_unit(raw[best : best + 1])[0]
         return unit, codes
+
+
+def _columns_of(values: Any, specs: tuple[ParamSpec, ...], size: int) -> np.ndarray:
+    # The history columns of ``specs`` as one fresh (trials, params) array, axis-major.
+    stacked: np.ndarray = np.concatenate([values[s.label] for s in specs], dtype=float)
+    columns: np.ndarray = stacked.reshape(len(specs), size).T
+    return columns
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_weights(n: int, flat: int | None, extra: float | None) -> np.ndarray:
+    # `_Proposer._weights` without lies (read-only, cached: the same few counts come
+    # back on every suggestion, and the mixtures then find their log weights by identity).
+    weights = linear_forgetting_weights(n, flat)
+    if extra is not None:
+        weights = np.append(weights, extra)
+    weights.flags.writeable = False
+    return weights
 
 
 # The unit row of a call's last proposal, which nothing reads.
