@@ -311,6 +311,8 @@ class Axes:
         "_half_cell",
         "_half_origin",
         "_log_columns",
+        "_tame",
+        "_tame_grid",
         "_unit_high",
         "_unit_low",
         "any_quantized",
@@ -359,6 +361,15 @@ class Axes:
         self._unit_high = np.minimum(self.high, 1e12)
         t = 2.0 * (self._half_origin + self.prior_mu * self.half_span)
         self._centre = np.where(self.log, np.exp(np.minimum(t, _MAX_LOG)), t)
+        # Tame axes: every bounded raw value is finite, so the guards of `from_unit`
+        # against overflow and NaN change nothing for points inside the supports; on a
+        # tame grid, neither do those of the rounding.
+        reach = 2.0 * (np.abs(self._half_origin) + np.abs(self.half_span))
+        self._tame = bool(self.bounded.all() and (reach < 1e300).all())
+        grid_reach = np.where(self.log, np.exp(np.minimum(reach, _MAX_LOG)), reach)
+        self._tame_grid = self._tame and bool(
+            (grid_reach[self._grid_columns] < 1e299 * self._grid_q).all()
+        )
         half = 0.5 * self.q
         self._half_cell = np.concatenate((-half, half)).reshape(2, 1, -1)
 
@@ -398,11 +409,18 @@ class Axes:
         columns = self._log_columns
         if columns.size:
             raw[:, columns] = np.exp(np.minimum(np.maximum(raw[:, columns], _MIN_LOG), _MAX_LOG))
-        raw = np.minimum(np.maximum(raw, -_MAX_FLOAT), _MAX_FLOAT)
-        raw = np.where(np.isnan(raw), self._centre, raw)
+        tame = inside and self._tame
+        if not tame:
+            raw = np.minimum(np.maximum(raw, -_MAX_FLOAT), _MAX_FLOAT)
+            raw = np.where(np.isnan(raw), self._centre, raw)
         columns = self._grid_columns
         if columns.size:
-            raw[:, columns] = _grid_round_array(raw[:, columns], self._grid_q)
+            if tame and self._tame_grid:
+                steps = raw[:, columns]
+                steps /= self._grid_q
+                raw[:, columns] = np.round(steps, out=steps) * self._grid_q
+            else:
+                raw[:, columns] = _grid_round_array(raw[:, columns], self._grid_q)
         clipped: np.ndarray = np.minimum(np.maximum(raw, self.clip_low), self.clip_high)
         return clipped
 
@@ -447,6 +465,7 @@ class ProductMixture:
 
     __slots__ = (
         "_bounds",
+        "_finite",
         "cumulative",
         "highs",
         "log_mass",
@@ -474,7 +493,7 @@ class ProductMixture:
         self.sigmas = np.maximum(sigmas, _MIN_SIGMA)
         self.lows = lows
         self.highs = highs
-        self._bounds = _stacked_bounds(lows, highs)
+        self._bounds, self._finite = _stacked_bounds(lows, highs)
         self.quantized = quantized
         # Each table as (rows, codes): kernel k's probabilities are rows[codes[k]]
         # (codes None: rows[k]); see `categorical_rows`.
@@ -516,7 +535,7 @@ class ProductMixture:
         both.mus = np.concatenate([self.mus, other.mus])
         both.sigmas = np.concatenate([self.sigmas, other.sigmas])
         both.lows, both.highs, both.quantized = self.lows, self.highs, self.quantized
-        both._bounds = self._bounds
+        both._bounds, both._finite = self._bounds, self._finite
         both.tables = tuple(
             _joined_tables(mine, theirs) for mine, theirs in zip(self.tables, other.tables)
         )
@@ -543,7 +562,10 @@ class ProductMixture:
             u = np.minimum(np.maximum(u, 1e-300), 1.0 - 1e-16)
             points = mus + sigmas * special.ndtri(u)
             points = np.minimum(np.maximum(points, self.lows), self.highs)
-            points = np.where(np.isfinite(points), points, mus)
+            if not self._finite:
+                # Within finite bounds a point is finite unless its centre is NaN (the
+                # widths of `gap_bandwidths` never are): then it stays NaN either way.
+                points = np.where(np.isfinite(points), points, mus)
         else:
             points = np.empty((m, 0))
         categories = np.empty((m, len(self.tables)), dtype=np.intp)
@@ -709,20 +731,21 @@ def _axis_sum(terms: np.ndarray) -> np.ndarray:
     return result
 
 
-_BOUNDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+_BOUNDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, bool]] = {}
 
 
-def _stacked_bounds(lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
-    # (2, 1, D) lows over highs. Callers pass the same (immutable) bound arrays of their
-    # axes every time, so the stack is remembered per pair of arrays (kept alive here,
-    # so that their ids stay theirs).
+def _stacked_bounds(lows: np.ndarray, highs: np.ndarray) -> tuple[np.ndarray, bool]:
+    # (2, 1, D) lows over highs, and whether all are finite. Callers pass the same
+    # (immutable) bound arrays of their axes every time, so the stack is remembered per
+    # pair of arrays (kept alive here, so that their ids stay theirs).
     key = (id(lows), id(highs))
     found = _BOUNDS.get(key)
     if found is None or found[0] is not lows or found[1] is not highs:
         if len(_BOUNDS) > 256:
             _BOUNDS.clear()
-        found = _BOUNDS[key] = (lows, highs, np.concatenate((lows, highs)).reshape(2, 1, -1))
-    return found[2]
+        stack = np.concatenate((lows, highs)).reshape(2, 1, -1)
+        found = _BOUNDS[key] = (lows, highs, stack, bool(np.isfinite(stack).all()))
+    return found[2], found[3]
 
 
 def _joined_tables(
@@ -821,22 +844,9 @@ def _cell_log_masses(mu: np.ndarray, sigma: np.ndarray, a: np.ndarray, b: np.nda
     np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
     where = np.empty(len(both), dtype=np.intp)
     where[order] = new.cumsum() - 1
-    cdf = _ndtr((ordered[new][:, None] - mu) / sigma)
+    cdf = special.ndtr((ordered[new][:, None] - mu) / sigma)
     mass = cdf[where[len(a) :]] - cdf[where[: len(a)]]
     return np.log(np.maximum(mass, 1e-300, out=mass), out=mass)
-
-
-# The normal CDF is exactly 1 from about 8.3 on.
-_CDF_ONE = 8.5
-
-
-def _ndtr(z: np.ndarray) -> np.ndarray:
-    # special.ndtr of a fresh array (overwritten). Far above a kernel the CDF is exactly
-    # 1, but computing it costs as much as near the kernel; at +inf it is a quick path.
-    if z.size >= 1 << 40:
-        np.copyto(z, np.inf, where=np.greater(z, _CDF_ONE))
-    result: np.ndarray = special.ndtr(z, out=z)
-    return result
 
 
 def _grid_end_cdf(
@@ -865,7 +875,7 @@ def _grid_end_cdf(
     axis //= 2 * m
     z = distinct[:, None] - mus.take(axis, axis=0)
     z /= sigmas.take(axis, axis=0)
-    cdf = _ndtr(z)
+    cdf = special.ndtr(z, out=z)
     spread: np.ndarray = cdf.take(where, axis=0).reshape(g, 2, m, k)
     return spread
 
@@ -978,7 +988,7 @@ def _kernel_log_mass(
         # ``bounds``: lows and highs stacked as (2, 1, D), both ends in one pass.
         if bounds is None:
             bounds = np.concatenate((lows, highs)).reshape(2, 1, -1)
-        cdf = _ndtr((bounds - mus) / sigmas)
+        cdf = special.ndtr((bounds - mus) / sigmas)
         small: np.ndarray = np.log(cdf[1] - cdf[0])
         return small
     # Flat indices in memory order (kernel arrays are usually axis-major), the same
