@@ -364,12 +364,13 @@ class Axes:
         # Tame axes: every bounded raw value is finite, so the guards of `from_unit`
         # against overflow and NaN change nothing for points inside the supports; on a
         # tame grid, neither do those of the rounding.
-        reach = 2.0 * (np.abs(self._half_origin) + np.abs(self.half_span))
-        self._tame = bool(self.bounded.all() and (reach < 1e300).all())
-        grid_reach = np.where(self.log, np.exp(np.minimum(reach, _MAX_LOG)), reach)
-        self._tame_grid = self._tame and bool(
-            (grid_reach[self._grid_columns] < 1e299 * self._grid_q).all()
-        )
+        with np.errstate(all="ignore"):
+            reach = 2.0 * (np.abs(self._half_origin) + np.abs(self.half_span))
+            self._tame = bool(self.bounded.all() and (reach < 1e300).all())
+            grid_reach = np.where(self.log, np.exp(np.minimum(reach, _MAX_LOG)), reach)
+            self._tame_grid = self._tame and bool(
+                (grid_reach[self._grid_columns] < 1e299 * self._grid_q).all()
+            )
         half = 0.5 * self.q
         self._half_cell = np.concatenate((-half, half)).reshape(2, 1, -1)
 
