@@ -1040,14 +1040,19 @@ def _columns(quantized: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 _COLUMNS: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 
 
+@functools.lru_cache(maxsize=64)
+def _split_starts(split: int) -> np.ndarray:
+    starts = np.array([0, split])
+    starts.flags.writeable = False
+    return starts
+
+
 def _split_logsumexp(values: np.ndarray, split: int) -> tuple[np.ndarray, np.ndarray]:
     # `_logsumexp` over axis 1 of values[:, :split] and of values[:, split:] (the same
     # numbers), with one call per step for both (small arrays: the calls are the cost).
     m = len(values)
     first, second = values[:, :split], values[:, split:]
-    peak = np.empty((2, m, 1))
-    np.maximum.reduce(first, axis=1, out=peak[0, :, 0])
-    np.maximum.reduce(second, axis=1, out=peak[1, :, 0])
+    peak = np.maximum.reduceat(values, _split_starts(split), axis=1).T[:, :, None]
     if not np.isfinite(peak).all():
         peak = np.where(np.isfinite(peak), peak, 0.0)
     shifted = np.empty_like(values)

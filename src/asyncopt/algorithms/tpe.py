@@ -668,7 +668,8 @@ class _Proposer:
             # On a grid, l keeps the usual clip so that neighbouring grid values stay in
             # reach (a kernel narrower than a cell never leaves its cell).
             usual = 1.0 / min(100.0, n + 2.0)
-            sigmas[:, axes.quantized] = np.maximum(sigmas[:, axes.quantized], usual)
+            # (Widths are positive: the zero floor of the other axes changes nothing.)
+            np.maximum(sigmas, axes.quantized * usual, out=sigmas)
         if lied.any():
             # A lie only marks a spot as taken: its kernel is as narrow as the clip allows,
             # so it repels candidates near it without reshaping g elsewhere.
