@@ -845,7 +845,7 @@ def _cell_log_masses(mu: np.ndarray, sigma: np.ndarray, a: np.ndarray, b: np.nda
     np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
     where = np.empty(len(both), dtype=np.intp)
     where[order] = new.cumsum() - 1
-    cdf = special.ndtr((ordered[new][:, None] - mu) / sigma)
+    cdf = _ndtr((ordered[new][:, None] - mu) / sigma)
     mass = cdf[where[len(a) :]] - cdf[where[: len(a)]]
     return np.log(np.maximum(mass, 1e-300, out=mass), out=mass)
 
@@ -1019,9 +1019,7 @@ def _kernel_log_mass(
     if near.size:
         mu, sigma = mus.ravel(order)[near], sigmas.ravel(order)[near]
         column = near // len(mus) if order == "F" else near % mus.shape[1]
-        mass = special.ndtr((highs[column] - mu) / sigma) - special.ndtr(
-            (lows[column] - mu) / sigma
-        )
+        mass = _ndtr((highs[column] - mu) / sigma) - special.ndtr((lows[column] - mu) / sigma)
         result.ravel(order)[near] = np.log(mass)
     return result
 
