@@ -856,7 +856,11 @@ _CDF_ONE = 8.5
 
 def _ndtr(z: np.ndarray) -> np.ndarray:
     # special.ndtr(z) (C order). Far above a kernel the CDF is exactly 1 yet costs as
-    # much as near it: only the others are computed (NaN stays NaN).
+    # much as near it: only the others are computed (NaN stays NaN). Below a few
+    # thousand values the selection costs more than it saves.
+    if z.size < 2048:
+        plain: np.ndarray = special.ndtr(z)
+        return plain
     flat = z.ravel()
     needed = np.greater_equal(flat, _CDF_ONE)
     np.logical_not(needed, out=needed)
