@@ -203,7 +203,7 @@ class _Run:
             await self.after(finished)
 
     async def record(self, trial: Trial, outcome: Outcome) -> Trial | None:
-        with anyio.CancelScope(shield=True):
+        with self.study.shielded():
             try:
                 return await self.study.finish(trial.tid, outcome)
             except TrialStateError:

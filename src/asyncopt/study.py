@@ -146,6 +146,7 @@ class Study:
         self._rng = np.random.Generator(np.random.PCG64(0))
         self._view_was_stale = False
         self._reads_by_finish = 0
+        self._never_yields = bool(getattr(storage, "never_yields", False))
         self._suggest_seconds = 0.0  # moving average of the suggestion's duration
         self._best: Trial | None = None
         self._counts = dict.fromkeys(TrialState, 0)
@@ -268,7 +269,7 @@ class Study:
                 await self.refresh()
             if self._counts[TrialState.QUEUED]:
                 # Shielded like the create below: a claimed trial must reach `_take`.
-                with anyio.CancelScope(shield=True):
+                with self.shielded():
                     claimed = await self.storage.claim_trial(
                         self.name, worker=self.worker, lease=self.lease
                     )
@@ -282,7 +283,7 @@ class Study:
             assignment = await self._suggest(seed)
             # A trial the storage created must be held (so closing the handle cancels it)
             # even if the caller is cancelled meanwhile; the cancellation lands after.
-            with anyio.CancelScope(shield=True):
+            with self.shielded():
                 created = await self.storage.create_trial(
                     self.name,
                     assignment,
@@ -297,6 +298,16 @@ class Study:
                 # salts its seeds, so two workers never keep proposing from one view.
                 self._view_was_stale = True
             return taken
+
+    def shielded(self) -> contextlib.AbstractContextManager[Any]:
+        """A scope that lets a storage write finish even if the caller is cancelled.
+
+        A storage whose calls never yield to the event loop (``never_yields``, the memory
+        backend) cannot be interrupted, so it gets a no-op scope.
+        """
+        if self._never_yields:
+            return contextlib.nullcontext()
+        return anyio.CancelScope(shield=True)
 
     def _take(self, trial: Trial) -> Trial:
         self._held.add(trial.tid)

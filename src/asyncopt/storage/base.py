@@ -221,6 +221,8 @@ class Storage(Protocol):
 
     Backends built on `StorageContext` also offer ``finish_and_read`` (a finish and an
     incremental read in one round trip); `asyncopt.open_study` uses it when present.
+    A backend whose coroutines never yield to the event loop may set the class attribute
+    ``never_yields = True``: its writes then need (and get) no shielded cancel scope.
     """
 
     @property

@@ -37,6 +37,10 @@ class _Study:
 class MemoryStorage(StorageContext):
     """A `Storage` in this process's memory; lost when the process ends."""
 
+    #: Its coroutines never yield to the event loop, so no cancellation can interrupt
+    #: them: callers need no shielded scope around its writes.
+    never_yields = True
+
     def __init__(self) -> None:
         self._studies: dict[str, _Study] = {}
         self._seq = 0
