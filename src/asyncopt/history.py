@@ -139,7 +139,6 @@ class HistoryBuilder:
         self._losses = np.empty(capacity, dtype=np.float64)
         self._values = {label: np.empty(capacity, dtype=np.float64) for label in space.labels}
         self._snapshot: History | None = None
-        self._shared = False
         # The count of an array no view refers to (interpreters differ in what they count).
         self._unviewed = _references(self._states)
 
@@ -171,12 +170,10 @@ class HistoryBuilder:
 
     def _change(self, row: int, trial: Trial) -> None:
         self._snapshot = None
-        if self._shared and (
-            _references(self._states) > self._unviewed or _references(self._losses) > self._unviewed
-        ):
+        # Copy-on-write, only while a snapshot's view of the columns is still alive.
+        if _references(self._states) > self._unviewed or _references(self._losses) > self._unviewed:
             self._states = self._states.copy()
             self._losses = self._losses.copy()
-        self._shared = False
         self._write_outcome(row, trial)
 
     def _write_outcome(self, row: int, trial: Trial) -> None:
@@ -196,7 +193,6 @@ class HistoryBuilder:
         self._states = grown(self._states)
         self._losses = grown(self._losses)
         self._values = {label: grown(column) for label, column in self._values.items()}
-        self._shared = False
 
     def snapshot(self) -> History:
         """The current rows as an immutable `History`."""
@@ -208,5 +204,4 @@ class HistoryBuilder:
                 losses=_readonly(self._losses[:n]),
                 values=_Columns(self._values, n),
             )
-            self._shared = True
         return self._snapshot

@@ -8,6 +8,7 @@ trial's position, and keeps the leases of the trials it holds alive.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -33,7 +34,14 @@ from asyncopt.outcome import Outcome, from_value
 from asyncopt.space.compile import CompiledSpace, compile_space
 from asyncopt.space.description import rebuild
 from asyncopt.space.evaluate import Assignment, space_eval
-from asyncopt.storage.base import Storage, StudyRecord, Trial, TrialState, new_worker_id
+from asyncopt.storage.base import (
+    Storage,
+    StudyRecord,
+    Trial,
+    TrialState,
+    finish_then_read,
+    new_worker_id,
+)
 from asyncopt.storage.urls import open_storage
 
 __all__ = [
@@ -358,31 +366,23 @@ class Study:
 
     async def finish(self, tid: int, outcome: Outcome) -> Trial:
         """Record ``outcome`` for trial ``tid`` (used by `tell` and `minimize`)."""
-        finish_and_read = getattr(self.storage, "finish_and_read", None)
+        # A storage without the one-round-trip form gets the generic one (two calls).
+        finish_and_read = getattr(self.storage, "finish_and_read", None) or functools.partial(
+            finish_then_read, self.storage
+        )
         try:
-            if finish_and_read is None:  # a storage without the one-round-trip form
-                trial = await self.storage.finish_trial(
-                    self.name,
-                    tid,
-                    worker=self.worker,
-                    state=outcome.state,
-                    loss=outcome.loss,
-                    result=outcome.result,
-                    error=outcome.error,
-                )
-            else:
-                trial, changed = await finish_and_read(
-                    self.name,
-                    tid,
-                    since=self._seq,
-                    worker=self.worker,
-                    state=outcome.state,
-                    loss=outcome.loss,
-                    result=outcome.result,
-                    error=outcome.error,
-                )
-                self._read(changed)
-                self._reads_by_finish += 1
+            trial, changed = await finish_and_read(
+                self.name,
+                tid,
+                since=self._seq,
+                worker=self.worker,
+                state=outcome.state,
+                loss=outcome.loss,
+                result=outcome.result,
+                error=outcome.error,
+            )
+            self._read(changed)
+            self._reads_by_finish += 1
         finally:
             if outcome.state.is_finished:
                 self._held.discard(tid)

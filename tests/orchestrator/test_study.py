@@ -208,3 +208,38 @@ async def test_two_workers_interleaved_propose_distinct_points() -> None:
             for trial in asked:
                 if trial.tid in handle.held:
                     await handle.tell(trial.tid, 0.0)
+
+
+class _ProtocolOnly:
+    """A backend written to the bare `Storage` protocol: no `finish_and_read`.
+
+    It keeps its trials in a real memory storage and forwards every protocol call.
+    """
+
+    def __init__(self) -> None:
+        self._inner = MemoryStorage()
+
+    def __getattr__(self, name: str) -> object:
+        if name in ("finish_and_read", "never_yields"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    async def __aenter__(self) -> _ProtocolOnly:
+        await self._inner.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._inner.aclose()
+
+
+async def test_a_storage_without_finish_and_read_gives_the_same_search() -> None:
+    plain = _ProtocolOnly()
+    assert not hasattr(plain, "finish_and_read")
+    results = [
+        await ao.minimize(
+            lambda p: p["x"] ** 2, SPACE, algo=ao.tpe.suggest, max_evals=15, storage=s, seed=3
+        )
+        for s in (plain, MemoryStorage())
+    ]
+    assert [t.assignment for t in results[0].trials] == [t.assignment for t in results[1].trials]
+    assert [t.loss for t in results[0].trials] == [t.loss for t in results[1].trials]

@@ -17,7 +17,7 @@ import secrets
 import socket
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 import attrs
 
@@ -50,6 +50,7 @@ __all__ = [
     "TrialNotFoundError",
     "TrialState",
     "TrialStateError",
+    "finish_then_read",
     "new_worker_id",
 ]
 
@@ -197,11 +198,17 @@ class StorageContext:
         The finished trial is among the changes read. Backends that can do both in one
         round trip override this; if the finish is refused, nothing is read.
         """
-        storage: Any = self
-        trial = await storage.finish_trial(
-            study, tid, worker=worker, state=state, loss=loss, result=result, error=error
+        return await finish_then_read(
+            cast(Storage, self),
+            study,
+            tid,
+            since=since,
+            worker=worker,
+            state=state,
+            loss=loss,
+            result=result,
+            error=error,
         )
-        return trial, await storage.trials_since(study, since)
 
     async def __aenter__(self: _OpenedStorage) -> _OpenedStorage:
         await self.open()
@@ -214,6 +221,25 @@ class StorageContext:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+async def finish_then_read(
+    storage: Storage,
+    study: str,
+    tid: int,
+    *,
+    since: int,
+    worker: str,
+    state: TrialState,
+    loss: float | None = None,
+    result: Mapping[str, Any] | None = None,
+    error: str | None = None,
+) -> tuple[Trial, list[Trial]]:
+    """`Storage.finish_trial`, then `Storage.trials_since` from ``since``, on any storage."""
+    trial = await storage.finish_trial(
+        study, tid, worker=worker, state=state, loss=loss, result=result, error=error
+    )
+    return trial, await storage.trials_since(study, since)
 
 
 def new_worker_id() -> str:

@@ -593,19 +593,6 @@ class _Ops:
             seq=seq,
         )
 
-    def finish_trial(
-        self,
-        conn: sqlite3.Connection,
-        study: str,
-        tid: int,
-        worker: str,
-        state: TrialState,
-        loss: float | None,
-        result: str | None,
-        error: str | None,
-    ) -> Trial:
-        return self.finish_and_read(conn, study, tid, worker, state, loss, result, error, None)[0]
-
     def finish_and_read(
         self,
         conn: sqlite3.Connection,
@@ -1010,13 +997,8 @@ class SQLiteStorage(StorageContext):
 
         Raises `TrialNotFoundError`, `TrialStateError` or `LeaseLostError`.
         """
-        state = TrialState(state)
-        if not state.is_finished:
-            raise TrialStateError(f"cannot finish a trial as {state.name}")
-        text = None if result is None else _dumps(dict(result), "result")
-        return await self._call(
-            lambda c: self._ops.finish_trial(c, study, tid, worker, state, loss, text, error)
-        )
+        trial, _ = await self._finish(study, tid, worker, state, loss, result, error, None)
+        return trial
 
     async def finish_and_read(
         self,
@@ -1031,6 +1013,19 @@ class SQLiteStorage(StorageContext):
         error: str | None = None,
     ) -> tuple[Trial, list[Trial]]:
         """`finish_trial` then `trials_since(study, since)` in one transaction."""
+        return await self._finish(study, tid, worker, state, loss, result, error, since)
+
+    async def _finish(
+        self,
+        study: str,
+        tid: int,
+        worker: str,
+        state: TrialState,
+        loss: float | None,
+        result: Mapping[str, Any] | None,
+        error: str | None,
+        since: int | None,
+    ) -> tuple[Trial, list[Trial]]:
         state = TrialState(state)
         if not state.is_finished:
             raise TrialStateError(f"cannot finish a trial as {state.name}")
