@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from asyncopt import hp
-from asyncopt.algorithms import tpe
+from asyncopt.algorithms import _believer, tpe
 from asyncopt.history import History, HistoryBuilder
 from asyncopt.space.compile import CompiledSpace, compile_space
 from asyncopt.space.evaluate import Assignment, sample_assignments
@@ -97,15 +97,19 @@ def test_distances_count_categories_and_branches() -> None:
     trials.append(Trial("t", 4, TrialState.RUNNING, rows[0]))
     history = History.from_trials(space, trials)
     proposer = tpe._Proposer(tpe.configure(n_startup=3), space, history, np.random.default_rng(0))
-    distances = proposer._distances(np.array([0]), np.arange(4))[0]
+
+    def between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return _believer.distances(proposer.active, proposer.units, proposer.indices, a, b)
+
+    distances = between(np.array([0]), np.arange(4))[0]
     # Same point; a moved by 0.2 of its range; another category; another branch (m
     # differs, and a and b are each active in only one of the two).
     assert distances.tolist() == pytest.approx([0.0, 0.04, 1.0, 3.0])
-    grid = proposer._distances(np.arange(4), np.arange(4))
+    grid = between(np.arange(4), np.arange(4))
     assert np.array_equal(grid, grid.T)
     assert (np.diag(grid) == 0).all()
     # Batched: one block of distances per leading index.
-    batch = proposer._distances(np.array([[0, 1], [2, 3]]), np.array([[0, 1, 2], [1, 2, 3]]))
+    batch = between(np.array([[0, 1], [2, 3]]), np.array([[0, 1, 2], [1, 2, 3]]))
     assert np.array_equal(batch[0], grid[np.ix_([0, 1], [0, 1, 2])])
     assert np.array_equal(batch[1], grid[np.ix_([2, 3], [1, 2, 3])])
 
@@ -113,7 +117,7 @@ def test_distances_count_categories_and_branches() -> None:
 def test_distances_in_blocks_give_the_same_beliefs(monkeypatch: pytest.MonkeyPatch) -> None:
     history = History.from_trials(PLANE, _trials(PLANE, 60, 20, 3, _bowl))
     whole = _believed(tpe.configure(), PLANE, history)
-    monkeypatch.setattr(tpe, "_DISTANCE_CELLS", 7)
+    monkeypatch.setattr(_believer, "_DISTANCE_CELLS", 7)
     assert np.allclose(_believed(tpe.configure(), PLANE, history), whole, rtol=1e-9, atol=0)
 
 

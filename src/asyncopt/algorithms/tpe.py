@@ -74,6 +74,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from asyncopt.algorithms._believer import believed_losses
 from asyncopt.algorithms._parzen import (
     Axes,
     IndependentMixtures,
@@ -366,7 +367,9 @@ class _Proposer:
         self.believed = self.lies = np.zeros(len(history), dtype=bool)
         if tpe.constant_liar and pending.any():
             if n_ok:
-                self.losses = self._believed_losses(ok, pending)
+                self.losses = believed_losses(
+                    self.losses, ok, pending, self.active, self.units, self.indices
+                )
                 self.believed = pending
                 ok = ok | pending
             else:
@@ -385,91 +388,6 @@ class _Proposer:
         self.global_best = np.zeros(len(history), dtype=bool)
         if not tpe.multivariate:
             self.global_best[self.ok_rows] = _smallest(self.losses[self.ok_rows], self.global_below)
-
-    def _believed_losses(self, ok: np.ndarray, pending: np.ndarray) -> np.ndarray:
-        """Losses with each pending trial's predicted from its nearest OK trials.
-
-        The prediction is the posterior mean of a Gaussian process fitted to the
-        ``_BELIEVER_NEIGHBOURS`` nearest OK trials: their mean loss as the prior mean, a
-        squared-exponential kernel of length ``_BELIEVER_LENGTH`` and a small nugget,
-        kept within one range of the neighbours' losses beyond their lowest and highest.
-        Where that cannot be computed (non-finite losses or distances), the mean loss of
-        the 3 nearest is used. Distances are those of `_distances`.
-        """
-        known = np.flatnonzero(ok)
-        asked = np.flatnonzero(pending)
-        k = min(_BELIEVER_NEIGHBOURS, len(known))
-        known_losses = self.losses[known]
-        losses: np.ndarray = self.losses.copy()
-        # Pending trials in chunks, so that the distance arrays stay small.
-        step = max(1, _DISTANCE_CELLS // max(len(known), k * k))
-        for start in range(0, len(asked), step):
-            rows = asked[start : start + step]
-            distances = self._distances(rows, known)
-            distances = np.where(np.isnan(distances), np.inf, distances)
-            if k < len(known):
-                nearest = np.argpartition(distances, k - 1, axis=1)[:, :k]
-            else:
-                nearest = np.broadcast_to(np.arange(len(known)), (len(rows), len(known)))
-            near = np.take_along_axis(distances, nearest, axis=1)
-            order = np.argsort(near, axis=1, kind="stable")
-            nearest = np.take_along_axis(nearest, order, axis=1)
-            near = np.take_along_axis(near, order, axis=1)
-            y = known_losses[nearest]
-            fallback = y[:, :3].mean(axis=1)
-            among = self._distances(known[nearest], known[nearest])
-            scale = 2.0 * _BELIEVER_LENGTH**2
-            gram = np.exp(-among / scale) + _BELIEVER_NUGGET * np.eye(k)
-            centre = y.mean(axis=1, keepdims=True)
-            usable = np.isfinite(y).all(axis=1) & np.isfinite(gram).all(axis=(1, 2))
-            usable &= np.isfinite(near).all(axis=1)
-            predicted = fallback
-            if usable.any():
-                residuals = (y[usable] - centre[usable])[:, :, None]
-                try:
-                    weights = np.linalg.solve(gram[usable], residuals)[:, :, 0]
-                except np.linalg.LinAlgError:  # the nugget keeps the Gram matrix regular
-                    weights = np.zeros(residuals.shape[:2])
-                cross = np.exp(-near[usable] / scale)
-                gp = centre[usable, 0] + (cross * weights).sum(axis=1)
-                # A prediction may leave the neighbours' range (downhill of them, say),
-                # but by no more than that range: close, noisy neighbours cannot send it
-                # far off.
-                low, high = y[usable].min(axis=1), y[usable].max(axis=1)
-                gp = np.clip(gp, 2.0 * low - high, 2.0 * high - low)
-                predicted[usable] = np.where(np.isfinite(gp), gp, fallback[usable])
-            losses[rows] = predicted
-        return losses
-
-    def _distances(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Squared distances between the trials of rows ``a`` and of rows ``b``.
-
-        ``a`` has shape ``S + (m,)`` and ``b`` ``S + (n,)``; the result ``S + (m, n)``.
-        On the unit axes: a numeric axis counts its squared difference, a categorical
-        axis 1 when the categories differ, and a parameter active in only one of the two
-        trials counts 1.
-        """
-        distances = np.zeros(a.shape + b.shape[-1:])
-        for index, group in enumerate(self.groups):
-            mine = self.active[index][a][..., :, None]
-            theirs = self.active[index][b][..., None, :]
-            both = mine & theirs
-            everywhere = bool(both.all())
-            if not everywhere:
-                distances += (len(group.numeric) + len(group.categorical)) * (mine != theirs)
-            if group.numeric:
-                units = self.units[index]
-                left = np.where(mine, units[a], 0.0)
-                right = np.where(theirs.swapaxes(-1, -2), units[b], 0.0)
-                squared = (left * left).sum(axis=-1)[..., :, None]
-                squared = squared + (right * right).sum(axis=-1)[..., None, :]
-                squared -= 2.0 * (left @ right.swapaxes(-1, -2))
-                np.maximum(squared, 0.0, out=squared)
-                distances += squared if everywhere else np.where(both, squared, 0.0)
-            for j in range(len(group.categorical)):
-                codes = self.indices[index][:, j]
-                distances += both & (codes[a][..., :, None] != codes[b][..., None, :])
-        return distances
 
     def propose(self, n: int) -> list[Assignment]:
         proposals: list[Assignment] = []
@@ -792,16 +710,6 @@ def _smallest(losses: np.ndarray, count: int) -> np.ndarray:
         ties = np.flatnonzero(losses == threshold)
     chosen[ties[: count - int(np.count_nonzero(chosen))]] = True
     return chosen
-
-
-# A pending trial's loss is predicted from this many nearest OK trials, by a Gaussian
-# process of this kernel length (on the unit axes) and nugget. Measured on Branin and
-# Hartmann-6 with 16 pending (docs/benchmarks.md), it predicts better than their mean.
-_BELIEVER_NEIGHBOURS = 40
-_BELIEVER_LENGTH = 0.3
-_BELIEVER_NUGGET = 1e-4
-# Entries of one block of pending-to-finished distances.
-_DISTANCE_CELLS = 1 << 20
 
 
 # Categorical parameters with more categories than this (a randint over seeds, say) are
