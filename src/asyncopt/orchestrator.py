@@ -143,8 +143,11 @@ class _Run:
 
     async def worker(self) -> None:
         last_yield = time.perf_counter()
+        following: Trial | None = None  # taken in the same round trip as the last finish
         while not self.stopping:
-            trial = await self.study.ask(budget=self.max_evals)
+            trial = (
+                following if following is not None else await self.study.ask(budget=self.max_evals)
+            )
             if trial is None:
                 if not self.study.others_unfinished():
                     return
@@ -152,7 +155,7 @@ class _Run:
                 await anyio.sleep(_IDLE_POLL)
                 await self.study.renew_and_reap()
                 continue
-            await self.run_trial(trial)
+            following = await self.run_trial(trial)
             # Storage calls need not yield; this keeps a free objective from starving other
             # tasks (and lets a timeout's cancellation in) without a loop pass per trial.
             now = time.perf_counter()
@@ -171,7 +174,8 @@ class _Run:
             value = await value
         return value
 
-    async def run_trial(self, trial: Trial) -> None:
+    async def run_trial(self, trial: Trial) -> Trial | None:
+        """Evaluate ``trial`` and record it; returns the next trial if it was taken too."""
         cancelled = anyio.get_cancelled_exc_class()
         escaping: BaseException | None = None
         try:
@@ -196,11 +200,43 @@ class _Run:
         except BaseException as exc:
             outcome = from_exception(exc)
             escaping = exc
-        finished = await self.record(trial, outcome)
+        if escaping is None and self.may_take_next(outcome):
+            finished, following = await self.record_and_ask(trial, outcome)
+        else:
+            finished, following = await self.record(trial, outcome), None
         if escaping is not None:
             raise escaping
         if finished is not None:
             await self.after(finished)
+        if following is not None and self.stopping:
+            # Another worker's result, read in the same round trip, stopped the search.
+            await self.record(
+                following,
+                Outcome(TrialState.CANCELLED, error="cancelled: the search stopped first"),
+            )
+            return None
+        return following
+
+    def may_take_next(self, outcome: Outcome) -> bool:
+        """Whether the next trial may be taken before `after` has seen this outcome."""
+        if self.stopping or self.early_stop is not None:
+            return False  # early_stop must see every trial before the next one starts
+        if self.loss_threshold is None:
+            return True
+        threshold = self.loss_threshold
+        loss = outcome.loss if outcome.state is TrialState.OK else None
+        return all(x is None or x > threshold for x in (loss, self.study.best_loss))
+
+    async def record_and_ask(
+        self, trial: Trial, outcome: Outcome
+    ) -> tuple[Trial | None, Trial | None]:
+        with self.study.shielded():
+            try:
+                return await self.study.finish_and_ask(trial.tid, outcome, budget=self.max_evals)
+            except TrialStateError:
+                # Our lease was lost (the trial was reaped and requeued): the retry counts.
+                return None, None
+        return None, None  # pragma: no cover - a shielded scope does not swallow exceptions
 
     async def record(self, trial: Trial, outcome: Outcome) -> Trial | None:
         with self.study.shielded():

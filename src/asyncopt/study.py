@@ -39,6 +39,7 @@ from asyncopt.storage.base import (
     StudyRecord,
     Trial,
     TrialState,
+    finish_read_create,
     finish_then_read,
     new_worker_id,
 )
@@ -159,6 +160,13 @@ class Study:
         self._best: Trial | None = None
         self._counts = dict.fromkeys(TrialState, 0)
         self._unfinished: set[int] = set()
+        # A storage without the one-round-trip forms gets the generic ones (several calls).
+        self._finish_and_read = getattr(storage, "finish_and_read", None) or functools.partial(
+            finish_then_read, storage
+        )
+        self._finish_and_create_call = getattr(
+            storage, "finish_and_create", None
+        ) or functools.partial(finish_read_create, storage)
 
     @property
     def name(self) -> str:
@@ -180,12 +188,14 @@ class Study:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _apply(self, trials: Sequence[Trial]) -> None:
+    def _apply(self, trials: Sequence[Trial], *, replace: bool = False) -> None:
+        # ``replace`` applies records whatever their seq: a local, provisional outcome
+        # (which keeps the seq of the record it changes) and its undoing.
         accepted = []
         for trial in trials:
             known = self._trials.get(trial.tid)
             if known is not None:
-                if known.seq >= trial.seq:
+                if known.seq >= trial.seq and not replace:
                     continue  # a record we already have (our own write read back), or older
                 self._counts[known.state] -= 1
             self._counts[trial.state] += 1
@@ -194,10 +204,24 @@ class Study:
             else:
                 self._unfinished.add(trial.tid)
             self._trials[trial.tid] = trial
+            best = self._best
             if trial.state is TrialState.OK and trial.loss is not None:
-                best = self._best
-                if best is None or (trial.loss, trial.tid) < (best.loss, best.tid):
+                if (
+                    best is None
+                    or best.tid == trial.tid
+                    or (trial.loss, trial.tid)
+                    < (
+                        best.loss,
+                        best.tid,
+                    )
+                ):
                     self._best = trial
+            elif best is not None and best.tid == trial.tid:
+                self._best = min(
+                    (t for t in self._trials.values() if t.state is TrialState.OK),
+                    key=lambda t: (t.loss, t.tid),
+                    default=None,
+                )
             accepted.append(trial)
         self._builder.update(accepted)
 
@@ -218,7 +242,8 @@ class Study:
 
     def _with_params(self, trial: Trial) -> Trial:
         dressed = self._dressed.get(trial.tid)
-        if dressed is not None and dressed.seq == trial.seq:
+        # A provisional outcome keeps the seq of the record it changes: compare states too.
+        if dressed is not None and dressed.seq == trial.seq and dressed.state is trial.state:
             return dressed
         if dressed is not None:
             params = dressed.params  # the assignment of a trial never changes
@@ -284,10 +309,7 @@ class Study:
                     taken = None if claimed is None else self._take(claimed)
                 if taken is not None:
                     return taken
-            position = len(self._builder)
-            shared = self._view_was_stale or self.others_unfinished()
-            salt = self.worker if shared else ""
-            seed = trial_seed(self.seed, position, salt)
+            seed, position = self._next_seed()
             assignment = await self._suggest(seed)
             # A trial the storage created must be held (so closing the handle cancels it)
             # even if the caller is cancelled meanwhile; the cancellation lands after.
@@ -301,11 +323,20 @@ class Study:
                     seed=seed,
                 )
                 taken = None if created is None else self._take(created)
-            if created is not None and created.tid != position:
-                # Another worker created trials since our read: from now on this handle
-                # salts its seeds, so two workers never keep proposing from one view.
-                self._view_was_stale = True
+            self._note_position(created, position)
             return taken
+
+    def _next_seed(self) -> tuple[int, int]:
+        """The seed of the next suggestion, and the position (tid) it expects."""
+        position = len(self._builder)
+        shared = self._view_was_stale or self.others_unfinished()
+        return trial_seed(self.seed, position, self.worker if shared else ""), position
+
+    def _note_position(self, created: Trial | None, position: int) -> None:
+        if created is not None and created.tid != position:
+            # Another worker created trials since our read: from now on this handle
+            # salts its seeds, so two workers never keep proposing from one view.
+            self._view_was_stale = True
 
     def shielded(self) -> contextlib.AbstractContextManager[Any]:
         """A scope that lets a storage write finish even if the caller is cancelled.
@@ -366,12 +397,8 @@ class Study:
 
     async def finish(self, tid: int, outcome: Outcome) -> Trial:
         """Record ``outcome`` for trial ``tid`` (used by `tell` and `minimize`)."""
-        # A storage without the one-round-trip form gets the generic one (two calls).
-        finish_and_read = getattr(self.storage, "finish_and_read", None) or functools.partial(
-            finish_then_read, self.storage
-        )
         try:
-            trial, changed = await finish_and_read(
+            trial, changed = await self._finish_and_read(
                 self.name,
                 tid,
                 since=self._seq,
@@ -388,6 +415,75 @@ class Study:
                 self._held.discard(tid)
         self._apply([trial])
         return self._with_params(trial)
+
+    async def finish_and_ask(
+        self, tid: int, outcome: Outcome, *, budget: int | None = None
+    ) -> tuple[Trial, Trial | None]:
+        """`finish` then `ask`, in one storage round trip when the storage allows.
+
+        Returns the finished trial and the next one (None once ``budget`` is spent). The
+        next suggestion sees ``outcome``, applied locally first, but not what other
+        workers changed since the last read: that arrives with the same round trip and
+        is seen by the suggestion after. While trials are queued, they are claimed first
+        (in a separate call). Raises like `finish`; then nothing was asked.
+        """
+        async with self._ask_lock:
+            if not self._counts[TrialState.QUEUED] and tid in self._held:
+                return await self._finish_and_create(tid, outcome, budget)
+        finished = await self.finish(tid, outcome)
+        return finished, await self.ask(budget=budget)
+
+    async def _finish_and_create(
+        self, tid: int, outcome: Outcome, budget: int | None
+    ) -> tuple[Trial, Trial | None]:
+        known = self._trials[tid]
+        self._apply(
+            [
+                known.evolve(
+                    state=outcome.state,
+                    loss=outcome.loss,
+                    result=outcome.result,
+                    error=outcome.error,
+                    lease_expires_at=None,
+                )
+            ],
+            replace=True,
+        )
+        try:
+            seed, position = self._next_seed()
+            assignment = await self._suggest(seed)
+        except BaseException:
+            # The outcome must not be lost to a failed suggestion: record it alone.
+            self._apply([known], replace=True)
+            with self.shielded():
+                await self.finish(tid, outcome)
+            raise
+        with self.shielded():
+            try:
+                trial, changed, created = await self._finish_and_create_call(
+                    self.name,
+                    tid,
+                    since=self._seq,
+                    worker=self.worker,
+                    state=outcome.state,
+                    loss=outcome.loss,
+                    result=outcome.result,
+                    error=outcome.error,
+                    assignment=assignment,
+                    budget=budget,
+                    lease=self.lease,
+                    seed=seed,
+                )
+            except BaseException:
+                self._apply([known], replace=True)
+                raise
+            finally:
+                self._held.discard(tid)
+            self._read(changed)
+            self._apply([trial])
+            taken = None if created is None else self._take(created)
+        self._note_position(created, position)
+        return self._with_params(trial), taken
 
     # -- leases ----------------------------------------------------------------------------
 

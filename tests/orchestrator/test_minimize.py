@@ -509,3 +509,68 @@ async def test_bad_argument_messages_name_the_argument() -> None:
         await ao.minimize(quadratic, SPACE, max_evals=1, algo="tpe")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_evals must be >= 0"):
         await ao.minimize(quadratic, SPACE, max_evals=-3)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def shared_storage(request: pytest.FixtureRequest, tmp_path: Any) -> ao.Storage | str:
+    """A storage two handles of one test can share: a memory instance or an SQLite file."""
+    if request.param == "memory":
+        return MemoryStorage()
+    return f"sqlite:///{tmp_path}/study.db"
+
+
+async def test_a_threshold_reached_by_another_worker_cancels_the_trial_taken_with_it(
+    shared_storage: ao.Storage | str,
+) -> None:
+    calls = 0
+
+    async def objective(params: dict[str, Any]) -> float:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            # Meanwhile another worker of the study finds a loss below the threshold; this
+            # worker reads it in the same round trip that records its trial and takes the
+            # next one, which must then not run.
+            async with ao.open_study(shared_storage, "default") as other:
+                trial = await other.ask()
+                assert trial is not None
+                await other.tell(trial.tid, 0.0)
+        return 1.0
+
+    result = await ao.minimize(
+        objective,
+        SPACE,
+        algo=ao.rand.suggest,
+        max_evals=10,
+        loss_threshold=0.5,
+        storage=shared_storage,
+        seed=1,
+    )
+    assert calls == 1
+    states = [(t.tid, t.state, t.loss) for t in result.trials]
+    assert states == [
+        (0, ao.TrialState.OK, 1.0),
+        (1, ao.TrialState.OK, 0.0),
+        (2, ao.TrialState.CANCELLED, None),
+    ]
+    assert "stopped" in (result.trials[2].error or "")
+
+
+async def test_a_failing_suggestion_still_records_the_trial_before_it(
+    shared_storage: ao.Storage | str,
+) -> None:
+    calls = 0
+
+    def algo(space: Any, history: Any, rng: Any, n: int) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("the suggestion broke")
+        return ao.rand.suggest(space, history, rng, n)
+
+    with pytest.raises(RuntimeError, match="the suggestion broke"):
+        await ao.minimize(quadratic, SPACE, algo=algo, max_evals=5, storage=shared_storage, seed=1)
+    async with ao.open_study(shared_storage, "default") as study:
+        trials = await study.trials()
+    assert [(t.tid, t.state) for t in trials] == [(0, ao.TrialState.OK)]
+    assert trials[0].loss is not None

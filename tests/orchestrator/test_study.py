@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import anyio
 import pytest
 
 import asyncopt as ao
 from asyncopt import hp
 from asyncopt.errors import LeaseLostError, TrialNotFoundError, TrialStateError
+from asyncopt.outcome import Outcome
 from asyncopt.storage.memory import MemoryStorage
+from asyncopt.storage.sqlite import SQLiteStorage
 
 SPACE = {"x": hp.uniform("x", -1, 1), "n": hp.uniformint("n", 1, 3)}
 
@@ -211,7 +216,7 @@ async def test_two_workers_interleaved_propose_distinct_points() -> None:
 
 
 class _ProtocolOnly:
-    """A backend written to the bare `Storage` protocol: no `finish_and_read`.
+    """A backend written to the bare `Storage` protocol, without the one-round-trip forms.
 
     It keeps its trials in a real memory storage and forwards every protocol call.
     """
@@ -220,7 +225,7 @@ class _ProtocolOnly:
         self._inner = MemoryStorage()
 
     def __getattr__(self, name: str) -> object:
-        if name in ("finish_and_read", "never_yields"):
+        if name in ("finish_and_read", "finish_and_create", "never_yields"):
             raise AttributeError(name)
         return getattr(self._inner, name)
 
@@ -235,6 +240,7 @@ class _ProtocolOnly:
 async def test_a_storage_without_finish_and_read_gives_the_same_search() -> None:
     plain = _ProtocolOnly()
     assert not hasattr(plain, "finish_and_read")
+    assert not hasattr(plain, "finish_and_create")
     results = [
         await ao.minimize(
             lambda p: p["x"] ** 2, SPACE, algo=ao.tpe.suggest, max_evals=15, storage=s, seed=3
@@ -243,3 +249,45 @@ async def test_a_storage_without_finish_and_read_gives_the_same_search() -> None
     ]
     assert [t.assignment for t in results[0].trials] == [t.assignment for t in results[1].trials]
     assert [t.loss for t in results[0].trials] == [t.loss for t in results[1].trials]
+
+
+async def test_a_refused_finish_and_ask_creates_nothing_and_keeps_the_stored_record(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/study.db"
+    async with ao.open_study(url, "s", SPACE, algo=ao.rand.suggest, seed=1) as study:
+        trial = await study.ask()
+        assert trial is not None
+        # Behind the handle's back (as a reaper would after a lost lease), the trial ends.
+        await study.storage.finish_trial(
+            "s", trial.tid, worker=study.worker, state=ao.TrialState.CANCELLED
+        )
+        with pytest.raises(TrialStateError):
+            await study.finish_and_ask(trial.tid, Outcome(ao.TrialState.OK, loss=0.1))
+        # The outcome applied locally for the next suggestion is undone.
+        assert study.best_loss is None
+        assert study.held == frozenset()
+        trials = await study.trials()
+        assert [(t.tid, t.state) for t in trials] == [(0, ao.TrialState.CANCELLED)]
+        assert study.counts()[ao.TrialState.OK] == 0
+
+
+async def test_a_sequential_search_on_sqlite_makes_one_storage_call_per_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+    real_call = SQLiteStorage._call
+
+    async def counted(self: SQLiteStorage, fn: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await real_call(self, fn)
+
+    monkeypatch.setattr(SQLiteStorage, "_call", counted)
+    url = f"sqlite:///{tmp_path}/study.db"
+    await ao.minimize(lambda p: p["x"] ** 2, SPACE, max_evals=40, storage=url, seed=1)
+    opening = 3 + 2  # create the study, read it, reap; the first ask reads and creates
+    # Each finish reads the changes and creates the next trial (the last one creates none).
+    finishes = 40
+    closing = 2 + 1  # a last ask reads and finds the budget spent; the final read
+    assert calls == opening + finishes + closing

@@ -153,6 +153,17 @@ TRIAL_OPERATIONS: dict[str, Callable[[Storage], Awaitable[object]]] = {
     "finish_and_read": lambda s: s.finish_and_read(  # type: ignore[attr-defined]
         "nope", 0, since=0, worker="w", state=TrialState.OK, loss=1
     ),
+    "finish_and_create": lambda s: s.finish_and_create(  # type: ignore[attr-defined]
+        "nope",
+        0,
+        since=0,
+        worker="w",
+        state=TrialState.OK,
+        loss=1,
+        assignment={"x": 1},
+        budget=None,
+        lease=1,
+    ),
     "renew_leases": lambda s: s.renew_leases("nope", [0], worker="w", lease=1),
     "renew_no_leases": lambda s: s.renew_leases("nope", [], worker="w", lease=1),
     "reap_expired": lambda s: s.reap_expired("nope"),
@@ -405,6 +416,74 @@ async def test_a_refused_finish_and_read_changes_and_reads_nothing(storage: Stor
     with pytest.raises(TrialStateError, match="RUNNING"):
         await finish_and_read("s", trial.tid, since=0, worker="holder", state=TrialState.RUNNING)
     assert await storage.get_trial("s", trial.tid) == trial
+
+
+async def test_finish_and_create_finishes_reads_then_creates_the_next_trial(
+    storage: Storage,
+) -> None:
+    await new_study(storage)
+    first = await create(storage)
+    other = await create(storage, worker="w2")
+    finish_and_create = storage.finish_and_create  # type: ignore[attr-defined]
+    done, changed, created = await finish_and_create(
+        "s",
+        first.tid,
+        since=first.seq,
+        worker="w1",
+        state=TrialState.OK,
+        loss=0.5,
+        assignment={"x": 0.25},
+        budget=3,
+        lease=30,
+        seed=7,
+    )
+    assert done == await storage.get_trial("s", first.tid)
+    assert done.state is TrialState.OK
+    assert done.loss == 0.5
+    # The changes are read before the creation: the new trial is not among them.
+    assert [t.tid for t in changed] == [other.tid, first.tid]
+    assert created == await storage.get_trial("s", 2)
+    assert created.state is TrialState.RUNNING
+    assert (created.assignment, created.worker, created.seed) == ({"x": 0.25}, "w1", 7)
+    assert created.seq > done.seq
+    assert created.lease_expires_at is not None
+    # With the budget spent, the trial is finished and nothing is created.
+    finished, _, none = await finish_and_create(
+        "s",
+        created.tid,
+        since=done.seq,
+        worker="w1",
+        state=TrialState.FAIL,
+        error="boom",
+        assignment={"x": 0.5},
+        budget=3,
+        lease=30,
+    )
+    assert none is None
+    assert finished.state is TrialState.FAIL
+    assert await storage.count_trials("s", budgeted=False) == 3
+
+
+async def test_a_refused_finish_and_create_changes_reads_and_creates_nothing(
+    storage: Storage,
+) -> None:
+    await new_study(storage)
+    trial = await create(storage, worker="holder")
+    finish_and_create = storage.finish_and_create  # type: ignore[attr-defined]
+    with pytest.raises(LeaseLostError, match="holder"):
+        await finish_and_create(
+            "s",
+            trial.tid,
+            since=0,
+            worker="thief",
+            state=TrialState.OK,
+            loss=1.0,
+            assignment={"x": 1},
+            budget=None,
+            lease=30,
+        )
+    assert await storage.get_trial("s", trial.tid) == trial
+    assert await storage.count_trials("s", budgeted=False) == 1
 
 
 async def test_finishing_a_queued_trial_is_refused(storage: Storage) -> None:

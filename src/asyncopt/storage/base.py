@@ -50,6 +50,7 @@ __all__ = [
     "TrialNotFoundError",
     "TrialState",
     "TrialStateError",
+    "finish_read_create",
     "finish_then_read",
     "new_worker_id",
 ]
@@ -210,6 +211,45 @@ class StorageContext:
             error=error,
         )
 
+    async def finish_and_create(
+        self,
+        study: str,
+        tid: int,
+        *,
+        since: int,
+        worker: str,
+        state: TrialState,
+        loss: float | None = None,
+        result: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        assignment: Mapping[str, int | float],
+        budget: int | None,
+        lease: float,
+        seed: int | None = None,
+    ) -> tuple[Trial, list[Trial], Trial | None]:
+        """`finish_and_read`, then `Storage.create_trial` of ``assignment`` for ``worker``.
+
+        Returns the finished trial, the changes read (the new trial is created after the
+        read, so it is not among them) and the new trial, or None when the budget is
+        spent. Backends that can do it all in one round trip override this; if the
+        finish is refused, nothing is read or created.
+        """
+        return await finish_read_create(
+            cast(Storage, self),
+            study,
+            tid,
+            since=since,
+            worker=worker,
+            state=state,
+            loss=loss,
+            result=result,
+            error=error,
+            assignment=assignment,
+            budget=budget,
+            lease=lease,
+            seed=seed,
+        )
+
     async def __aenter__(self: _OpenedStorage) -> _OpenedStorage:
         await self.open()
         return self
@@ -242,6 +282,53 @@ async def finish_then_read(
     return trial, await storage.trials_since(study, since)
 
 
+async def finish_read_create(
+    storage: Storage,
+    study: str,
+    tid: int,
+    *,
+    since: int,
+    worker: str,
+    state: TrialState,
+    loss: float | None = None,
+    result: Mapping[str, Any] | None = None,
+    error: str | None = None,
+    assignment: Mapping[str, int | float],
+    budget: int | None,
+    lease: float,
+    seed: int | None = None,
+) -> tuple[Trial, list[Trial], Trial | None]:
+    """`finish_then_read`, then `Storage.create_trial`, on any storage."""
+    finish_and_read = getattr(storage, "finish_and_read", None)
+    if finish_and_read is None:
+        trial, changed = await finish_then_read(
+            storage,
+            study,
+            tid,
+            since=since,
+            worker=worker,
+            state=state,
+            loss=loss,
+            result=result,
+            error=error,
+        )
+    else:
+        trial, changed = await finish_and_read(
+            study,
+            tid,
+            since=since,
+            worker=worker,
+            state=state,
+            loss=loss,
+            result=result,
+            error=error,
+        )
+    created = await storage.create_trial(
+        study, assignment, budget=budget, worker=worker, lease=lease, seed=seed
+    )
+    return trial, changed, created
+
+
 def new_worker_id() -> str:
     """A worker identity ``host:pid:random``, unique across machines and restarts."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -256,7 +343,8 @@ class Storage(Protocol):
     from now; a RUNNING trial whose lease has passed may be reaped by anyone.
 
     Backends built on `StorageContext` also offer ``finish_and_read`` (a finish and an
-    incremental read in one round trip); `asyncopt.open_study` uses it when present.
+    incremental read in one round trip) and ``finish_and_create`` (those and the next
+    trial's creation in one round trip); `asyncopt.open_study` uses them when present.
     A backend whose coroutines never yield to the event loop may set the class attribute
     ``never_yields = True``: its writes then need (and get) no shielded cancel scope.
     """

@@ -146,6 +146,10 @@ _SQL_SINCE = (
     f"WHERE study_id = {_STUDY_ID} AND seq > ? ORDER BY seq"
 )
 
+# What `_Ops.finish` needs to create the next trial: the assignment as JSON text, the
+# budget, the worker, the lease and the seed.
+_NewTrial = tuple[str, "int | None", str, float, "int | None"]
+
 
 # -- values in and out -------------------------------------------------------------------
 
@@ -468,27 +472,40 @@ class _Ops:
         seed: int | None,
     ) -> Trial | None:
         with _write(conn):
-            study_id, n_trials, n_budgeted, seq = self.study_row(conn, study)
-            if budget is not None and n_budgeted >= budget:
-                return None
-            now = time.time()
-            expires = now + lease
-            conn.execute(
-                _SQL_INSERT_TRIAL,
-                (
-                    study_id,
-                    n_trials,
-                    TrialState.RUNNING,
-                    assignment,
-                    now,
-                    now,
-                    expires,
-                    worker,
-                    _int_in(seed),
-                    None,
-                    seq,
-                ),
-            )
+            return self._create(conn, study, assignment, budget, worker, lease, seed)
+
+    def _create(
+        self,
+        conn: sqlite3.Connection,
+        study: str,
+        assignment: str,
+        budget: int | None,
+        worker: str,
+        lease: float,
+        seed: int | None,
+    ) -> Trial | None:
+        """`create_trial` inside the caller's write transaction."""
+        study_id, n_trials, n_budgeted, seq = self.study_row(conn, study)
+        if budget is not None and n_budgeted >= budget:
+            return None
+        now = time.time()
+        expires = now + lease
+        conn.execute(
+            _SQL_INSERT_TRIAL,
+            (
+                study_id,
+                n_trials,
+                TrialState.RUNNING,
+                assignment,
+                now,
+                now,
+                expires,
+                worker,
+                _int_in(seed),
+                None,
+                seq,
+            ),
+        )
         return Trial(
             study=study,
             tid=n_trials,
@@ -593,7 +610,7 @@ class _Ops:
             seq=seq,
         )
 
-    def finish_and_read(
+    def finish(
         self,
         conn: sqlite3.Connection,
         study: str,
@@ -604,8 +621,10 @@ class _Ops:
         result: str | None,
         error: str | None,
         since: int | None,
-    ) -> tuple[Trial, list[Trial]]:
-        """Finish the trial and, with ``since``, read the changes after it: one transaction."""
+        then_create: _NewTrial | None,
+    ) -> tuple[Trial, list[Trial], Trial | None]:
+        """Finish the trial; with ``since``, read the changes after it; with
+        ``then_create``, create the next trial: one transaction."""
         with _write(conn):
             row = conn.execute(_SQL_STUDY_TRIAL, (tid, study)).fetchone()
             if row is None:
@@ -632,6 +651,7 @@ class _Ops:
             )
             # Rows are turned into trials after the commit, outside the write lock.
             rows = [] if since is None else conn.execute(_SQL_SINCE, (study, since)).fetchall()
+            created = None if then_create is None else self._create(conn, study, *then_create)
         finished = Trial(
             study=study,
             tid=tid,
@@ -649,7 +669,7 @@ class _Ops:
             retry_of=trial.retry_of,
             seq=seq,
         )
-        return finished, [_trial(study, row) for row in rows]
+        return finished, [_trial(study, row) for row in rows], created
 
     def renew_leases(
         self, conn: sqlite3.Connection, study: str, tids: list[int], worker: str, lease: float
@@ -997,7 +1017,7 @@ class SQLiteStorage(StorageContext):
 
         Raises `TrialNotFoundError`, `TrialStateError` or `LeaseLostError`.
         """
-        trial, _ = await self._finish(study, tid, worker, state, loss, result, error, None)
+        trial, _, _ = await self._finish(study, tid, worker, state, loss, result, error)
         return trial
 
     async def finish_and_read(
@@ -1013,7 +1033,32 @@ class SQLiteStorage(StorageContext):
         error: str | None = None,
     ) -> tuple[Trial, list[Trial]]:
         """`finish_trial` then `trials_since(study, since)` in one transaction."""
-        return await self._finish(study, tid, worker, state, loss, result, error, since)
+        trial, changed, _ = await self._finish(
+            study, tid, worker, state, loss, result, error, since=since
+        )
+        return trial, changed
+
+    async def finish_and_create(
+        self,
+        study: str,
+        tid: int,
+        *,
+        since: int,
+        worker: str,
+        state: TrialState,
+        loss: float | None = None,
+        result: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        assignment: Mapping[str, int | float],
+        budget: int | None,
+        lease: float,
+        seed: int | None = None,
+    ) -> tuple[Trial, list[Trial], Trial | None]:
+        """`finish_and_read`, then `create_trial` of ``assignment``, in one transaction."""
+        then_create = (_dumps(dict(assignment), "assignment"), budget, worker, lease, seed)
+        return await self._finish(
+            study, tid, worker, state, loss, result, error, since=since, then_create=then_create
+        )
 
     async def _finish(
         self,
@@ -1024,15 +1069,17 @@ class SQLiteStorage(StorageContext):
         loss: float | None,
         result: Mapping[str, Any] | None,
         error: str | None,
-        since: int | None,
-    ) -> tuple[Trial, list[Trial]]:
+        *,
+        since: int | None = None,
+        then_create: _NewTrial | None = None,
+    ) -> tuple[Trial, list[Trial], Trial | None]:
         state = TrialState(state)
         if not state.is_finished:
             raise TrialStateError(f"cannot finish a trial as {state.name}")
         text = None if result is None else _dumps(dict(result), "result")
         return await self._call(
-            lambda c: self._ops.finish_and_read(
-                c, study, tid, worker, state, loss, text, error, since
+            lambda c: self._ops.finish(
+                c, study, tid, worker, state, loss, text, error, since, then_create
             )
         )
 
