@@ -141,3 +141,69 @@ def test_reused_buffers_do_not_leak_between_evaluations() -> None:
         big_below.log_ratio(big_above, points, cells, categories)
         again = small_below.log_ratio(small_above, points, cells, categories)
     assert np.array_equal(first, again)
+
+
+def _integer_mixtures(n_below: int, n_above: int) -> tuple[ProductMixture, ProductMixture, Axes]:
+    # Two uniformint axes (one of them signed) among continuous ones: the lattice applies.
+    space = compile_space(
+        {
+            "u": hp.uniform("u", -5, 5),
+            "i": hp.uniformint("i", 1, 30),
+            "l": hp.loguniform("l", -8, 0),
+            "j": hp.uniformint("j", -40, 7),
+        }
+    )
+    axes = Axes([s.dist for s in space.params])
+    rng = np.random.default_rng(n_below * 1000 + n_above)
+
+    def build(n: int) -> ProductMixture:
+        mus = np.asfortranarray(axes.to_unit(axes.from_unit(rng.random((n, len(axes))))))
+        sigmas = gap_bandwidths(
+            mus, prior_mu=axes.prior_mu, low=axes.low, high=axes.high, rule="optuna"
+        )
+        return ProductMixture(
+            np.append(rng.uniform(0.2, 1.0, n), 1.0),
+            np.concatenate([mus, axes.prior_mu[None, :]]),
+            np.concatenate([sigmas, np.ones((1, len(axes)))]),
+            axes.low,
+            axes.high,
+            axes.quantized,
+            [],
+        )
+
+    return build(n_below), build(n_above), axes
+
+
+@pytest.mark.parametrize(("n_below", "n_above"), [(1, 3), (5, 40), (10, 300), (25, 3000)])
+def test_lattice_ends_score_exactly_as_cells(n_below: int, n_above: int) -> None:
+    below, above, axes = _integer_mixtures(n_below, n_above)
+    points, categories = below.sample(np.random.default_rng(2), 24)
+    raw = axes.from_unit(points, inside=True)
+    ends = axes.grid_ends(raw)
+    assert ends is not None
+    cells = axes.cells(raw)
+    grid = np.flatnonzero(axes.quantized)
+    sorted_ends = _parzen.GridEnds.of_cells(cells, grid)
+    assert np.array_equal(ends.ends, sorted_ends.ends)
+    assert np.array_equal(ends.axis, sorted_ends.axis)
+    assert np.array_equal(ends.where, sorted_ends.where)
+    with np.errstate(all="ignore"):
+        by_lattice = below.log_ratio(above, points, ends, categories)
+        by_cells = below.log_ratio(above, points, cells, categories)
+    assert np.all(np.isfinite(by_lattice))
+    assert np.array_equal(by_lattice, by_cells)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        hp.normal("n", 0, 1),  # unbounded: its cells may be fine
+        hp.uniform("wide", 0, 1e7),  # a raw unit is below 1e-6 of its prior
+        hp.quniform("q", 0, 10, 0.5),  # a grid that is not an integer lattice
+    ],
+)
+def test_lattice_is_declined_where_it_would_not_be_exact(extra: object) -> None:
+    space = compile_space({"i": hp.uniformint("i", 1, 30), "x": extra})
+    axes = Axes([s.dist for s in space.params])
+    raw = axes.from_unit(np.random.default_rng(0).random((5, len(axes))))
+    assert axes.grid_ends(raw) is None

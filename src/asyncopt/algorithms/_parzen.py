@@ -57,6 +57,8 @@ _MAX_FLOAT = float(np.finfo(float).max)
 # exp() overflows above this; below _MIN_LOG it is 0.
 _MAX_LOG = 709.0
 _MIN_LOG = -745.0
+# The most lattice slots (cell ends) of the grid axes of one group for `Axes.grid_ends`.
+_LATTICE_SIZE = 1 << 16
 # Floor of every bandwidth on the unit axis, so that no division can overflow.
 _MIN_SIGMA = 1e-12
 
@@ -310,6 +312,7 @@ class Axes:
         "_grid_q",
         "_half_cell",
         "_half_origin",
+        "_lattice",
         "_log_columns",
         "_tame",
         "_tame_grid",
@@ -373,6 +376,63 @@ class Axes:
             )
         half = 0.5 * self.q
         self._half_cell = np.concatenate((-half, half)).reshape(2, 1, -1)
+        self._lattice = self._lattice_tables(dists)
+
+    def _lattice_tables(
+        self, dists: Sequence[Distribution]
+    ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray] | None:
+        # When every grid axis is a ``uniformint`` of moderate range, every cell end is a
+        # point of a small fixed lattice (``v - 1/2`` for the integers ``v`` of an axis and
+        # one more): the unit-axis value of each lattice end is computed here once, by the
+        # same arithmetic as `cells`, and `grid_ends` then finds the distinct ends of a
+        # batch of points by marking lattice slots instead of sorting. It also needs no
+        # cell of any axis ever to be "fine" (narrower than 1e-6 of the prior), so that
+        # no point is ever scored by its density instead. Returns (key shift per grid
+        # axis, lattice size, unit value and axis of each lattice end), or None.
+        grid = self._grid_columns
+        if not grid.size or not all(dists[int(d)].name == "uniformint" for d in grid):
+            return None
+        lows = [int(dists[int(d)].low) for d in grid]
+        counts = [int(dists[int(d)].high) - low + 2 for d, low in zip(grid, lows)]
+        if sum(counts) > _LATTICE_SIZE or max(map(abs, lows)) + max(counts) > 1 << 50:
+            return None
+        for axis in range(len(self.origin)):
+            if not self.quantized[axis] and not self._never_fine(axis):
+                return None
+        starts = np.cumsum([0, *counts])
+        units = np.empty(int(starts[-1]))
+        axis_of = np.empty(int(starts[-1]), dtype=np.intp)
+        for j, d in enumerate(grid):
+            ends = (lows[j] - 0.5) + np.arange(counts[j], dtype=float)
+            unit = (0.5 * ends - self._half_origin[d]) / self.half_span[d]
+            np.maximum(unit, self.low[d], out=unit)
+            np.minimum(unit, self.high[d], out=unit)
+            units[starts[j] : starts[j + 1]] = unit
+            axis_of[starts[j] : starts[j + 1]] = j
+        shift = np.asarray([start - low for start, low in zip(starts, lows)], dtype=float)
+        for array in (shift, units, axis_of):
+            array.flags.writeable = False
+        return shift, int(starts[-1]), units, axis_of
+
+    def _never_fine(self, d: int) -> bool:
+        # Whether every cell ``[x - q/2, x + q/2]`` (clipped to the support) of a
+        # continuous axis spans at least 1e-5 of its prior, wherever ``x`` lies in the
+        # support: ten times the threshold below which a cell counts as fine. The
+        # narrowest cell is the one at either end of the support.
+        if not self.bounded[d] or not self.half_span[d] > 0:
+            return False
+        low, high, half = float(self.value_low[d]), float(self.value_high[d]), 0.5 * self.q[d]
+        with np.errstate(all="ignore"):
+            if self.log[d]:
+                if not low > 0:
+                    return False
+                width = min(
+                    math.log(min(low + half, high)) - math.log(low),
+                    math.log(high) - math.log(max(high - half, low)),
+                )
+            else:
+                width = min(min(low + half, high) - low, high - max(high - half, low))
+            return bool(width / (2.0 * self.half_span[d]) >= 1e-5)
 
     def __len__(self) -> int:
         return len(self.origin)
@@ -425,6 +485,30 @@ class Axes:
         clipped: np.ndarray = np.minimum(np.maximum(raw, self.clip_low), self.clip_high)
         return clipped
 
+    def grid_ends(self, raw: np.ndarray) -> GridEnds | None:
+        """The distinct cell ends of the grid axes of raw points, or None (use `cells`).
+
+        Available when every grid axis is a ``uniformint`` of moderate range and no cell
+        of any axis is ever fine; then `ProductMixture.log_pdf` takes the result in place
+        of ``cells``, with the same numbers.
+        """
+        lattice = self._lattice
+        if lattice is None:
+            return None
+        shift, size, units, axis_of = lattice
+        m = len(raw)
+        keys = np.empty((len(shift), 2, m), dtype=np.intp)
+        # Lattice slot of each point's lower cell end (exact: integers in floats).
+        keys[:, 0] = (raw[:, self._grid_columns] + shift).T
+        np.add(keys[:, 0], 1, out=keys[:, 1])
+        flat = keys.ravel()
+        marked = np.zeros(size, dtype=bool)
+        marked[flat] = True
+        where = marked.cumsum().take(flat)
+        where -= 1
+        distinct = np.flatnonzero(marked)
+        return GridEnds(units.take(distinct), axis_of.take(distinct), where, m)
+
     def cells(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unit-axis ends of the grid cells that round to the raw values (quantized axes)."""
         # Both ends in one (2, rows, axes) block: half the calls.
@@ -442,6 +526,53 @@ class Axes:
         np.maximum(unit, self.low, out=unit)
         np.minimum(unit, self.high, out=unit)
         return unit[0], unit[1]
+
+
+class GridEnds:
+    """The distinct unit-axis cell ends of the grid axes of ``m`` points, as one set.
+
+    ``ends`` holds them grouped by axis (axis-major), ``axis`` the grid axis of each (an
+    index among the grid columns), and ``where`` which distinct end each (grid axis,
+    lower/upper, point) end is, in that order (shape ``(g * 2 * m,)``).
+    """
+
+    __slots__ = ("axis", "ends", "m", "where")
+
+    def __init__(self, ends: np.ndarray, axis: np.ndarray, where: np.ndarray, m: int) -> None:
+        self.ends = ends
+        self.axis = axis
+        self.where = where
+        self.m = m
+
+    @classmethod
+    def of_cells(cls, cells: tuple[np.ndarray, np.ndarray], grid: np.ndarray) -> GridEnds:
+        """The distinct ends of the ``grid`` columns of ``cells`` (found by sorting)."""
+        g = len(grid)
+        m = len(cells[0])
+        ends = np.concatenate((cells[0][:, grid].T, cells[1][:, grid].T), axis=1)
+        order = ends.argsort(axis=1)
+        order += np.arange(0, g * 2 * m, 2 * m)[:, None]
+        ordered = ends.take(order)
+        starts = np.empty((g, 2 * m), dtype=bool)
+        starts[:, 0] = True
+        np.not_equal(ordered[:, 1:], ordered[:, :-1], out=starts[:, 1:])
+        new = starts.ravel()
+        rank = new.cumsum()
+        rank -= 1
+        where = np.empty(g * 2 * m, dtype=np.intp)
+        where[order.ravel()] = rank
+        axis = np.flatnonzero(new)
+        distinct = ordered.ravel()[axis]
+        axis //= 2 * m
+        return cls(distinct, axis, where, m)
+
+    def axis_slice(self, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Grid axis ``j`` alone: its distinct ends, and which one each lower and upper end is."""
+        first, stop = np.searchsorted(self.axis, (j, j + 1))
+        m = self.m
+        lower = self.where[2 * j * m : (2 * j + 1) * m] - first
+        upper = self.where[(2 * j + 1) * m : (2 * j + 2) * m] - first
+        return self.ends[first:stop], lower, upper
 
 
 def _grid_round(value: float, q: float) -> float:
@@ -527,7 +658,7 @@ class ProductMixture:
         self,
         other: ProductMixture,
         points: np.ndarray,
-        cells: tuple[np.ndarray, np.ndarray] | None,
+        cells: tuple[np.ndarray, np.ndarray] | GridEnds | None,
         categories: np.ndarray,
         quantized: np.ndarray | None = None,
     ) -> np.ndarray:
@@ -596,7 +727,7 @@ class ProductMixture:
     def log_pdf(
         self,
         points: np.ndarray,
-        cells: tuple[np.ndarray, np.ndarray] | None,
+        cells: tuple[np.ndarray, np.ndarray] | GridEnds | None,
         categories: np.ndarray,
         quantized: np.ndarray | None = None,
         split: int | None = None,
@@ -604,7 +735,8 @@ class ProductMixture:
         """Log density (mass on quantized axes) of ``m`` points under the mixture.
 
         ``points`` are unit-axis values ``(m, Dn)``; ``cells`` the unit-axis ends of the
-        grid cells of the quantized axes (same shape, read on quantized axes only);
+        grid cells of the quantized axes (same shape, read on quantized axes only), or
+        their distinct ends (`Axes.grid_ends`; then ``quantized`` must be left alone);
         ``categories`` category indices ``(m, Dc)``. ``quantized`` overrides which axes use
         cell masses (a grid much finer than every kernel is as good as continuous).
         With ``split``, the kernels before and from that index are two mixtures (each
@@ -654,7 +786,8 @@ class ProductMixture:
         if cells is not None and grid.size and few and k <= 512:
             # Few kernels: every grid axis in one (ends, axes, points, kernels) block, the
             # kernels innermost (a short innermost axis would make every operation crawl).
-            cdf = _grid_end_cdf(self.mus[:, grid].T, self.sigmas[:, grid].T, cells, grid)
+            ends = cells if isinstance(cells, GridEnds) else GridEnds.of_cells(cells, grid)
+            cdf = _grid_end_cdf(self.mus[:, grid].T, self.sigmas[:, grid].T, ends)
             mass = cdf[:, 1] - cdf[:, 0]
             log_mass = np.log(np.maximum(mass, 1e-300, out=mass), out=mass)
             log_mass -= self._masses()[:, grid].T[:, None, :]
@@ -662,12 +795,12 @@ class ProductMixture:
         elif cells is not None and grid.size and k <= 512:
             # Summed as the block above would be (the same numbers, in the same order: a
             # sum of fewer than 8 terms runs from first to last).
-            tables = [self._cell_log_mass(cells[0][:, d], cells[1][:, d], int(d)) for d in grid]
+            tables = [self._cell_log_mass(cells, j, int(d)) for j, d in enumerate(grid)]
             total += tables[0] if len(tables) == 1 else _axis_sum(np.stack(tables))
         elif cells is not None:
             gathered = _scratch("gathered", (m, k))
-            for d in grid:
-                total += self._cell_log_mass(cells[0][:, d], cells[1][:, d], int(d), gathered)
+            for j, d in enumerate(grid):
+                total += self._cell_log_mass(cells, j, int(d), gathered)
         for j, (table, codes) in enumerate(self.tables):
             gathered = _scratch("gathered", (m, k))
             if codes is None:
@@ -686,10 +819,20 @@ class ProductMixture:
         return _logsumexp(total, axis=1)
 
     def _cell_log_mass(
-        self, a: np.ndarray, b: np.ndarray, d: int, out: np.ndarray | None = None
+        self,
+        cells: tuple[np.ndarray, np.ndarray] | GridEnds,
+        j: int,
+        d: int,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
-        # Many kernels share (mu, sigma) on a grid axis: compute each distinct pair once.
-        # Shape (cells, kernels); ``out`` may receive it.
+        # Log masses of the cells of axis ``d`` (grid axis ``j``), shape (cells, kernels);
+        # ``out`` may receive them. Many kernels share (mu, sigma) on a grid axis: each
+        # distinct pair is computed once.
+        if isinstance(cells, GridEnds):
+            a = b = _NO_CELLS
+            ends: tuple[np.ndarray, np.ndarray, np.ndarray] | None = cells.axis_slice(j)
+        else:
+            a, b, ends = cells[0][:, d], cells[1][:, d], None
         mu = self.mus[:, d]
         sigma = self.sigmas[:, d]
         log_mass = self._masses()[:, d]
@@ -699,13 +842,16 @@ class ProductMixture:
             log_mass = log_mass[first]
         # No tail care needed here: the prior kernel, as wide as the support, always gives
         # a cell a mass far above the floor, so floored far kernels change nothing.
-        table: np.ndarray = _cell_log_masses(mu, sigma, a, b)
+        table: np.ndarray = _cell_log_masses(mu, sigma, a, b, ends)
         table -= log_mass
         if inverse is not None:
             # Indices from `_distinct_kernels` are in range: clip mode skips the checks.
             gathered: np.ndarray = table.take(inverse, axis=1, out=out, mode="clip")
             return gathered
         return table
+
+
+_NO_CELLS = np.empty(0)
 
 
 def _axis_sum(terms: np.ndarray) -> np.ndarray:
@@ -832,21 +978,31 @@ def _distinct_kernels(
     return unique.real, unique.imag, first, inverse.reshape(-1)
 
 
-def _cell_log_masses(mu: np.ndarray, sigma: np.ndarray, a: np.ndarray, b: np.ndarray) -> Any:
+def _cell_log_masses(
+    mu: np.ndarray,
+    sigma: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    ends: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> Any:
     # Log mass (floored at 1e-300) of kernels (mu, sigma) in the cells [a, b] of one axis,
     # shape (cells, kernels). Candidates share cells and neighbouring cells share an end:
-    # the normal CDF is computed once per distinct end.
+    # the normal CDF is computed once per distinct end (``ends``, when given: the
+    # distinct ends and which one each a and each b is; see `GridEnds.axis_slice`).
     # (np.unique costs more than this whole function on a few dozen ends.)
-    both = np.concatenate([a, b])
-    order = both.argsort()
-    ordered = both[order]
-    new = np.empty(len(both), dtype=bool)
-    new[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-    where = np.empty(len(both), dtype=np.intp)
-    where[order] = new.cumsum() - 1
-    cdf = _ndtr((ordered[new][:, None] - mu) / sigma)
-    mass = cdf[where[len(a) :]] - cdf[where[: len(a)]]
+    if ends is None:
+        both = np.concatenate([a, b])
+        order = both.argsort()
+        ordered = both[order]
+        new = np.empty(len(both), dtype=bool)
+        new[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+        where = np.empty(len(both), dtype=np.intp)
+        where[order] = new.cumsum() - 1
+        ends = ordered[new], where[: len(a)], where[len(a) :]
+    distinct, lower, upper = ends
+    cdf = _ndtr((distinct[:, None] - mu) / sigma)
+    mass = cdf[upper] - cdf[lower]
     return np.log(np.maximum(mass, 1e-300, out=mass), out=mass)
 
 
@@ -870,34 +1026,17 @@ def _ndtr(z: np.ndarray) -> np.ndarray:
     return cdf
 
 
-def _grid_end_cdf(
-    mus: np.ndarray, sigmas: np.ndarray, cells: tuple[np.ndarray, np.ndarray], grid: np.ndarray
-) -> np.ndarray:
+def _grid_end_cdf(mus: np.ndarray, sigmas: np.ndarray, ends: GridEnds) -> np.ndarray:
     # Normal CDF of every kernel (``mus``, ``sigmas``: (axes, kernels)) at both cell ends
-    # of every point on the ``grid`` axes, shape (axes, 2, points, kernels). Candidates
+    # of every point on the grid axes, shape (axes, 2, points, kernels). Candidates
     # often share a cell or a cell end: the CDF is computed once per distinct end of an
     # axis (the same numbers as one per end).
     g, k = mus.shape
-    m = len(cells[0])
-    ends = np.concatenate((cells[0][:, grid].T, cells[1][:, grid].T), axis=1)
-    order = ends.argsort(axis=1)
-    order += np.arange(0, g * 2 * m, 2 * m)[:, None]
-    ordered = ends.take(order)
-    starts = np.empty((g, 2 * m), dtype=bool)
-    starts[:, 0] = True
-    np.not_equal(ordered[:, 1:], ordered[:, :-1], out=starts[:, 1:])
-    new = starts.ravel()
-    rank = new.cumsum()
-    rank -= 1
-    where = np.empty(g * 2 * m, dtype=np.intp)
-    where[order.ravel()] = rank
-    axis = np.flatnonzero(new)
-    distinct = ordered.ravel()[axis]
-    axis //= 2 * m
-    z = distinct[:, None] - mus.take(axis, axis=0)
+    axis = ends.axis
+    z = ends.ends[:, None] - mus.take(axis, axis=0)
     z /= sigmas.take(axis, axis=0)
     cdf = _ndtr(z)
-    spread: np.ndarray = cdf.take(where, axis=0).reshape(g, 2, m, k)
+    spread: np.ndarray = cdf.take(ends.where, axis=0).reshape(g, 2, ends.m, k)
     return spread
 
 

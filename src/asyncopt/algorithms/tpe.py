@@ -77,6 +77,7 @@ import numpy as np
 from asyncopt.algorithms._believer import believed_losses
 from asyncopt.algorithms._parzen import (
     Axes,
+    GridEnds,
     IndependentMixtures,
     ProductMixture,
     categorical_rows,
@@ -633,9 +634,12 @@ class _Proposer:
         points, categories = below.sample(self.rng, self.tpe.n_candidates)
         axes = group.axes
         raw = axes.from_unit(points, inside=True)
-        cells = None
+        cells: tuple[np.ndarray, np.ndarray] | GridEnds | None = None
         exact = axes.quantized
         if axes.any_quantized:
+            # Integer axes of moderate range: their distinct cell ends straight away.
+            cells = axes.grid_ends(raw)
+        if cells is None and axes.any_quantized:
             cells = axes.cells(raw)
             fine = (cells[1] - cells[0]).max(axis=0, initial=0.0) < 1e-6
             if fine.any():
