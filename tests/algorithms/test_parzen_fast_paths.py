@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import special
 
 from asyncopt import hp
 from asyncopt.algorithms import _parzen
@@ -207,3 +208,17 @@ def test_lattice_is_declined_where_it_would_not_be_exact(extra: object) -> None:
     axes = Axes([s.dist for s in space.params])
     raw = axes.from_unit(np.random.default_rng(0).random((5, len(axes))))
     assert axes.grid_ends(raw) is None
+
+
+def test_tail_skipping_normal_cdf_is_scipys() -> None:
+    rng = np.random.default_rng(3)
+    z = np.concatenate(
+        [
+            rng.normal(0.0, 30.0, 5000),
+            np.linspace(-40.0, -36.0, 4001),
+            np.linspace(7.0, 10.0, 2990),
+            [np.nan, np.inf, -np.inf, -1e308, 1e308, 0.0, -0.0],
+        ]
+    ).reshape(-1, 7)
+    with np.errstate(all="raise", under="ignore"):
+        assert np.array_equal(_parzen._ndtr(z), special.ndtr(z), equal_nan=True)

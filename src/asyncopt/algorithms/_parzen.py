@@ -40,6 +40,7 @@ __all__ = [
     "IndependentMixtures",
     "ProductMixture",
     "categorical_kernels",
+    "categorical_pair",
     "categorical_rows",
     "gap_bandwidths",
     "linear_forgetting_weights",
@@ -237,6 +238,43 @@ def categorical_rows(
         codes = np.concatenate((observed, [size])).astype(np.intp, copy=False)
         return rows, codes
     return categorical_kernels(observed, prior, prior_weight=prior_weight, rule=rule), None
+
+
+def categorical_pair(
+    below: np.ndarray, above: np.ndarray, prior: np.ndarray, *, prior_weight: float
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`categorical_rows` (rule "optuna") of ``below`` then of ``above``, as one table.
+
+    The kernels are those of the below mixture (its observations, then its prior
+    kernel) followed by those of the above mixture; ``rows[codes]`` is their table.
+    """
+    n_below, n_above = len(below), len(above)
+    size = len(prior)
+    if 0 < size <= min(n_below, n_above, 64):
+        rows = _blended_pair(
+            prior.tobytes(),
+            prior_weight * size / (n_below + 1),
+            prior_weight * size / (n_above + 1),
+        )
+        codes = np.concatenate((below, (size,), above + (size + 1), (2 * size + 1,)))
+        return rows, codes.astype(np.intp, copy=False)
+    return _joined_tables(
+        categorical_rows(below, prior, prior_weight=prior_weight, rule="optuna"),
+        categorical_rows(above, prior, prior_weight=prior_weight, rule="optuna"),
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _blended_pair(prior_bytes: bytes, below_share: float, above_share: float) -> np.ndarray:
+    # The rows of `_blended_rows_and_prior` for both shares, stacked (cached, read-only).
+    rows = np.concatenate(
+        (
+            _blended_rows_and_prior(prior_bytes, below_share),
+            _blended_rows_and_prior(prior_bytes, above_share),
+        )
+    )
+    rows.flags.writeable = False
+    return rows
 
 
 @functools.lru_cache(maxsize=1024)
@@ -642,6 +680,49 @@ class ProductMixture:
         else:
             self.log_weights, self.cumulative = _normalized_log_weights(weights)
 
+    @classmethod
+    def pair(
+        cls,
+        below_weights: np.ndarray,
+        above_weights: np.ndarray,
+        mus: np.ndarray,
+        sigmas: np.ndarray,
+        lows: np.ndarray,
+        highs: np.ndarray,
+        quantized: np.ndarray,
+        tables: Sequence[tuple[np.ndarray, np.ndarray | None]],
+    ) -> tuple[ProductMixture, ProductMixture]:
+        """A below and an above mixture built as one kernel set: ``(both, below)``.
+
+        ``mus``, ``sigmas`` and each ``(rows, codes)`` table hold the kernels of the below
+        mixture (``len(below_weights)`` of them) and then those of the above mixture.
+        ``below`` is the below mixture alone (a view); ``both.log_pdf(..., split=k)``
+        with ``k = below.n_kernels`` gives the densities of the two mixtures, as
+        `log_ratio` of two separately built mixtures does.
+        """
+        split = len(below_weights)
+        log_below, cumulative = _normalized_log_weights(below_weights)
+        log_above, _ = _normalized_log_weights(above_weights)
+        bounds, finite = _stacked_bounds(lows, highs)
+        sigmas = np.maximum(sigmas, _MIN_SIGMA)
+        both = object.__new__(cls)
+        below = object.__new__(cls)
+        for mixture in (both, below):
+            mixture.lows, mixture.highs, mixture.quantized = lows, highs, quantized
+            mixture._bounds, mixture._finite = bounds, finite
+            mixture.log_mass = None
+        both.mus, both.sigmas = mus, sigmas
+        both.tables = tuple(tables)
+        both.log_weights = _joined_log_weights(log_below, log_above)
+        both.cumulative = None
+        below.mus, below.sigmas = mus[:split], sigmas[:split]
+        below.tables = tuple(
+            (rows[:split], None) if codes is None else (rows, codes[:split])
+            for rows, codes in tables
+        )
+        below.log_weights, below.cumulative = log_below, cumulative
+        return both, below
+
     @property
     def n_kernels(self) -> int:
         """Number of kernels."""
@@ -809,8 +890,9 @@ class ProductMixture:
                 np.log(log_table, out=log_table)
                 total += log_table.take(categories[:, j], axis=0, out=gathered)
             else:
-                # One logarithm per distinct row; (points, rows), then spread to kernels.
-                log_rows = np.log(np.maximum(table[:, categories[:, j]].T, 1e-300))
+                # One logarithm per distinct row (cached for cached rows); (points,
+                # rows), then spread to kernels.
+                log_rows = _log_rows(table).take(categories[:, j], axis=0)
                 total += log_rows.take(codes, axis=1, out=gathered, mode="clip")
         if split is not None:
             if total.size > 20_000 or not 0 < split < k:
@@ -905,6 +987,44 @@ def _joined_tables(
         plain_b = rows_b if codes_b is None else rows_b[codes_b]
         return np.concatenate([plain_a, plain_b]), None
     return np.concatenate([rows_a, rows_b]), np.concatenate([codes_a, codes_b + len(rows_a)])
+
+
+_LOG_ROWS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _log_rows(rows: np.ndarray) -> np.ndarray:
+    # log(max(rows, 1e-300)) transposed to (categories, rows). Read-only rows are the
+    # cached ones that come back on every suggestion: theirs is remembered by identity
+    # (the rows kept alive with it, so that their id stays theirs).
+    found = _LOG_ROWS.get(id(rows))
+    if found is not None and found[0] is rows:
+        return found[1]
+    log_rows: np.ndarray = np.log(np.maximum(rows.T, 1e-300))
+    if not rows.flags.writeable:
+        if len(_LOG_ROWS) > 256:
+            _LOG_ROWS.clear()
+        log_rows.flags.writeable = False
+        _LOG_ROWS[id(rows)] = (rows, log_rows)
+    return log_rows
+
+
+_JOINED: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _joined_log_weights(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    # Two log weight vectors end to end; pairs of cached (read-only) vectors come back,
+    # so their join is remembered by identity (both kept alive with it).
+    key = (id(first), id(second))
+    found = _JOINED.get(key)
+    if found is not None and found[0] is first and found[1] is second:
+        return found[2]
+    joined = np.concatenate((first, second))
+    if not (first.flags.writeable or second.flags.writeable):
+        if len(_JOINED) > 256:
+            _JOINED.clear()
+        joined.flags.writeable = False
+        _JOINED[key] = (first, second, joined)
+    return joined
 
 
 _LOG_WEIGHTS: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
@@ -1006,24 +1126,31 @@ def _cell_log_masses(
     return np.log(np.maximum(mass, 1e-300, out=mass), out=mass)
 
 
-# The normal CDF is exactly 1 from about 8.3 on.
+# scipy's normal CDF is exactly 1 from about 8.3 on, and exactly 0 from about -37.68
+# down (its erfc underflows there): between these, the interval a CDF must be computed in.
 _CDF_ONE = 8.5
+_CDF_ZERO = -38.0
+_CDF_MIDDLE = 0.5 * (_CDF_ONE + _CDF_ZERO)
+_CDF_REACH = 0.5 * (_CDF_ONE - _CDF_ZERO)
 
 
 def _ndtr(z: np.ndarray) -> np.ndarray:
-    # special.ndtr(z) (C order). Far above a kernel the CDF is exactly 1 yet costs as
-    # much as near it: only the others are computed (NaN stays NaN). Below a few
-    # thousand values the selection costs more than it saves.
+    # special.ndtr(z) (C order). Far above or below a kernel the CDF is exactly 1 or 0
+    # yet costs as much as near it: only the others are computed. Below a few thousand
+    # values the selection costs more than it saves.
     if z.size < 2048:
         plain: np.ndarray = special.ndtr(z)
         return plain
     flat = z.ravel()
-    needed = np.greater_equal(flat, _CDF_ONE)
-    np.logical_not(needed, out=needed)
-    needed = np.flatnonzero(needed)
-    cdf = np.ones(z.shape)
-    cdf.ravel()[needed] = special.ndtr(flat.take(needed))
-    return cdf
+    # 0 far below, 1 far above (and NaN stays NaN): the clip of z to [0, 1].
+    cdf = np.maximum(flat, 0.0)
+    np.minimum(cdf, 1.0, out=cdf)
+    offset = flat - _CDF_MIDDLE
+    np.abs(offset, out=offset)
+    needed = np.flatnonzero(np.less(offset, _CDF_REACH))
+    cdf[needed] = special.ndtr(flat.take(needed))
+    result: np.ndarray = cdf.reshape(z.shape)
+    return result
 
 
 def _grid_end_cdf(mus: np.ndarray, sigmas: np.ndarray, ends: GridEnds) -> np.ndarray:
@@ -1162,7 +1289,7 @@ def _kernel_log_mass(
     if near.size:
         mu, sigma = mus.ravel(order)[near], sigmas.ravel(order)[near]
         column = near // len(mus) if order == "F" else near % mus.shape[1]
-        mass = _ndtr((highs[column] - mu) / sigma) - special.ndtr((lows[column] - mu) / sigma)
+        mass = _ndtr((highs[column] - mu) / sigma) - _ndtr((lows[column] - mu) / sigma)
         result.ravel(order)[near] = np.log(mass)
     return result
 

@@ -80,7 +80,7 @@ from asyncopt.algorithms._parzen import (
     GridEnds,
     IndependentMixtures,
     ProductMixture,
-    categorical_rows,
+    categorical_pair,
     gap_bandwidths,
     linear_forgetting_weights,
 )
@@ -556,31 +556,18 @@ class _Proposer:
             assignment[spec.label] = code + spec.dist.offset
         return unit, codes
 
-    def _mixture(
-        self,
-        group: _Group,
-        numeric: np.ndarray,
-        categorical: np.ndarray,
-        lied: np.ndarray,
-        priors: list[np.ndarray],
-        clip_count: int | None = None,
-    ) -> ProductMixture:
-        tpe = self.tpe
-        hyperopt = not tpe.multivariate
-        rule = "hyperopt" if hyperopt else "optuna"
+    def _widths(
+        self, axes: Axes, numeric: np.ndarray, lied: np.ndarray, clip_count: int | None = None
+    ) -> np.ndarray:
+        """Kernel widths of the multivariate model's observations (l's with ``clip_count``)."""
         n = len(numeric)
-        prior_weight = tpe.prior_weight
-        if hyperopt and group.categorical:
-            prior_weight *= group.categorical[0].dist.size
-        weights = self._weights(lied, prior_weight)
-        axes = group.axes
         sigmas = gap_bandwidths(
             numeric,
             prior_mu=axes.prior_mu,
             low=axes.low,
             high=axes.high,
-            rule=rule,
-            magic_clip=tpe.magic_clip,
+            rule="optuna",
+            magic_clip=self.tpe.magic_clip,
             clip_count=clip_count,
         )
         if clip_count is not None and axes.any_quantized:
@@ -593,21 +580,47 @@ class _Proposer:
             # A lie only marks a spot as taken: its kernel is as narrow as the clip allows,
             # so it repels candidates near it without reshaping g elsewhere.
             sigmas[lied] = 1.0 / min(100.0, n + 2.0)
-        mus = np.concatenate([numeric, axes.prior_mu[None, :]], axis=0)
-        sigmas = np.concatenate([sigmas, axes.prior_sigma], axis=0)
+        return sigmas
+
+    def _mixtures(
+        self,
+        group: _Group,
+        below: tuple[np.ndarray, np.ndarray, np.ndarray],
+        above: tuple[np.ndarray, np.ndarray, np.ndarray],
+        priors: list[np.ndarray],
+        clip_count: int,
+    ) -> tuple[ProductMixture, ProductMixture]:
+        """The multivariate l and g as one kernel set: ``(both, l)`` (`ProductMixture.pair`).
+
+        ``below`` and ``above`` are (unit rows, category rows, lies) of the observations.
+        """
+        (below_numeric, below_codes, below_lied) = below
+        (above_numeric, above_codes, above_lied) = above
+        prior_weight = self.tpe.prior_weight
+        axes = group.axes
+        prior_mu = axes.prior_mu[None, :]
+        mus = np.concatenate((below_numeric, prior_mu, above_numeric, prior_mu))
+        sigmas = np.concatenate(
+            (
+                self._widths(axes, below_numeric, below_lied, clip_count),
+                axes.prior_sigma,
+                self._widths(axes, above_numeric, above_lied),
+                axes.prior_sigma,
+            )
+        )
         tables = [
-            categorical_rows(categorical[:, j], prior, prior_weight=tpe.prior_weight, rule=rule)
+            categorical_pair(below_codes[:, j], above_codes[:, j], prior, prior_weight=prior_weight)
             for j, prior in enumerate(priors)
         ]
-        return ProductMixture(
-            weights,
+        return ProductMixture.pair(
+            self._weights(below_lied, prior_weight),
+            self._weights(above_lied, prior_weight),
             mus,
             sigmas,
             axes.low,
             axes.high,
             axes.quantized,
             tables,
-            mixture_truncation=hyperopt,
         )
 
     def _decide(self, index: int, assignment: Assignment) -> tuple[np.ndarray, np.ndarray]:
@@ -625,12 +638,15 @@ class _Proposer:
         # the believer models them, and without the liar they are ignored.
         in_flight = 1 + len(self.extra[index])
         finished = len(below_rows) + len(above_rows) - int(np.count_nonzero(above_lied))
-        clip_count = None
-        if self.tpe.multivariate:
-            evidence = max(1, finished // in_flight)
-            clip_count = max(len(below_rows), math.isqrt(max(1, len(below_rows)) * evidence))
-        below = self._mixture(group, below_numeric, below_codes, below_lied, priors, clip_count)
-        above = self._mixture(group, above_numeric, above_codes, above_lied, priors)
+        evidence = max(1, finished // in_flight)
+        clip_count = max(len(below_rows), math.isqrt(max(1, len(below_rows)) * evidence))
+        both, below = self._mixtures(
+            group,
+            (below_numeric, below_codes, below_lied),
+            (above_numeric, above_codes, above_lied),
+            priors,
+            clip_count,
+        )
         points, categories = below.sample(self.rng, self.tpe.n_candidates)
         axes = group.axes
         raw = axes.from_unit(points, inside=True)
@@ -647,7 +663,8 @@ class _Proposer:
                 # factor shared by l and g.
                 exact = exact & ~fine
                 points = np.where(fine, 0.5 * (cells[0] + cells[1]), points)
-        score = below.log_ratio(above, points, cells, categories, exact)
+        first, second = both.log_pdf(points, cells, categories, exact, split=below.n_kernels)
+        score = first - second
         score = np.where(np.isnan(score), -np.inf, score)
         best = int(np.argmax(score))
         for j, spec in enumerate(group.numeric):
