@@ -55,6 +55,7 @@ _SCRATCH_LIMIT = 1 << 22
 # distinct (centre, width) pair on each grid axis (many kernels share one).
 _FEW_KERNELS = 128
 _MAX_FLOAT = float(np.finfo(float).max)
+_TINY = float(np.finfo(float).tiny)
 # exp() overflows above this; below _MIN_LOG it is 0.
 _MAX_LOG = 709.0
 _MIN_LOG = -745.0
@@ -346,16 +347,19 @@ class Axes:
 
     __slots__ = (
         "_centre",
+        "_grid_at",
         "_grid_columns",
         "_grid_q",
         "_half_cell",
         "_half_origin",
         "_lattice",
+        "_log_at",
         "_log_columns",
         "_tame",
         "_tame_grid",
         "_unit_high",
         "_unit_low",
+        "_unit_steps",
         "any_quantized",
         "bounded",
         "clip_high",
@@ -398,6 +402,11 @@ class Axes:
         self._log_columns = np.flatnonzero(self.log)
         self._grid_columns = np.flatnonzero(self.quantized)
         self._grid_q = self.q[self._grid_columns]
+        # The same columns as selectors (slices when contiguous: in-place views), and
+        # whether every grid step is 1 (rounding to it needs no scaling: x / 1 * 1 == x).
+        self._log_at = _selector(self._log_columns)
+        self._grid_at = _selector(self._grid_columns)
+        self._unit_steps = bool((self._grid_q == 1.0).all())
         self._unit_low = np.maximum(self.low, -1e12)
         self._unit_high = np.minimum(self.high, 1e12)
         t = 2.0 * (self._half_origin + self.prior_mu * self.half_span)
@@ -480,7 +489,13 @@ class Axes:
         if columns.size:
             if not fresh:
                 raw = raw.copy(order="K")
-            raw[:, columns] = np.log(np.maximum(raw[:, columns], np.finfo(float).tiny))
+            at = self._log_at
+            if isinstance(at, slice):
+                view = raw[:, at]
+                np.maximum(view, _TINY, out=view)
+                np.log(view, out=view)
+            else:
+                raw[:, columns] = np.log(np.maximum(raw[:, columns], _TINY))
         return raw
 
     def _unit(self, t: np.ndarray) -> np.ndarray:
@@ -492,7 +507,16 @@ class Axes:
 
         ``fresh``: ``raw`` is a float array of the caller's that may be overwritten.
         """
-        u = self._unit(self._native(np.asarray(raw, dtype=float), fresh))
+        t = self._native(np.asarray(raw, dtype=float), fresh)
+        if fresh or t is not raw:
+            # The caller's array, or a copy of it: transformed in place (the same numbers).
+            np.multiply(t, 0.5, out=t)
+            t -= self._half_origin
+            t /= self.half_span
+            np.maximum(t, self._unit_low, out=t)
+            np.minimum(t, self._unit_high, out=t)
+            return t
+        u = self._unit(t)
         clipped: np.ndarray = np.minimum(np.maximum(u, self._unit_low), self._unit_high)
         return clipped
 
@@ -504,23 +528,40 @@ class Axes:
         """
         if not inside:
             u = np.minimum(np.maximum(u, self.low), self.high)
-        raw = 2.0 * (self._half_origin + u * self.half_span)
+        # 2 * (origin/2 + u * half_span), computed in place on one fresh array.
+        raw = u * self.half_span
+        raw += self._half_origin
+        raw *= 2.0
         columns = self._log_columns
         if columns.size:
-            raw[:, columns] = np.exp(np.minimum(np.maximum(raw[:, columns], _MIN_LOG), _MAX_LOG))
+            at = self._log_at
+            if isinstance(at, slice):
+                view = raw[:, at]
+                np.maximum(view, _MIN_LOG, out=view)
+                np.minimum(view, _MAX_LOG, out=view)
+                np.exp(view, out=view)
+            else:
+                raw[:, columns] = np.exp(
+                    np.minimum(np.maximum(raw[:, columns], _MIN_LOG), _MAX_LOG)
+                )
         tame = inside and self._tame
         if not tame:
             raw = np.minimum(np.maximum(raw, -_MAX_FLOAT), _MAX_FLOAT)
             raw = np.where(np.isnan(raw), self._centre, raw)
         columns = self._grid_columns
         if columns.size:
-            if tame and self._tame_grid:
+            at = self._grid_at
+            if tame and self._tame_grid and self._unit_steps and isinstance(at, slice):
+                view = raw[:, at]
+                np.round(view, out=view)
+            elif tame and self._tame_grid:
                 steps = raw[:, columns]
                 steps /= self._grid_q
                 raw[:, columns] = np.round(steps, out=steps) * self._grid_q
             else:
                 raw[:, columns] = _grid_round_array(raw[:, columns], self._grid_q)
-        clipped: np.ndarray = np.minimum(np.maximum(raw, self.clip_low), self.clip_high)
+        np.maximum(raw, self.clip_low, out=raw)
+        clipped: np.ndarray = np.minimum(raw, self.clip_high, out=raw)
         return clipped
 
     def grid_ends(self, raw: np.ndarray) -> GridEnds | None:
@@ -827,7 +868,7 @@ class ProductMixture:
             quantized = self.quantized
         if cells is None:
             quantized = np.zeros_like(self.quantized)
-        continuous, grid = _columns(quantized)
+        continuous, grid, continuous_at, grid_at = _columns(quantized)
         m = len(points)
         k = self.n_kernels
         everywhere = continuous.size == self.mus.shape[1]
@@ -835,9 +876,9 @@ class ProductMixture:
         # along contiguous rows, and kernel constants broadcast as rows (both several
         # times faster than down the columns of a (kernels, points) block).
         if continuous.size:
-            x = points if everywhere else points[:, continuous]
-            mus = self.mus if everywhere else self.mus[:, continuous]
-            sigmas = self.sigmas if everywhere else self.sigmas[:, continuous]
+            x = points if everywhere else points[:, continuous_at]
+            mus = self.mus if everywhere else self.mus[:, continuous_at]
+            sigmas = self.sigmas if everywhere else self.sigmas[:, continuous_at]
             masses = self._masses()
             inv_var = 1.0 / (sigmas**2)
             square = 0.5 * (mus * mus * inv_var).sum(axis=1)
@@ -845,7 +886,7 @@ class ProductMixture:
                 square
                 + np.log(sigmas).sum(axis=1)
                 + continuous.size * _LOG_SQRT_2PI
-                + (masses if everywhere else masses[:, continuous]).sum(axis=1)
+                + (masses if everywhere else masses[:, continuous_at]).sum(axis=1)
             )
             # constant - 0.5 * sum_d (x - mu)^2 / s^2, expanded into one matrix product.
             dc = continuous.size
@@ -868,10 +909,10 @@ class ProductMixture:
             # Few kernels: every grid axis in one (ends, axes, points, kernels) block, the
             # kernels innermost (a short innermost axis would make every operation crawl).
             ends = cells if isinstance(cells, GridEnds) else GridEnds.of_cells(cells, grid)
-            cdf = _grid_end_cdf(self.mus[:, grid].T, self.sigmas[:, grid].T, ends)
+            cdf = _grid_end_cdf(self.mus[:, grid_at].T, self.sigmas[:, grid_at].T, ends)
             mass = cdf[:, 1] - cdf[:, 0]
             log_mass = np.log(np.maximum(mass, 1e-300, out=mass), out=mass)
-            log_mass -= self._masses()[:, grid].T[:, None, :]
+            log_mass -= self._masses()[:, grid_at].T[:, None, :]
             total += _axis_sum(log_mass)
         elif cells is not None and grid.size and k <= 512:
             # Summed as the block above would be (the same numbers, in the same order: a
@@ -1294,18 +1335,32 @@ def _kernel_log_mass(
     return result
 
 
-def _columns(quantized: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    # Continuous and grid columns of a quantized mask; few masks recur, so they are cached.
+_Columns = np.ndarray | slice
+
+
+def _columns(quantized: np.ndarray) -> tuple[np.ndarray, np.ndarray, _Columns, _Columns]:
+    # Continuous and grid columns of a quantized mask, each also as a selector: a slice
+    # when the columns are a contiguous run (a view instead of a copy; a sum along a
+    # row of a C-ordered view adds in the same order as along the copy). Few masks recur,
+    # so they are cached.
     key = quantized.tobytes()
     found = _COLUMNS.get(key)
     if found is None:
         if len(_COLUMNS) > 256:
             _COLUMNS.clear()
-        found = _COLUMNS[key] = (np.flatnonzero(~quantized), np.flatnonzero(quantized))
+        continuous, grid = np.flatnonzero(~quantized), np.flatnonzero(quantized)
+        found = _COLUMNS[key] = (continuous, grid, _selector(continuous), _selector(grid))
     return found
 
 
-_COLUMNS: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+def _selector(columns: np.ndarray) -> _Columns:
+    # ``columns`` as a slice when they are a contiguous increasing run.
+    if columns.size and columns[-1] - columns[0] == columns.size - 1:
+        return slice(int(columns[0]), int(columns[-1]) + 1)
+    return columns
+
+
+_COLUMNS: dict[bytes, tuple[np.ndarray, np.ndarray, _Columns, _Columns]] = {}
 
 
 @functools.lru_cache(maxsize=64)

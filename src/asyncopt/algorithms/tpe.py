@@ -212,10 +212,12 @@ class TPE:
             raise ValueError(f"n must be >= 0, got {n}")
         if n == 0:
             return []
-        if int(np.count_nonzero(history.states == _OK)) < self.n_startup or not space.params:
+        # Trials per state (QUEUED, RUNNING, OK, FAIL, CANCELLED), in one pass.
+        counts = np.bincount(history.states, minlength=5)
+        if int(counts[_OK]) < self.n_startup or not space.params:
             return sample_assignments(space, rng, n)
         with np.errstate(all="ignore"):
-            return _Proposer(self, space, history, rng).propose(n)
+            return _Proposer(self, space, history, rng, counts).propose(n)
 
 
 def configure(**options: Any) -> TPE:
@@ -326,7 +328,12 @@ class _Proposer:
     """State of one suggest call: history columns on the unit axes, and the proposals so far."""
 
     def __init__(
-        self, tpe: TPE, space: CompiledSpace, history: History, rng: np.random.Generator
+        self,
+        tpe: TPE,
+        space: CompiledSpace,
+        history: History,
+        rng: np.random.Generator,
+        counts: np.ndarray | None = None,
     ) -> None:
         self.tpe = tpe
         self.space = space
@@ -335,6 +342,8 @@ class _Proposer:
         states = history.states
         values = history.values
         self.active = [~np.isnan(values[g.first]) for g in self.groups]
+        # Groups active in every trial (the unconditional one, usually) need no row masks.
+        self.everywhere = [bool(active.all()) for active in self.active]
         # Unit columns are kept axis-major (Fortran order): per-axis constants then
         # broadcast along contiguous memory, several times faster on long histories.
         size = len(history)
@@ -358,32 +367,40 @@ class _Proposer:
         # a later proposal of the call will read them).
         self.extra: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in self.groups]
         self.keep_rows = True
+        if counts is None:
+            counts = np.bincount(states, minlength=5)
+        n_ok = int(counts[_OK])
+        n_failed = int(counts[_FAIL])
         ok = states == _OK
-        bad = states == _FAIL
-        n_ok = int(np.count_nonzero(ok))
-        pending = (states == _QUEUED) | (states == _RUNNING)
         self.losses = history.losses
         # Pending trials taken as observations with a predicted loss, and pending trials
         # that join the above group as lies (only when nothing has finished to predict from).
-        self.believed = self.lies = np.zeros(len(history), dtype=bool)
-        if tpe.constant_liar and pending.any():
+        self.believed = self.lies = _no_flags(size)
+        self.any_believed = self.any_lies = False
+        bad = states == _FAIL if n_failed else None
+        if tpe.constant_liar and counts[_QUEUED] + counts[_RUNNING]:
+            pending = (states == _QUEUED) | (states == _RUNNING)
             if n_ok:
                 self.losses = believed_losses(
                     self.losses, ok, pending, self.active, self.units, self.indices
                 )
                 self.believed = pending
+                self.any_believed = True
                 ok = ok | pending
             else:
                 self.lies = pending
-                bad = bad | pending
+                self.any_lies = True
+                bad = pending if bad is None else bad | pending
         self.ok_rows = np.flatnonzero(ok)
-        self.bad_rows = np.flatnonzero(bad)
+        self.bad_rows = _NO_ROWS if bad is None else np.flatnonzero(bad)
+        # Whether every trial is an OK (or believed) observation.
+        self.all_ok = len(self.ok_rows) == size
         n_global = n_ok
         if not tpe.multivariate:
             # Hyperopt's N counts failed trials; the preset counts believed ones too (its
             # below group is so small that without a slot of their own they would crowd
             # out the best finished trials).
-            n_global += int(np.count_nonzero(states == _FAIL) + np.count_nonzero(self.believed))
+            n_global += n_failed + int(np.count_nonzero(self.believed))
         self.global_below = tpe.n_below(n_global)
         # Hyperopt's split is global: the best global_below OK rows.
         self.global_best = np.zeros(len(history), dtype=bool)
@@ -431,16 +448,22 @@ class _Proposer:
     def _split(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows of the below group and of the above group (OK and bad), all active."""
         active = self.active[index]
-        ok_active = self.ok_rows[active[self.ok_rows]]
+        everywhere = self.everywhere[index]
+        ok_active = self.ok_rows if everywhere else self.ok_rows[active[self.ok_rows]]
         if self.tpe.multivariate:
             # Believed pending trials compete for the below group but do not count in N.
-            n = len(ok_active) - int(np.count_nonzero(self.believed[ok_active]))
-            good = _smallest(self.losses[ok_active], self.tpe.n_below(n))
+            n = len(ok_active)
+            if self.any_believed:
+                n -= int(np.count_nonzero(self.believed[ok_active]))
+            losses = self.losses if everywhere and self.all_ok else self.losses[ok_active]
+            good = _smallest(losses, self.tpe.n_below(n))
         else:
             good = self.global_best[ok_active]
         below = ok_active[good]
         above = ok_active[~good]
-        bad = self.bad_rows[active[self.bad_rows]]
+        if not len(self.bad_rows):
+            return below, above
+        bad = self.bad_rows if everywhere else self.bad_rows[active[self.bad_rows]]
         return below, np.sort(np.concatenate([above, bad])) if len(bad) else above
 
     def _observations(
@@ -449,7 +472,7 @@ class _Proposer:
         """Unit rows, category rows and which rows are lies (pending trials)."""
         numeric = self.units[index].T.take(rows, axis=1).T
         categorical = self.indices[index][rows]
-        lied = self.lies[rows]
+        lied = self.lies[rows] if self.any_lies else _no_flags(len(rows))
         if with_extra and self.extra[index]:
             numeric = np.concatenate([numeric, [u for u, _ in self.extra[index]]])
             categorical = np.concatenate([categorical, [c for _, c in self.extra[index]]])
@@ -701,6 +724,17 @@ def _plain_weights(n: int, flat: int | None, extra: float | None) -> np.ndarray:
     weights.flags.writeable = False
     return weights
 
+
+@functools.lru_cache(maxsize=64)
+def _no_flags(n: int) -> np.ndarray:
+    # ``n`` False flags (read-only, cached: the same few lengths come back).
+    flags = np.zeros(n, dtype=bool)
+    flags.flags.writeable = False
+    return flags
+
+
+_NO_ROWS = np.empty(0, dtype=np.intp)
+_NO_ROWS.flags.writeable = False
 
 # The unit row of a call's last proposal, which nothing reads.
 _NO_ROW = np.empty(0)
