@@ -743,7 +743,7 @@ class ProductMixture:
         """
         split = len(below_weights)
         log_below, cumulative = _normalized_log_weights(below_weights)
-        log_above, _ = _normalized_log_weights(above_weights)
+        log_above, _ = _normalized_log_weights(above_weights, cumulative=False)
         bounds, finite = _stacked_bounds(lows, highs)
         sigmas = np.maximum(sigmas, _MIN_SIGMA)
         both = object.__new__(cls)
@@ -1068,36 +1068,59 @@ def _joined_log_weights(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return joined
 
 
-_LOG_WEIGHTS: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
-_LOG_WEIGHTS_BY_ID: dict[int, tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]] = {}
+_LOG_WEIGHTS: dict[bytes, list[np.ndarray]] = {}
+_LOG_WEIGHTS_BY_ID: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
 
 
-def _normalized_log_weights(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    # Log weights normalized to sum 1, and the cumulative weights sampling draws from.
-    # Short weight vectors recur (the forgetting ramp of a given count), so those are
-    # cached (read-only).
+def _normalized_log_weights(
+    weights: np.ndarray, cumulative: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    # Log weights normalized to sum 1, and the cumulative weights sampling draws from
+    # (computed only when asked for: an empty array otherwise). Short weight vectors
+    # recur (the forgetting ramp of a given count), so those are cached (read-only).
     by_id = _LOG_WEIGHTS_BY_ID.get(id(weights))
     if by_id is not None and by_id[0] is weights:
-        return by_id[1]
-    key = weights.tobytes() if len(weights) <= 4096 else None
-    found = None if key is None else _LOG_WEIGHTS.get(key)
-    if found is None:
-        log_w = np.log(np.maximum(weights, 1e-300))
-        log_w -= _logsumexp(log_w)
-        found = (log_w, np.exp(log_w).cumsum())
-        if key is not None:
-            if len(_LOG_WEIGHTS) > 256:
-                _LOG_WEIGHTS.clear()
-            for array in found:
-                array.flags.writeable = False
-            _LOG_WEIGHTS[key] = found
-    if not weights.flags.writeable and weights.base is None:
-        # A read-only vector is usually a cached one that comes back (see `_plain_weights`
-        # in tpe): remembered by identity, and kept alive so that its id stays its own.
-        if len(_LOG_WEIGHTS_BY_ID) > 256:
-            _LOG_WEIGHTS_BY_ID.clear()
-        _LOG_WEIGHTS_BY_ID[id(weights)] = (weights, found)
-    return found
+        found = by_id[1]
+    else:
+        key = weights.tobytes() if len(weights) <= 4096 else None
+        cached = None if key is None else _LOG_WEIGHTS.get(key)
+        if cached is None:
+            log_w = np.log(np.maximum(weights, 1e-300))
+            log_w -= _log_total(log_w)
+            log_w.flags.writeable = False
+            cached = [log_w, _NOT_YET]
+            if key is not None:
+                if len(_LOG_WEIGHTS) > 256:
+                    _LOG_WEIGHTS.clear()
+                _LOG_WEIGHTS[key] = cached
+        found = cached
+        if not weights.flags.writeable and weights.base is None:
+            # A read-only vector is usually a cached one that comes back (see
+            # `_plain_weights` in tpe): remembered by identity, and kept alive so that
+            # its id stays its own.
+            if len(_LOG_WEIGHTS_BY_ID) > 256:
+                _LOG_WEIGHTS_BY_ID.clear()
+            _LOG_WEIGHTS_BY_ID[id(weights)] = (weights, found)
+    if cumulative and found[1] is _NOT_YET:
+        summed = np.exp(found[0]).cumsum()
+        summed.flags.writeable = False
+        found[1] = summed
+    return found[0], found[1]
+
+
+_NOT_YET = np.empty(0)
+_NOT_YET.flags.writeable = False
+
+
+def _log_total(values: np.ndarray) -> Any:
+    # `_logsumexp(values)` of a vector (the same number). Weights rarely underflow, so a
+    # plain exp costs less here than skipping the terms that do.
+    if values.size > 20_000:
+        return _logsumexp(values)
+    peak = values.max()
+    if not np.isfinite(peak):
+        peak = 0.0
+    return np.log(np.exp(values - peak).sum()) + peak
 
 
 # Multipliers of the pair hash in `_distinct_kernels` (odd, so that each is a bijection
@@ -1316,7 +1339,7 @@ def _kernel_log_mass(
         # ``bounds``: lows and highs stacked as (2, 1, D), both ends in one pass.
         if bounds is None:
             bounds = np.concatenate((lows, highs)).reshape(2, 1, -1)
-        cdf = special.ndtr((bounds - mus) / sigmas)
+        cdf = _ndtr((bounds - mus) / sigmas)
         small: np.ndarray = np.log(cdf[1] - cdf[0])
         return small
     # Flat indices in memory order (kernel arrays are usually axis-major), the same
