@@ -866,9 +866,9 @@ class ProductMixture:
         """
         if quantized is None:
             quantized = self.quantized
-        if cells is None:
-            quantized = np.zeros_like(self.quantized)
-        continuous, grid, continuous_at, grid_at = _columns(quantized)
+        continuous, grid, continuous_at, grid_at = _columns(
+            quantized if cells is not None else _no_grid(len(quantized))
+        )
         m = len(points)
         k = self.n_kernels
         everywhere = continuous.size == self.mus.shape[1]
@@ -1376,6 +1376,14 @@ def _columns(quantized: np.ndarray) -> tuple[np.ndarray, np.ndarray, _Columns, _
     return found
 
 
+@functools.lru_cache(maxsize=64)
+def _no_grid(n: int) -> np.ndarray:
+    # A quantized mask with no grid axis (read-only, cached).
+    mask = np.zeros(n, dtype=bool)
+    mask.flags.writeable = False
+    return mask
+
+
 def _selector(columns: np.ndarray) -> _Columns:
     # ``columns`` as a slice when they are a contiguous increasing run.
     if columns.size and columns[-1] - columns[0] == columns.size - 1:
@@ -1401,10 +1409,10 @@ def _split_logsumexp(values: np.ndarray, split: int) -> tuple[np.ndarray, np.nda
     peak = np.maximum.reduceat(values, _split_starts(split), axis=1).T[:, :, None]
     if not np.isfinite(peak).all():
         peak = np.where(np.isfinite(peak), peak, 0.0)
-    shifted = np.empty_like(values)
-    np.subtract(first, peak[0], out=shifted[:, :split])
-    np.subtract(second, peak[1], out=shifted[:, split:])
-    shifted = _exp_shifted(shifted)
+    # (In place: the values are consumed.)
+    np.subtract(first, peak[0], out=first)
+    np.subtract(second, peak[1], out=second)
+    shifted = _exp_shifted(values)
     summed = np.empty((2, m))
     np.add.reduce(shifted[:, :split], axis=1, out=summed[0])
     np.add.reduce(shifted[:, split:], axis=1, out=summed[1])

@@ -283,6 +283,8 @@ class _Group:
     offsets: np.ndarray
     top_codes: np.ndarray
     dense_priors: list[np.ndarray] | None
+    # (label, is integer) of each numeric parameter, for writing assignments.
+    numeric_out: tuple[tuple[str, bool], ...] = ()
 
     @property
     def first(self) -> str:
@@ -319,7 +321,16 @@ def _build_groups(space: CompiledSpace, multivariate: bool) -> list[_Group]:
         dense = all(s.dist.size <= _DENSE_CATEGORIES for s in categorical)
         priors = [_probabilities(s.dist) for s in categorical] if dense else None
         groups.append(
-            _Group(specs[0].condition, numeric, axes, categorical, offsets, top_codes, priors)
+            _Group(
+                specs[0].condition,
+                numeric,
+                axes,
+                categorical,
+                offsets,
+                top_codes,
+                priors,
+                tuple((s.label, s.dist.is_integer) for s in numeric),
+            )
         )
     return groups
 
@@ -408,6 +419,10 @@ class _Proposer:
             self.global_best[self.ok_rows] = _smallest(self.losses[self.ok_rows], self.global_below)
 
     def propose(self, n: int) -> list[Assignment]:
+        if n == 1:
+            # A lone proposal cannot repeat an earlier one, and nothing reads its rows.
+            self.keep_rows = False
+            return [self._one()[0]]
         proposals: list[Assignment] = []
         seen: set[tuple[tuple[str, float], ...]] = set()
         for i in range(n):
@@ -687,15 +702,13 @@ class _Proposer:
                 exact = exact & ~fine
                 points = np.where(fine, 0.5 * (cells[0] + cells[1]), points)
         first, second = both.log_pdf(points, cells, categories, exact, split=below.n_kernels)
-        score = first - second
-        score = np.where(np.isnan(score), -np.inf, score)
-        best = int(np.argmax(score))
-        for j, spec in enumerate(group.numeric):
-            value = float(raw[best, j])
-            assignment[spec.label] = int(value) if spec.dist.is_integer else value
+        score = np.subtract(first, second, out=first)
+        # A NaN score ranks last (fmax keeps every other value, -inf included).
+        best = int(np.argmax(np.fmax(score, -np.inf, out=score)))
+        for (label, integer), value in zip(group.numeric_out, raw[best].tolist()):
+            assignment[label] = int(value) if integer else value
         codes = categories[best].astype(float)
-        for j, spec in enumerate(group.categorical):
-            code = int(categories[best, j])
+        for j, (spec, code) in enumerate(zip(group.categorical, categories[best].tolist())):
             observed = seen[j]
             if observed is not None:
                 code = _decompress(code, observed, spec.dist.size, self.rng)
