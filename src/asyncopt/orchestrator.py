@@ -143,25 +143,38 @@ class _Run:
 
     async def worker(self) -> None:
         last_yield = time.perf_counter()
-        following: Trial | None = None  # taken in the same round trip as the last finish
-        while not self.stopping:
-            trial = (
-                following if following is not None else await self.study.ask(budget=self.max_evals)
-            )
-            if trial is None:
-                if not self.study.others_unfinished():
-                    return
-                # Other workers may still finish, or die and have their trials requeued.
-                await anyio.sleep(_IDLE_POLL)
-                await self.study.renew_and_reap()
-                continue
-            following = await self.run_trial(trial)
-            # Storage calls need not yield; this keeps a free objective from starving other
-            # tasks (and lets a timeout's cancellation in) without a loop pass per trial.
-            now = time.perf_counter()
-            if now - last_yield >= _YIELD_EVERY:
-                await anyio.lowlevel.checkpoint()
-                last_yield = now
+        # The next trial, when it was taken in the same round trip as the last finish.
+        following: Trial | None = None
+        try:
+            while not self.stopping:
+                trial, following = following, None
+                if trial is None:
+                    trial = await self.study.ask(budget=self.max_evals)
+                if trial is None:
+                    if not self.study.others_unfinished():
+                        return
+                    # Other workers may still finish, or die and have their trials requeued.
+                    await anyio.sleep(_IDLE_POLL)
+                    await self.study.renew_and_reap()
+                    continue
+                finished, following = await self.run_trial(trial)
+                if finished is not None:
+                    await self.after(finished)
+                # Storage calls need not yield; this keeps a free objective from starving
+                # other tasks (and lets a timeout's cancellation in) without a loop pass
+                # per trial.
+                now = time.perf_counter()
+                if now - last_yield >= _YIELD_EVERY:
+                    await anyio.lowlevel.checkpoint()
+                    last_yield = now
+        finally:
+            if following is not None:
+                # Taken, but the search stopped (a stopping rule, another worker's result
+                # read in that round trip, a timeout, an error) before it could run.
+                await self.record(
+                    following,
+                    Outcome(TrialState.CANCELLED, error="cancelled: the search stopped first"),
+                )
 
     async def call_objective(self, params: Any) -> Any:
         if self.objective_is_async:
@@ -174,8 +187,12 @@ class _Run:
             value = await value
         return value
 
-    async def run_trial(self, trial: Trial) -> Trial | None:
-        """Evaluate ``trial`` and record it; returns the next trial if it was taken too."""
+    async def run_trial(self, trial: Trial) -> tuple[Trial | None, Trial | None]:
+        """Evaluate and record ``trial``.
+
+        Returns its finished record (None if its lease was lost) and the next trial when
+        that was taken in the same round trip.
+        """
         cancelled = anyio.get_cancelled_exc_class()
         escaping: BaseException | None = None
         try:
@@ -206,16 +223,7 @@ class _Run:
             finished, following = await self.record(trial, outcome), None
         if escaping is not None:
             raise escaping
-        if finished is not None:
-            await self.after(finished)
-        if following is not None and self.stopping:
-            # Another worker's result, read in the same round trip, stopped the search.
-            await self.record(
-                following,
-                Outcome(TrialState.CANCELLED, error="cancelled: the search stopped first"),
-            )
-            return None
-        return following
+        return finished, following
 
     def may_take_next(self, outcome: Outcome) -> bool:
         """Whether the next trial may be taken before `after` has seen this outcome."""

@@ -574,3 +574,26 @@ async def test_a_failing_suggestion_still_records_the_trial_before_it(
         trials = await study.trials()
     assert [(t.tid, t.state) for t in trials] == [(0, ao.TrialState.OK)]
     assert trials[0].loss is not None
+
+
+async def test_a_timeout_in_a_callback_cancels_the_trial_taken_with_the_finish(
+    shared_storage: ao.Storage | str,
+) -> None:
+    async def slow_callback(trial: ao.Trial) -> None:
+        await anyio.sleep(5)
+
+    result = await ao.minimize(
+        quadratic,
+        SPACE,
+        algo=ao.rand.suggest,
+        max_evals=10,
+        timeout=0.3,
+        callbacks=[slow_callback],
+        storage=shared_storage,
+        seed=1,
+    )
+    # Trial 1 was created with trial 0's result; it never ran, and nothing stays RUNNING.
+    assert [(t.tid, t.state) for t in result.trials] == [
+        (0, ao.TrialState.OK),
+        (1, ao.TrialState.CANCELLED),
+    ]
