@@ -222,3 +222,12 @@ def test_tail_skipping_normal_cdf_is_scipys() -> None:
     ).reshape(-1, 7)
     with np.errstate(all="raise", under="ignore"):
         assert np.array_equal(_parzen._ndtr(z), special.ndtr(z), equal_nan=True)
+
+
+@pytest.mark.parametrize("flat", [1, 10, 25, 100])
+def test_forgetting_ramp_is_numpys_linspace(flat: int) -> None:
+    for n in [*range(flat + 1, flat + 300), 9_999, 123_457]:
+        expected = np.concatenate([np.linspace(1.0 / n, 1.0, num=n - flat), np.ones(flat)])
+        assert np.array_equal(_parzen.linear_forgetting_weights(n, flat), expected)
+        with_prior = _parzen.linear_forgetting_weights(n, flat, 2.5)
+        assert np.array_equal(with_prior, np.append(expected, 2.5))

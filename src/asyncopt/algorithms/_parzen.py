@@ -85,24 +85,31 @@ def _scratch(slot: str, shape: tuple[int, ...], dtype: type = float) -> np.ndarr
     return view
 
 
-def linear_forgetting_weights(n: int, flat: int | None) -> np.ndarray:
+def linear_forgetting_weights(n: int, flat: int | None, extra: float | None = None) -> np.ndarray:
     """Weights of ``n`` observations in the order they were made.
 
     The newest ``flat`` get weight 1; older ones ramp linearly from ``1/n`` up (Hyperopt's
-    "linear forgetting"). ``flat=None`` gives every observation weight 1.
+    "linear forgetting"). ``flat=None`` gives every observation weight 1. ``extra``
+    appends one more weight (a prior kernel's, say).
     """
-    weights: np.ndarray = _forgetting_weights(n, flat).copy()
-    return weights
-
-
-@functools.lru_cache(maxsize=256)
-def _forgetting_weights(n: int, flat: int | None) -> np.ndarray:
-    # Cached (read-only): the same few counts come back on every suggestion.
+    weights = np.empty(n + (extra is not None))
+    if extra is not None:
+        weights[n] = extra
     if flat is None or n <= flat:
-        weights = np.ones(n)
+        weights[:n] = 1.0
+        return weights
+    # np.linspace(1 / n, 1, n - flat) (the same numbers), written in place: the ramp
+    # is rebuilt for every new history length, and linspace costs more than the rest.
+    num = n - flat
+    start = 1.0 / n
+    ramp = weights[:num]
+    if num > 1:
+        np.multiply(np.arange(num, dtype=float), np.subtract(1.0, start) / (num - 1), out=ramp)
+        ramp += start
+        ramp[-1] = 1.0
     else:
-        weights = np.concatenate([np.linspace(1.0 / n, 1.0, num=n - flat), np.ones(flat)])
-    weights.flags.writeable = False
+        ramp[:] = start
+    weights[num:n] = 1.0
     return weights
 
 

@@ -731,9 +731,7 @@ def _columns_of(values: Any, specs: tuple[ParamSpec, ...], size: int) -> np.ndar
 def _plain_weights(n: int, flat: int | None, extra: float | None) -> np.ndarray:
     # `_Proposer._weights` without lies (read-only, cached: the same few counts come
     # back on every suggestion, and the mixtures then find their log weights by identity).
-    weights = linear_forgetting_weights(n, flat)
-    if extra is not None:
-        weights = np.append(weights, extra)
+    weights = linear_forgetting_weights(n, flat, extra)
     weights.flags.writeable = False
     return weights
 
