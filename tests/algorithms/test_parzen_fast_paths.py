@@ -231,3 +231,16 @@ def test_forgetting_ramp_is_numpys_linspace(flat: int) -> None:
         assert np.array_equal(_parzen.linear_forgetting_weights(n, flat), expected)
         with_prior = _parzen.linear_forgetting_weights(n, flat, 2.5)
         assert np.array_equal(with_prior, np.append(expected, 2.5))
+
+
+@pytest.mark.parametrize("k", [20, 300, 1000])
+def test_kernel_masses_skip_only_exact_ones(k: int) -> None:
+    rng = np.random.default_rng(k)
+    mus = rng.random((k, 4))
+    sigmas = np.exp(rng.uniform(np.log(1e-3), np.log(2.0), (k, 4)))
+    mus[3, 1] = np.nan
+    lows, highs = np.zeros(4), np.ones(4)
+    with np.errstate(all="ignore"):
+        plain = np.log(special.ndtr((highs - mus) / sigmas) - special.ndtr((lows - mus) / sigmas))
+        fast = _parzen._kernel_log_mass(mus, sigmas, lows, highs)
+    assert np.array_equal(fast, plain, equal_nan=True)

@@ -1346,9 +1346,19 @@ def _kernel_log_mass(
         # ``bounds``: lows and highs stacked as (2, 1, D), both ends in one pass.
         if bounds is None:
             bounds = np.concatenate((lows, highs)).reshape(2, 1, -1)
-        cdf = _ndtr((bounds - mus) / sigmas)
-        small: np.ndarray = np.log(cdf[1] - cdf[0])
-        return small
+        z = (bounds - mus) / sigmas
+        if z.size < 1024:
+            cdf = special.ndtr(z)
+            small: np.ndarray = np.log(cdf[1] - cdf[0])
+            return small
+        # A kernel 8.5 sigmas or more inside both ends has mass exactly 1 (its upper CDF
+        # is 1, its lower one below half an ulp of 1): only the others are computed.
+        reach = np.minimum(z[1], np.negative(z[0]))
+        needed = np.flatnonzero(np.logical_not(np.greater_equal(reach, _CDF_ONE)).ravel())
+        masses = np.zeros(mus.shape)
+        low, high = z[0].ravel().take(needed), z[1].ravel().take(needed)
+        masses.ravel()[needed] = np.log(_ndtr(high) - _ndtr(low))
+        return masses
     # Flat indices in memory order (kernel arrays are usually axis-major), the same
     # order for every array.
     order: Literal["C", "F"] = "F" if mus.flags.f_contiguous else "C"
