@@ -652,6 +652,11 @@ class GridEnds:
         axis //= 2 * m
         return cls(distinct, axis, where, m)
 
+    def axis_stops(self, g: int) -> list[int]:
+        """Where the ends of each of the ``g`` grid axes stop in ``ends``."""
+        stops: list[int] = np.searchsorted(self.axis, np.arange(1, g + 1)).tolist()
+        return stops
+
     def axis_slice(self, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Grid axis ``j`` alone: its distinct ends, and which one each lower and upper end is."""
         first, stop = np.searchsorted(self.axis, (j, j + 1))
@@ -836,13 +841,16 @@ class ProductMixture:
             widths = {table.shape[1] for table, _ in self.tables}
             if len(widths) == 1:
                 # Tables of one width: all of them in one (tables, draws, categories) block.
+                # Cumulative rows: those of cached tables are cached too (a cumulative
+                # sum along each row is the same whichever rows are gathered).
                 rows = np.concatenate(
                     [
-                        table[kernel if codes is None else codes[kernel]]
+                        _cumulative_rows(table)[codes[kernel]]
+                        if codes is not None and not table.flags.writeable
+                        else table[kernel if codes is None else codes[kernel]].cumsum(axis=1)
                         for table, codes in self.tables
                     ]
                 ).reshape(len(self.tables), m, -1)
-                rows.cumsum(axis=2, out=rows)
                 draw = uniforms[:, :, None] * rows[:, :, -1:]
                 counts = (rows <= draw).sum(axis=2)
                 categories[...] = np.minimum(counts, widths.pop() - 1).T
@@ -1056,6 +1064,23 @@ def _log_rows(rows: np.ndarray) -> np.ndarray:
     return log_rows
 
 
+_CUMULATIVE_ROWS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _cumulative_rows(rows: np.ndarray) -> np.ndarray:
+    # Cumulative sums along the rows of a cached (read-only) table, remembered by
+    # identity (the table kept alive with them, so that its id stays its own).
+    found = _CUMULATIVE_ROWS.get(id(rows))
+    if found is not None and found[0] is rows:
+        return found[1]
+    summed = rows.cumsum(axis=1)
+    summed.flags.writeable = False
+    if len(_CUMULATIVE_ROWS) > 256:
+        _CUMULATIVE_ROWS.clear()
+    _CUMULATIVE_ROWS[id(rows)] = (rows, summed)
+    return summed
+
+
 _JOINED: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
 
@@ -1230,9 +1255,14 @@ def _grid_end_cdf(mus: np.ndarray, sigmas: np.ndarray, ends: GridEnds) -> np.nda
     # often share a cell or a cell end: the CDF is computed once per distinct end of an
     # axis (the same numbers as one per end).
     g, k = mus.shape
-    axis = ends.axis
-    z = ends.ends[:, None] - mus.take(axis, axis=0)
-    z /= sigmas.take(axis, axis=0)
+    # Ends are grouped by axis: each axis's block of z is broadcast from its kernels.
+    z = np.empty((len(ends.ends), k))
+    first = 0
+    for j, stop in enumerate(ends.axis_stops(g)):
+        block = z[first:stop]
+        np.subtract(ends.ends[first:stop, None], mus[j], out=block)
+        np.divide(block, sigmas[j], out=block)
+        first = stop
     cdf = _ndtr(z)
     spread: np.ndarray = cdf.take(ends.where, axis=0).reshape(g, 2, ends.m, k)
     return spread
