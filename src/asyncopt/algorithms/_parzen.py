@@ -195,7 +195,8 @@ def _row_order(rows: np.ndarray) -> np.ndarray:
     scaled = rows - low
     scaled /= span
     scaled *= float(1 << 45)
-    keys: np.ndarray = np.floor(scaled, out=scaled).astype(np.int64)
+    # (Non-negative: truncation is the floor.)
+    keys: np.ndarray = scaled.astype(np.int64)
     keys <<= _INDEX_BITS
     keys |= np.arange(n, dtype=np.int64)
     keys.sort(axis=1)
@@ -817,14 +818,18 @@ class ProductMixture:
         cumulative = self.cumulative
         if cumulative is None:
             cumulative = np.exp(self.log_weights).cumsum()
-        kernel = cumulative.searchsorted(rng.random(m) * cumulative[-1], side="right")
-        kernel = np.minimum(kernel, self.n_kernels - 1)
         dn = self.mus.shape[1]
+        n_tables = len(self.tables)
+        # Every uniform of the call in one draw, used in the order separate draws would
+        # be (kernels, then points, then categories): the same stream.
+        uniforms = rng.random(m * (1 + dn + n_tables))
+        kernel = cumulative.searchsorted(uniforms[:m] * cumulative[-1], side="right")
+        kernel = np.minimum(kernel, self.n_kernels - 1)
         if dn:
             mus = self.mus[kernel]
             sigmas = self.sigmas[kernel]
             lo, hi = special.ndtr((self._bounds - mus) / sigmas)
-            u = lo + rng.random((m, dn)) * (hi - lo)
+            u = lo + uniforms[m : m * (1 + dn)].reshape(m, dn) * (hi - lo)
             u = np.minimum(np.maximum(u, 1e-300), 1.0 - 1e-16)
             points = mus + sigmas * special.ndtri(u)
             points = np.minimum(np.maximum(points, self.lows), self.highs)
@@ -837,7 +842,7 @@ class ProductMixture:
         categories = np.empty((m, len(self.tables)), dtype=np.intp)
         if self.tables:
             # One block of uniforms, row j for table j (the same stream as a draw per table).
-            uniforms = rng.random((len(self.tables), m))
+            uniforms = uniforms[m * (1 + dn) :].reshape(n_tables, m)
             widths = {table.shape[1] for table, _ in self.tables}
             if len(widths) == 1:
                 # Tables of one width: all of them in one (tables, draws, categories) block.
