@@ -122,6 +122,7 @@ def gap_bandwidths(
     rule: str,
     magic_clip: bool = True,
     clip_count: int | None = None,
+    least: np.ndarray | None = None,
 ) -> np.ndarray:
     """Kernel widths of observations ``mus`` (shape ``(n, d)``) from neighbour gaps.
 
@@ -131,7 +132,8 @@ def gap_bandwidths(
     gap to its neighbours (one observation gets 0.5). ``rule="optuna"`` takes gaps among
     the observations only, using the bounds ``low`` and ``high`` as outer neighbours of a
     lone observation. The magic clip bounds every width to ``[1 / min(100, c + 2), 1]``
-    where ``c`` is ``clip_count`` (default: ``n``).
+    where ``c`` is ``clip_count`` (default: ``n``). ``least`` (per axis, at most 1)
+    raises the lower bound of some axes further.
     """
     n, d = mus.shape
     if n == 0:
@@ -147,7 +149,11 @@ def gap_bandwidths(
     else:
         sigmas = _neighbour_gaps(mus)
     count = n if clip_count is None else clip_count
-    floor = 1.0 / min(100.0, count + 2.0) if magic_clip else _MIN_SIGMA
+    floor: float | np.ndarray = 1.0 / min(100.0, count + 2.0) if magic_clip else _MIN_SIGMA
+    if least is not None:
+        # (Below 1, a larger floor commutes with the cap at 1: the same widths as
+        # clipping and then raising them to ``least``.)
+        floor = np.maximum(least, floor)
     # fmin sends a NaN width (a NaN observation) to the prior's width 1. Every branch
     # above made a fresh array, so it is clipped in place.
     clipped: np.ndarray = np.maximum(sigmas, floor, out=sigmas)
@@ -164,7 +170,7 @@ def _neighbour_gaps(points: np.ndarray) -> np.ndarray:
     # cheaper than 2-D fancy indexing. The sorted values are then overwritten in place
     # by the widths.
     order = _row_order(rows)
-    order += np.arange(0, d * n, n, dtype=order.dtype)[:, None]
+    order += _row_offsets(d, n)
     # (The positions are a permutation: clip mode only skips the bounds checks.)
     widths = rows.ravel().take(order, mode="clip")
     gaps = widths[:, 1:] - widths[:, :-1]
@@ -176,6 +182,14 @@ def _neighbour_gaps(points: np.ndarray) -> np.ndarray:
     result[order.ravel()] = widths.ravel()
     transposed: np.ndarray = result.reshape(d, n).T
     return transposed
+
+
+@functools.lru_cache(maxsize=64)
+def _row_offsets(d: int, n: int) -> np.ndarray:
+    # The flat position of the start of each of ``d`` rows of ``n`` (read-only, cached).
+    offsets = np.arange(0, d * n, n, dtype=np.intp)[:, None]
+    offsets.flags.writeable = False
+    return offsets
 
 
 _INDEX_BITS = 17

@@ -599,6 +599,12 @@ class _Proposer:
     ) -> np.ndarray:
         """Kernel widths of the multivariate model's observations (l's with ``clip_count``)."""
         n = len(numeric)
+        least = None
+        if clip_count is not None and axes.any_quantized:
+            # On a grid, l keeps the usual clip so that neighbouring grid values stay in
+            # reach (a kernel narrower than a cell never leaves its cell). (Widths are
+            # positive: the zero floor of the other axes changes nothing.)
+            least = axes.quantized * (1.0 / min(100.0, n + 2.0))
         sigmas = gap_bandwidths(
             numeric,
             prior_mu=axes.prior_mu,
@@ -607,13 +613,8 @@ class _Proposer:
             rule="optuna",
             magic_clip=self.tpe.magic_clip,
             clip_count=clip_count,
+            least=least,
         )
-        if clip_count is not None and axes.any_quantized:
-            # On a grid, l keeps the usual clip so that neighbouring grid values stay in
-            # reach (a kernel narrower than a cell never leaves its cell).
-            usual = 1.0 / min(100.0, n + 2.0)
-            # (Widths are positive: the zero floor of the other axes changes nothing.)
-            np.maximum(sigmas, axes.quantized * usual, out=sigmas)
         if lied.any():
             # A lie only marks a spot as taken: its kernel is as narrow as the clip allows,
             # so it repels candidates near it without reshaping g elsewhere.
