@@ -759,6 +759,8 @@ class ProductMixture:
         highs: np.ndarray,
         quantized: np.ndarray,
         tables: Sequence[tuple[np.ndarray, np.ndarray | None]],
+        *,
+        floored: bool = False,
     ) -> tuple[ProductMixture, ProductMixture]:
         """A below and an above mixture built as one kernel set: ``(both, below)``.
 
@@ -766,13 +768,15 @@ class ProductMixture:
         mixture (``len(below_weights)`` of them) and then those of the above mixture.
         ``below`` is the below mixture alone (a view); ``both.log_pdf(..., split=k)``
         with ``k = below.n_kernels`` gives the densities of the two mixtures, as
-        `log_ratio` of two separately built mixtures does.
+        `log_ratio` of two separately built mixtures does. ``floored``: every width is
+        known to be at least the floor of 1e-12 already (as `gap_bandwidths` makes them).
         """
         split = len(below_weights)
         log_below, cumulative = _normalized_log_weights(below_weights)
         log_above, _ = _normalized_log_weights(above_weights, cumulative=False)
         bounds, finite = _stacked_bounds(lows, highs)
-        sigmas = np.maximum(sigmas, _MIN_SIGMA)
+        if not floored:
+            sigmas = np.maximum(sigmas, _MIN_SIGMA)
         both = object.__new__(cls)
         below = object.__new__(cls)
         for mixture in (both, below):

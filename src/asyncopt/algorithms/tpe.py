@@ -470,12 +470,22 @@ class _Proposer:
             n = len(ok_active)
             if self.any_believed:
                 n -= int(np.count_nonzero(self.believed[ok_active]))
-            losses = self.losses if everywhere and self.all_ok else self.losses[ok_active]
-            good = _smallest(losses, self.tpe.n_below(n))
+            plain = everywhere and self.all_ok
+            losses = self.losses if plain else self.losses[ok_active]
+            count = self.tpe.n_below(n)
+            if 0 < count < len(losses) <= 256:
+                # `_smallest` sorts short rows anyway: the sorted order gives both groups
+                # (each in row order) without masks.
+                order = np.argsort(losses, kind="stable")
+                below, above = np.sort(order[:count]), np.sort(order[count:])
+                if not plain:
+                    below, above = ok_active[below], ok_active[above]
+            else:
+                good = _smallest(losses, count)
+                below, above = ok_active[good], ok_active[~good]
         else:
             good = self.global_best[ok_active]
-        below = ok_active[good]
-        above = ok_active[~good]
+            below, above = ok_active[good], ok_active[~good]
         if not len(self.bad_rows):
             return below, above
         bad = self.bad_rows if everywhere else self.bad_rows[active[self.bad_rows]]
@@ -660,6 +670,9 @@ class _Proposer:
             axes.high,
             axes.quantized,
             tables,
+            # Widths of `gap_bandwidths` (floored at 1e-12 at least), 1 for the prior
+            # kernels, the clip floor for lies.
+            floored=True,
         )
 
     def _decide(self, index: int, assignment: Assignment) -> tuple[np.ndarray, np.ndarray]:
@@ -708,12 +721,14 @@ class _Proposer:
         best = int(np.argmax(np.fmax(score, -np.inf, out=score)))
         for (label, integer), value in zip(group.numeric_out, raw[best].tolist()):
             assignment[label] = int(value) if integer else value
-        codes = categories[best].astype(float)
+        # (The rows of a call's last proposal are read by nothing.)
+        codes = categories[best].astype(float) if self.keep_rows else _NO_ROW
         for j, (spec, code) in enumerate(zip(group.categorical, categories[best].tolist())):
             observed = seen[j]
             if observed is not None:
                 code = _decompress(code, observed, spec.dist.size, self.rng)
-                codes[j] = code
+                if self.keep_rows:
+                    codes[j] = code
             assignment[spec.label] = code + spec.dist.offset
         if not self.keep_rows:
             return _NO_ROW, codes
