@@ -265,26 +265,28 @@ def categorical_rows(
 
 def categorical_pair(
     below: np.ndarray, above: np.ndarray, prior: np.ndarray, *, prior_weight: float
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """`categorical_rows` (rule "optuna") of ``below`` then of ``above``, as one table.
 
     The kernels are those of the below mixture (its observations, then its prior
     kernel) followed by those of the above mixture; ``rows[codes]`` is their table.
+    The third item, when not None, holds the rows the below kernels' codes point to
+    (the head of ``rows``) as a cached array of its own.
     """
     n_below, n_above = len(below), len(above)
     size = len(prior)
     if 0 < size <= min(n_below, n_above, 64):
-        rows = _blended_pair(
-            prior.tobytes(),
-            prior_weight * size / (n_below + 1),
-            prior_weight * size / (n_above + 1),
-        )
+        key = prior.tobytes()
+        below_share = prior_weight * size / (n_below + 1)
+        rows = _blended_pair(key, below_share, prior_weight * size / (n_above + 1))
         codes = np.concatenate((below, (size,), above + (size + 1), (2 * size + 1,)))
-        return rows, codes.astype(np.intp, copy=False)
-    return _joined_tables(
+        below_rows = _blended_rows_and_prior(key, below_share)
+        return rows, codes.astype(np.intp, copy=False), below_rows
+    rows, codes = _joined_tables(
         categorical_rows(below, prior, prior_weight=prior_weight, rule="optuna"),
         categorical_rows(above, prior, prior_weight=prior_weight, rule="optuna"),
     )
+    return rows, codes, None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -758,14 +760,15 @@ class ProductMixture:
         lows: np.ndarray,
         highs: np.ndarray,
         quantized: np.ndarray,
-        tables: Sequence[tuple[np.ndarray, np.ndarray | None]],
+        tables: Sequence[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]],
         *,
         floored: bool = False,
     ) -> tuple[ProductMixture, ProductMixture]:
         """A below and an above mixture built as one kernel set: ``(both, below)``.
 
-        ``mus``, ``sigmas`` and each ``(rows, codes)`` table hold the kernels of the below
-        mixture (``len(below_weights)`` of them) and then those of the above mixture.
+        ``mus``, ``sigmas`` and each ``(rows, codes, below_rows)`` table (as
+        `categorical_pair` makes them) hold the kernels of the below mixture
+        (``len(below_weights)`` of them) and then those of the above mixture.
         ``below`` is the below mixture alone (a view); ``both.log_pdf(..., split=k)``
         with ``k = below.n_kernels`` gives the densities of the two mixtures, as
         `log_ratio` of two separately built mixtures does. ``floored``: every width is
@@ -784,13 +787,15 @@ class ProductMixture:
             mixture._bounds, mixture._finite = bounds, finite
             mixture.log_mass = None
         both.mus, both.sigmas = mus, sigmas
-        both.tables = tuple(tables)
-        both.log_weights = _joined_log_weights(log_below, log_above)
+        both.tables = tuple((rows, codes) for rows, codes, _ in tables)
+        both.log_weights = np.concatenate((log_below, log_above))
         both.cumulative = None
         below.mus, below.sigmas = mus[:split], sigmas[:split]
         below.tables = tuple(
-            (rows[:split], None) if codes is None else (rows, codes[:split])
-            for rows, codes in tables
+            (rows[:split], None)
+            if codes is None
+            else (rows if head is None else head, codes[:split])
+            for rows, codes, head in tables
         )
         below.log_weights, below.cumulative = log_below, cumulative
         return both, below
@@ -1102,25 +1107,6 @@ def _cumulative_rows(rows: np.ndarray) -> np.ndarray:
         _CUMULATIVE_ROWS.clear()
     _CUMULATIVE_ROWS[id(rows)] = (rows, summed)
     return summed
-
-
-_JOINED: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-
-
-def _joined_log_weights(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    # Two log weight vectors end to end; pairs of cached (read-only) vectors come back,
-    # so their join is remembered by identity (both kept alive with it).
-    key = (id(first), id(second))
-    found = _JOINED.get(key)
-    if found is not None and found[0] is first and found[1] is second:
-        return found[2]
-    joined = np.concatenate((first, second))
-    if not (first.flags.writeable or second.flags.writeable):
-        if len(_JOINED) > 256:
-            _JOINED.clear()
-        joined.flags.writeable = False
-        _JOINED[key] = (first, second, joined)
-    return joined
 
 
 _LOG_WEIGHTS: dict[bytes, list[np.ndarray]] = {}
