@@ -282,11 +282,11 @@ def categorical_pair(
         codes = np.concatenate((below, (size,), above + (size + 1), (2 * size + 1,)))
         below_rows = _blended_rows_and_prior(key, below_share)
         return rows, codes.astype(np.intp, copy=False), below_rows
-    rows, codes = _joined_tables(
+    joined, joined_codes = _joined_tables(
         categorical_rows(below, prior, prior_weight=prior_weight, rule="optuna"),
         categorical_rows(above, prior, prior_weight=prior_weight, rule="optuna"),
     )
-    return rows, codes, None
+    return joined, joined_codes, None
 
 
 @functools.lru_cache(maxsize=1024)
