@@ -244,3 +244,12 @@ def test_kernel_masses_skip_only_exact_ones(k: int) -> None:
         plain = np.log(special.ndtr((highs - mus) / sigmas) - special.ndtr((lows - mus) / sigmas))
         fast = _parzen._kernel_log_mass(mus, sigmas, lows, highs)
     assert np.array_equal(fast, plain, equal_nan=True)
+
+
+def test_lattice_leaves_nan_points_to_cells() -> None:
+    space = compile_space({"i": hp.uniformint("i", 1, 30), "u": hp.uniform("u", 0, 1)})
+    axes = Axes([s.dist for s in space.params])
+    raw = np.array([[3.0, 0.5], [np.nan, 0.25]])
+    with np.errstate(all="raise", under="ignore"):
+        assert axes.grid_ends(raw) is None
+        assert axes.grid_ends(raw[:1]) is not None

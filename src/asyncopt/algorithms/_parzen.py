@@ -600,9 +600,14 @@ class Axes:
             return None
         shift, size, units, axis_of = lattice
         m = len(raw)
+        # Lattice slot of each point's lower cell end (exact: integers in floats). Points
+        # on the grid are never below slot 0; a NaN point (a NaN observation's kernel)
+        # takes the way of `cells`.
+        lower = raw[:, self._grid_at] + shift
+        if not lower.min(initial=math.inf) >= 0.0:
+            return None
         keys = np.empty((len(shift), 2, m), dtype=np.intp)
-        # Lattice slot of each point's lower cell end (exact: integers in floats).
-        keys[:, 0] = (raw[:, self._grid_columns] + shift).T
+        keys[:, 0] = lower.T
         np.add(keys[:, 0], 1, out=keys[:, 1])
         flat = keys.ravel()
         marked = np.zeros(size, dtype=bool)
