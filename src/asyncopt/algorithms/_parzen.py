@@ -174,7 +174,10 @@ def _neighbour_gaps(points: np.ndarray) -> np.ndarray:
     # (The positions are a permutation: clip mode only skips the bounds checks.)
     widths = rows.ravel().take(order, mode="clip")
     gaps = widths[:, 1:] - widths[:, :-1]
-    np.abs(gaps, out=gaps)
+    if n >= _PACKED_FROM:
+        # (Packed keys may order values closer than their resolution either way; an
+        # exact sort makes every gap non-negative already.)
+        np.abs(gaps, out=gaps)
     np.maximum(gaps[:, :-1], gaps[:, 1:], out=widths[:, 1:-1])
     widths[:, 0] = gaps[:, 0]
     widths[:, -1] = gaps[:, -1]
@@ -193,6 +196,8 @@ def _row_offsets(d: int, n: int) -> np.ndarray:
 
 
 _INDEX_BITS = 17
+# Rows at least this long (and shorter than 2**_INDEX_BITS) are sorted by packed keys.
+_PACKED_FROM = 256
 
 
 def _row_order(rows: np.ndarray) -> np.ndarray:
@@ -200,7 +205,7 @@ def _row_order(rows: np.ndarray) -> np.ndarray:
     # position (45 bits) above the column index is several times faster than argsort;
     # values closer than 2**-45 of the row's span may come out in index order instead.
     n = rows.shape[1]
-    if n < 256 or n >= 1 << _INDEX_BITS:
+    if n < _PACKED_FROM or n >= 1 << _INDEX_BITS:
         order: np.ndarray = rows.argsort(axis=1)
         return order
     low = rows.min(axis=1, keepdims=True)
@@ -1164,7 +1169,7 @@ def _log_total(values: np.ndarray) -> Any:
     if values.size > 20_000:
         return _logsumexp(values)
     peak = values.max()
-    if not np.isfinite(peak):
+    if not math.isfinite(peak):
         peak = 0.0
     return np.log(np.exp(values - peak).sum()) + peak
 
@@ -1468,7 +1473,8 @@ def _split_logsumexp(values: np.ndarray, split: int) -> tuple[np.ndarray, np.nda
     m = len(values)
     first, second = values[:, :split], values[:, split:]
     peak = np.maximum.reduceat(values, _split_starts(split), axis=1).T[:, :, None]
-    if not np.isfinite(peak).all():
+    # (A sum of log densities cannot overflow: it is finite exactly when every one is.)
+    if not math.isfinite(peak.sum()):
         peak = np.where(np.isfinite(peak), peak, 0.0)
     # (In place: the values are consumed.)
     np.subtract(first, peak[0], out=first)
