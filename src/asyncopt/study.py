@@ -35,6 +35,7 @@ from asyncopt.space.compile import CompiledSpace, compile_space
 from asyncopt.space.description import rebuild
 from asyncopt.space.evaluate import Assignment, space_eval
 from asyncopt.storage.base import (
+    BUDGETED_STATES,
     Storage,
     StudyRecord,
     Trial,
@@ -309,6 +310,8 @@ class Study:
                     taken = None if claimed is None else self._take(claimed)
                 if taken is not None:
                     return taken
+            if self._budget_spent(budget):
+                return None  # as of this read: no need to suggest what cannot be created
             seed, position = self._next_seed()
             assignment = await self._suggest(seed)
             # A trial the storage created must be held (so closing the handle cancels it)
@@ -325,6 +328,12 @@ class Study:
                 taken = None if created is None else self._take(created)
             self._note_position(created, position)
             return taken
+
+    def _budget_spent(self, budget: int | None) -> bool:
+        """Whether, as of the last read, the study holds ``budget`` budgeted trials."""
+        if budget is None:
+            return False
+        return sum(self._counts[state] for state in BUDGETED_STATES) >= budget
 
     def _next_seed(self) -> tuple[int, int]:
         """The seed of the next suggestion, and the position (tid) it expects."""
@@ -422,68 +431,82 @@ class Study:
         """`finish` then `ask`, in one storage round trip when the storage allows.
 
         Returns the finished trial and the next one (None once ``budget`` is spent). The
-        next suggestion sees ``outcome``, applied locally first, but not what other
-        workers changed since the last read: that arrives with the same round trip and
-        is seen by the suggestion after. While trials are queued, they are claimed first
-        (in a separate call). Raises like `finish`; then nothing was asked.
+        outcome is applied locally at once, so the next suggestion (and those of other
+        tasks meanwhile) see it; what other workers changed since the last read arrives
+        with the round trip and is seen by the suggestion after. While trials are queued
+        (they are claimed first) or the budget looks spent, this is `finish` then `ask`.
+        Raises like `finish`; then nothing was asked.
         """
-        async with self._ask_lock:
-            if not self._counts[TrialState.QUEUED] and tid in self._held:
-                return await self._finish_and_create(tid, outcome, budget)
-        finished = await self.finish(tid, outcome)
-        return finished, await self.ask(budget=budget)
-
-    async def _finish_and_create(
-        self, tid: int, outcome: Outcome, budget: int | None
-    ) -> tuple[Trial, Trial | None]:
-        known = self._trials[tid]
-        self._apply(
-            [
-                known.evolve(
-                    state=outcome.state,
-                    loss=outcome.loss,
-                    result=outcome.result,
-                    error=outcome.error,
-                    lease_expires_at=None,
-                )
-            ],
-            replace=True,
-        )
+        undo = self._apply_outcome(tid, outcome)
+        called = False
         try:
-            seed, position = self._next_seed()
-            assignment = await self._suggest(seed)
+            async with self._ask_lock:
+                fused = tid in self._held and not self._counts[TrialState.QUEUED]
+                if fused and not self._budget_spent(budget):
+                    seed, position = self._next_seed()
+                    assignment = await self._suggest(seed)
+                    called = True
+                    with self.shielded():
+                        trial, changed, created = await self._finish_and_create_call(
+                            self.name,
+                            tid,
+                            since=self._seq,
+                            worker=self.worker,
+                            state=outcome.state,
+                            loss=outcome.loss,
+                            result=outcome.result,
+                            error=outcome.error,
+                            assignment=assignment,
+                            budget=budget,
+                            lease=self.lease,
+                            seed=seed,
+                        )
+                        self._held.discard(tid)
+                        self._read(changed)
+                        self._apply([trial])
+                        taken = None if created is None else self._take(created)
+                    self._note_position(created, position)
+                    return self._with_params(trial), taken
         except BaseException:
-            # The outcome must not be lost to a failed suggestion: record it alone.
-            self._apply([known], replace=True)
+            undo()
+            if called:
+                self._held.discard(tid)  # as `finish` does when the storage refuses
+                raise
+            # Waiting for the lock or suggesting failed (or was cancelled): the outcome
+            # must still be recorded.
             with self.shielded():
                 await self.finish(tid, outcome)
             raise
-        with self.shielded():
-            try:
-                trial, changed, created = await self._finish_and_create_call(
-                    self.name,
-                    tid,
-                    since=self._seq,
-                    worker=self.worker,
-                    state=outcome.state,
-                    loss=outcome.loss,
-                    result=outcome.result,
-                    error=outcome.error,
-                    assignment=assignment,
-                    budget=budget,
-                    lease=self.lease,
-                    seed=seed,
-                )
-            except BaseException:
+        try:
+            finished = await self.finish(tid, outcome)
+        except BaseException:
+            undo()
+            raise
+        return finished, await self.ask(budget=budget)
+
+    def _apply_outcome(self, tid: int, outcome: Outcome) -> Callable[[], None]:
+        """Apply ``outcome`` to the local view of held trial ``tid`` before it is stored.
+
+        The record keeps its seq, so the stored one replaces it when read. Returns the
+        function that undoes it (if no newer record replaced it meanwhile).
+        """
+        known = self._trials.get(tid)
+        if known is None or tid not in self._held:
+            return lambda: None
+        provisional = known.evolve(
+            state=outcome.state,
+            loss=outcome.loss,
+            result=outcome.result,
+            error=outcome.error,
+            lease_expires_at=None,
+        )
+        self._apply([provisional], replace=True)
+
+        def undo() -> None:
+            if self._trials.get(tid) is provisional:
                 self._apply([known], replace=True)
-                raise
-            finally:
-                self._held.discard(tid)
-            self._read(changed)
-            self._apply([trial])
-            taken = None if created is None else self._take(created)
-        self._note_position(created, position)
-        return self._with_params(trial), taken
+
+        return undo
 
     # -- leases ----------------------------------------------------------------------------
 

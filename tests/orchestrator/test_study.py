@@ -289,5 +289,28 @@ async def test_a_sequential_search_on_sqlite_makes_one_storage_call_per_trial(
     opening = 3 + 2  # create the study, read it, reap; the first ask reads and creates
     # Each finish reads the changes and creates the next trial (the last one creates none).
     finishes = 40
-    closing = 2 + 1  # a last ask reads and finds the budget spent; the final read
+    closing = 1 + 1  # a last ask reads and finds the budget spent; the final read
     assert calls == opening + finishes + closing
+
+
+async def test_an_outcome_is_recorded_even_if_cancelled_while_another_task_asks() -> None:
+    async with ao.open_study(MemoryStorage(), "s", SPACE, algo=ao.rand.suggest, seed=1) as study:
+        trial = await study.ask()
+        assert trial is not None
+        holding, release = anyio.Event(), anyio.Event()
+
+        async def ask_slowly() -> None:  # as while another task's suggestion is made
+            async with study._ask_lock:
+                holding.set()
+                await release.wait()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(ask_slowly)
+            await holding.wait()
+            with anyio.move_on_after(0.05) as scope:
+                await study.finish_and_ask(trial.tid, Outcome(ao.TrialState.OK, loss=0.5))
+            release.set()
+        assert scope.cancelled_caught
+        trials = await study.trials()
+        assert [(t.tid, t.state, t.loss) for t in trials] == [(0, ao.TrialState.OK, 0.5)]
+        assert study.held == frozenset()
