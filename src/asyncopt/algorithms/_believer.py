@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["believed_losses", "distances"]
+__all__ = ["believed_below", "believed_losses", "distances"]
 
 # A pending trial's loss is predicted from this many nearest OK trials, by a Gaussian
 # process of this kernel length (on the unit axes) and nugget. Measured on Branin and
@@ -20,6 +20,11 @@ __all__ = ["believed_losses", "distances"]
 _BELIEVER_NEIGHBOURS = 40
 _BELIEVER_LENGTH = 0.3
 _BELIEVER_NUGGET = 1e-4
+# Places of the below group taken by a believed trial predicted to beat every finished
+# one. Measured on Branin and Hartmann-6 with 16 pending (100 seeds, paired): 4 brought
+# Hartmann-6's parallel regret from 2.2x to 1.3x the sequential one (2 and 8: 1.5x and
+# 1.9x), Branin's within noise of 1 place.
+_IMPROVEMENT_PLACES = 4
 # Entries of one block of pending-to-finished distances.
 _DISTANCE_CELLS = 1 << 20
 
@@ -85,6 +90,25 @@ def believed_losses(
             predicted[usable] = np.where(np.isfinite(gp), gp, fallback[usable])
         result[rows] = predicted
     return result
+
+
+def believed_below(losses: np.ndarray, believed: np.ndarray, count: int) -> np.ndarray:
+    """Mask of the below group among OK and believed trials, with ``count`` places.
+
+    Trials enter in order of loss (ties and NaNs as in a stable sort), each while fewer
+    than ``count`` places are taken; a finished trial takes one place, a believed trial
+    predicted to beat every finished one ``_IMPROVEMENT_PLACES``. A predicted improvement
+    is an extrapolation: a few of them make the whole below group, and the good model
+    then centres on them (as a sequential run would once one reported) instead of on a
+    crowd of pending guesses. Without such a prediction this is the ``count`` smallest.
+    """
+    best = np.fmin.reduce(losses[~believed], initial=np.inf)
+    order = np.argsort(losses, kind="stable")
+    places = np.where(believed[order] & (losses[order] < best), _IMPROVEMENT_PLACES, 1)
+    taken = np.cumsum(places) - places
+    chosen = np.zeros(len(losses), dtype=bool)
+    chosen[order[taken < count]] = True
+    return chosen
 
 
 def distances(

@@ -74,7 +74,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from asyncopt.algorithms._believer import believed_losses
+from asyncopt.algorithms._believer import believed_below, believed_losses
 from asyncopt.algorithms._parzen import (
     Axes,
     GridEnds,
@@ -466,14 +466,19 @@ class _Proposer:
         everywhere = self.everywhere[index]
         ok_active = self.ok_rows if everywhere else self.ok_rows[active[self.ok_rows]]
         if self.tpe.multivariate:
-            # Believed pending trials compete for the below group but do not count in N.
+            # Believed pending trials compete for the below group (see `believed_below`)
+            # but do not count in N.
             n = len(ok_active)
             if self.any_believed:
                 n -= int(np.count_nonzero(self.believed[ok_active]))
             plain = everywhere and self.all_ok
             losses = self.losses if plain else self.losses[ok_active]
             count = self.tpe.n_below(n)
-            if 0 < count < len(losses) <= 256:
+            if self.any_believed:
+                believed = self.believed if plain else self.believed[ok_active]
+                good = believed_below(losses, believed, count)
+                below, above = ok_active[good], ok_active[~good]
+            elif 0 < count < len(losses) <= 256:
                 # `_smallest` sorts short rows anyway: the sorted order gives both groups
                 # (each in row order) without masks.
                 order = np.argsort(losses, kind="stable")
