@@ -42,8 +42,10 @@ Both families:
   of the two trials, counts 1. A pending trial predicted to be good thus joins ``l`` and
   concurrent suggestions search around it as a sequential run would once it reported,
   while one predicted to be bad weighs in ``g``. Believed trials do not count in ``N``
-  for the multivariate split (they compete for its ``n_below`` places); the Hyperopt
-  preset counts them, as it counts failed trials. While no trial is OK yet (possible
+  for the multivariate split: they compete for its ``n_below`` places, and one
+  predicted to beat every finished trial takes 4 of them (a few predicted
+  improvements then make the whole "below" group; `_believer.believed_below`). The
+  Hyperopt preset counts them, as it counts failed trials. While no trial is OK yet (possible
   only with ``n_startup=0``), pending trials join the "above" group as lies instead: a
   kernel as narrow as the magic clip allows, of weight ``liar_weight``. With
   ``constant_liar=False`` pending trials are ignored: the suggestion is the one made
