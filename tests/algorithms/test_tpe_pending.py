@@ -186,3 +186,42 @@ def test_believed_trials_join_the_group_their_prediction_puts_them_in() -> None:
     below, above = proposer._split(0)
     assert len(below) == 2
     assert 41 in above
+
+
+def test_a_believed_improvement_takes_several_places_below() -> None:
+    places = _believer._IMPROVEMENT_PLACES
+    losses = np.array([5.0, 1.0, 3.0, 0.5, 2.0, 4.0])
+    believed = np.array([False, False, False, True, True, False])
+    # Row 3 is believed to beat the best finished trial (1.0): it takes `places` places;
+    # row 4, believed but no improvement, takes one like a finished trial.
+    for count, expected in [(1, {3}), (places, {3}), (places + 1, {3, 1}), (places + 2, {3, 1, 4})]:
+        assert set(np.flatnonzero(_believer.believed_below(losses, believed, count))) == expected
+    assert not _believer.believed_below(losses, believed, 0).any()
+    # Without a predicted improvement: the `count` smallest, ties and NaNs as a stable sort.
+    plain = np.array([2.0, np.nan, 1.0, 2.0, 3.0])
+    for flags in (np.zeros(5, dtype=bool), np.array([False, False, False, True, True])):
+        got = _believer.believed_below(plain, flags, 3)
+        assert np.array_equal(got, tpe._smallest(plain, 3))
+    # Nothing finished: every believed trial counts as an improvement.
+    assert _believer.believed_below(np.array([2.0, 1.0, 3.0]), np.ones(3, dtype=bool), 5).sum() == 2
+
+
+def test_a_pending_trial_predicted_best_makes_the_below_group_alone() -> None:
+    space = compile_space({"x": hp.uniform("x", 0, 10)})
+    xs = np.linspace(0.0, 10.0, 41)[1::2]  # 20 points, none at the minimum 5.0
+    trials = [
+        Trial("t", i, TrialState.OK, {"x": float(x)}, loss=(float(x) - 5.0) ** 2)
+        for i, x in enumerate(xs)
+    ]
+    trials.append(Trial("t", 20, TrialState.RUNNING, {"x": 5.0}))
+    history = History.from_trials(space, trials)
+    proposer = tpe._Proposer(PRESETS["default"], space, history, np.random.default_rng(0))
+    assert proposer.losses[20] < proposer.losses[:20].min()
+    below, above = proposer._split(0)
+    # n_below(20) = 2 places, both taken by the predicted improvement.
+    assert below.tolist() == [20]
+    assert len(above) == 20
+    # The sequential split is untouched: the 2 best finished trials.
+    finished = History.from_trials(space, trials[:20])
+    proposer = tpe._Proposer(PRESETS["default"], space, finished, np.random.default_rng(0))
+    assert sorted(proposer._split(0)[0].tolist()) == [9, 10]

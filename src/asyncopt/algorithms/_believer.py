@@ -97,10 +97,11 @@ def believed_below(losses: np.ndarray, believed: np.ndarray, count: int) -> np.n
 
     Trials enter in order of loss (ties and NaNs as in a stable sort), each while fewer
     than ``count`` places are taken; a finished trial takes one place, a believed trial
-    predicted to beat every finished one ``_IMPROVEMENT_PLACES``. A predicted improvement
-    is an extrapolation: a few of them make the whole below group, and the good model
-    then centres on them (as a sequential run would once one reported) instead of on a
-    crowd of pending guesses. Without such a prediction this is the ``count`` smallest.
+    predicted to beat every finished one ``_IMPROVEMENT_PLACES``. So a few predicted
+    improvements make the whole below group (the finished trials then weigh in the
+    above group), rather than a crowd of pending guesses sharing it with the best
+    finished trials. The rule is empirical (see ``_IMPROVEMENT_PLACES``). Without such
+    a prediction this is the ``count`` smallest.
     """
     best = np.fmin.reduce(losses[~believed], initial=np.inf)
     order = np.argsort(losses, kind="stable")
