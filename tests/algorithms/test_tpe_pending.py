@@ -225,3 +225,15 @@ def test_a_pending_trial_predicted_best_makes_the_below_group_alone() -> None:
     finished = History.from_trials(space, trials[:20])
     proposer = tpe._Proposer(PRESETS["default"], space, finished, np.random.default_rng(0))
     assert sorted(proposer._split(0)[0].tolist()) == [9, 10]
+
+
+def test_neighbour_distances_from_one_table_match_the_blocks() -> None:
+    history = History.from_trials(PLANE, _trials(PLANE, 30, 0, 5, _bowl))
+    proposer = tpe._Proposer(tpe.configure(), PLANE, history, np.random.default_rng(0))
+    columns = (proposer.active, proposer.units, proposer.indices)
+    known = np.arange(30)
+    rng = np.random.default_rng(1)
+    # Overlapping neighbour sets (one table over their union) and disjoint ones (blocks).
+    for nearest in (rng.integers(0, 6, (5, 4)), np.arange(30).reshape(5, 6)):
+        direct = _believer.distances(*columns, known[nearest], known[nearest])
+        assert np.array_equal(_believer._among(*columns, known, nearest), direct)

@@ -68,7 +68,7 @@ def believed_losses(
         near = np.take_along_axis(near, order, axis=1)
         y = known_losses[nearest]
         fallback = y[:, :3].mean(axis=1)
-        among = distances(active, units, indices, known[nearest], known[nearest])
+        among = _among(active, units, indices, known, nearest)
         scale = 2.0 * _BELIEVER_LENGTH**2
         gram = np.exp(-among / scale) + _BELIEVER_NUGGET * np.eye(k)
         centre = y.mean(axis=1, keepdims=True)
@@ -110,6 +110,28 @@ def believed_below(losses: np.ndarray, believed: np.ndarray, count: int) -> np.n
     chosen = np.zeros(len(losses), dtype=bool)
     chosen[order[taken < count]] = True
     return chosen
+
+
+def _among(
+    active: Sequence[np.ndarray],
+    units: Sequence[np.ndarray],
+    indices: Sequence[np.ndarray],
+    known: np.ndarray,
+    nearest: np.ndarray,
+) -> np.ndarray:
+    """Distances among each row's neighbours ``known[nearest]``, shape ``(p, k, k)``.
+
+    Neighbour sets of nearby pending trials overlap: when their union is small, one
+    table over it, then gathered, costs less than a block per pending trial.
+    """
+    p, k = nearest.shape
+    union, local = np.unique(nearest, return_inverse=True)
+    if len(union) ** 2 >= p * k * k:
+        return distances(active, units, indices, known[nearest], known[nearest])
+    local = local.reshape(p, k)
+    table = distances(active, units, indices, known[union], known[union])
+    among: np.ndarray = table[local[:, :, None], local[:, None, :]]
+    return among
 
 
 def distances(
