@@ -116,6 +116,11 @@ def _reseed(generator: np.random.Generator, seed: int) -> None:
     }
 
 
+def _ranks_before(trial: Trial, other: Trial) -> bool:
+    """Whether OK ``trial`` is better than OK ``other``: lower loss, then lower tid."""
+    return (trial.loss, trial.tid) < (other.loss, other.tid)
+
+
 def check_lease(lease: float) -> float:
     """``lease`` as a positive float, or ValueError."""
     if not isinstance(lease, (int, float)) or not math.isfinite(lease) or lease <= 0:
@@ -207,17 +212,12 @@ class Study:
             self._trials[trial.tid] = trial
             best = self._best
             if trial.state is TrialState.OK and trial.loss is not None:
-                if (
-                    best is None
-                    or best.tid == trial.tid
-                    or (trial.loss, trial.tid)
-                    < (
-                        best.loss,
-                        best.tid,
-                    )
-                ):
+                # The same trial's newer record (the stored one after a provisional one)
+                # replaces it; another replaces it when better.
+                if best is None or best.tid == trial.tid or _ranks_before(trial, best):
                     self._best = trial
             elif best is not None and best.tid == trial.tid:
+                # The best trial is no longer OK (a provisional outcome undone).
                 self._best = min(
                     (t for t in self._trials.values() if t.state is TrialState.OK),
                     key=lambda t: (t.loss, t.tid),
