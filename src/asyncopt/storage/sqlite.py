@@ -141,6 +141,16 @@ _SQL_INSERT_TRIAL = (
     "lease_expires_at, worker, seed, retry_of, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SQL_LAST_SEQ = f"SELECT {_LAST_SEQ}"
+# The next tid and the number of cancelled trials of the study with this id.
+_SQL_COUNTS = (
+    "SELECT coalesce(max(tid) + 1, 0), (SELECT count(*) FROM asyncopt_trials "
+    "INDEXED BY asyncopt_trials_cancelled WHERE study_id = ?1 AND state = 4) "
+    "FROM asyncopt_trials WHERE study_id = ?1"
+)
+_SQL_SINCE_BY_ID = (
+    f"SELECT {_COLUMNS} FROM asyncopt_trials INDEXED BY asyncopt_trials_by_seq "
+    "WHERE study_id = ? AND seq > ? ORDER BY seq"
+)
 _SQL_SINCE = (
     f"SELECT {_COLUMNS} FROM asyncopt_trials INDEXED BY asyncopt_trials_by_seq "
     f"WHERE study_id = {_STUDY_ID} AND seq > ? ORDER BY seq"
@@ -483,9 +493,19 @@ class _Ops:
         worker: str,
         lease: float,
         seed: int | None,
+        *,
+        known: tuple[int, int] | None = None,
     ) -> Trial | None:
-        """`create_trial` inside the caller's write transaction."""
-        study_id, n_trials, n_budgeted, seq = self.study_row(conn, study)
+        """`create_trial` inside the caller's write transaction.
+
+        ``known`` is the study's id and the next seq, when the transaction already has them.
+        """
+        if known is None:
+            study_id, n_trials, n_budgeted, seq = self.study_row(conn, study)
+        else:
+            study_id, seq = known
+            n_trials, n_cancelled = conn.execute(_SQL_COUNTS, (study_id,)).fetchone()
+            n_budgeted = n_trials - n_cancelled
         if budget is not None and n_budgeted >= budget:
             return None
         now = time.time()
@@ -650,8 +670,16 @@ class _Ops:
                 (state, _loss_in(loss), result, error, now, seq, study_id, tid),
             )
             # Rows are turned into trials after the commit, outside the write lock.
-            rows = [] if since is None else conn.execute(_SQL_SINCE, (study, since)).fetchall()
-            created = None if then_create is None else self._create(conn, study, *then_create)
+            rows = (
+                []
+                if since is None
+                else conn.execute(_SQL_SINCE_BY_ID, (study_id, since)).fetchall()
+            )
+            created = (
+                None
+                if then_create is None
+                else self._create(conn, study, *then_create, known=(study_id, seq + 1))
+            )
         finished = Trial(
             study=study,
             tid=tid,
