@@ -35,7 +35,7 @@ from asyncopt.errors import (
     StudyMismatchError,
     StudyNotFoundError,
 )
-from asyncopt.storage.base import Storage, StudyRecord, Trial, TrialState
+from asyncopt.storage.base import Storage, StudyRecord, Trial, TrialState, best_of
 from asyncopt.storage.urls import StorageURL, open_storage
 
 __all__ = ["CommandError", "main"]
@@ -221,11 +221,6 @@ async def _get_study(storage: Storage, name: str) -> StudyRecord:
         ) from None
 
 
-def _best_of(trials: Sequence[Trial]) -> Trial | None:
-    ok = [t for t in trials if t.state is TrialState.OK and t.loss is not None]
-    return min(ok, key=lambda t: (t.loss, t.tid)) if ok else None
-
-
 def _format_number(value: float | None, spec: str = ".6g") -> str:
     return "" if value is None else format(value, spec)
 
@@ -375,7 +370,7 @@ async def _studies(args: argparse.Namespace) -> int:
         rows: list[dict[str, Any]] = []
         for record in await storage.list_studies():
             trials = await storage.trials_since(record.name, 0)
-            best = _best_of(trials)
+            best = best_of(trials)
             rows.append(
                 {
                     "name": record.name,
@@ -480,7 +475,7 @@ async def _best(args: argparse.Namespace) -> int:
     async with open_storage(args.url) as storage:
         record = await _get_study(storage, args.study)
         trials = await storage.trials_since(record.name, 0)
-    best = _best_of(trials)
+    best = best_of(trials)
     if best is None:
         raise AllTrialsFailed(
             f"study {record.name!r} has no successful trial ({len(trials)} trials in all)"
@@ -605,7 +600,7 @@ async def _worker(args: argparse.Namespace) -> int:
     counts = dict.fromkeys(TrialState, 0)
     for trial in result.trials:
         counts[trial.state] += 1
-    best = _best_of(result.trials)
+    best = best_of(result.trials)
     best_text = "none" if best is None else f"{best.loss!r} (tid {best.tid})"
     print(
         f"worker done: ran {len(ran)} trials; study {record.name!r} has "

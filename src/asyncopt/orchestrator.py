@@ -23,7 +23,7 @@ from asyncopt._groups import single_error
 from asyncopt.errors import AllTrialsFailed, TrialStateError
 from asyncopt.outcome import Outcome, from_exception, from_value
 from asyncopt.progress import ProgressFactory, make_reporter
-from asyncopt.storage.base import Storage, Trial, TrialState
+from asyncopt.storage.base import Storage, Trial, TrialState, best_of
 from asyncopt.study import Study, SuggestFunction, open_study
 
 __all__ = ["OptimizationResult", "minimize"]
@@ -51,8 +51,7 @@ class OptimizationResult:
 
     @_best.default
     def _find_best(self) -> Trial | None:
-        ok = [t for t in self.trials if t.state is TrialState.OK and t.loss is not None]
-        return min(ok, key=lambda t: (t.loss, t.tid)) if ok else None
+        return best_of(self.trials)
 
     @property
     def best_trial(self) -> Trial:

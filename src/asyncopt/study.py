@@ -40,8 +40,10 @@ from asyncopt.storage.base import (
     StudyRecord,
     Trial,
     TrialState,
+    best_of,
+    finish_and_read_of,
     finish_read_create,
-    finish_then_read,
+    loss_rank,
     new_worker_id,
 )
 from asyncopt.storage.urls import open_storage
@@ -116,11 +118,6 @@ def _reseed(generator: np.random.Generator, seed: int) -> None:
     }
 
 
-def _ranks_before(trial: Trial, other: Trial) -> bool:
-    """Whether OK ``trial`` is better than OK ``other``: lower loss, then lower tid."""
-    return (trial.loss, trial.tid) < (other.loss, other.tid)
-
-
 def check_lease(lease: float) -> float:
     """``lease`` as a positive float, or ValueError."""
     if not isinstance(lease, (int, float)) or not math.isfinite(lease) or lease <= 0:
@@ -167,9 +164,7 @@ class Study:
         self._counts = dict.fromkeys(TrialState, 0)
         self._unfinished: set[int] = set()
         # A storage without the one-round-trip forms gets the generic ones (several calls).
-        self._finish_and_read = getattr(storage, "finish_and_read", None) or functools.partial(
-            finish_then_read, storage
-        )
+        self._finish_and_read = finish_and_read_of(storage)
         self._finish_and_create_call = getattr(
             storage, "finish_and_create", None
         ) or functools.partial(finish_read_create, storage)
@@ -214,15 +209,11 @@ class Study:
             if trial.state is TrialState.OK and trial.loss is not None:
                 # The same trial's newer record (the stored one after a provisional one)
                 # replaces it; another replaces it when better.
-                if best is None or best.tid == trial.tid or _ranks_before(trial, best):
+                if best is None or best.tid == trial.tid or loss_rank(trial) < loss_rank(best):
                     self._best = trial
             elif best is not None and best.tid == trial.tid:
                 # The best trial is no longer OK (a provisional outcome undone).
-                self._best = min(
-                    (t for t in self._trials.values() if t.state is TrialState.OK),
-                    key=lambda t: (t.loss, t.tid),
-                    default=None,
-                )
+                self._best = best_of(self._trials.values())
             accepted.append(trial)
         self._builder.update(accepted)
 
@@ -441,8 +432,8 @@ class Study:
         called = False
         try:
             async with self._ask_lock:
-                fused = tid in self._held and not self._counts[TrialState.QUEUED]
-                if fused and not self._budget_spent(budget):
+                queued = self._counts[TrialState.QUEUED]
+                if tid in self._held and not queued and not self._budget_spent(budget):
                     seed, position = self._next_seed()
                     assignment = await self._suggest(seed)
                     called = True

@@ -42,6 +42,7 @@ __all__ = [
     "categorical_kernels",
     "categorical_pair",
     "categorical_rows",
+    "false_flags",
     "gap_bandwidths",
     "linear_forgetting_weights",
 ]
@@ -920,7 +921,7 @@ class ProductMixture:
         if quantized is None:
             quantized = self.quantized
         continuous, grid, continuous_at, grid_at = _columns(
-            quantized if cells is not None else _no_grid(len(quantized))
+            quantized if cells is not None else false_flags(len(quantized))
         )
         m = len(points)
         k = self.n_kernels
@@ -1443,11 +1444,11 @@ def _columns(quantized: np.ndarray) -> tuple[np.ndarray, np.ndarray, _Columns, _
 
 
 @functools.lru_cache(maxsize=64)
-def _no_grid(n: int) -> np.ndarray:
-    # A quantized mask with no grid axis (read-only, cached).
-    mask = np.zeros(n, dtype=bool)
-    mask.flags.writeable = False
-    return mask
+def false_flags(n: int) -> np.ndarray:
+    """``n`` False flags, read-only and cached (the same few lengths come back)."""
+    flags = np.zeros(n, dtype=bool)
+    flags.flags.writeable = False
+    return flags
 
 
 def _selector(columns: np.ndarray) -> _Columns:

@@ -83,6 +83,7 @@ from asyncopt.algorithms._parzen import (
     IndependentMixtures,
     ProductMixture,
     categorical_pair,
+    false_flags,
     gap_bandwidths,
     linear_forgetting_weights,
 )
@@ -388,7 +389,7 @@ class _Proposer:
         self.losses = history.losses
         # Pending trials taken as observations with a predicted loss, and pending trials
         # that join the above group as lies (only when nothing has finished to predict from).
-        self.believed = self.lies = _no_flags(size)
+        self.believed = self.lies = false_flags(size)
         self.any_believed = self.any_lies = False
         bad = states == _FAIL if n_failed else None
         if tpe.constant_liar and counts[_QUEUED] + counts[_RUNNING]:
@@ -504,7 +505,7 @@ class _Proposer:
         """Unit rows, category rows and which rows are lies (pending trials)."""
         numeric = self.units[index].T.take(rows, axis=1).T
         categorical = self.indices[index][rows]
-        lied = self.lies[rows] if self.any_lies else _no_flags(len(rows))
+        lied = self.lies[rows] if self.any_lies else false_flags(len(rows))
         if with_extra and self.extra[index]:
             numeric = np.concatenate([numeric, [u for u, _ in self.extra[index]]])
             categorical = np.concatenate([categorical, [c for _, c in self.extra[index]]])
@@ -757,14 +758,6 @@ def _plain_weights(n: int, flat: int | None, extra: float | None) -> np.ndarray:
     weights = linear_forgetting_weights(n, flat, extra)
     weights.flags.writeable = False
     return weights
-
-
-@functools.lru_cache(maxsize=64)
-def _no_flags(n: int) -> np.ndarray:
-    # ``n`` False flags (read-only, cached: the same few lengths come back).
-    flags = np.zeros(n, dtype=bool)
-    flags.flags.writeable = False
-    return flags
 
 
 _NO_ROWS = np.empty(0, dtype=np.intp)

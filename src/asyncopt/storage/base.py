@@ -11,11 +11,12 @@ Backends raise only `asyncopt.errors.StorageError` subclasses.
 from __future__ import annotations
 
 import enum
+import functools
 import operator
 import os
 import secrets
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
@@ -50,8 +51,12 @@ __all__ = [
     "TrialNotFoundError",
     "TrialState",
     "TrialStateError",
+    "best_of",
+    "finish_and_read_of",
     "finish_read_create",
     "finish_then_read",
+    "finishing_state",
+    "loss_rank",
     "new_worker_id",
 ]
 
@@ -147,6 +152,29 @@ class Trial:
         state = fields.pop("state")
         fields["state"] = TrialState[state] if isinstance(state, str) else TrialState(state)
         return cls(**fields)
+
+
+def loss_rank(trial: Trial) -> tuple[float, int]:
+    """The order of OK trials, best first: lower loss, then lower tid."""
+    assert trial.loss is not None
+    return trial.loss, trial.tid
+
+
+def best_of(trials: Iterable[Trial]) -> Trial | None:
+    """The OK trial with the lowest loss (lowest tid on ties), or None if there is none."""
+    return min(
+        (t for t in trials if t.state is TrialState.OK and t.loss is not None),
+        key=loss_rank,
+        default=None,
+    )
+
+
+def finishing_state(state: TrialState | int) -> TrialState:
+    """``state`` as a `TrialState` a trial can be finished with, or `TrialStateError`."""
+    state = TrialState(state)
+    if not state.is_finished:
+        raise TrialStateError(f"cannot finish a trial as {state.name}")
+    return state
 
 
 _TRIAL_FIELDS = tuple(field.name for field in attrs.fields(Trial))
@@ -299,34 +327,28 @@ async def finish_read_create(
     seed: int | None = None,
 ) -> tuple[Trial, list[Trial], Trial | None]:
     """`finish_then_read`, then `Storage.create_trial`, on any storage."""
-    finish_and_read = getattr(storage, "finish_and_read", None)
-    if finish_and_read is None:
-        trial, changed = await finish_then_read(
-            storage,
-            study,
-            tid,
-            since=since,
-            worker=worker,
-            state=state,
-            loss=loss,
-            result=result,
-            error=error,
-        )
-    else:
-        trial, changed = await finish_and_read(
-            study,
-            tid,
-            since=since,
-            worker=worker,
-            state=state,
-            loss=loss,
-            result=result,
-            error=error,
-        )
+    trial, changed = await finish_and_read_of(storage)(
+        study,
+        tid,
+        since=since,
+        worker=worker,
+        state=state,
+        loss=loss,
+        result=result,
+        error=error,
+    )
     created = await storage.create_trial(
         study, assignment, budget=budget, worker=worker, lease=lease, seed=seed
     )
     return trial, changed, created
+
+
+def finish_and_read_of(storage: Storage) -> Callable[..., Awaitable[tuple[Trial, list[Trial]]]]:
+    """``storage.finish_and_read`` when it has one, else the generic two-call form."""
+    method: Callable[..., Awaitable[tuple[Trial, list[Trial]]]] | None = getattr(
+        storage, "finish_and_read", None
+    )
+    return method or functools.partial(finish_then_read, storage)
 
 
 def new_worker_id() -> str:

@@ -19,7 +19,7 @@ from asyncopt.errors import (
     TrialNotFoundError,
     TrialStateError,
 )
-from asyncopt.storage.base import StorageContext, StudyRecord, Trial, TrialState
+from asyncopt.storage.base import StorageContext, StudyRecord, Trial, TrialState, finishing_state
 from asyncopt.storage.urls import StorageURL
 
 __all__ = ["MemoryStorage"]
@@ -219,9 +219,7 @@ class MemoryStorage(StorageContext):
         result: Mapping[str, Any] | None = None,
         error: str | None = None,
     ) -> Trial:
-        state = TrialState(state)
-        if not state.is_finished:
-            raise TrialStateError(f"cannot finish a trial as {state.name}")
+        state = finishing_state(state)
         record = self._study(study)
         trial = self._trial(record, tid)
         if trial.state is not TrialState.RUNNING:

@@ -91,7 +91,7 @@ from asyncopt.errors import (
     TrialNotFoundError,
     TrialStateError,
 )
-from asyncopt.storage.base import StorageContext, StudyRecord, Trial, TrialState
+from asyncopt.storage.base import StorageContext, StudyRecord, Trial, TrialState, finishing_state
 from asyncopt.storage.urls import StorageURL
 
 try:
@@ -939,9 +939,7 @@ class MongoStorage(StorageContext):
         (held by another worker). A retry after a lost acknowledgement is recognised and
         returns the recorded trial.
         """
-        state = TrialState(state)
-        if not state.is_finished:
-            raise TrialStateError(f"cannot finish a trial as {state.name}")
+        state = finishing_state(state)
         encoded = _encode_result(result)
         return await self._run(self._finish(study, tid, worker, state, loss, encoded, error))
 

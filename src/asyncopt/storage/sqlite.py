@@ -42,7 +42,7 @@ from asyncopt.errors import (
     TrialStateError,
 )
 from asyncopt.storage._sqlite_conn import Runner, open_runner
-from asyncopt.storage.base import StorageContext, StudyRecord, Trial, TrialState
+from asyncopt.storage.base import StorageContext, StudyRecord, Trial, TrialState, finishing_state
 from asyncopt.storage.urls import StorageURL
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStorage"]
@@ -118,14 +118,34 @@ _LAST_SEQ = (
     "max(coalesce((SELECT max(seq) FROM asyncopt_trials), 0), "
     "(SELECT value FROM asyncopt_meta WHERE key = 'seq_floor'))"
 )
-# The study's id, its number of trials (tids are dense), of cancelled trials, the last seq.
+
+
+# Given a study id (an SQL expression): its number of trials (tids are dense) and of
+# cancelled trials.
+def _counts_of(study_id: str) -> str:
+    return (
+        "(SELECT coalesce(max(t.tid) + 1, 0) FROM asyncopt_trials t "
+        f"WHERE t.study_id = {study_id}), "
+        "(SELECT count(*) FROM asyncopt_trials t INDEXED BY asyncopt_trials_cancelled "
+        f"WHERE t.study_id = {study_id} AND t.state = 4)"
+    )
+
+
+def _since_of(study_id: str) -> str:
+    return (
+        f"SELECT {_COLUMNS} FROM asyncopt_trials INDEXED BY asyncopt_trials_by_seq "
+        f"WHERE study_id = {study_id} AND seq > ? ORDER BY seq"
+    )
+
+
+# The study's id, its counts and the last seq; the counts of the study with id ?1.
 _SQL_STUDY = (
-    "SELECT s.id, "
-    "(SELECT coalesce(max(t.tid) + 1, 0) FROM asyncopt_trials t WHERE t.study_id = s.id), "
-    "(SELECT count(*) FROM asyncopt_trials t INDEXED BY asyncopt_trials_cancelled "
-    f"WHERE t.study_id = s.id AND t.state = 4), {_LAST_SEQ} "
-    "FROM asyncopt_studies s WHERE s.name = ?"
+    f"SELECT s.id, {_counts_of('s.id')}, {_LAST_SEQ} FROM asyncopt_studies s WHERE s.name = ?"
 )
+_SQL_COUNTS = f"SELECT {_counts_of('?1')}"
+# Trials changed after a seq, of the study named ? or of the study with id ?.
+_SQL_SINCE = _since_of(_STUDY_ID)
+_SQL_SINCE_BY_ID = _since_of("?")
 # The study's id, the last seq and one trial (NULLs if it has no such trial).
 _SQL_STUDY_TRIAL = (
     f"SELECT s.id, {_LAST_SEQ}, "
@@ -141,20 +161,6 @@ _SQL_INSERT_TRIAL = (
     "lease_expires_at, worker, seed, retry_of, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SQL_LAST_SEQ = f"SELECT {_LAST_SEQ}"
-# The next tid and the number of cancelled trials of the study with this id.
-_SQL_COUNTS = (
-    "SELECT coalesce(max(tid) + 1, 0), (SELECT count(*) FROM asyncopt_trials "
-    "INDEXED BY asyncopt_trials_cancelled WHERE study_id = ?1 AND state = 4) "
-    "FROM asyncopt_trials WHERE study_id = ?1"
-)
-_SQL_SINCE_BY_ID = (
-    f"SELECT {_COLUMNS} FROM asyncopt_trials INDEXED BY asyncopt_trials_by_seq "
-    "WHERE study_id = ? AND seq > ? ORDER BY seq"
-)
-_SQL_SINCE = (
-    f"SELECT {_COLUMNS} FROM asyncopt_trials INDEXED BY asyncopt_trials_by_seq "
-    f"WHERE study_id = {_STUDY_ID} AND seq > ? ORDER BY seq"
-)
 
 # What `_Ops.finish` needs to create the next trial: the assignment as JSON text, the
 # budget, the worker, the lease and the seed.
@@ -643,8 +649,11 @@ class _Ops:
         since: int | None,
         then_create: _NewTrial | None,
     ) -> tuple[Trial, list[Trial], Trial | None]:
-        """Finish the trial; with ``since``, read the changes after it; with
-        ``then_create``, create the next trial: one transaction."""
+        """Finish the trial, then read and create in the same transaction.
+
+        With ``since``, the changes after it are read; with ``then_create``, the next
+        trial is created (after the read, so it is not among the changes).
+        """
         with _write(conn):
             row = conn.execute(_SQL_STUDY_TRIAL, (tid, study)).fetchone()
             if row is None:
@@ -1101,9 +1110,7 @@ class SQLiteStorage(StorageContext):
         since: int | None = None,
         then_create: _NewTrial | None = None,
     ) -> tuple[Trial, list[Trial], Trial | None]:
-        state = TrialState(state)
-        if not state.is_finished:
-            raise TrialStateError(f"cannot finish a trial as {state.name}")
+        state = finishing_state(state)
         text = None if result is None else _dumps(dict(result), "result")
         return await self._call(
             lambda c: self._ops.finish(
