@@ -9,7 +9,7 @@ changed trial once; a snapshot is O(1) unless a row changed since the previous o
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import attrs
 import numpy as np
@@ -66,6 +66,34 @@ class _Columns(Mapping[str, np.ndarray]):
         return label in self._columns
 
 
+class _WithRows(Mapping[str, np.ndarray]):
+    """Label → a column with extra rows appended, made on first access."""
+
+    __slots__ = ("_columns", "_extra", "_views")
+
+    def __init__(self, columns: Mapping[str, np.ndarray], extra: Sequence[Mapping[str, float]]):
+        self._columns = columns
+        self._extra = extra
+        self._views: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, label: str) -> np.ndarray:
+        view = self._views.get(label)
+        if view is None:
+            tail = [row.get(label, np.nan) for row in self._extra]
+            view = _readonly(np.concatenate([self._columns[label], np.array(tail, dtype=float)]))
+            self._views[label] = view
+        return view
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
+
+    def __contains__(self, label: object) -> bool:
+        return label in self._columns
+
+
 @attrs.frozen(eq=False)
 class History:
     """Trials as columns. Rows are in the order trials were first seen (tid order when
@@ -108,6 +136,28 @@ class History:
     def n_ok(self) -> int:
         """Number of OK trials."""
         return int(np.count_nonzero(self.ok))
+
+    def with_pending(
+        self, tids: Sequence[int], assignments: Sequence[Mapping[str, float]]
+    ) -> History:
+        """This history and a RUNNING row for each of ``assignments`` (with ``tids``).
+
+        For proposals made but not yet stored, so that the next suggestion sees them
+        as pending.
+        """
+        if not assignments:
+            return self
+        n = len(assignments)
+        return History(
+            tids=_readonly(np.concatenate([self.tids, np.asarray(tids, dtype=np.int64)])),
+            states=_readonly(
+                np.concatenate(
+                    [self.states, np.full(n, TrialState.RUNNING, dtype=self.states.dtype)]
+                )
+            ),
+            losses=_readonly(np.concatenate([self.losses, np.full(n, np.nan)])),
+            values=_WithRows(self.values, assignments),
+        )
 
     @classmethod
     def empty(cls, space: CompiledSpace) -> History:

@@ -8,6 +8,7 @@ trial's position, and keeps the leases of the trials it holds alive.
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import hashlib
 import logging
@@ -19,6 +20,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import attrs
 import numpy as np
 
 from asyncopt._groups import single_error
@@ -27,6 +29,7 @@ from asyncopt.errors import (
     SpaceError,
     StorageError,
     StudyMismatchError,
+    TrialError,
     TrialStateError,
 )
 from asyncopt.history import History, HistoryBuilder
@@ -36,13 +39,15 @@ from asyncopt.space.description import rebuild
 from asyncopt.space.evaluate import Assignment, space_eval
 from asyncopt.storage.base import (
     BUDGETED_STATES,
+    Handover,
     Storage,
+    StorageContext,
     StudyRecord,
     Trial,
     TrialState,
     best_of,
     finish_and_read_of,
-    finish_read_create,
+    finish_read_create_many,
     loss_rank,
     new_worker_id,
 )
@@ -125,6 +130,52 @@ def check_lease(lease: float) -> float:
     return float(lease)
 
 
+class _Stage(enum.Enum):
+    WAITING = enum.auto()  # for the ask lock, or for a round trip to take it
+    TAKEN = enum.auto()  # a round trip (maybe another task's) carries it
+    DONE = enum.auto()  # settled: a result or an error
+    FALLBACK = enum.auto()  # to be served by `finish` then `ask`
+
+
+# The outcome recorded for a trial created for a caller that went away before running it.
+_UNRUN = Outcome(TrialState.CANCELLED, error="cancelled: the caller left before running it")
+
+
+@attrs.define(eq=False)
+class _Handover:
+    """One `Study.finish_and_ask` call: the outcome to record and what its round trip gave."""
+
+    tid: int
+    outcome: Outcome
+    budget: int | None
+    undo: Callable[[], None]
+    stage: _Stage = _Stage.WAITING
+    result: tuple[Trial, Trial | None] | None = None
+    error: BaseException | None = None
+    _settled: anyio.Event | None = None
+
+    def to_store(self, assignment: Assignment, seed: int) -> Handover:
+        outcome = self.outcome
+        return Handover(
+            self.tid, outcome.state, outcome.loss, outcome.result, outcome.error, assignment, seed
+        )
+
+    def settle(
+        self,
+        *,
+        result: tuple[Trial, Trial | None] | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        self.stage, self.result, self.error = _Stage.DONE, result, error
+        if self._settled is not None:
+            self._settled.set()
+
+    async def wait_settled(self) -> None:
+        if self.stage is not _Stage.DONE:
+            self._settled = anyio.Event()
+            await self._settled.wait()
+
+
 class Study:
     """An open study: ask for trials, tell their outcomes, read its trials.
 
@@ -165,9 +216,14 @@ class Study:
         self._unfinished: set[int] = set()
         # A storage without the one-round-trip forms gets the generic ones (several calls).
         self._finish_and_read = finish_and_read_of(storage)
-        self._finish_and_create_call = getattr(
-            storage, "finish_and_create", None
-        ) or functools.partial(finish_read_create, storage)
+        native = getattr(type(storage), "finish_and_create_many", None)
+        self._finish_and_create_many = getattr(
+            storage, "finish_and_create_many", None
+        ) or functools.partial(finish_read_create_many, storage)
+        # Handovers are combined into one round trip only where that is one round trip.
+        self._combines = native not in (None, StorageContext.finish_and_create_many)
+        self._handovers: list[_Handover] = []
+        self._round_trip_seconds = 0.0  # moving average of a finish_and_create_many call
 
     @property
     def name(self) -> str:
@@ -322,13 +378,18 @@ class Study:
 
     def _budget_spent(self, budget: int | None) -> bool:
         """Whether, as of the last read, the study holds ``budget`` budgeted trials."""
-        if budget is None:
-            return False
-        return sum(self._counts[state] for state in BUDGETED_STATES) >= budget
+        return budget is not None and self._budgeted() >= budget
 
-    def _next_seed(self) -> tuple[int, int]:
-        """The seed of the next suggestion, and the position (tid) it expects."""
-        position = len(self._builder)
+    def _budgeted(self) -> int:
+        """The number of budgeted trials as of the last read."""
+        return sum(self._counts[state] for state in BUDGETED_STATES)
+
+    def _next_seed(self, ahead: int = 0) -> tuple[int, int]:
+        """The seed of the next suggestion, and the position (tid) it expects.
+
+        ``ahead`` counts the proposals made before it that are not yet stored.
+        """
+        position = len(self._builder) + ahead
         shared = self._view_was_stale or self.others_unfinished()
         return trial_seed(self.seed, position, self.worker if shared else ""), position
 
@@ -353,8 +414,9 @@ class Study:
         self._apply([trial])
         return self._with_params(trial)
 
-    async def _suggest(self, seed: int) -> Assignment:
-        history = self._builder.snapshot()
+    async def _suggest(self, seed: int, history: History | None = None) -> Assignment:
+        if history is None:
+            history = self._builder.snapshot()
         rng = self._rng  # reseeded per suggestion; asks are serialized by the ask lock
         _reseed(rng, seed)
 
@@ -424,56 +486,136 @@ class Study:
         Returns the finished trial and the next one (None once ``budget`` is spent). The
         outcome is applied locally at once, so the next suggestion (and those of other
         tasks meanwhile) see it; what other workers changed since the last read arrives
-        with the round trip and is seen by the suggestion after. While trials are queued
-        (they are claimed first) or the budget looks spent, this is `finish` then `ask`.
-        Raises like `finish`; then nothing was asked.
+        with the round trip and is seen by the suggestion after. Where the storage does
+        several finishes and creates in one round trip (SQLite), calls made by other tasks
+        at the same moment share it, while a suggestion takes less time than a round trip.
+        While trials are queued (they are claimed first) or the budget looks spent, this
+        is `finish` then `ask`. Raises like `finish`; then nothing was asked.
         """
-        undo = self._apply_outcome(tid, outcome)
-        called = False
+        handover = _Handover(tid, outcome, budget, self._apply_outcome(tid, outcome))
+        self._handovers.append(handover)
         try:
             async with self._ask_lock:
-                queued = self._counts[TrialState.QUEUED]
-                if tid in self._held and not queued and not self._budget_spent(budget):
-                    seed, position = self._next_seed()
-                    assignment = await self._suggest(seed)
-                    called = True
-                    with self.shielded():
-                        trial, changed, created = await self._finish_and_create_call(
-                            self.name,
-                            tid,
-                            since=self._seq,
-                            worker=self.worker,
-                            state=outcome.state,
-                            loss=outcome.loss,
-                            result=outcome.result,
-                            error=outcome.error,
-                            assignment=assignment,
-                            budget=budget,
-                            lease=self.lease,
-                            seed=seed,
-                        )
-                        self._held.discard(tid)
-                        self._read(changed)
-                        self._apply([trial])
-                        taken = None if created is None else self._take(created)
-                    self._note_position(created, position)
-                    return self._with_params(trial), taken
+                if handover.stage is _Stage.WAITING:
+                    await self._hand_over(handover)
         except BaseException:
-            undo()
-            if called:
-                self._held.discard(tid)  # as `finish` does when the storage refuses
-                raise
-            # Waiting for the lock or suggesting failed (or was cancelled): the outcome
-            # must still be recorded.
-            with self.shielded():
-                await self.finish(tid, outcome)
+            await self._abandon(handover)
             raise
+        if handover.stage is _Stage.DONE:
+            if handover.error is not None:
+                raise handover.error
+            assert handover.result is not None
+            return handover.result
         try:
             finished = await self.finish(tid, outcome)
         except BaseException:
-            undo()
+            handover.undo()
             raise
         return finished, await self.ask(budget=budget)
+
+    async def _hand_over(self, own: _Handover) -> None:
+        """Serve ``own`` (and others waiting, if combining pays) with one round trip.
+
+        Called holding the ask lock. Leaves ``own`` DONE, or FALLBACK when it must be a
+        `finish` then an `ask`; others it carried are DONE.
+        """
+        if own.tid not in self._held or self._counts[TrialState.QUEUED]:
+            self._fall_back(own)
+            return
+        room = None if own.budget is None else own.budget - self._budgeted()
+        if room is not None and room <= 0:
+            self._fall_back(own)
+            return
+        combining = self._combines and self._suggest_seconds < self._round_trip_seconds
+        if combining and len(self._held) > 1:
+            # Trials finishing in this same pass of the event loop join this round trip.
+            await anyio.lowlevel.checkpoint()
+        batch = [own]
+        if combining:
+            batch += [
+                h
+                for h in self._handovers
+                if h is not own and h.budget == own.budget and h.tid in self._held
+            ]
+            if room is not None:
+                del batch[room:]
+        for handover in batch:
+            handover.stage = _Stage.TAKEN
+        self._handovers = [h for h in self._handovers if h.stage is _Stage.WAITING]
+        positions: list[int] = []
+        handovers: list[Handover] = []
+        try:
+            for handover in batch:
+                seed, position = self._next_seed(len(positions))
+                history = self._builder.snapshot().with_pending(
+                    positions, [h.assignment for h in handovers]
+                )
+                assignment = await self._suggest(seed, history)
+                positions.append(position)
+                handovers.append(handover.to_store(assignment, seed))
+        except BaseException:
+            # Nothing was sent: each waits for its own turn again (``own``'s caller
+            # records its outcome alone).
+            for handover in batch:
+                handover.stage = _Stage.WAITING
+            self._handovers[:0] = batch[1:]
+            raise
+        await self._round_trip(batch, handovers, positions)
+
+    async def _round_trip(
+        self, batch: list[_Handover], handovers: list[Handover], positions: list[int]
+    ) -> None:
+        with self.shielded():
+            started = time.perf_counter()
+            try:
+                results, changed = await self._finish_and_create_many(
+                    self.name,
+                    handovers,
+                    since=self._seq,
+                    worker=self.worker,
+                    budget=batch[0].budget,
+                    lease=self.lease,
+                )
+            except BaseException as exc:
+                for handover in batch:
+                    handover.undo()
+                    self._held.discard(handover.tid)  # as `finish` does when refused
+                    handover.settle(error=exc)
+                raise
+            took = time.perf_counter() - started
+            self._round_trip_seconds += _AVERAGE_WEIGHT * (took - self._round_trip_seconds)
+            self._read(changed)
+            for handover, result, position in zip(batch, results, positions):
+                self._held.discard(handover.tid)
+                if isinstance(result, TrialError):
+                    handover.undo()
+                    handover.settle(error=result)
+                    continue
+                finished, created = result
+                self._apply([finished])
+                taken = None if created is None else self._take(created)
+                self._note_position(created, position)
+                handover.settle(result=(self._with_params(finished), taken))
+
+    def _fall_back(self, handover: _Handover) -> None:
+        handover.stage = _Stage.FALLBACK
+        self._handovers.remove(handover)
+
+    async def _abandon(self, handover: _Handover) -> None:
+        """After ``handover``'s caller failed or was cancelled: its outcome must be recorded,
+        and a trial created for it that it will not run must not stay RUNNING."""
+        with self.shielded():
+            if handover.stage in (_Stage.WAITING, _Stage.FALLBACK):
+                # Waiting for the lock or suggesting failed: record the outcome alone.
+                if handover in self._handovers:
+                    self._handovers.remove(handover)
+                handover.undo()
+                await self.finish(handover.tid, handover.outcome)
+                return
+            if handover.stage is _Stage.TAKEN:
+                await handover.wait_settled()  # another task's round trip carries it
+            if handover.result is not None and handover.result[1] is not None:
+                await self.finish(handover.result[1].tid, _UNRUN)
 
     def _apply_outcome(self, tid: int, outcome: Outcome) -> Callable[[], None]:
         """Apply ``outcome`` to the local view of held trial ``tid`` before it is stored.

@@ -269,7 +269,7 @@ async def test_a_storage_without_finish_and_read_gives_the_same_search() -> None
     plain = _ProtocolOnly()
     assert isinstance(plain, ao.Storage)
     assert not hasattr(plain, "finish_and_read")
-    assert not hasattr(plain, "finish_and_create")
+    assert not hasattr(plain, "finish_and_create_many")
     results = [
         await ao.minimize(
             lambda p: p["x"] ** 2, SPACE, algo=ao.tpe.suggest, max_evals=15, storage=s, seed=3

@@ -23,7 +23,7 @@ from asyncopt.errors import (
     TrialNotFoundError,
     TrialStateError,
 )
-from asyncopt.storage.base import Storage, Trial, TrialState
+from asyncopt.storage.base import Handover, Storage, Trial, TrialState
 
 FINGERPRINT = "a" * 64
 OTHER_FINGERPRINT = "b" * 64
@@ -153,16 +153,8 @@ TRIAL_OPERATIONS: dict[str, Callable[[Storage], Awaitable[object]]] = {
     "finish_and_read": lambda s: s.finish_and_read(  # type: ignore[attr-defined]
         "nope", 0, since=0, worker="w", state=TrialState.OK, loss=1
     ),
-    "finish_and_create": lambda s: s.finish_and_create(  # type: ignore[attr-defined]
-        "nope",
-        0,
-        since=0,
-        worker="w",
-        state=TrialState.OK,
-        loss=1,
-        assignment={"x": 1},
-        budget=None,
-        lease=1,
+    "finish_and_create_many": lambda s: s.finish_and_create_many(  # type: ignore[attr-defined]
+        "nope", [handover(0)], since=0, worker="w", budget=None, lease=1
     ),
     "renew_leases": lambda s: s.renew_leases("nope", [0], worker="w", lease=1),
     "renew_no_leases": lambda s: s.renew_leases("nope", [], worker="w", lease=1),
@@ -418,72 +410,99 @@ async def test_a_refused_finish_and_read_changes_and_reads_nothing(storage: Stor
     assert await storage.get_trial("s", trial.tid) == trial
 
 
-async def test_finish_and_create_finishes_reads_then_creates_the_next_trial(
+def handover(
+    tid: int,
+    assignment: dict[str, float] | None = None,
+    *,
+    state: TrialState = TrialState.OK,
+    loss: float | None = 1.0,
+    error: str | None = None,
+    seed: int | None = None,
+) -> Handover:
+    return Handover(tid, state, loss, None, error, assignment or {"x": 1}, seed)
+
+
+async def test_finish_and_create_many_finishes_reads_then_creates_the_next_trials(
     storage: Storage,
 ) -> None:
     await new_study(storage)
     first = await create(storage)
     other = await create(storage, worker="w2")
-    finish_and_create = storage.finish_and_create  # type: ignore[attr-defined]
-    done, changed, created = await finish_and_create(
+    second = await create(storage)
+    finish_and_create_many = storage.finish_and_create_many  # type: ignore[attr-defined]
+    results, changed = await finish_and_create_many(
         "s",
-        first.tid,
+        [handover(first.tid, {"x": 0.25}, loss=0.5, seed=7), handover(second.tid, {"x": 0.75})],
         since=first.seq,
         worker="w1",
-        state=TrialState.OK,
-        loss=0.5,
-        assignment={"x": 0.25},
-        budget=3,
+        budget=5,
         lease=30,
-        seed=7,
     )
+    [(done, created), (done_too, created_too)] = results
     assert done == await storage.get_trial("s", first.tid)
-    assert done.state is TrialState.OK
-    assert done.loss == 0.5
-    # The changes are read before the creation: the new trial is not among them.
-    assert [t.tid for t in changed] == [other.tid, first.tid]
-    assert created == await storage.get_trial("s", 2)
+    assert (done.state, done.loss) == (TrialState.OK, 0.5)
+    assert done_too == await storage.get_trial("s", second.tid)
+    # The changes are read before the creations: the new trials are not among them.
+    assert [t.tid for t in changed] == [other.tid, first.tid, second.tid]
+    assert created == await storage.get_trial("s", 3)
+    assert created_too == await storage.get_trial("s", 4)
     assert created.state is TrialState.RUNNING
     assert (created.assignment, created.worker, created.seed) == ({"x": 0.25}, "w1", 7)
-    assert created.seq > done.seq
+    assert created_too.assignment == {"x": 0.75}
+    assert done.seq < done_too.seq < created.seq < created_too.seq
     assert created.lease_expires_at is not None
-    # With the budget spent, the trial is finished and nothing is created.
-    finished, _, none = await finish_and_create(
+    # The budget allows one more trial: the first handover gets it, the second none.
+    results, _ = await finish_and_create_many(
         "s",
-        created.tid,
-        since=done.seq,
+        [
+            handover(created.tid, state=TrialState.FAIL, loss=None, error="boom"),
+            handover(created_too.tid, loss=2.0),
+        ],
+        since=done_too.seq,
         worker="w1",
-        state=TrialState.FAIL,
-        error="boom",
-        assignment={"x": 0.5},
-        budget=3,
+        budget=6,
         lease=30,
     )
+    [(failed, last), (finished, none)] = results
+    assert failed.state is TrialState.FAIL
+    assert failed.error == "boom"
+    assert last is not None
+    assert last.tid == 5
+    assert finished.loss == 2.0
     assert none is None
-    assert finished.state is TrialState.FAIL
-    assert await storage.count_trials("s", budgeted=False) == 3
+    assert await storage.count_trials("s", budgeted=False) == 6
 
 
-async def test_a_refused_finish_and_create_changes_reads_and_creates_nothing(
+async def test_a_refused_handover_changes_and_creates_nothing_and_others_go_on(
     storage: Storage,
 ) -> None:
     await new_study(storage)
-    trial = await create(storage, worker="holder")
-    finish_and_create = storage.finish_and_create  # type: ignore[attr-defined]
-    with pytest.raises(LeaseLostError, match="holder"):
-        await finish_and_create(
-            "s",
-            trial.tid,
-            since=0,
-            worker="thief",
-            state=TrialState.OK,
-            loss=1.0,
-            assignment={"x": 1},
-            budget=None,
-            lease=30,
-        )
-    assert await storage.get_trial("s", trial.tid) == trial
-    assert await storage.count_trials("s", budgeted=False) == 1
+    stolen = await create(storage, worker="holder")
+    mine = await create(storage, worker="w1")
+    finish_and_create_many = storage.finish_and_create_many  # type: ignore[attr-defined]
+    results, changed = await finish_and_create_many(
+        "s",
+        [handover(stolen.tid), handover(99), handover(mine.tid, {"x": 0.5})],
+        since=mine.seq,
+        worker="w1",
+        budget=None,
+        lease=30,
+    )
+    assert isinstance(results[0], LeaseLostError)
+    assert "holder" in str(results[0])
+    assert isinstance(results[1], TrialNotFoundError)
+    finished, created = results[2]
+    assert finished.state is TrialState.OK
+    assert created.assignment == {"x": 0.5}
+    assert [t.tid for t in changed] == [mine.tid]
+    assert await storage.get_trial("s", stolen.tid) == stolen
+    assert await storage.count_trials("s", budgeted=False) == 3
+    # Finishing twice is refused the same way.
+    results, _ = await finish_and_create_many(
+        "s", [handover(mine.tid)], since=0, worker="w1", budget=None, lease=30
+    )
+    assert isinstance(results[0], TrialStateError)
+    assert await storage.count_trials("s", budgeted=False) == 3
 
 
 async def test_finishing_a_queued_trial_is_refused(storage: Storage) -> None:

@@ -29,6 +29,7 @@ from asyncopt.errors import (
     StorageURLError,
     StudyMismatchError,
     StudyNotFoundError,
+    TrialError,
     TrialNotFoundError,
     TrialStateError,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "FINISHED_STATES",
     "STATUS_FAIL",
     "STATUS_OK",
+    "Handover",
     "LeaseLostError",
     "Storage",
     "StorageContext",
@@ -53,7 +55,7 @@ __all__ = [
     "TrialStateError",
     "best_of",
     "finish_and_read_of",
-    "finish_read_create",
+    "finish_read_create_many",
     "finish_then_read",
     "finishing_state",
     "loss_rank",
@@ -196,6 +198,22 @@ class StudyRecord:
     created_at: float
 
 
+@attrs.frozen
+class Handover:
+    """A held trial's outcome, and the assignment of the trial its worker runs next.
+
+    The unit of `StorageContext.finish_and_create_many`.
+    """
+
+    tid: int
+    state: TrialState
+    loss: float | None
+    result: Mapping[str, Any] | None
+    error: str | None
+    assignment: Mapping[str, int | float]
+    seed: int | None
+
+
 _OpenedStorage = TypeVar("_OpenedStorage", bound="StorageContext")
 
 
@@ -239,43 +257,34 @@ class StorageContext:
             error=error,
         )
 
-    async def finish_and_create(
+    async def finish_and_create_many(
         self,
         study: str,
-        tid: int,
+        handovers: Sequence[Handover],
         *,
         since: int,
         worker: str,
-        state: TrialState,
-        loss: float | None = None,
-        result: Mapping[str, Any] | None = None,
-        error: str | None = None,
-        assignment: Mapping[str, int | float],
         budget: int | None,
         lease: float,
-        seed: int | None = None,
-    ) -> tuple[Trial, list[Trial], Trial | None]:
-        """`finish_and_read`, then `Storage.create_trial` of ``assignment`` for ``worker``.
+    ) -> tuple[list[tuple[Trial, Trial | None] | TrialError], list[Trial]]:
+        """Finish several trials, read the changes, then create the trials that follow them.
 
-        Returns the finished trial, the changes read (the new trial is created after the
-        read, so it is not among them) and the new trial, or None when the budget is
-        spent. Backends that can do it all in one round trip override this; if the
-        finish is refused, nothing is read or created.
+        Each handover's trial is finished as `Storage.finish_trial` would; one that is
+        refused gets its `TrialError` in its place and creates nothing. Then the changes
+        since ``since`` are read (the finished trials are among them, the new ones are
+        not). Then, in order, each finished handover's ``assignment`` is created for
+        ``worker`` as `Storage.create_trial` would: the new trial, or None once the budget
+        is spent. Returns the per-handover results and the changes. Backends that can do
+        it all in one round trip override this.
         """
-        return await finish_read_create(
+        return await finish_read_create_many(
             cast(Storage, self),
             study,
-            tid,
+            handovers,
             since=since,
             worker=worker,
-            state=state,
-            loss=loss,
-            result=result,
-            error=error,
-            assignment=assignment,
             budget=budget,
             lease=lease,
-            seed=seed,
         )
 
     async def __aenter__(self: _OpenedStorage) -> _OpenedStorage:
@@ -310,37 +319,49 @@ async def finish_then_read(
     return trial, await storage.trials_since(study, since)
 
 
-async def finish_read_create(
+async def finish_read_create_many(
     storage: Storage,
     study: str,
-    tid: int,
+    handovers: Sequence[Handover],
     *,
     since: int,
     worker: str,
-    state: TrialState,
-    loss: float | None = None,
-    result: Mapping[str, Any] | None = None,
-    error: str | None = None,
-    assignment: Mapping[str, int | float],
     budget: int | None,
     lease: float,
-    seed: int | None = None,
-) -> tuple[Trial, list[Trial], Trial | None]:
-    """`finish_then_read`, then `Storage.create_trial`, on any storage."""
-    trial, changed = await finish_and_read_of(storage)(
-        study,
-        tid,
-        since=since,
-        worker=worker,
-        state=state,
-        loss=loss,
-        result=result,
-        error=error,
-    )
-    created = await storage.create_trial(
-        study, assignment, budget=budget, worker=worker, lease=lease, seed=seed
-    )
-    return trial, changed, created
+) -> tuple[list[tuple[Trial, Trial | None] | TrialError], list[Trial]]:
+    """`StorageContext.finish_and_create_many` on any storage, one call at a time."""
+    finished: list[Trial | TrialError] = []
+    for handover in handovers:
+        try:
+            finished.append(
+                await storage.finish_trial(
+                    study,
+                    handover.tid,
+                    worker=worker,
+                    state=handover.state,
+                    loss=handover.loss,
+                    result=handover.result,
+                    error=handover.error,
+                )
+            )
+        except TrialError as exc:
+            finished.append(exc)
+    changed = await storage.trials_since(study, since)
+    results: list[tuple[Trial, Trial | None] | TrialError] = []
+    for handover, trial in zip(handovers, finished):
+        if isinstance(trial, TrialError):
+            results.append(trial)
+            continue
+        created = await storage.create_trial(
+            study,
+            handover.assignment,
+            budget=budget,
+            worker=worker,
+            lease=lease,
+            seed=handover.seed,
+        )
+        results.append((trial, created))
+    return results, changed
 
 
 def finish_and_read_of(storage: Storage) -> Callable[..., Awaitable[tuple[Trial, list[Trial]]]]:
@@ -365,8 +386,9 @@ class Storage(Protocol):
     from now; a RUNNING trial whose lease has passed may be reaped by anyone.
 
     Backends built on `StorageContext` also offer ``finish_and_read`` (a finish and an
-    incremental read in one round trip) and ``finish_and_create`` (those and the next
-    trial's creation in one round trip); `asyncopt.open_study` uses them when present.
+    incremental read in one round trip) and ``finish_and_create_many`` (several finishes,
+    the read and the creation of the trials that follow them, in one round trip);
+    `asyncopt.open_study` uses them when present.
     A backend whose coroutines never yield to the event loop may set the class attribute
     ``never_yields = True``: its writes then need (and get) no shielded cancel scope.
     """

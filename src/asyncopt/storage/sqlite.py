@@ -38,11 +38,19 @@ from asyncopt.errors import (
     StorageURLError,
     StudyMismatchError,
     StudyNotFoundError,
+    TrialError,
     TrialNotFoundError,
     TrialStateError,
 )
 from asyncopt.storage._sqlite_conn import Runner, open_runner
-from asyncopt.storage.base import StorageContext, StudyRecord, Trial, TrialState, finishing_state
+from asyncopt.storage.base import (
+    Handover,
+    StorageContext,
+    StudyRecord,
+    Trial,
+    TrialState,
+    finishing_state,
+)
 from asyncopt.storage.urls import StorageURL
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStorage"]
@@ -153,6 +161,7 @@ _SQL_STUDY_TRIAL = (
     + " FROM asyncopt_studies s LEFT JOIN asyncopt_trials t "
     "ON t.study_id = s.id AND t.tid = ? WHERE s.name = ?"
 )
+_SQL_TRIAL_BY_ID = f"SELECT {_COLUMNS} FROM asyncopt_trials WHERE study_id = ? AND tid = ?"
 _SQL_STUDY_RECORD = (
     "SELECT name, fingerprint, space, seed, created_at FROM asyncopt_studies WHERE name = ?"
 )
@@ -162,6 +171,8 @@ _SQL_INSERT_TRIAL = (
 )
 _SQL_LAST_SEQ = f"SELECT {_LAST_SEQ}"
 
+# What `_Ops.finish` records of a trial: its tid, state, loss, result (JSON text), error.
+_Outcome = tuple[int, TrialState, "float | None", "str | None", "str | None"]
 # What `_Ops.finish` needs to create the next trial: the assignment as JSON text, the
 # budget, the worker, the lease and the seed.
 _NewTrial = tuple[str, "int | None", str, float, "int | None"]
@@ -182,6 +193,10 @@ def _dumps(value: Any, what: str) -> str:
         return json.dumps(value, separators=(",", ":"), default=_json_default)
     except (TypeError, ValueError) as exc:
         raise StorageError(f"cannot store the {what}: {exc}") from None
+
+
+def _result_text(result: Mapping[str, Any] | None) -> str | None:
+    return None if result is None else _dumps(dict(result), "result")
 
 
 def _int_in(value: int | None) -> int | str | None:
@@ -227,6 +242,22 @@ def _trial(study: str, row: Sequence[Any]) -> Trial:
         retry_of=row[12],
         seq=row[13],
     )
+
+
+def _refusal(study: str, tid: int, worker: str, row: Sequence[Any] | None) -> TrialError | None:
+    """Why trial ``tid`` (its row, or None) cannot be finished by ``worker``, if it cannot."""
+    if row is None or row[0] is None:
+        return TrialNotFoundError(f"study {study!r} has no trial {tid}")
+    state = TrialState(row[1])
+    if state is not TrialState.RUNNING:
+        return TrialStateError(
+            f"trial {tid} of study {study!r} is {state.name}, not RUNNING; it cannot be finished"
+        )
+    if row[10] != worker:
+        return LeaseLostError(
+            f"trial {tid} of study {study!r} is held by another worker ({row[10]})"
+        )
+    return None
 
 
 def _record(row: Sequence[Any]) -> StudyRecord:
@@ -640,72 +671,67 @@ class _Ops:
         self,
         conn: sqlite3.Connection,
         study: str,
-        tid: int,
         worker: str,
-        state: TrialState,
-        loss: float | None,
-        result: str | None,
-        error: str | None,
+        outcomes: Sequence[_Outcome],
         since: int | None,
-        then_create: _NewTrial | None,
-    ) -> tuple[Trial, list[Trial], Trial | None]:
-        """Finish the trial, then read and create in the same transaction.
+        then_create: Sequence[_NewTrial] | None,
+    ) -> tuple[list[Trial | TrialError], list[Trial], list[Trial | None]]:
+        """Finish trials, then read and create in the same transaction.
 
-        With ``since``, the changes after it are read; with ``then_create``, the next
-        trial is created (after the read, so it is not among the changes).
+        A refused finish gives its `TrialError` in its place. With ``since``, the changes
+        after it are read; with ``then_create`` (one per outcome), the trial that follows
+        each finished one is created (after the read, so it is not among the changes).
         """
+        finished: list[Trial | TrialError] = []
+        created: list[Trial | None] = []
         with _write(conn):
-            row = conn.execute(_SQL_STUDY_TRIAL, (tid, study)).fetchone()
-            if row is None:
-                raise self._missing(study)
-            study_id, seq = row[0], row[1] + 1
-            if row[2] is None:
-                raise TrialNotFoundError(f"study {study!r} has no trial {tid}")
-            trial = _trial(study, row[2:])
-            if trial.state is not TrialState.RUNNING:
-                raise TrialStateError(
-                    f"trial {tid} of study {study!r} is {trial.state.name}, not RUNNING; "
-                    "it cannot be finished"
+            study_id: int | None = None
+            seq = 0
+            for tid, state, loss, result, error in outcomes:
+                if study_id is None:
+                    row = conn.execute(_SQL_STUDY_TRIAL, (tid, study)).fetchone()
+                    if row is None:
+                        raise self._missing(study)
+                    study_id, seq, row = row[0], row[1], row[2:]
+                else:
+                    row = conn.execute(_SQL_TRIAL_BY_ID, (study_id, tid)).fetchone()
+                refused = _refusal(study, tid, worker, row)
+                if refused is not None:
+                    finished.append(refused)
+                    continue
+                trial = _trial(study, row)
+                seq += 1
+                now = time.time()
+                conn.execute(
+                    "UPDATE asyncopt_trials SET state = ?, loss = ?, result = ?, error = ?, "
+                    "finished_at = ?, lease_expires_at = NULL, seq = ? "
+                    "WHERE study_id = ? AND tid = ?",
+                    (state, _loss_in(loss), result, error, now, seq, study_id, tid),
                 )
-            if trial.worker != worker:
-                raise LeaseLostError(
-                    f"trial {tid} of study {study!r} is held by another worker ({trial.worker})"
+                finished.append(
+                    trial.evolve(
+                        state=state,
+                        loss=_loss_out(_loss_in(loss)),
+                        result=None if result is None else json.loads(result),
+                        error=error,
+                        finished_at=now,
+                        lease_expires_at=None,
+                        seq=seq,
+                    )
                 )
-            now = time.time()
-            conn.execute(
-                "UPDATE asyncopt_trials SET state = ?, loss = ?, result = ?, error = ?, "
-                "finished_at = ?, lease_expires_at = NULL, seq = ? "
-                "WHERE study_id = ? AND tid = ?",
-                (state, _loss_in(loss), result, error, now, seq, study_id, tid),
-            )
             # Rows are turned into trials after the commit, outside the write lock.
             rows = (
                 []
-                if since is None
+                if since is None or study_id is None
                 else conn.execute(_SQL_SINCE_BY_ID, (study_id, since)).fetchall()
             )
-            created = (
-                None
-                if then_create is None
-                else self._create(conn, study, *then_create, known=(study_id, seq + 1))
-            )
-        finished = Trial(
-            study=study,
-            tid=tid,
-            state=state,
-            assignment=trial.assignment,
-            loss=_loss_out(_loss_in(loss)),
-            result=None if result is None else json.loads(result),
-            error=error,
-            created_at=trial.created_at,
-            started_at=trial.started_at,
-            finished_at=now,
-            lease_expires_at=None,
-            worker=trial.worker,
-            seed=trial.seed,
-            retry_of=trial.retry_of,
-            seq=seq,
-        )
+            if then_create is not None and study_id is not None:
+                for trial_or_refusal, new in zip(finished, then_create):
+                    if isinstance(trial_or_refusal, TrialError):
+                        created.append(None)
+                        continue
+                    seq += 1
+                    created.append(self._create(conn, study, *new, known=(study_id, seq)))
         return finished, [_trial(study, row) for row in rows], created
 
     def renew_leases(
@@ -1054,7 +1080,7 @@ class SQLiteStorage(StorageContext):
 
         Raises `TrialNotFoundError`, `TrialStateError` or `LeaseLostError`.
         """
-        trial, _, _ = await self._finish(study, tid, worker, state, loss, result, error)
+        trial, _ = await self._finish_one(study, tid, worker, state, loss, result, error, None)
         return trial
 
     async def finish_and_read(
@@ -1070,34 +1096,9 @@ class SQLiteStorage(StorageContext):
         error: str | None = None,
     ) -> tuple[Trial, list[Trial]]:
         """`finish_trial` then `trials_since(study, since)` in one transaction."""
-        trial, changed, _ = await self._finish(
-            study, tid, worker, state, loss, result, error, since=since
-        )
-        return trial, changed
+        return await self._finish_one(study, tid, worker, state, loss, result, error, since)
 
-    async def finish_and_create(
-        self,
-        study: str,
-        tid: int,
-        *,
-        since: int,
-        worker: str,
-        state: TrialState,
-        loss: float | None = None,
-        result: Mapping[str, Any] | None = None,
-        error: str | None = None,
-        assignment: Mapping[str, int | float],
-        budget: int | None,
-        lease: float,
-        seed: int | None = None,
-    ) -> tuple[Trial, list[Trial], Trial | None]:
-        """`finish_and_read`, then `create_trial` of ``assignment``, in one transaction."""
-        then_create = (_dumps(dict(assignment), "assignment"), budget, worker, lease, seed)
-        return await self._finish(
-            study, tid, worker, state, loss, result, error, since=since, then_create=then_create
-        )
-
-    async def _finish(
+    async def _finish_one(
         self,
         study: str,
         tid: int,
@@ -1106,17 +1107,47 @@ class SQLiteStorage(StorageContext):
         loss: float | None,
         result: Mapping[str, Any] | None,
         error: str | None,
-        *,
-        since: int | None = None,
-        then_create: _NewTrial | None = None,
-    ) -> tuple[Trial, list[Trial], Trial | None]:
-        state = finishing_state(state)
-        text = None if result is None else _dumps(dict(result), "result")
-        return await self._call(
-            lambda c: self._ops.finish(
-                c, study, tid, worker, state, loss, text, error, since, then_create
-            )
+        since: int | None,
+    ) -> tuple[Trial, list[Trial]]:
+        outcome = (tid, finishing_state(state), loss, _result_text(result), error)
+        finished, changed, _ = await self._call(
+            lambda c: self._ops.finish(c, study, worker, [outcome], since, None)
         )
+        trial = finished[0]
+        if isinstance(trial, TrialError):
+            raise trial
+        return trial, changed
+
+    async def finish_and_create_many(
+        self,
+        study: str,
+        handovers: Sequence[Handover],
+        *,
+        since: int,
+        worker: str,
+        budget: int | None,
+        lease: float,
+    ) -> tuple[list[tuple[Trial, Trial | None] | TrialError], list[Trial]]:
+        """Finish, read and create the following trials, all in one transaction.
+
+        See `StorageContext.finish_and_create_many`.
+        """
+        outcomes = [
+            (h.tid, finishing_state(h.state), h.loss, _result_text(h.result), h.error)
+            for h in handovers
+        ]
+        then_create = [
+            (_dumps(dict(h.assignment), "assignment"), budget, worker, lease, h.seed)
+            for h in handovers
+        ]
+        finished, changed, created = await self._call(
+            lambda c: self._ops.finish(c, study, worker, outcomes, since, then_create)
+        )
+        results: list[tuple[Trial, Trial | None] | TrialError] = [
+            trial if isinstance(trial, TrialError) else (trial, new)
+            for trial, new in zip(finished, created)
+        ]
+        return results, changed
 
     async def renew_leases(
         self, study: str, tids: Sequence[int], *, worker: str, lease: float
