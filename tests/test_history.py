@@ -78,3 +78,21 @@ def test_reapplying_a_record_changes_nothing() -> None:
     assert len(history) == 1
     assert history.n_ok == 1
     assert history.losses[0] == 2.0
+
+
+def test_with_pending_adds_running_rows_and_leaves_the_history_alone() -> None:
+    done = Trial("s", 0, TrialState.OK, {"x": 0.5, "c": 0}, loss=1.0)
+    history = History.from_trials(SPACE, [done])
+    extended = history.with_pending([1, 2], [{"x": 0.25, "c": 0}, {"x": 0.75, "c": 1, "y": 0.1}])
+    assert len(extended) == 3
+    np.testing.assert_array_equal(extended.tids, [0, 1, 2])
+    np.testing.assert_array_equal(extended.pending, [False, True, True])
+    np.testing.assert_array_equal(extended.ok, [True, False, False])
+    np.testing.assert_array_equal(extended.losses, [1.0, np.nan, np.nan])
+    np.testing.assert_array_equal(extended.values["x"], [0.5, 0.25, 0.75])
+    np.testing.assert_array_equal(extended.active("y"), [False, False, True])
+    assert set(extended.values) == {"x", "c", "y"}
+    assert not extended.values["y"].flags.writeable
+    assert not extended.states.flags.writeable
+    assert len(history) == 1
+    assert history.with_pending([], []) is history
