@@ -33,8 +33,11 @@ Callback = Callable[[Trial], Any]
 EarlyStop = Callable[[tuple[Trial, ...]], Any]
 
 # Seconds to wait between looks at a study whose budget is spent while other workers
-# still run (or may requeue) trials.
+# still run (or may requeue) trials: a quarter of a typical trial, within these bounds,
+# so that such a search ends soon after the last trial. Leases are renewed and expired
+# ones reaped at most every _IDLE_POLL.
 _IDLE_POLL = 0.25
+_MIN_IDLE_POLL = 0.002
 
 # A worker whose trials never wait (a free objective, a storage that answers at once)
 # hands the event loop over at least this often, in seconds.
@@ -139,6 +142,10 @@ class _Run:
         self.progress = progress
         self.threads = anyio.CapacityLimiter(concurrency)
         self.stopping = False
+        # Set when the worker looking at the study for the idle ones has looked.
+        self.looked: anyio.Event | None = None
+        self.last_reap = -math.inf
+        self.trial_seconds: float | None = None  # moving average of trial durations
 
     async def worker(self) -> None:
         last_yield = time.perf_counter()
@@ -153,8 +160,7 @@ class _Run:
                     if not self.study.others_unfinished():
                         return
                     # Other workers may still finish, or die and have their trials requeued.
-                    await anyio.sleep(_IDLE_POLL)
-                    await self.study.renew_and_reap()
+                    await self.wait_for_others()
                     continue
                 finished, following = await self.run_trial(trial)
                 if finished is not None:
@@ -174,6 +180,22 @@ class _Run:
                     following,
                     Outcome(TrialState.CANCELLED, error="cancelled: the search stopped first"),
                 )
+
+    async def wait_for_others(self) -> None:
+        """Wait a while for other workers' trials; one idle worker looks for the rest."""
+        if self.looked is not None:
+            await self.looked.wait()
+            return
+        self.looked = anyio.Event()
+        try:
+            typical = _IDLE_POLL if self.trial_seconds is None else self.trial_seconds / 4
+            await anyio.sleep(min(_IDLE_POLL, max(_MIN_IDLE_POLL, typical)))
+            if time.monotonic() - self.last_reap >= _IDLE_POLL:
+                self.last_reap = time.monotonic()
+                await self.study.renew_and_reap()
+        finally:
+            looked, self.looked = self.looked, None
+            looked.set()
 
     async def call_objective(self, params: Any) -> Any:
         if self.objective_is_async:
@@ -255,6 +277,9 @@ class _Run:
         return None  # pragma: no cover - a shielded scope does not swallow exceptions
 
     async def after(self, trial: Trial) -> None:
+        duration, typical = trial.duration, self.trial_seconds
+        if duration is not None:
+            self.trial_seconds = duration if typical is None else (3 * typical + duration) / 4
         for callback in self.callbacks:
             returned = callback(trial)
             if inspect.isawaitable(returned):

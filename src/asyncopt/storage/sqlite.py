@@ -154,12 +154,12 @@ _SQL_COUNTS = f"SELECT {_counts_of('?1')}"
 # Trials changed after a seq, of the study named ? or of the study with id ?.
 _SQL_SINCE = _since_of(_STUDY_ID)
 _SQL_SINCE_BY_ID = _since_of("?")
-# The study's id, the last seq and one trial (NULLs if it has no such trial).
-_SQL_STUDY_TRIAL = (
-    f"SELECT s.id, {_LAST_SEQ}, "
-    + ", ".join(f"t.{column.strip()}" for column in _COLUMNS.split(","))
-    + " FROM asyncopt_studies s LEFT JOIN asyncopt_trials t "
-    "ON t.study_id = s.id AND t.tid = ? WHERE s.name = ?"
+# Finish a RUNNING trial held by a worker: (state, loss, result, error, finished_at, seq,
+# study id, tid, worker).
+_SQL_FINISH = (
+    "UPDATE asyncopt_trials SET state = ?, loss = ?, result = ?, error = ?, "
+    "finished_at = ?, lease_expires_at = NULL, seq = ? "
+    "WHERE study_id = ? AND tid = ? AND state = 1 AND worker = ?"
 )
 _SQL_TRIAL_BY_ID = f"SELECT {_COLUMNS} FROM asyncopt_trials WHERE study_id = ? AND tid = ?"
 _SQL_STUDY_RECORD = (
@@ -258,6 +258,30 @@ def _refusal(study: str, tid: int, worker: str, row: Sequence[Any] | None) -> Tr
             f"trial {tid} of study {study!r} is held by another worker ({row[10]})"
         )
     return None
+
+
+def _trials_by_tid(n: int) -> str:
+    """The query of ``n`` trials of the study with id ?, by tid."""
+    marks = ", ".join("?" * n)
+    return f"SELECT {_COLUMNS} FROM asyncopt_trials WHERE study_id = ? AND tid IN ({marks})"
+
+
+def _created(study: str, row: Sequence[Any]) -> Trial:
+    """The trial of a row of `_SQL_INSERT_TRIAL`'s parameters."""
+    _, tid, state, assignment, created_at, started_at, expires, worker, seed, retry_of, seq = row
+    return Trial(
+        study=study,
+        tid=tid,
+        state=state,
+        assignment=json.loads(assignment),
+        created_at=created_at,
+        started_at=started_at,
+        lease_expires_at=expires,
+        worker=worker,
+        seed=_int_out(seed),
+        retry_of=retry_of,
+        seq=seq,
+    )
 
 
 def _record(row: Sequence[Any]) -> StudyRecord:
@@ -681,58 +705,64 @@ class _Ops:
         A refused finish gives its `TrialError` in its place. With ``since``, the changes
         after it are read; with ``then_create`` (one per outcome), the trial that follows
         each finished one is created (after the read, so it is not among the changes).
+        The write lock is held for a few statements: rows become trials after the commit.
         """
-        finished: list[Trial | TrialError] = []
-        created: list[Trial | None] = []
+        refusals: dict[int, TrialError] = {}
+        new_rows: list[tuple[Any, ...]] = []
         with _write(conn):
-            study_id: int | None = None
-            seq = 0
+            study_id, n_trials, n_budgeted, seq = self.study_row(conn, study)
             for tid, state, loss, result, error in outcomes:
-                if study_id is None:
-                    row = conn.execute(_SQL_STUDY_TRIAL, (tid, study)).fetchone()
-                    if row is None:
-                        raise self._missing(study)
-                    study_id, seq, row = row[0], row[1], row[2:]
-                else:
-                    row = conn.execute(_SQL_TRIAL_BY_ID, (study_id, tid)).fetchone()
-                refused = _refusal(study, tid, worker, row)
-                if refused is not None:
-                    finished.append(refused)
-                    continue
-                trial = _trial(study, row)
-                seq += 1
-                now = time.time()
-                conn.execute(
-                    "UPDATE asyncopt_trials SET state = ?, loss = ?, result = ?, error = ?, "
-                    "finished_at = ?, lease_expires_at = NULL, seq = ? "
-                    "WHERE study_id = ? AND tid = ?",
-                    (state, _loss_in(loss), result, error, now, seq, study_id, tid),
+                done = conn.execute(
+                    _SQL_FINISH,
+                    (state, _loss_in(loss), result, error, time.time(), seq, study_id, tid, worker),
                 )
-                finished.append(
-                    trial.evolve(
-                        state=state,
-                        loss=_loss_out(_loss_in(loss)),
-                        result=None if result is None else json.loads(result),
-                        error=error,
-                        finished_at=now,
-                        lease_expires_at=None,
-                        seq=seq,
-                    )
-                )
-            # Rows are turned into trials after the commit, outside the write lock.
-            rows = (
-                []
-                if since is None or study_id is None
-                else conn.execute(_SQL_SINCE_BY_ID, (study_id, since)).fetchall()
-            )
-            if then_create is not None and study_id is not None:
-                for trial_or_refusal, new in zip(finished, then_create):
-                    if isinstance(trial_or_refusal, TrialError):
-                        created.append(None)
-                        continue
+                if done.rowcount == 1:
                     seq += 1
-                    created.append(self._create(conn, study, *new, known=(study_id, seq)))
-        return finished, [_trial(study, row) for row in rows], created
+                    n_budgeted -= state is TrialState.CANCELLED
+                    continue
+                row = conn.execute(_SQL_TRIAL_BY_ID, (study_id, tid)).fetchone()
+                refused = _refusal(study, tid, worker, row)
+                assert refused is not None  # the update matched no RUNNING trial of worker's
+                refusals[tid] = refused
+            if since is None:
+                finished_tids = [o[0] for o in outcomes if o[0] not in refusals]
+                rows = conn.execute(
+                    _trials_by_tid(len(finished_tids)), (study_id, *finished_tids)
+                ).fetchall()
+            else:
+                rows = conn.execute(_SQL_SINCE_BY_ID, (study_id, since)).fetchall()
+            if then_create is not None:
+                now = time.time()
+                for (tid, *_), (assignment, budget, _, lease, new_seed) in zip(
+                    outcomes, then_create
+                ):
+                    if tid in refusals or (budget is not None and n_budgeted >= budget):
+                        new_rows.append(())
+                        continue
+                    new_rows.append(
+                        (
+                            study_id,
+                            n_trials,
+                            TrialState.RUNNING,
+                            assignment,
+                            now,
+                            now,
+                            now + lease,
+                            worker,
+                            _int_in(new_seed),
+                            None,
+                            seq,
+                        )
+                    )
+                    n_trials += 1
+                    n_budgeted += 1
+                    seq += 1
+                conn.executemany(_SQL_INSERT_TRIAL, [row for row in new_rows if row])
+        changed = [_trial(study, row) for row in rows]
+        by_tid = {trial.tid: trial for trial in changed}
+        finished = [refusals.get(o[0]) or by_tid[o[0]] for o in outcomes]
+        created = [_created(study, row) if row else None for row in new_rows]
+        return finished, changed if since is not None else [], created
 
     def renew_leases(
         self, conn: sqlite3.Connection, study: str, tids: list[int], worker: str, lease: float
