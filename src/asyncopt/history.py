@@ -35,63 +35,64 @@ def _readonly(array: np.ndarray) -> np.ndarray:
     return view
 
 
-class _Columns(Mapping[str, np.ndarray]):
-    """Label → read-only view of the first ``n`` rows, made on first access.
+class _LazyColumns(Mapping[str, np.ndarray]):
+    """Label → a read-only column, made on first access by `_make`.
 
-    Suggest functions often read a few labels (random search reads none), so views are
-    not made for every label of every snapshot. Rows below ``n`` of a value column are
-    never written again, so the views stay valid.
+    Suggest functions often read a few labels (random search reads none), so columns are
+    not made for every label of every snapshot.
     """
 
-    __slots__ = ("_columns", "_n", "_views")
+    __slots__ = ("_columns", "_views")
+
+    def __init__(self, columns: Mapping[str, np.ndarray]) -> None:
+        self._columns = columns
+        self._views: dict[str, np.ndarray] = {}
+
+    def _make(self, label: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, label: str) -> np.ndarray:
+        view = self._views.get(label)
+        if view is None:
+            view = self._views[label] = _readonly(self._make(label))
+        return view
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
+
+    def __contains__(self, label: object) -> bool:
+        return label in self._columns
+
+
+class _Columns(_LazyColumns):
+    """The first ``n`` rows of each column. Rows below ``n`` of a value column are never
+    written again, so the views stay valid."""
+
+    __slots__ = ("_n",)
 
     def __init__(self, columns: Mapping[str, np.ndarray], n: int) -> None:
-        self._columns = columns
+        super().__init__(columns)
         self._n = n
-        self._views: dict[str, np.ndarray] = {}
 
-    def __getitem__(self, label: str) -> np.ndarray:
-        view = self._views.get(label)
-        if view is None:
-            view = self._views[label] = _readonly(self._columns[label][: self._n])
-        return view
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._columns)
-
-    def __len__(self) -> int:
-        return len(self._columns)
-
-    def __contains__(self, label: object) -> bool:
-        return label in self._columns
+    def _make(self, label: str) -> np.ndarray:
+        return self._columns[label][: self._n]
 
 
-class _WithRows(Mapping[str, np.ndarray]):
-    """Label → a column with extra rows appended, made on first access."""
+class _WithRows(_LazyColumns):
+    """Each column with a value (NaN where missing) from each of ``extra`` appended."""
 
-    __slots__ = ("_columns", "_extra", "_views")
+    __slots__ = ("_extra",)
 
     def __init__(self, columns: Mapping[str, np.ndarray], extra: Sequence[Mapping[str, float]]):
-        self._columns = columns
+        super().__init__(columns)
         self._extra = extra
-        self._views: dict[str, np.ndarray] = {}
 
-    def __getitem__(self, label: str) -> np.ndarray:
-        view = self._views.get(label)
-        if view is None:
-            tail = [row.get(label, np.nan) for row in self._extra]
-            view = _readonly(np.concatenate([self._columns[label], np.array(tail, dtype=float)]))
-            self._views[label] = view
-        return view
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._columns)
-
-    def __len__(self) -> int:
-        return len(self._columns)
-
-    def __contains__(self, label: object) -> bool:
-        return label in self._columns
+    def _make(self, label: str) -> np.ndarray:
+        tail = np.array([row.get(label, np.nan) for row in self._extra], dtype=float)
+        return np.concatenate([self._columns[label], tail])
 
 
 @attrs.frozen(eq=False)

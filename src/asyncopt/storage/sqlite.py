@@ -128,17 +128,6 @@ _LAST_SEQ = (
 )
 
 
-# Given a study id (an SQL expression): its number of trials (tids are dense) and of
-# cancelled trials.
-def _counts_of(study_id: str) -> str:
-    return (
-        "(SELECT coalesce(max(t.tid) + 1, 0) FROM asyncopt_trials t "
-        f"WHERE t.study_id = {study_id}), "
-        "(SELECT count(*) FROM asyncopt_trials t INDEXED BY asyncopt_trials_cancelled "
-        f"WHERE t.study_id = {study_id} AND t.state = 4)"
-    )
-
-
 def _since_of(study_id: str) -> str:
     return (
         f"SELECT {_COLUMNS} FROM asyncopt_trials INDEXED BY asyncopt_trials_by_seq "
@@ -146,11 +135,15 @@ def _since_of(study_id: str) -> str:
     )
 
 
-# The study's id, its counts and the last seq; the counts of the study with id ?1.
+# The study's id, its number of trials (tids are dense) and of cancelled trials, and the
+# last seq.
 _SQL_STUDY = (
-    f"SELECT s.id, {_counts_of('s.id')}, {_LAST_SEQ} FROM asyncopt_studies s WHERE s.name = ?"
+    "SELECT s.id, (SELECT coalesce(max(t.tid) + 1, 0) FROM asyncopt_trials t "
+    "WHERE t.study_id = s.id), "
+    "(SELECT count(*) FROM asyncopt_trials t INDEXED BY asyncopt_trials_cancelled "
+    f"WHERE t.study_id = s.id AND t.state = 4), {_LAST_SEQ} "
+    "FROM asyncopt_studies s WHERE s.name = ?"
 )
-_SQL_COUNTS = f"SELECT {_counts_of('?1')}"
 # Trials changed after a seq, of the study named ? or of the study with id ?.
 _SQL_SINCE = _since_of(_STUDY_ID)
 _SQL_SINCE_BY_ID = _since_of("?")
@@ -264,6 +257,26 @@ def _trials_by_tid(n: int) -> str:
     """The query of ``n`` trials of the study with id ?, by tid."""
     marks = ", ".join("?" * n)
     return f"SELECT {_COLUMNS} FROM asyncopt_trials WHERE study_id = ? AND tid IN ({marks})"
+
+
+def _new_row(
+    study_id: int, tid: int, assignment: str, worker: str, lease: float, seed: int | None, seq: int
+) -> tuple[Any, ...]:
+    """The parameters of `_SQL_INSERT_TRIAL` for a new RUNNING trial."""
+    now = time.time()
+    return (
+        study_id,
+        tid,
+        TrialState.RUNNING,
+        assignment,
+        now,
+        now,
+        now + lease,
+        worker,
+        _int_in(seed),
+        None,
+        seq,
+    )
 
 
 def _created(study: str, row: Sequence[Any]) -> Trial:
@@ -554,51 +567,14 @@ class _Ops:
         worker: str,
         lease: float,
         seed: int | None,
-        *,
-        known: tuple[int, int] | None = None,
     ) -> Trial | None:
-        """`create_trial` inside the caller's write transaction.
-
-        ``known`` is the study's id and the next seq, when the transaction already has them.
-        """
-        if known is None:
-            study_id, n_trials, n_budgeted, seq = self.study_row(conn, study)
-        else:
-            study_id, seq = known
-            n_trials, n_cancelled = conn.execute(_SQL_COUNTS, (study_id,)).fetchone()
-            n_budgeted = n_trials - n_cancelled
+        """`create_trial` inside the caller's write transaction."""
+        study_id, n_trials, n_budgeted, seq = self.study_row(conn, study)
         if budget is not None and n_budgeted >= budget:
             return None
-        now = time.time()
-        expires = now + lease
-        conn.execute(
-            _SQL_INSERT_TRIAL,
-            (
-                study_id,
-                n_trials,
-                TrialState.RUNNING,
-                assignment,
-                now,
-                now,
-                expires,
-                worker,
-                _int_in(seed),
-                None,
-                seq,
-            ),
-        )
-        return Trial(
-            study=study,
-            tid=n_trials,
-            state=TrialState.RUNNING,
-            assignment=json.loads(assignment),
-            created_at=now,
-            started_at=now,
-            lease_expires_at=expires,
-            worker=worker,
-            seed=seed,
-            seq=seq,
-        )
+        row = _new_row(study_id, n_trials, assignment, worker, lease, seed, seq)
+        conn.execute(_SQL_INSERT_TRIAL, row)
+        return _created(study, row)
 
     def enqueue_trials(
         self,
@@ -732,7 +708,6 @@ class _Ops:
             else:
                 rows = conn.execute(_SQL_SINCE_BY_ID, (study_id, since)).fetchall()
             if then_create is not None:
-                now = time.time()
                 for (tid, *_), (assignment, budget, _, lease, new_seed) in zip(
                     outcomes, then_create
                 ):
@@ -740,19 +715,7 @@ class _Ops:
                         new_rows.append(())
                         continue
                     new_rows.append(
-                        (
-                            study_id,
-                            n_trials,
-                            TrialState.RUNNING,
-                            assignment,
-                            now,
-                            now,
-                            now + lease,
-                            worker,
-                            _int_in(new_seed),
-                            None,
-                            seq,
-                        )
+                        _new_row(study_id, n_trials, assignment, worker, lease, new_seed, seq)
                     )
                     n_trials += 1
                     n_budgeted += 1
