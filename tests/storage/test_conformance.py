@@ -497,12 +497,23 @@ async def test_a_refused_handover_changes_and_creates_nothing_and_others_go_on(
     assert [t.tid for t in changed] == [mine.tid]
     assert await storage.get_trial("s", stolen.tid) == stolen
     assert await storage.count_trials("s", budgeted=False) == 3
-    # Finishing twice is refused the same way.
+    # Finishing twice is refused the same way, also within one call.
     results, _ = await finish_and_create_many(
         "s", [handover(mine.tid)], since=0, worker="w1", budget=None, lease=30
     )
     assert isinstance(results[0], TrialStateError)
     assert await storage.count_trials("s", budgeted=False) == 3
+    results, _ = await finish_and_create_many(
+        "s",
+        [handover(created.tid), handover(created.tid)],
+        since=0,
+        worker="w1",
+        budget=None,
+        lease=30,
+    )
+    assert results[0][0].state is TrialState.OK
+    assert isinstance(results[1], TrialStateError)
+    assert await storage.count_trials("s", budgeted=False) == 4
 
 
 async def test_finishing_a_queued_trial_is_refused(storage: Storage) -> None:

@@ -76,7 +76,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from asyncopt.algorithms._believer import believed_below, believed_losses
+from asyncopt.algorithms._believer import BELIEVED_CLIP_FACTOR, believed_below, believed_losses
 from asyncopt.algorithms._parzen import (
     Axes,
     GridEnds,
@@ -700,6 +700,10 @@ class _Proposer:
         finished = len(below_rows) + len(above_rows) - int(np.count_nonzero(above_lied))
         evidence = max(1, finished // in_flight)
         clip_count = max(len(below_rows), math.isqrt(max(1, len(below_rows)) * evidence))
+        if self.any_believed:
+            # The delay of pending trials slows the refinement of the best region: with
+            # trials believed, l may grow sharper still (empirical; see the constant).
+            clip_count *= BELIEVED_CLIP_FACTOR
         both, below = self._mixtures(
             group,
             (below_numeric, below_codes, below_lied),

@@ -239,7 +239,7 @@ def _trial(study: str, row: Sequence[Any]) -> Trial:
 
 def _refusal(study: str, tid: int, worker: str, row: Sequence[Any] | None) -> TrialError | None:
     """Why trial ``tid`` (its row, or None) cannot be finished by ``worker``, if it cannot."""
-    if row is None or row[0] is None:
+    if row is None:
         return TrialNotFoundError(f"study {study!r} has no trial {tid}")
     state = TrialState(row[1])
     if state is not TrialState.RUNNING:
@@ -682,9 +682,10 @@ class _Ops:
         after it are read; with ``then_create`` (one per outcome), the trial that follows
         each finished one is created (after the read, so it is not among the changes).
         The write lock is held for a few statements: rows become trials after the commit.
+        A trial the update does not find RUNNING for ``worker`` is read again, to say why.
         """
-        refusals: dict[int, TrialError] = {}
-        new_rows: list[tuple[Any, ...]] = []
+        refusals: list[TrialError | None] = []
+        new_rows: list[tuple[Any, ...] | None] = []
         with _write(conn):
             study_id, n_trials, n_budgeted, seq = self.study_row(conn, study)
             for tid, state, loss, result, error in outcomes:
@@ -693,38 +694,37 @@ class _Ops:
                     (state, _loss_in(loss), result, error, time.time(), seq, study_id, tid, worker),
                 )
                 if done.rowcount == 1:
+                    refusals.append(None)
                     seq += 1
-                    n_budgeted -= state is TrialState.CANCELLED
+                    if state is TrialState.CANCELLED:
+                        n_budgeted -= 1
                     continue
                 row = conn.execute(_SQL_TRIAL_BY_ID, (study_id, tid)).fetchone()
-                refused = _refusal(study, tid, worker, row)
-                assert refused is not None  # the update matched no RUNNING trial of worker's
-                refusals[tid] = refused
-            if since is None:
-                finished_tids = [o[0] for o in outcomes if o[0] not in refusals]
-                rows = conn.execute(
-                    _trials_by_tid(len(finished_tids)), (study_id, *finished_tids)
-                ).fetchall()
-            else:
+                refusals.append(_refusal(study, tid, worker, row))
+            if since is not None:
                 rows = conn.execute(_SQL_SINCE_BY_ID, (study_id, since)).fetchall()
-            if then_create is not None:
-                for (tid, *_), (assignment, budget, _, lease, new_seed) in zip(
-                    outcomes, then_create
-                ):
-                    if tid in refusals or (budget is not None and n_budgeted >= budget):
-                        new_rows.append(())
-                        continue
-                    new_rows.append(
-                        _new_row(study_id, n_trials, assignment, worker, lease, new_seed, seq)
-                    )
-                    n_trials += 1
-                    n_budgeted += 1
-                    seq += 1
-                conn.executemany(_SQL_INSERT_TRIAL, [row for row in new_rows if row])
+            else:
+                tids = [o[0] for o, refused in zip(outcomes, refusals) if refused is None]
+                rows = conn.execute(_trials_by_tid(len(tids)), (study_id, *tids)).fetchall()
+            for refused, (assignment, budget, _, lease, new_seed) in zip(
+                refusals, then_create or ()
+            ):
+                if refused is not None or (budget is not None and n_budgeted >= budget):
+                    new_rows.append(None)
+                    continue
+                new_rows.append(
+                    _new_row(study_id, n_trials, assignment, worker, lease, new_seed, seq)
+                )
+                n_trials += 1
+                n_budgeted += 1
+                seq += 1
+            conn.executemany(_SQL_INSERT_TRIAL, [row for row in new_rows if row is not None])
         changed = [_trial(study, row) for row in rows]
         by_tid = {trial.tid: trial for trial in changed}
-        finished = [refusals.get(o[0]) or by_tid[o[0]] for o in outcomes]
-        created = [_created(study, row) if row else None for row in new_rows]
+        finished = [
+            by_tid[o[0]] if refused is None else refused for o, refused in zip(outcomes, refusals)
+        ]
+        created = [None if row is None else _created(study, row) for row in new_rows]
         return finished, changed if since is not None else [], created
 
     def renew_leases(
