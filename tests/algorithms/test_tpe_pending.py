@@ -237,3 +237,32 @@ def test_neighbour_distances_from_one_table_match_the_blocks() -> None:
     for nearest in (rng.integers(0, 6, (5, 4)), np.arange(30).reshape(5, 6)):
         direct = _believer.distances(*columns, known[nearest], known[nearest])
         assert np.array_equal(_believer._among(*columns, known, nearest), direct)
+
+
+def test_with_trials_believed_l_may_grow_sharper(monkeypatch: pytest.MonkeyPatch) -> None:
+    counts: list[int | None] = []
+    widths = tpe._Proposer._widths
+
+    def recording(
+        self: tpe._Proposer,
+        axes: object,
+        numeric: np.ndarray,
+        lied: np.ndarray,
+        clip_count: int | None = None,
+    ) -> np.ndarray:
+        if clip_count is not None:
+            counts.append(clip_count)
+        return widths(self, axes, numeric, lied, clip_count)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tpe._Proposer, "_widths", recording)
+    trials = _trials(PLANE, 60, 16, 3, _bowl)
+    for history in (History.from_trials(PLANE, trials[:60]), History.from_trials(PLANE, trials)):
+        proposer = tpe._Proposer(PRESETS["default"], PLANE, history, np.random.default_rng(0))
+        below, above = proposer._split(0)
+        proposer.propose(1)
+        # l's magic clip counts the geometric mean of its own and all observations (one
+        # proposal in flight), times the factor while trials are believed.
+        expected = max(len(below), int(np.sqrt(len(below) * (len(below) + len(above)))))
+        factor = _believer.BELIEVED_CLIP_FACTOR if proposer.any_believed else 1
+        assert counts.pop() == factor * expected
+    assert _believer.BELIEVED_CLIP_FACTOR > 1
