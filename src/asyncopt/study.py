@@ -70,6 +70,8 @@ SuggestFunction = Callable[[CompiledSpace, History, np.random.Generator, int], l
 # Suggestions run on a worker thread, to keep the loop free, while their typical duration
 # (a moving average, so one slow call on a busy machine does not count) exceeds this.
 _THREAD_THRESHOLD = 0.005
+# An `ask` this soon after a `finish` uses the changes that finish read instead of reading.
+_FRESH_READ = 0.05
 _AVERAGE_WEIGHT = 0.25
 
 
@@ -209,6 +211,7 @@ class Study:
         self._rng = np.random.Generator(np.random.PCG64(0))
         self._view_was_stale = False
         self._reads_by_finish = 0
+        self._finish_read_at = -math.inf
         self._never_yields = bool(getattr(storage, "never_yields", False))
         self._suggest_seconds = 0.0  # moving average of the suggestion's duration
         self._best: Trial | None = None
@@ -342,11 +345,12 @@ class Study:
         budgeted trials. ``trial.params`` is the evaluated space.
         """
         async with self._ask_lock:
-            if self._reads_by_finish:
+            if self._reads_by_finish and time.monotonic() - self._finish_read_at < _FRESH_READ:
                 # A finish just read every change (in its own round trip): as fresh as a
                 # read here would be. Each such read serves one ask.
                 self._reads_by_finish -= 1
             else:
+                self._reads_by_finish = 0
                 await self.refresh()
             if self._counts[TrialState.QUEUED]:
                 # Shielded like the create below: a claimed trial must reach `_take`.
@@ -472,6 +476,7 @@ class Study:
             )
             self._read(changed)
             self._reads_by_finish += 1
+            self._finish_read_at = time.monotonic()
         finally:
             if outcome.state.is_finished:
                 self._held.discard(tid)

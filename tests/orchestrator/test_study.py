@@ -343,3 +343,16 @@ async def test_an_outcome_is_recorded_even_if_cancelled_while_another_task_asks(
         trials = await study.trials()
         assert [(t.tid, t.state, t.loss) for t in trials] == [(0, ao.TrialState.OK, 0.5)]
         assert study.held == frozenset()
+
+
+async def test_an_ask_long_after_a_tell_reads_what_others_did_meanwhile(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/study.db"
+    async with ao.open_study(url, "s", SPACE, algo=ao.rand.suggest, seed=1) as study:
+        trial = await study.ask()
+        assert trial is not None
+        await study.tell(trial.tid, 1.0)
+        async with ao.open_study(url, "s") as other:
+            assert await other.ask() is not None
+        await anyio.sleep(0.1)  # the read the tell made is old by now
+        await study.ask()
+        assert [t.tid for t in study.cached_trials()] == [0, 1, 2]
