@@ -318,7 +318,9 @@ def _write_parallel_section(n_seeds: int, table: str) -> None:
         f"over {n_seeds} seeds (0..{n_seeds - 1}), against the sequential run. Liar on "
         "(the default): each pending trial is modelled with a loss predicted from its "
         "nearest finished trials (a local Gaussian process), and one predicted to beat "
-        "every finished trial takes 4 places of the good group; liar off: pending trials are "
+        "every finished trial takes 4 places of the good group; while trials are believed, "
+        "the good group's kernels may be narrower (its magic clip counts twice the "
+        "evidence); liar off: pending trials are "
         f"ignored. Measured on {machine()}.\n\n{table}",
     )
 

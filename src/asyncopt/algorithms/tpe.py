@@ -45,7 +45,10 @@ Both families:
   for the multivariate split: they compete for its ``n_below`` places, and one
   predicted to beat every finished trial takes 4 of them (a few predicted
   improvements then make the whole "below" group; `_believer.believed_below`). The
-  Hyperopt preset counts them, as it counts failed trials. While no trial is OK yet (possible
+  Hyperopt preset counts them, as it counts failed trials. While trials are believed,
+  the magic clip of the multivariate ``l`` counts `_believer.BELIEVED_CLIP_FACTOR` (2)
+  times its usual evidence, so ``l`` may grow sharper (the delay slows the refinement
+  of the best region). While no trial is OK yet (possible
   only with ``n_startup=0``), pending trials join the "above" group as lies instead: a
   kernel as narrow as the magic clip allows, of weight ``liar_weight``. With
   ``constant_liar=False`` pending trials are ignored: the suggestion is the one made
