@@ -552,10 +552,14 @@ class Study:
         try:
             for handover in batch:
                 seed, position = self._next_seed(len(positions))
-                history = self._builder.snapshot().with_pending(
-                    positions, [h.assignment for h in handovers]
+                # Not kept in a variable: a snapshot alive during the round trip would
+                # make the history copy its columns when the outcomes are applied.
+                assignment = await self._suggest(
+                    seed,
+                    self._builder.snapshot().with_pending(
+                        positions, [h.assignment for h in handovers]
+                    ),
                 )
-                assignment = await self._suggest(seed, history)
                 positions.append(position)
                 handovers.append(handover.to_store(assignment, seed))
         except BaseException:
