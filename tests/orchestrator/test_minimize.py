@@ -603,42 +603,52 @@ async def test_a_spent_budget_ends_soon_after_another_workers_last_trial(
     shared_storage: ao.Storage | str,
 ) -> None:
     # The idle workers look again after a quarter of a typical trial (here 5 ms), not
-    # after a fixed 0.25 s.
-    finished_other = anyio.Event()
-    other_ended_at = 0.0
-
-    async def other_worker() -> None:
-        nonlocal other_ended_at
-        async with ao.open_study(shared_storage, "default", SPACE, seed=1) as other:
-            trial = await other.ask(budget=30)
-            assert trial is not None
-            await anyio.sleep(0.5)  # longer than this run's own trials
-            await other.tell(trial.tid, 1.0)
-            other_ended_at = time.monotonic()
-            finished_other.set()
+    # after a fixed 0.25 s. The median of three runs keeps one stall of a busy machine
+    # from deciding.
 
     async def objective(params: dict[str, Any]) -> float:
         await anyio.sleep(0.02)
         return float(params["x"] ** 2)
 
-    async with anyio.create_task_group() as group:
-        # The study exists before the other worker takes its trial.
-        await ao.minimize(
-            objective, SPACE, algo=ao.rand.suggest, max_evals=1, storage=shared_storage, seed=1
-        )
-        group.start_soon(other_worker)
-        await anyio.sleep(0.05)
-        result = await ao.minimize(
-            objective,
-            SPACE,
-            algo=ao.rand.suggest,
-            max_evals=30,
-            concurrency=4,
-            storage=shared_storage,
-            seed=1,
-        )
-        returned_at = time.monotonic()
-    assert finished_other.is_set()
-    assert len(result.trials) == 30
-    assert all(t.state is ao.TrialState.OK for t in result.trials)
-    assert returned_at - other_ended_at < 0.1
+    async def lag(name: str) -> float:
+        other_ended_at = 0.0
+
+        async def other_worker() -> None:
+            nonlocal other_ended_at
+            async with ao.open_study(shared_storage, name, SPACE, seed=1) as other:
+                trial = await other.ask(budget=20)
+                assert trial is not None
+                await anyio.sleep(0.3)  # longer than this run's own trials
+                await other.tell(trial.tid, 1.0)
+                other_ended_at = time.monotonic()
+
+        async with anyio.create_task_group() as group:
+            # The study exists before the other worker takes its trial.
+            await ao.minimize(
+                objective,
+                SPACE,
+                algo=ao.rand.suggest,
+                max_evals=1,
+                storage=shared_storage,
+                study=name,
+                seed=1,
+            )
+            group.start_soon(other_worker)
+            await anyio.sleep(0.05)
+            result = await ao.minimize(
+                objective,
+                SPACE,
+                algo=ao.rand.suggest,
+                max_evals=20,
+                concurrency=4,
+                storage=shared_storage,
+                study=name,
+                seed=1,
+            )
+            returned_at = time.monotonic()
+        assert len(result.trials) == 20
+        assert all(t.state is ao.TrialState.OK for t in result.trials)
+        return returned_at - other_ended_at
+
+    lags = [await lag(f"run{i}") for i in range(3)]
+    assert sorted(lags)[1] < 0.06
