@@ -94,21 +94,26 @@ def asyncopt_single(url: str, trials: int, algo: Any) -> float:
     return anyio.run(run)
 
 
+async def _waiting_run(url: str, trials: int) -> None:
+    """One process × concurrency 8 with the 20 ms objective, random search."""
+    await ao.minimize(
+        waits_20ms,
+        SPACE,
+        algo=ao.rand.suggest,
+        max_evals=trials,
+        concurrency=CONCURRENCY,
+        storage=url,
+        study="bench",
+        seed=1,
+    )
+
+
 def asyncopt_one_process_waiting(url: str, trials: int) -> float:
-    """Trials per second of one process × concurrency 8 with the 20 ms objective."""
+    """Trials per second of `_waiting_run` alone."""
 
     async def run() -> float:
         started = time.perf_counter()
-        await ao.minimize(
-            waits_20ms,
-            SPACE,
-            algo=ao.rand.suggest,
-            max_evals=trials,
-            concurrency=CONCURRENCY,
-            storage=url,
-            study="bench",
-            seed=1,
-        )
+        await _waiting_run(url, trials)
         return trials / (time.perf_counter() - started)
 
     return anyio.run(run)
@@ -118,16 +123,7 @@ def _asyncopt_process(url: str, trials: int, barrier: Any, out: Any) -> None:
     async def run() -> None:
         barrier.wait()
         started, cpu = time.time(), time.process_time()
-        await ao.minimize(
-            waits_20ms,
-            SPACE,
-            algo=ao.rand.suggest,
-            max_evals=trials,
-            concurrency=CONCURRENCY,
-            storage=url,
-            study="bench",
-            seed=1,
-        )
+        await _waiting_run(url, trials)
         out.put((started, time.time(), None, time.process_time() - cpu))
 
     try:
