@@ -24,7 +24,7 @@ from asyncopt.errors import AllTrialsFailed, TrialStateError
 from asyncopt.outcome import Outcome, from_exception, from_value
 from asyncopt.progress import ProgressFactory, make_reporter
 from asyncopt.storage.base import Storage, Trial, TrialState, best_of
-from asyncopt.study import Study, SuggestFunction, open_study
+from asyncopt.study import Study, SuggestFunction, moving_average, open_study
 
 __all__ = ["OptimizationResult", "minimize"]
 
@@ -277,9 +277,8 @@ class _Run:
         return None  # pragma: no cover - a shielded scope does not swallow exceptions
 
     async def after(self, trial: Trial) -> None:
-        duration, typical = trial.duration, self.trial_seconds
-        if duration is not None:
-            self.trial_seconds = duration if typical is None else (3 * typical + duration) / 4
+        if trial.duration is not None:
+            self.trial_seconds = moving_average(self.trial_seconds, trial.duration)
         for callback in self.callbacks:
             returned = callback(trial)
             if inspect.isawaitable(returned):

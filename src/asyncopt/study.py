@@ -75,6 +75,14 @@ _FRESH_READ = 0.05
 _AVERAGE_WEIGHT = 0.25
 
 
+def moving_average(average: float | None, sample: float) -> float:
+    """``average`` moved a quarter of the way towards ``sample`` (``sample`` if it is None).
+
+    The typical duration of something that one slow run on a busy machine should not set.
+    """
+    return sample if average is None else average + _AVERAGE_WEIGHT * (sample - average)
+
+
 def default_algorithm() -> SuggestFunction:
     """The default suggest function: multivariate TPE (random search if TPE is unavailable)."""
     try:
@@ -210,7 +218,7 @@ class Study:
         self._ask_lock = anyio.Lock(fast_acquire=True)
         self._rng = np.random.Generator(np.random.PCG64(0))
         self._view_was_stale = False
-        self._reads_by_finish = 0
+        # When a `finish` last read every change; the next `ask` soon after uses that read.
         self._finish_read_at = -math.inf
         self._never_yields = bool(getattr(storage, "never_yields", False))
         self._suggest_seconds = 0.0  # moving average of the suggestion's duration
@@ -345,12 +353,11 @@ class Study:
         budgeted trials. ``trial.params`` is the evaluated space.
         """
         async with self._ask_lock:
-            if self._reads_by_finish and time.monotonic() - self._finish_read_at < _FRESH_READ:
+            if time.monotonic() - self._finish_read_at < _FRESH_READ:
                 # A finish just read every change (in its own round trip): as fresh as a
                 # read here would be. Each such read serves one ask.
-                self._reads_by_finish -= 1
+                self._finish_read_at = -math.inf
             else:
-                self._reads_by_finish = 0
                 await self.refresh()
             if self._counts[TrialState.QUEUED]:
                 # Shielded like the create below: a claimed trial must reach `_take`.
@@ -437,7 +444,7 @@ class Study:
             assignment = await anyio.to_thread.run_sync(run)
         else:
             assignment = run()
-        self._suggest_seconds += _AVERAGE_WEIGHT * (took - self._suggest_seconds)
+        self._suggest_seconds = moving_average(self._suggest_seconds, took)
         return assignment
 
     async def enqueue(
@@ -475,7 +482,6 @@ class Study:
                 error=outcome.error,
             )
             self._read(changed)
-            self._reads_by_finish += 1
             self._finish_read_at = time.monotonic()
         finally:
             if outcome.state.is_finished:
@@ -592,7 +598,7 @@ class Study:
                     handover.settle(error=exc)
                 raise
             took = time.perf_counter() - started
-            self._round_trip_seconds += _AVERAGE_WEIGHT * (took - self._round_trip_seconds)
+            self._round_trip_seconds = moving_average(self._round_trip_seconds, took)
             self._read(changed)
             for handover, result, position in zip(batch, results, positions):
                 self._held.discard(handover.tid)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from asyncopt import hp
+from asyncopt.algorithms._parzen import Axes, ProductMixture, gap_bandwidths
 from asyncopt.history import History, HistoryBuilder
 from asyncopt.space import CompiledSpace, compile_space, space_eval
 from asyncopt.space.evaluate import Assignment
@@ -187,3 +188,27 @@ DOMAINS: dict[str, tuple[Any, Callable[[Any], float]]] = {
         _many_loss,
     ),
 }
+
+
+def prior_mixture(
+    axes: Axes,
+    mus: np.ndarray,
+    weights: np.ndarray,
+    tables: Sequence[np.ndarray] = (),
+    *,
+    truncation: bool = False,
+) -> ProductMixture:
+    """Kernels at ``mus`` (unit axes) with Optuna's gap widths, and the prior kernel last."""
+    sigmas = gap_bandwidths(
+        mus, prior_mu=axes.prior_mu, low=axes.low, high=axes.high, rule="optuna"
+    )
+    return ProductMixture(
+        np.append(weights, 1.0),
+        np.concatenate([mus, axes.prior_mu[None, :]]),
+        np.concatenate([sigmas, np.ones((1, len(axes)))]),
+        axes.low,
+        axes.high,
+        axes.quantized,
+        list(tables),
+        mixture_truncation=truncation,
+    )

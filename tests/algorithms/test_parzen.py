@@ -18,6 +18,8 @@ from asyncopt.algorithms._parzen import (
 from asyncopt.space.compile import compile_space
 from asyncopt.space.distributions import Distribution
 
+from .helpers import prior_mixture
+
 
 def _dist(expr: object) -> Distribution:
     (spec,) = compile_space({"p": expr}).params
@@ -78,19 +80,7 @@ def _mixture(dists: list[Distribution], n: int, seed: int, truncation: bool) -> 
     rng = np.random.default_rng(seed)
     axes = Axes(dists)
     mus = np.column_stack([rng.uniform(axes.low.clip(-2), axes.high.clip(max=2), n)])
-    sigmas = gap_bandwidths(
-        mus, prior_mu=axes.prior_mu, low=axes.low, high=axes.high, rule="optuna"
-    )
-    return ProductMixture(
-        np.append(rng.uniform(0.2, 1.0, n), 1.0),
-        np.concatenate([mus, axes.prior_mu[None, :]]),
-        np.concatenate([sigmas, np.ones((1, len(axes)))]),
-        axes.low,
-        axes.high,
-        axes.quantized,
-        [],
-        mixture_truncation=truncation,
-    )
+    return prior_mixture(axes, mus, rng.uniform(0.2, 1.0, n), truncation=truncation)
 
 
 @pytest.mark.parametrize("truncation", [False, True])
@@ -113,18 +103,7 @@ def test_product_density_integrates_to_one() -> None:
     rng = np.random.default_rng(3)
     axes = Axes(dists)
     mus = rng.uniform(0, 1, (9, 2))
-    sigmas = gap_bandwidths(
-        mus, prior_mu=axes.prior_mu, low=axes.low, high=axes.high, rule="optuna"
-    )
-    mixture = ProductMixture(
-        np.append(np.ones(9), 1.0),
-        np.concatenate([mus, axes.prior_mu[None, :]]),
-        np.concatenate([sigmas, np.ones((1, 2))]),
-        axes.low,
-        axes.high,
-        axes.quantized,
-        [],
-    )
+    mixture = prior_mixture(axes, mus, np.ones(9))
     g = np.linspace(0, 1, 301)
     xx, yy = np.meshgrid(g, g, indexing="ij")
     points = np.column_stack([xx.ravel(), yy.ravel()])

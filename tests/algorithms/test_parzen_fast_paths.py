@@ -13,10 +13,11 @@ from asyncopt.algorithms._parzen import (
     ProductMixture,
     categorical_kernels,
     categorical_rows,
-    gap_bandwidths,
 )
 from asyncopt.algorithms.tpe import _smallest
 from asyncopt.space.compile import compile_space
+
+from .helpers import prior_mixture
 
 
 def _grid_kernels(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,20 +102,9 @@ def _mixed_mixtures(n_below: int, n_above: int) -> tuple[ProductMixture, Product
     def build(n: int) -> ProductMixture:
         raw = axes.from_unit(rng.random((n, len(axes))))
         mus = np.asfortranarray(axes.to_unit(raw))
-        sigmas = gap_bandwidths(
-            mus, prior_mu=axes.prior_mu, low=axes.low, high=axes.high, rule="optuna"
-        )
         prior = np.full(4, 0.25)
         table = categorical_rows(rng.integers(0, 4, n), prior, prior_weight=1.0, rule="optuna")
-        return ProductMixture(
-            np.append(rng.uniform(0.2, 1.0, n), 1.0),
-            np.concatenate([mus, axes.prior_mu[None, :]]),
-            np.concatenate([sigmas, np.ones((1, len(axes)))]),
-            axes.low,
-            axes.high,
-            axes.quantized,
-            [table],
-        )
+        return prior_mixture(axes, mus, rng.uniform(0.2, 1.0, n), [table])
 
     return build(n_below), build(n_above), axes
 
@@ -159,18 +149,7 @@ def _integer_mixtures(n_below: int, n_above: int) -> tuple[ProductMixture, Produ
 
     def build(n: int) -> ProductMixture:
         mus = np.asfortranarray(axes.to_unit(axes.from_unit(rng.random((n, len(axes))))))
-        sigmas = gap_bandwidths(
-            mus, prior_mu=axes.prior_mu, low=axes.low, high=axes.high, rule="optuna"
-        )
-        return ProductMixture(
-            np.append(rng.uniform(0.2, 1.0, n), 1.0),
-            np.concatenate([mus, axes.prior_mu[None, :]]),
-            np.concatenate([sigmas, np.ones((1, len(axes)))]),
-            axes.low,
-            axes.high,
-            axes.quantized,
-            [],
-        )
+        return prior_mixture(axes, mus, rng.uniform(0.2, 1.0, n))
 
     return build(n_below), build(n_above), axes
 

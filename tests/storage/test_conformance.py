@@ -516,6 +516,28 @@ async def test_a_refused_handover_changes_and_creates_nothing_and_others_go_on(
     assert await storage.count_trials("s", budgeted=False) == 4
 
 
+async def test_a_handover_into_an_unfinished_state_is_refused_alone(storage: Storage) -> None:
+    await new_study(storage)
+    first = await create(storage)
+    second = await create(storage)
+    finish_and_create_many = storage.finish_and_create_many  # type: ignore[attr-defined]
+    results, _ = await finish_and_create_many(
+        "s",
+        [handover(first.tid, state=TrialState.RUNNING), handover(second.tid)],
+        since=0,
+        worker="w1",
+        budget=None,
+        lease=30,
+    )
+    assert isinstance(results[0], TrialStateError)
+    assert "RUNNING" in str(results[0])
+    finished, created = results[1]
+    assert finished.state is TrialState.OK
+    assert created is not None
+    assert await storage.get_trial("s", first.tid) == first
+    assert await storage.count_trials("s", budgeted=False) == 3
+
+
 async def test_finishing_a_queued_trial_is_refused(storage: Storage) -> None:
     await new_study(storage)
     [queued] = await storage.enqueue_trials("s", [{"x": 1}], budget=None)

@@ -165,10 +165,9 @@ _SQL_INSERT_TRIAL = (
 _SQL_LAST_SEQ = f"SELECT {_LAST_SEQ}"
 
 # What `_Ops.finish` records of a trial: its tid, state, loss, result (JSON text), error.
-_Outcome = tuple[int, TrialState, "float | None", "str | None", "str | None"]
-# What `_Ops.finish` needs to create the next trial: the assignment as JSON text, the
-# budget, the worker, the lease and the seed.
-_NewTrial = tuple[str, "int | None", str, float, "int | None"]
+_Outcome = tuple[int, "TrialState | int", "float | None", "str | None", "str | None"]
+# What `_Ops.finish` needs to create the next trial: the assignment as JSON text, the seed.
+_NewTrial = tuple[str, "int | None"]
 
 
 # -- values in and out -------------------------------------------------------------------
@@ -556,24 +555,11 @@ class _Ops:
         seed: int | None,
     ) -> Trial | None:
         with _write(conn):
-            return self._create(conn, study, assignment, budget, worker, lease, seed)
-
-    def _create(
-        self,
-        conn: sqlite3.Connection,
-        study: str,
-        assignment: str,
-        budget: int | None,
-        worker: str,
-        lease: float,
-        seed: int | None,
-    ) -> Trial | None:
-        """`create_trial` inside the caller's write transaction."""
-        study_id, n_trials, n_budgeted, seq = self.study_row(conn, study)
-        if budget is not None and n_budgeted >= budget:
-            return None
-        row = _new_row(study_id, n_trials, assignment, worker, lease, seed, seq)
-        conn.execute(_SQL_INSERT_TRIAL, row)
+            study_id, n_trials, n_budgeted, seq = self.study_row(conn, study)
+            if budget is not None and n_budgeted >= budget:
+                return None
+            row = _new_row(study_id, n_trials, assignment, worker, lease, seed, seq)
+            conn.execute(_SQL_INSERT_TRIAL, row)
         return _created(study, row)
 
     def enqueue_trials(
@@ -674,13 +660,16 @@ class _Ops:
         worker: str,
         outcomes: Sequence[_Outcome],
         since: int | None,
-        then_create: Sequence[_NewTrial] | None,
+        then_create: Sequence[_NewTrial] = (),
+        budget: int | None = None,
+        lease: float = 0.0,
     ) -> tuple[list[Trial | TrialError], list[Trial], list[Trial | None]]:
         """Finish trials, then read and create in the same transaction.
 
-        A refused finish gives its `TrialError` in its place. With ``since``, the changes
-        after it are read; with ``then_create`` (one per outcome), the trial that follows
-        each finished one is created (after the read, so it is not among the changes).
+        A refused finish (also one into an unfinished state) gives its `TrialError` in
+        its place. With ``since``, the changes after it are read; with ``then_create``
+        (one per outcome), the trial that follows each finished one is created for
+        ``worker`` within ``budget`` (after the read, so it is not among the changes).
         The write lock is held for a few statements: rows become trials after the commit.
         A trial the update does not find RUNNING for ``worker`` is read again, to say why.
         """
@@ -689,6 +678,11 @@ class _Ops:
         with _write(conn):
             study_id, n_trials, n_budgeted, seq = self.study_row(conn, study)
             for tid, state, loss, result, error in outcomes:
+                try:
+                    state = finishing_state(state)
+                except TrialStateError as exc:
+                    refusals.append(exc)
+                    continue
                 done = conn.execute(
                     _SQL_FINISH,
                     (state, _loss_in(loss), result, error, time.time(), seq, study_id, tid, worker),
@@ -706,9 +700,7 @@ class _Ops:
             else:
                 tids = [o[0] for o, refused in zip(outcomes, refusals) if refused is None]
                 rows = conn.execute(_trials_by_tid(len(tids)), (study_id, *tids)).fetchall()
-            for refused, (assignment, budget, _, lease, new_seed) in zip(
-                refusals, then_create or ()
-            ):
+            for refused, (assignment, new_seed) in zip(refusals, then_create):
                 if refused is not None or (budget is not None and n_budgeted >= budget):
                     new_rows.append(None)
                     continue
@@ -1102,9 +1094,9 @@ class SQLiteStorage(StorageContext):
         error: str | None,
         since: int | None,
     ) -> tuple[Trial, list[Trial]]:
-        outcome = (tid, finishing_state(state), loss, _result_text(result), error)
+        outcome = (tid, state, loss, _result_text(result), error)
         finished, changed, _ = await self._call(
-            lambda c: self._ops.finish(c, study, worker, [outcome], since, None)
+            lambda c: self._ops.finish(c, study, worker, [outcome], since)
         )
         trial = finished[0]
         if isinstance(trial, TrialError):
@@ -1125,16 +1117,12 @@ class SQLiteStorage(StorageContext):
 
         See `StorageContext.finish_and_create_many`.
         """
-        outcomes = [
-            (h.tid, finishing_state(h.state), h.loss, _result_text(h.result), h.error)
-            for h in handovers
-        ]
-        then_create = [
-            (_dumps(dict(h.assignment), "assignment"), budget, worker, lease, h.seed)
-            for h in handovers
-        ]
+        outcomes = [(h.tid, h.state, h.loss, _result_text(h.result), h.error) for h in handovers]
+        then_create = [(_dumps(dict(h.assignment), "assignment"), h.seed) for h in handovers]
         finished, changed, created = await self._call(
-            lambda c: self._ops.finish(c, study, worker, outcomes, since, then_create)
+            lambda c: self._ops.finish(
+                c, study, worker, outcomes, since, then_create, budget, lease
+            )
         )
         results: list[tuple[Trial, Trial | None] | TrialError] = [
             trial if isinstance(trial, TrialError) else (trial, new)
