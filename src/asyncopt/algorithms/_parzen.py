@@ -818,8 +818,9 @@ class ProductMixture:
 
     def _masses(self) -> np.ndarray:
         if self.log_mass is None:
+            # (Row sums of fewer than 8 terms run first to last in either memory order.)
             self.log_mass = _kernel_log_mass(
-                self.mus, self.sigmas, self.lows, self.highs, self._bounds
+                self.mus, self.sigmas, self.lows, self.highs, self._bounds, self.mus.shape[1] < 8
             )
         return self.log_mass
 
@@ -1388,10 +1389,13 @@ def _kernel_log_mass(
     lows: np.ndarray,
     highs: np.ndarray,
     bounds: np.ndarray | None = None,
+    any_order: bool = False,
 ) -> np.ndarray:
     # Mass of each kernel inside the support. Centres lie inside it, so the mass is at
     # least Phi(1) - 1/2 and a plain difference of Phi loses nothing. With many kernels,
     # only those within 8 sigmas of an end are computed (the others keep mass 1).
+    # ``any_order``: the caller takes the masses in any memory order (C otherwise when
+    # the kernels are few, as sums along the rows may depend on it).
     if mus.size <= 4096:
         # ``bounds``: lows and highs stacked as (2, 1, D), both ends in one pass.
         if bounds is None:
@@ -1403,12 +1407,17 @@ def _kernel_log_mass(
             return small
         # A kernel 8.5 sigmas or more inside both ends has mass exactly 1 (its upper CDF
         # is 1, its lower one below half an ulp of 1): only the others are computed.
-        reach = np.minimum(z[1], np.negative(z[0]))
-        needed = np.flatnonzero(np.logical_not(np.greater_equal(reach, _CDF_ONE)).ravel())
-        masses = np.zeros(mus.shape)
-        low, high = z[0].ravel().take(needed), z[1].ravel().take(needed)
-        masses.ravel()[needed] = np.log(_ndtr(high) - _ndtr(low))
-        return masses
+        # (Flat positions in the memory order of z, usually axis-major: no copies.)
+        lower, upper = z[0], z[1]
+        layout: Literal["F", "C"] = "F" if lower.flags.f_contiguous else "C"
+        reach = np.minimum(upper, np.negative(lower), order=layout)
+        needed = np.flatnonzero(np.logical_not(np.greater_equal(reach, _CDF_ONE)).ravel(layout))
+        masses = np.zeros(mus.shape, order=layout)
+        low, high = lower.ravel(layout).take(needed), upper.ravel(layout).take(needed)
+        masses.ravel(layout)[needed] = np.log(_ndtr(high) - _ndtr(low))
+        if layout == "C" or any_order:
+            return masses
+        return np.ascontiguousarray(masses)
     # Flat indices in memory order (kernel arrays are usually axis-major), the same
     # order for every array.
     order: Literal["C", "F"] = "F" if mus.flags.f_contiguous else "C"
