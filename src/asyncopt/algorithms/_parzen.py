@@ -285,9 +285,16 @@ def categorical_pair(
         key = prior.tobytes()
         below_share = prior_weight * size / (n_below + 1)
         rows = _blended_pair(key, below_share, prior_weight * size / (n_above + 1))
-        codes = np.concatenate((below, (size,), above + (size + 1), (2 * size + 1,)))
+        # The below codes, the below prior's row, the above codes past the below rows,
+        # and the above prior's row (filled in place: no small temporaries).
+        total = n_below + n_above + 2
+        codes = np.empty(total, dtype=np.intp)
+        codes[:n_below] = below
+        codes[n_below] = size
+        np.add(above, size + 1, out=codes[n_below + 1 : total - 1])
+        codes[total - 1] = 2 * size + 1
         below_rows = _blended_rows_and_prior(key, below_share)
-        return rows, codes.astype(np.intp, copy=False), below_rows
+        return rows, codes, below_rows
     joined, joined_codes = _joined_tables(
         categorical_rows(below, prior, prior_weight=prior_weight, rule="optuna"),
         categorical_rows(above, prior, prior_weight=prior_weight, rule="optuna"),
@@ -859,15 +866,25 @@ class ProductMixture:
         # be (kernels, then points, then categories): the same stream.
         uniforms = rng.random(m * (1 + dn + n_tables))
         kernel = cumulative.searchsorted(uniforms[:m] * cumulative[-1], side="right")
-        kernel = np.minimum(kernel, self.n_kernels - 1)
+        np.minimum(kernel, self.n_kernels - 1, out=kernel)
         if dn:
             mus = self.mus[kernel]
             sigmas = self.sigmas[kernel]
-            lo, hi = special.ndtr((self._bounds - mus) / sigmas)
-            u = lo + uniforms[m : m * (1 + dn)].reshape(m, dn) * (hi - lo)
-            u = np.minimum(np.maximum(u, 1e-300), 1.0 - 1e-16)
-            points = mus + sigmas * special.ndtri(u)
-            points = np.minimum(np.maximum(points, self.lows), self.highs)
+            # lo + U (hi - lo) with lo, hi the CDF at the bounds, then its inverse CDF:
+            # the same arithmetic as on fresh arrays, in place.
+            ends = np.subtract(self._bounds, mus)
+            ends /= sigmas
+            lo, hi = special.ndtr(ends, out=ends)
+            np.subtract(hi, lo, out=hi)
+            u = uniforms[m : m * (1 + dn)].reshape(m, dn) * hi
+            u += lo
+            np.maximum(u, 1e-300, out=u)
+            np.minimum(u, 1.0 - 1e-16, out=u)
+            points = special.ndtri(u, out=u)
+            points *= sigmas
+            points += mus
+            np.maximum(points, self.lows, out=points)
+            np.minimum(points, self.highs, out=points)
             if not self._finite:
                 # Within finite bounds a point is finite unless its centre is NaN (the
                 # widths of `gap_bandwidths` never are): then it stays NaN either way.
@@ -883,14 +900,17 @@ class ProductMixture:
                 # Tables of one width: all of them in one (tables, draws, categories) block.
                 # Cumulative rows: those of cached tables are cached too (a cumulative
                 # sum along each row is the same whichever rows are gathered).
-                rows = np.concatenate(
-                    [
-                        _cumulative_rows(table)[codes[kernel]]
-                        if codes is not None and not table.flags.writeable
-                        else table[kernel if codes is None else codes[kernel]].cumsum(axis=1)
-                        for table, codes in self.tables
-                    ]
-                ).reshape(len(self.tables), m, -1)
+                blocks = [
+                    _cumulative_rows(table)[codes[kernel]]
+                    if codes is not None and not table.flags.writeable
+                    else table[kernel if codes is None else codes[kernel]].cumsum(axis=1)
+                    for table, codes in self.tables
+                ]
+                rows = (
+                    blocks[0][None]
+                    if n_tables == 1
+                    else np.concatenate(blocks).reshape(n_tables, m, -1)
+                )
                 draw = uniforms[:, :, None] * rows[:, :, -1:]
                 counts = (rows <= draw).sum(axis=2)
                 categories[...] = np.minimum(counts, widths.pop() - 1).T

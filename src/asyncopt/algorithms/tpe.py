@@ -408,8 +408,9 @@ class _Proposer:
                 self.lies = pending
                 self.any_lies = True
                 bad = pending if bad is None else bad | pending
-        self.ok_rows = np.flatnonzero(ok)
-        self.bad_rows = _NO_ROWS if bad is None else np.flatnonzero(bad)
+        # (``nonzero`` of a 1-D mask: the rows, without np.flatnonzero's wrapper calls.)
+        self.ok_rows = ok.nonzero()[0]
+        self.bad_rows = _NO_ROWS if bad is None else bad.nonzero()[0]
         # Whether every trial is an OK (or believed) observation.
         self.all_ok = len(self.ok_rows) == size
         n_global = n_ok
@@ -420,8 +421,9 @@ class _Proposer:
             n_global += n_failed + int(np.count_nonzero(self.believed))
         self.global_below = tpe.n_below(n_global)
         # Hyperopt's split is global: the best global_below OK rows.
-        self.global_best = np.zeros(len(history), dtype=bool)
+        self.global_best = _NO_FLAGS
         if not tpe.multivariate:
+            self.global_best = np.zeros(len(history), dtype=bool)
             self.global_best[self.ok_rows] = _smallest(self.losses[self.ok_rows], self.global_below)
 
     def propose(self, n: int) -> list[Assignment]:
@@ -487,8 +489,10 @@ class _Proposer:
             elif 0 < count < len(losses) <= 256:
                 # `_smallest` sorts short rows anyway: the sorted order gives both groups
                 # (each in row order) without masks.
-                order = np.argsort(losses, kind="stable")
-                below, above = np.sort(order[:count]), np.sort(order[count:])
+                order = losses.argsort(kind="stable")
+                below, above = order[:count].copy(), order[count:].copy()
+                below.sort()
+                above.sort()
                 if not plain:
                     below, above = ok_active[below], ok_active[above]
             else:
@@ -547,7 +551,7 @@ class _Proposer:
             rule="hyperopt",
             magic_clip=self.tpe.magic_clip,
         )
-        if lied.any():
+        if _any_lie(lied):
             sigmas[lied] = 1.0 / min(100.0, n + 2.0)
         return IndependentMixtures(
             self._weights(lied, self.tpe.prior_weight),
@@ -636,7 +640,7 @@ class _Proposer:
             clip_count=clip_count,
             least=least,
         )
-        if lied.any():
+        if _any_lie(lied):
             # A lie only marks a spot as taken: its kernel is as narrow as the clip allows,
             # so it repels candidates near it without reshaping g elsewhere.
             sigmas[lied] = 1.0 / min(100.0, n + 2.0)
@@ -733,7 +737,7 @@ class _Proposer:
         first, second = both.log_pdf(points, cells, categories, exact, split=below.n_kernels)
         score = np.subtract(first, second, out=first)
         # A NaN score ranks last (fmax keeps every other value, -inf included).
-        best = int(np.argmax(np.fmax(score, -np.inf, out=score)))
+        best = int(np.fmax(score, -np.inf, out=score).argmax())
         for (label, integer), value in zip(group.numeric_out, raw[best].tolist()):
             assignment[label] = int(value) if integer else value
         # (The rows of a call's last proposal are read by nothing.)
@@ -769,6 +773,14 @@ def _plain_weights(n: int, flat: int | None, extra: float | None) -> np.ndarray:
 
 _NO_ROWS = np.empty(0, dtype=np.intp)
 _NO_ROWS.flags.writeable = False
+_NO_FLAGS = np.empty(0, dtype=bool)
+_NO_FLAGS.flags.writeable = False
+
+
+def _any_lie(lied: np.ndarray) -> bool:
+    # Whether any flag is set; the shared all-False flags (`false_flags`) need no look.
+    return lied is not false_flags(len(lied)) and bool(lied.any())
+
 
 # The unit row of a call's last proposal, which nothing reads.
 _NO_ROW = np.empty(0)
@@ -788,15 +800,17 @@ def _smallest(losses: np.ndarray, count: int) -> np.ndarray:
     if len(losses) <= 256:
         # Short: a stable sort costs less than the partition's extra steps.
         chosen = np.zeros(len(losses), dtype=bool)
-        chosen[np.argsort(losses, kind="stable")[:count]] = True
+        chosen[losses.argsort(kind="stable")[:count]] = True
         return chosen
-    threshold = np.partition(losses, count - 1)[count - 1]
-    if np.isnan(threshold):
+    parted = losses.copy()
+    parted.partition(count - 1)
+    threshold = float(parted[count - 1])
+    if math.isnan(threshold):
         chosen = ~np.isnan(losses)
-        ties = np.flatnonzero(~chosen)
+        ties = (~chosen).nonzero()[0]
     else:
         chosen = losses < threshold
-        ties = np.flatnonzero(losses == threshold)
+        ties = (losses == threshold).nonzero()[0]
     chosen[ties[: count - int(np.count_nonzero(chosen))]] = True
     return chosen
 
