@@ -7,6 +7,7 @@ record the outcome. Every write that must survive cancellation is shielded.
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
 import math
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
 import attrs
@@ -38,6 +40,12 @@ EarlyStop = Callable[[tuple[Trial, ...]], Any]
 # ones reaped at most every _IDLE_POLL.
 _IDLE_POLL = 0.25
 _MIN_IDLE_POLL = 0.002
+
+# A worker holds its next trial before its objective call ends (so that the call after
+# need not wait for the storage) while the wait would cost more than this share of a call.
+_LOOKAHEAD_SHARE = 0.05
+
+_STOPPED_FIRST = Outcome(TrialState.CANCELLED, error="cancelled: the search stopped first")
 
 # A worker whose trials never wait (a free objective, a storage that answers at once)
 # hands the event loop over at least this often, in seconds.
@@ -113,6 +121,29 @@ def _exception_types(catch: Any) -> tuple[type[BaseException], ...]:
     return types
 
 
+class _Ahead:
+    """The trials a worker took in advance, and its handover in flight (at most one)."""
+
+    def __init__(self) -> None:
+        self.ready: collections.deque[Trial] = collections.deque()
+        self._landed: anyio.Event | None = None
+
+    def take_off(self) -> None:
+        """Note that a handover for this worker is now in flight."""
+        self._landed = anyio.Event()
+
+    def land(self) -> None:
+        """Note that the handover in flight ended (its trial, if any, is in `ready`)."""
+        if self._landed is not None:
+            self._landed.set()
+
+    async def wait_landed(self) -> None:
+        """Wait until no handover of this worker is in flight."""
+        if self._landed is not None:
+            await self._landed.wait()
+            self._landed = None
+
+
 class _Run:
     """State shared by the workers of one `minimize` call."""
 
@@ -140,46 +171,89 @@ class _Run:
         self.callbacks = callbacks
         self.catch = catch
         self.progress = progress
+        self.concurrency = concurrency
         self.threads = anyio.CapacityLimiter(concurrency)
         self.stopping = False
         # Set when the worker looking at the study for the idle ones has looked.
         self.looked: anyio.Event | None = None
+        # Set when the handovers made behind objective calls may leave (see `board`).
+        self.boarding: anyio.Event | None = None
         self.last_reap = -math.inf
-        self.trial_seconds: float | None = None  # moving average of trial durations
+        # Moving averages: an objective call, and recording its outcome with taking the
+        # next trial (the time a worker waits between two calls unless it looks ahead).
+        self.objective_seconds: float | None = None
+        self.handover_seconds: float | None = None
 
     async def worker(self) -> None:
-        last_yield = time.perf_counter()
-        # The next trial, when it was taken in the same round trip as the last finish.
-        following: Trial | None = None
+        ahead = _Ahead()
         try:
-            while not self.stopping:
-                trial, following = following, None
-                if trial is None:
-                    trial = await self.study.ask(budget=self.max_evals)
+            async with anyio.create_task_group() as behind:
+                await self.work(ahead, behind)
+        finally:
+            for trial in ahead.ready:
+                # Taken, but the search stopped (a stopping rule, another worker's result
+                # read in that round trip, a timeout, an error) before it could run.
+                await self.record(trial, _STOPPED_FIRST)
+
+    async def work(self, ahead: _Ahead, behind: anyio.abc.TaskGroup) -> None:
+        """Run trials until the study has none left for this worker or the search stops."""
+        last_yield = time.perf_counter()
+        while not self.stopping:
+            if not ahead.ready:
+                await ahead.wait_landed()  # the trial it takes may be this worker's next
+            trial = ahead.ready.popleft() if ahead.ready else None
+            if trial is None:
+                trial = await self.study.ask(budget=self.max_evals)
                 if trial is None:
                     if not self.study.others_unfinished():
                         return
                     # Other workers may still finish, or die and have their trials requeued.
                     await self.wait_for_others()
                     continue
-                finished, following = await self.run_trial(trial)
-                if finished is not None:
-                    await self.after(finished)
-                # Storage calls need not yield; this keeps a free objective from starving
-                # other tasks (and lets a timeout's cancellation in) without a loop pass
-                # per trial.
-                now = time.perf_counter()
-                if now - last_yield >= _YIELD_EVERY:
-                    await anyio.lowlevel.checkpoint()
-                    last_yield = now
+            outcome, escaping = await self.evaluate(trial)
+            await self.hand_over(trial, outcome, escaping, ahead, behind)
+            if escaping is not None:
+                raise escaping
+            # Storage calls need not yield; this keeps a free objective from starving
+            # other tasks (and lets a timeout's cancellation in) without a loop pass
+            # per trial.
+            now = time.perf_counter()
+            if now - last_yield >= _YIELD_EVERY:
+                await anyio.lowlevel.checkpoint()
+                last_yield = now
+
+    def looks_ahead(self) -> bool:
+        """Whether a worker should hold its next trial before its objective call ends.
+
+        It pays while recording an outcome and taking the next trial costs more than
+        `_LOOKAHEAD_SHARE` of an objective call. Never with one worker: its suggestions
+        must see every earlier result (reproducibility), nor with ``early_stop``, which
+        sees each trial before the next starts.
+        """
+        return (
+            self.concurrency > 1
+            and self.early_stop is None
+            and self.handover_seconds is not None
+            and self.objective_seconds is not None
+            and self.handover_seconds > _LOOKAHEAD_SHARE * self.objective_seconds
+        )
+
+    async def board(self) -> None:
+        """Wait for the next departure of handovers made behind objective calls.
+
+        Off the workers' path, a handover can wait a quarter of an objective call for
+        those of other workers to share its round trip, which saves the storage work.
+        """
+        if self.boarding is not None:
+            await self.boarding.wait()
+            return
+        self.boarding = anyio.Event()
+        try:
+            assert self.objective_seconds is not None
+            await anyio.sleep(min(_IDLE_POLL, self.objective_seconds / 4))
         finally:
-            if following is not None:
-                # Taken, but the search stopped (a stopping rule, another worker's result
-                # read in that round trip, a timeout, an error) before it could run.
-                await self.record(
-                    following,
-                    Outcome(TrialState.CANCELLED, error="cancelled: the search stopped first"),
-                )
+            boarding, self.boarding = self.boarding, None
+            boarding.set()
 
     async def wait_for_others(self) -> None:
         """Wait a while for other workers' trials; one idle worker looks for the rest."""
@@ -188,7 +262,7 @@ class _Run:
             return
         self.looked = anyio.Event()
         try:
-            typical = _IDLE_POLL if self.trial_seconds is None else self.trial_seconds / 4
+            typical = _IDLE_POLL if self.objective_seconds is None else self.objective_seconds / 4
             await anyio.sleep(min(_IDLE_POLL, max(_MIN_IDLE_POLL, typical)))
             if time.monotonic() - self.last_reap >= _IDLE_POLL:
                 self.last_reap = time.monotonic()
@@ -208,43 +282,100 @@ class _Run:
             value = await value
         return value
 
-    async def run_trial(self, trial: Trial) -> tuple[Trial | None, Trial | None]:
-        """Evaluate and record ``trial``.
-
-        Returns its finished record (None if its lease was lost) and the next trial when
-        that was taken in the same round trip.
-        """
+    async def evaluate(self, trial: Trial) -> tuple[Outcome, BaseException | None]:
+        """Call the objective on ``trial``: its outcome, and the exception to re-raise
+        once the outcome is recorded (one outside ``catch``), if any."""
         cancelled = anyio.get_cancelled_exc_class()
-        escaping: BaseException | None = None
+        started = time.perf_counter()
         try:
             if self.trial_timeout is None:
                 value = await self.call_objective(trial.params)
             else:
                 with anyio.fail_after(self.trial_timeout):
                     value = await self.call_objective(trial.params)
-            outcome = from_value(value)
+            return from_value(value), None
         except (cancelled, KeyboardInterrupt):
             # Under trio, Ctrl-C raises KeyboardInterrupt in whichever task runs (here the
             # objective): the trial was interrupted, not failed.
             await self.record(trial, Outcome(TrialState.CANCELLED, error="cancelled"))
             raise
         except TimeoutError:
-            outcome = Outcome(
+            return Outcome(
                 TrialState.FAIL,
                 error=f"TimeoutError: the objective exceeded trial_timeout={self.trial_timeout}s",
-            )
+            ), None
         except self.catch as exc:
-            outcome = from_exception(exc)
+            return from_exception(exc), None
         except BaseException as exc:
-            outcome = from_exception(exc)
-            escaping = exc
-        if escaping is None and self.may_take_next(outcome):
-            finished, following = await self.record_and_ask(trial, outcome)
+            return from_exception(exc), exc
+        finally:
+            took = time.perf_counter() - started
+            self.objective_seconds = moving_average(self.objective_seconds, took)
+
+    async def hand_over(
+        self,
+        trial: Trial,
+        outcome: Outcome,
+        escaping: BaseException | None,
+        ahead: _Ahead,
+        behind: anyio.abc.TaskGroup,
+    ) -> None:
+        """Record ``trial``'s outcome and, when allowed, take the worker's next trial.
+
+        While looking ahead pays, a worker holds one more trial than it runs, and records
+        each outcome (taking the trial after next) in the background while it runs the
+        next one.
+        """
+        await ahead.wait_landed()  # at most one handover in flight per worker
+        if escaping is not None or not self.may_take_next(outcome):
+            finished = await self.record(trial, outcome)
+        elif ahead.ready and self.looks_ahead():
+            ahead.take_off()
+            behind.start_soon(self.hand_over_behind, ahead, trial, outcome)
+            return
+        elif ahead.ready:
+            # Looking ahead no longer pays: run the trial held in advance, take no other.
+            finished = await self.record(trial, outcome)
         else:
-            finished, following = await self.record(trial, outcome), None
-        if escaping is not None:
-            raise escaping
-        return finished, following
+            started = time.perf_counter()
+            finished, following = await self.record_and_ask(trial, outcome)
+            self.handover_seconds = moving_average(
+                self.handover_seconds, time.perf_counter() - started
+            )
+            if following is not None:
+                ahead.ready.append(following)
+                if self.looks_ahead():
+                    ahead.take_off()
+                    behind.start_soon(self.hand_over_behind, ahead, None, None)
+        if finished is not None:
+            await self.after(finished)
+
+    async def hand_over_behind(
+        self, ahead: _Ahead, trial: Trial | None, outcome: Outcome | None
+    ) -> None:
+        """Record ``trial``'s outcome (if any) and take a trial for ``ahead``."""
+        finished = None
+        if trial is not None and outcome is not None:
+            try:
+                await self.board()
+            except BaseException:
+                await self.record(trial, outcome)
+                raise
+        try:
+            started = time.perf_counter()
+            if trial is None or outcome is None:
+                following = await self.study.ask(budget=self.max_evals)
+            else:
+                finished, following = await self.record_and_ask(trial, outcome)
+                self.handover_seconds = moving_average(
+                    self.handover_seconds, time.perf_counter() - started
+                )
+            if following is not None:
+                ahead.ready.append(following)
+        finally:
+            ahead.land()
+        if finished is not None:
+            await self.after(finished)
 
     def may_take_next(self, outcome: Outcome) -> bool:
         """Whether the next trial may be taken before `after` has seen this outcome."""
@@ -277,8 +408,6 @@ class _Run:
         return None  # pragma: no cover - a shielded scope does not swallow exceptions
 
     async def after(self, trial: Trial) -> None:
-        if trial.duration is not None:
-            self.trial_seconds = moving_average(self.trial_seconds, trial.duration)
         for callback in self.callbacks:
             returned = callback(trial)
             if inspect.isawaitable(returned):
