@@ -939,6 +939,66 @@ class ProductMixture:
         With ``split``, the kernels before and from that index are two mixtures (each
         with its own normalized weights) and a pair of log densities is returned.
         """
+        total = self._log_terms(points, cells, categories, quantized)
+        k = self.n_kernels
+        if split is not None:
+            if total.size > 20_000 or not 0 < split < k:
+                return _logsumexp(total[:, :split], axis=1), _logsumexp(total[:, split:], axis=1)
+            return _split_logsumexp(total, split)
+        return _logsumexp(total, axis=1)
+
+    def best_ratio(
+        self,
+        points: np.ndarray,
+        cells: tuple[np.ndarray, np.ndarray] | GridEnds | None,
+        categories: np.ndarray,
+        quantized: np.ndarray | None,
+        split: int,
+    ) -> int:
+        """The point of the largest ``first - second`` of ``log_pdf(..., split=split)``.
+
+        A NaN difference ranks last; among equal ones the first point wins (as
+        ``argmax``). Always the same point as the exact differences give: when the
+        second mixture has many kernels, its densities are first summed in single
+        precision, and that ranking is taken only when its winner leads by more than
+        twice a bound on the rounding (else the exact sums decide).
+        """
+        total = self._log_terms(points, cells, categories, quantized)
+        m, k = total.shape
+        n = k - split
+        if (
+            0 < split < k
+            and _ROUGH_FROM <= m * n <= 20_000
+            and self.mus.shape[1]
+            and (quantized is None or cells is None or not quantized.all())
+        ):
+            first = _logsumexp(total[:, :split], axis=1)
+            rough = _logsumexp(total[:, split:], axis=1, single=True)
+            score = first - rough
+            best = _clear_winner(score, _rough_error(n, rough, score))
+            if best is not None:
+                return best
+            # (The same sums as `_split_logsumexp` makes, half by half.)
+            second = _logsumexp(total[:, split:], axis=1)
+        elif total.size > 20_000 or not 0 < split < k:
+            first, second = (
+                _logsumexp(total[:, :split], axis=1),
+                _logsumexp(total[:, split:], axis=1),
+            )
+        else:
+            first, second = _split_logsumexp(total, split)
+        exact = np.subtract(first, second, out=first)
+        return int(np.fmax(exact, -np.inf, out=exact).argmax())
+
+    def _log_terms(
+        self,
+        points: np.ndarray,
+        cells: tuple[np.ndarray, np.ndarray] | GridEnds | None,
+        categories: np.ndarray,
+        quantized: np.ndarray | None,
+    ) -> np.ndarray:
+        # Log of each kernel's weighted density at each point, shape (points, kernels),
+        # on a scratch buffer (see `log_pdf`).
         if quantized is None:
             quantized = self.quantized
         continuous, grid, continuous_at, grid_at = _columns(
@@ -1010,11 +1070,7 @@ class ProductMixture:
                 # rows), then spread to kernels.
                 log_rows = _log_rows(table).take(categories[:, j], axis=0)
                 total += log_rows.take(codes, axis=1, out=gathered, mode="clip")
-        if split is not None:
-            if total.size > 20_000 or not 0 < split < k:
-                return _logsumexp(total[:, :split], axis=1), _logsumexp(total[:, split:], axis=1)
-            return _split_logsumexp(total, split)
-        return _logsumexp(total, axis=1)
+        return total
 
     def _cell_log_mass(
         self,
@@ -1521,6 +1577,39 @@ def _split_logsumexp(values: np.ndarray, split: int) -> tuple[np.ndarray, np.nda
 # exp() of anything at or below this is exactly 0.
 _EXP_ZERO = -746.0
 
+# `ProductMixture.best_ratio` ranks by single-precision sums from this many terms on
+# (below, the saving is smaller than the extra calls).
+_ROUGH_FROM = 2048
+
+
+def _rough_error(n: int, rough: np.ndarray, score: np.ndarray) -> float:
+    # A bound on |single - double| of `_logsumexp` over ``n`` terms per row. After the
+    # shift the largest term is exp(0) = 1 exactly, so the sum S >= 1. A term exp(y),
+    # y <= 0, is exp(y (1 + e1)) (1 + e2) in single precision: |e1| <= 2**-24 (the
+    # rounding of y), |e2| <= 2**-20 (exp and its rounding, generously); since
+    # exp(y) |y| <= 1/e, the sum errs by at most n 2**-24 / e + 2**-20 S, and its log by
+    # that over S. Terms that single precision flushes to 0 lose below 1.2e-38 each.
+    # Double precision errs far less; both logs then add the same peak, and the scores
+    # subtract them from the same numbers (roundings of the results' size). Every part
+    # is counted with room to spare.
+    largest = max(float(np.abs(rough).max()), float(np.abs(score).max()))
+    return n * 3e-8 + 2e-6 + largest * 2.0**-40
+
+
+def _clear_winner(score: np.ndarray, error: float) -> int | None:
+    # The index of the largest score when it leads every other by more than
+    # ``2 * error`` (so scores each within ``error`` of these rank it first too), else
+    # None (also when any score is not finite).
+    if not np.isfinite(score).all():
+        return None
+    best = int(score.argmax())
+    if len(score) > 1:
+        rest = score.copy()
+        rest[best] = -np.inf
+        if not score[best] - rest.max() > 2.0 * error:
+            return None
+    return best
+
 
 def _exp_shifted(shifted: np.ndarray) -> np.ndarray:
     # exp of a fresh array (consumed). Most terms of a mixture's density are far below
@@ -1536,11 +1625,14 @@ def _exp_shifted(shifted: np.ndarray) -> np.ndarray:
     return result
 
 
-def _logsumexp(values: np.ndarray, axis: int | None = None) -> np.ndarray:
+def _logsumexp(
+    values: np.ndarray, axis: int | None = None, single: bool | None = None
+) -> np.ndarray:
+    # ``single``: sum in single precision (default: for large arrays only).
     peak = values.max(axis=axis, keepdims=True)
     if not np.isfinite(peak).all():
         peak = np.where(np.isfinite(peak), peak, 0.0)
-    if values.size > 20_000:
+    if values.size > 20_000 if single is None else single:
         # Terms are at most 1 after the shift: single precision loses nothing that
         # matters to a ranking, and its exp is much faster.
         shifted = np.subtract(

@@ -734,10 +734,8 @@ class _Proposer:
                 # factor shared by l and g.
                 exact = exact & ~fine
                 points = np.where(fine, 0.5 * (cells[0] + cells[1]), points)
-        first, second = both.log_pdf(points, cells, categories, exact, split=below.n_kernels)
-        score = np.subtract(first, second, out=first)
-        # A NaN score ranks last (fmax keeps every other value, -inf included).
-        best = int(np.fmax(score, -np.inf, out=score).argmax())
+        # The largest log l - log g; a NaN score ranks last.
+        best = both.best_ratio(points, cells, categories, exact, below.n_kernels)
         for (label, integer), value in zip(group.numeric_out, raw[best].tolist()):
             assignment[label] = int(value) if integer else value
         # (The rows of a call's last proposal are read by nothing.)
