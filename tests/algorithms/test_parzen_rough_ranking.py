@@ -93,14 +93,13 @@ def test_best_ratio_is_the_exact_argmax(
     n_below: int, n_above: int, ties: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = {"rough": 0}
-    winner = _parzen._clear_winner
+    bound = _parzen._rough_error
 
-    def counted(score: np.ndarray, error: float) -> int | None:
+    def counted(n: int, rough: np.ndarray, score: np.ndarray) -> float:
         calls["rough"] += 1
-        return winner(score, error)
+        return bound(n, rough, score)
 
-    monkeypatch.setattr(_parzen, "_clear_winner", counted)
-
+    monkeypatch.setattr(_parzen, "_rough_error", counted)
     for seed in range(15):
         below, above, _ = _mixtures(n_below, n_above, seed)
         both = _joined(below, above)
@@ -116,3 +115,19 @@ def test_best_ratio_is_the_exact_argmax(
             assert both.best_ratio(points, None, categories, None, below.n_kernels) == expected
     if 24 * (n_above + 1) >= _parzen._ROUGH_FROM and 24 * (n_above + 1) <= 20_000:
         assert calls["rough"] == 15
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_best_ratio_ranks_every_point_exactly_when_the_bound_says_nothing(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An infinite bound keeps every point in the race: the exact sums, row by row, must
+    # then rank as the exact pair of densities does.
+    monkeypatch.setattr(_parzen, "_rough_error", lambda n, rough, score: np.inf)
+    below, above, _ = _mixtures(20, 400, seed)
+    both = _joined(below, above)
+    points, categories = below.sample(np.random.default_rng(seed), 24)
+    with np.errstate(all="ignore"):
+        first, second = both.log_pdf(points, None, categories, split=below.n_kernels)
+        expected = int(np.fmax(first - second, -np.inf).argmax())
+        assert both.best_ratio(points, None, categories, None, below.n_kernels) == expected

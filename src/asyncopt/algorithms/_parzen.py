@@ -960,8 +960,8 @@ class ProductMixture:
         A NaN difference ranks last; among equal ones the first point wins (as
         ``argmax``). Always the same point as the exact differences give: when the
         second mixture has many kernels, its densities are first summed in single
-        precision, and that ranking is taken only when its winner leads by more than
-        twice a bound on the rounding (else the exact sums decide).
+        precision, and only the points within twice a bound on that rounding of the
+        best are then ranked by the exact sums.
         """
         total = self._log_terms(points, cells, categories, quantized)
         m, k = total.shape
@@ -975,9 +975,17 @@ class ProductMixture:
             first = _logsumexp(total[:, :split], axis=1)
             rough = _logsumexp(total[:, split:], axis=1, single=True)
             score = first - rough
-            best = _clear_winner(score, _rough_error(n, rough, score))
-            if best is not None:
-                return best
+            if np.isfinite(score).all():
+                # Each exact score lies within ``error`` of its rough one: a point more
+                # than twice that below the rough best cannot be (or tie) the exact best.
+                error = _rough_error(n, rough, score)
+                near = (score >= score.max() - 2.0 * error).nonzero()[0]
+                if len(near) == 1:
+                    return int(near[0])
+                # Their exact sums, row by row as `_split_logsumexp` makes them.
+                second = _logsumexp(total[near, split:], axis=1)
+                exact = np.subtract(first[near], second, out=second)
+                return int(near[int(exact.argmax())])
             # (The same sums as `_split_logsumexp` makes, half by half.)
             second = _logsumexp(total[:, split:], axis=1)
         elif total.size > 20_000 or not 0 < split < k:
@@ -1594,21 +1602,6 @@ def _rough_error(n: int, rough: np.ndarray, score: np.ndarray) -> float:
     # is counted with room to spare.
     largest = max(float(np.abs(rough).max()), float(np.abs(score).max()))
     return n * 3e-8 + 2e-6 + largest * 2.0**-40
-
-
-def _clear_winner(score: np.ndarray, error: float) -> int | None:
-    # The index of the largest score when it leads every other by more than
-    # ``2 * error`` (so scores each within ``error`` of these rank it first too), else
-    # None (also when any score is not finite).
-    if not np.isfinite(score).all():
-        return None
-    best = int(score.argmax())
-    if len(score) > 1:
-        rest = score.copy()
-        rest[best] = -np.inf
-        if not score[best] - rest.max() > 2.0 * error:
-            return None
-    return best
 
 
 def _exp_shifted(shifted: np.ndarray) -> np.ndarray:
