@@ -286,6 +286,8 @@ class _Run:
         """Call the objective on ``trial``: its outcome, and the exception to re-raise
         once the outcome is recorded (one outside ``catch``), if any."""
         cancelled = anyio.get_cancelled_exc_class()
+        # Stored as the trial's start: a trial taken ahead waited before this.
+        began = time.time()
         started = time.perf_counter()
         try:
             if self.trial_timeout is None:
@@ -293,21 +295,20 @@ class _Run:
             else:
                 with anyio.fail_after(self.trial_timeout):
                     value = await self.call_objective(trial.params)
-            return from_value(value), None
+            return attrs.evolve(from_value(value), started_at=began), None
         except (cancelled, KeyboardInterrupt):
             # Under trio, Ctrl-C raises KeyboardInterrupt in whichever task runs (here the
             # objective): the trial was interrupted, not failed.
-            await self.record(trial, Outcome(TrialState.CANCELLED, error="cancelled"))
+            interrupted = Outcome(TrialState.CANCELLED, error="cancelled", started_at=began)
+            await self.record(trial, interrupted)
             raise
         except TimeoutError:
-            return Outcome(
-                TrialState.FAIL,
-                error=f"TimeoutError: the objective exceeded trial_timeout={self.trial_timeout}s",
-            ), None
+            message = f"TimeoutError: the objective exceeded trial_timeout={self.trial_timeout}s"
+            return Outcome(TrialState.FAIL, error=message, started_at=began), None
         except self.catch as exc:
-            return from_exception(exc), None
+            return attrs.evolve(from_exception(exc), started_at=began), None
         except BaseException as exc:
-            return from_exception(exc), exc
+            return attrs.evolve(from_exception(exc), started_at=began), exc
         finally:
             took = time.perf_counter() - started
             self.objective_seconds = moving_average(self.objective_seconds, took)

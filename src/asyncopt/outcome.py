@@ -18,12 +18,17 @@ __all__ = ["Outcome", "from_exception", "from_value"]
 
 @attrs.frozen
 class Outcome:
-    """A trial's final state with its loss, result document and error text."""
+    """A trial's final state with its loss, result document and error text.
+
+    ``started_at`` (seconds since the epoch) is when the objective call began, if known;
+    recording the outcome makes it the trial's start time.
+    """
 
     state: TrialState
     loss: float | None = None
     result: Mapping[str, Any] | None = None
     error: str | None = None
+    started_at: float | None = None
 
 
 def _number(value: object) -> float | None:

@@ -167,7 +167,14 @@ class _Handover:
     def to_store(self, assignment: Assignment, seed: int) -> Handover:
         outcome = self.outcome
         return Handover(
-            self.tid, outcome.state, outcome.loss, outcome.result, outcome.error, assignment, seed
+            self.tid,
+            outcome.state,
+            outcome.loss,
+            outcome.result,
+            outcome.error,
+            assignment,
+            seed,
+            outcome.started_at,
         )
 
     def settle(
@@ -480,6 +487,7 @@ class Study:
                 loss=outcome.loss,
                 result=outcome.result,
                 error=outcome.error,
+                started_at=outcome.started_at,
             )
             self._read(changed)
             self._finish_read_at = time.monotonic()
@@ -646,6 +654,7 @@ class Study:
             loss=outcome.loss,
             result=outcome.result,
             error=outcome.error,
+            started_at=known.started_at if outcome.started_at is None else outcome.started_at,
             lease_expires_at=None,
         )
         self._apply([provisional], replace=True)

@@ -36,12 +36,12 @@ class Counted:
 
 
 def most_held_at_once(trials: Sequence[ao.Trial]) -> int:
-    """The most trials RUNNING at one moment, from their stored start and finish times."""
+    """The most trials held at one moment: taken (created) and not yet finished."""
     events: list[tuple[float, int]] = []
     for trial in trials:
-        assert trial.started_at is not None
+        assert trial.created_at is not None
         assert trial.finished_at is not None
-        events += [(trial.started_at, 1), (trial.finished_at, -1)]
+        events += [(trial.created_at, 1), (trial.finished_at, -1)]
     held = most = 0
     for _, change in sorted(events):
         held += change
@@ -73,6 +73,10 @@ async def test_a_worker_holds_its_next_trial_while_the_storage_wait_is_costly(
     assert objective.calls == 60
     assert objective.most <= 4  # never more calls at once than asked for
     assert most_held_at_once(result.trials) > 4  # but trials were taken ahead
+    # A trial's start is when its objective call began, not when it was taken.
+    waits = [t.started_at - t.created_at for t in result.trials]  # type: ignore[operator]
+    assert min(waits) >= 0
+    assert max(waits) > 0.001
 
 
 async def test_no_worker_looks_ahead_when_the_wait_is_small() -> None:
@@ -139,7 +143,7 @@ async def test_a_timeout_leaves_no_trial_taken_ahead_running(tmp_path: Path) -> 
     async with ao.open_storage(url) as storage:
         trials = await storage.trials_since("default")
     assert len(trials) > 8  # the workers did look ahead before the deadline
-    assert most_held_at_once([t for t in trials if t.started_at is not None]) > 4
+    assert most_held_at_once([t for t in trials if t.finished_at is not None]) > 4
     assert all(t.state is not ao.TrialState.RUNNING for t in trials)
     assert sorted(t.tid for t in trials) == list(range(len(trials)))
 

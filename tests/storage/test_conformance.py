@@ -376,6 +376,47 @@ async def test_finish_twice_is_refused(storage: Storage) -> None:
     assert await storage.get_trial("s", trial.tid) == done
 
 
+async def test_finish_records_when_the_worker_began_running_the_trial(storage: Storage) -> None:
+    await new_study(storage)
+    first, second, third = [await create(storage) for _ in range(3)]
+    assert first.started_at is not None
+    began = first.started_at + 12.5
+    done = await storage.finish_trial(
+        "s", first.tid, worker="w1", state=TrialState.OK, loss=1, started_at=began
+    )
+    assert done.started_at == began
+    assert done.duration is not None
+    assert await storage.get_trial("s", first.tid) == done
+    finish_and_read = storage.finish_and_read  # type: ignore[attr-defined]
+    done, _ = await finish_and_read(
+        "s", second.tid, since=0, worker="w1", state=TrialState.OK, started_at=began + 1
+    )
+    assert done.started_at == began + 1
+    finish_and_create_many = storage.finish_and_create_many  # type: ignore[attr-defined]
+    with_start = Handover(third.tid, TrialState.OK, 1.0, None, None, {"x": 1}, None, began + 2)
+    [(done, created)], _ = await finish_and_create_many(
+        "s", [with_start], since=0, worker="w1", budget=None, lease=30
+    )
+    assert done.started_at == began + 2
+    assert created.started_at is not None
+    # Without it, the start stays the time the trial was taken.
+    kept = await storage.finish_trial("s", created.tid, worker="w1", state=TrialState.OK)
+    assert kept.started_at == created.started_at
+
+
+@pytest.mark.parametrize("started_at", [math.nan, math.inf, "noon", True])
+async def test_a_bad_start_time_is_refused_and_changes_nothing(
+    storage: Storage, started_at: Any
+) -> None:
+    await new_study(storage)
+    trial = await create(storage)
+    with pytest.raises((TypeError, ValueError), match="started_at"):
+        await storage.finish_trial(
+            "s", trial.tid, worker="w1", state=TrialState.OK, loss=1, started_at=started_at
+        )
+    assert await storage.get_trial("s", trial.tid) == trial
+
+
 async def test_finish_and_read_finishes_then_reads_every_change_since(storage: Storage) -> None:
     await new_study(storage)
     await new_study(storage, "other")

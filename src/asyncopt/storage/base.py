@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import math
 import operator
 import os
 import secrets
@@ -54,6 +55,7 @@ __all__ = [
     "TrialState",
     "TrialStateError",
     "best_of",
+    "checked_start",
     "finish_and_read_of",
     "finish_read_create_many",
     "finish_then_read",
@@ -179,6 +181,17 @@ def finishing_state(state: TrialState | int) -> TrialState:
     return state
 
 
+def checked_start(started_at: float | None) -> float | None:
+    """A finish's ``started_at`` as a float, or ValueError naming it if not a finite number."""
+    if started_at is None:
+        return None
+    if isinstance(started_at, bool) or not isinstance(started_at, (int, float)):
+        raise TypeError(f"started_at must be a number of seconds, got {started_at!r}")
+    if not math.isfinite(started_at):
+        raise ValueError(f"started_at must be a finite number of seconds, got {started_at!r}")
+    return float(started_at)
+
+
 _TRIAL_FIELDS = tuple(field.name for field in attrs.fields(Trial))
 # For `Trial.evolve`: every field read in one C call, written through its slot descriptor
 # (a frozen class refuses ordinary assignment).
@@ -212,6 +225,7 @@ class Handover:
     error: str | None
     assignment: Mapping[str, int | float]
     seed: int | None
+    started_at: float | None = None
 
 
 _OpenedStorage = TypeVar("_OpenedStorage", bound="StorageContext")
@@ -239,6 +253,7 @@ class StorageContext:
         loss: float | None = None,
         result: Mapping[str, Any] | None = None,
         error: str | None = None,
+        started_at: float | None = None,
     ) -> tuple[Trial, list[Trial]]:
         """`Storage.finish_trial`, then `Storage.trials_since` from ``since``.
 
@@ -255,6 +270,7 @@ class StorageContext:
             loss=loss,
             result=result,
             error=error,
+            started_at=started_at,
         )
 
     async def finish_and_create_many(
@@ -311,10 +327,18 @@ async def finish_then_read(
     loss: float | None = None,
     result: Mapping[str, Any] | None = None,
     error: str | None = None,
+    started_at: float | None = None,
 ) -> tuple[Trial, list[Trial]]:
     """`Storage.finish_trial`, then `Storage.trials_since` from ``since``, on any storage."""
     trial = await storage.finish_trial(
-        study, tid, worker=worker, state=state, loss=loss, result=result, error=error
+        study,
+        tid,
+        worker=worker,
+        state=state,
+        loss=loss,
+        result=result,
+        error=error,
+        started_at=started_at,
     )
     return trial, await storage.trials_since(study, since)
 
@@ -342,6 +366,7 @@ async def finish_read_create_many(
                     loss=handover.loss,
                     result=handover.result,
                     error=handover.error,
+                    started_at=handover.started_at,
                 )
             )
         except TrialError as exc:
@@ -478,9 +503,12 @@ class Storage(Protocol):
         loss: float | None = None,
         result: Mapping[str, Any] | None = None,
         error: str | None = None,
+        started_at: float | None = None,
     ) -> Trial:
         """Record the outcome (OK, FAIL or CANCELLED) of a RUNNING trial held by ``worker``.
 
+        ``started_at`` (seconds since the epoch), when given, becomes the trial's start
+        time: when its worker began running it, if that was later than taking it.
         Raises `TrialNotFoundError`, `TrialStateError` (not RUNNING: already finished,
         or still queued) or `LeaseLostError` (held by another worker).
         """

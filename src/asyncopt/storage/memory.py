@@ -19,7 +19,14 @@ from asyncopt.errors import (
     TrialNotFoundError,
     TrialStateError,
 )
-from asyncopt.storage.base import StorageContext, StudyRecord, Trial, TrialState, finishing_state
+from asyncopt.storage.base import (
+    StorageContext,
+    StudyRecord,
+    Trial,
+    TrialState,
+    checked_start,
+    finishing_state,
+)
 from asyncopt.storage.urls import StorageURL
 
 __all__ = ["MemoryStorage"]
@@ -218,8 +225,10 @@ class MemoryStorage(StorageContext):
         loss: float | None = None,
         result: Mapping[str, Any] | None = None,
         error: str | None = None,
+        started_at: float | None = None,
     ) -> Trial:
         state = finishing_state(state)
+        started_at = checked_start(started_at)
         record = self._study(study)
         trial = self._trial(record, tid)
         if trial.state is not TrialState.RUNNING:
@@ -240,6 +249,7 @@ class MemoryStorage(StorageContext):
             loss=loss,
             result=None if result is None else dict(result),
             error=error,
+            started_at=trial.started_at if started_at is None else started_at,
             finished_at=time.time(),
             lease_expires_at=None,
         )

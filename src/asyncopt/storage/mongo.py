@@ -91,7 +91,14 @@ from asyncopt.errors import (
     TrialNotFoundError,
     TrialStateError,
 )
-from asyncopt.storage.base import StorageContext, StudyRecord, Trial, TrialState, finishing_state
+from asyncopt.storage.base import (
+    StorageContext,
+    StudyRecord,
+    Trial,
+    TrialState,
+    checked_start,
+    finishing_state,
+)
 from asyncopt.storage.urls import StorageURL
 
 try:
@@ -932,6 +939,7 @@ class MongoStorage(StorageContext):
         loss: float | None = None,
         result: Mapping[str, Any] | None = None,
         error: str | None = None,
+        started_at: float | None = None,
     ) -> Trial:
         """Record the outcome of a RUNNING trial held by ``worker``.
 
@@ -941,7 +949,10 @@ class MongoStorage(StorageContext):
         """
         state = finishing_state(state)
         encoded = _encode_result(result)
-        return await self._run(self._finish(study, tid, worker, state, loss, encoded, error))
+        started_at = checked_start(started_at)
+        return await self._run(
+            self._finish(study, tid, worker, state, loss, encoded, error, started_at)
+        )
 
     def _finish(
         self,
@@ -952,6 +963,7 @@ class MongoStorage(StorageContext):
         loss: float | None,
         result: str | None,
         error: str | None,
+        started_at: float | None,
     ) -> _Step[Trial]:
         yield from self._require_study(study)
         op = _token()
@@ -969,6 +981,7 @@ class MongoStorage(StorageContext):
                         "loss": None if loss is None else float(loss),
                         "result": result,
                         "error": error,
+                        **({} if started_at is None else {"started_at": started_at}),
                         "finished_at": time.time(),
                         "lease_expires_at": None,
                         "budgeted": state is not TrialState.CANCELLED,

@@ -49,6 +49,7 @@ from asyncopt.storage.base import (
     StudyRecord,
     Trial,
     TrialState,
+    checked_start,
     finishing_state,
 )
 from asyncopt.storage.urls import StorageURL
@@ -147,11 +148,11 @@ _SQL_STUDY = (
 # Trials changed after a seq, of the study named ? or of the study with id ?.
 _SQL_SINCE = _since_of(_STUDY_ID)
 _SQL_SINCE_BY_ID = _since_of("?")
-# Finish a RUNNING trial held by a worker: (state, loss, result, error, finished_at, seq,
-# study id, tid, worker).
+# Finish a RUNNING trial held by a worker: (state, loss, result, error, started_at or NULL
+# to keep it, finished_at, seq, study id, tid, worker).
 _SQL_FINISH = (
     "UPDATE asyncopt_trials SET state = ?, loss = ?, result = ?, error = ?, "
-    "finished_at = ?, lease_expires_at = NULL, seq = ? "
+    "started_at = COALESCE(?, started_at), finished_at = ?, lease_expires_at = NULL, seq = ? "
     "WHERE study_id = ? AND tid = ? AND state = 1 AND worker = ?"
 )
 _SQL_TRIAL_BY_ID = f"SELECT {_COLUMNS} FROM asyncopt_trials WHERE study_id = ? AND tid = ?"
@@ -165,7 +166,10 @@ _SQL_INSERT_TRIAL = (
 _SQL_LAST_SEQ = f"SELECT {_LAST_SEQ}"
 
 # What `_Ops.finish` records of a trial: its tid, state, loss, result (JSON text), error.
-_Outcome = tuple[int, "TrialState | int", "float | None", "str | None", "str | None"]
+# tid, state, loss, result (JSON text), error, started_at.
+_Outcome = tuple[
+    int, "TrialState | int", "float | None", "str | None", "str | None", "float | None"
+]
 # What `_Ops.finish` needs to create the next trial: the assignment as JSON text, the seed.
 _NewTrial = tuple[str, "int | None"]
 
@@ -677,7 +681,7 @@ class _Ops:
         new_rows: list[tuple[Any, ...] | None] = []
         with _write(conn):
             study_id, n_trials, n_budgeted, seq = self.study_row(conn, study)
-            for tid, state, loss, result, error in outcomes:
+            for tid, state, loss, result, error, started_at in outcomes:
                 try:
                     state = finishing_state(state)
                 except TrialStateError as exc:
@@ -685,7 +689,18 @@ class _Ops:
                     continue
                 done = conn.execute(
                     _SQL_FINISH,
-                    (state, _loss_in(loss), result, error, time.time(), seq, study_id, tid, worker),
+                    (
+                        state,
+                        _loss_in(loss),
+                        result,
+                        error,
+                        started_at,
+                        time.time(),
+                        seq,
+                        study_id,
+                        tid,
+                        worker,
+                    ),
                 )
                 if done.rowcount == 1:
                     refusals.append(None)
@@ -1060,12 +1075,14 @@ class SQLiteStorage(StorageContext):
         loss: float | None = None,
         result: Mapping[str, Any] | None = None,
         error: str | None = None,
+        started_at: float | None = None,
     ) -> Trial:
         """Record the outcome of a RUNNING trial held by ``worker``.
 
         Raises `TrialNotFoundError`, `TrialStateError` or `LeaseLostError`.
         """
-        trial, _ = await self._finish_one(study, tid, worker, state, loss, result, error, None)
+        outcome = (tid, state, loss, _result_text(result), error, checked_start(started_at))
+        trial, _ = await self._finish_one(study, worker, outcome, None)
         return trial
 
     async def finish_and_read(
@@ -1079,22 +1096,15 @@ class SQLiteStorage(StorageContext):
         loss: float | None = None,
         result: Mapping[str, Any] | None = None,
         error: str | None = None,
+        started_at: float | None = None,
     ) -> tuple[Trial, list[Trial]]:
         """`finish_trial` then `trials_since(study, since)` in one transaction."""
-        return await self._finish_one(study, tid, worker, state, loss, result, error, since)
+        outcome = (tid, state, loss, _result_text(result), error, checked_start(started_at))
+        return await self._finish_one(study, worker, outcome, since)
 
     async def _finish_one(
-        self,
-        study: str,
-        tid: int,
-        worker: str,
-        state: TrialState,
-        loss: float | None,
-        result: Mapping[str, Any] | None,
-        error: str | None,
-        since: int | None,
+        self, study: str, worker: str, outcome: _Outcome, since: int | None
     ) -> tuple[Trial, list[Trial]]:
-        outcome = (tid, state, loss, _result_text(result), error)
         finished, changed, _ = await self._call(
             lambda c: self._ops.finish(c, study, worker, [outcome], since)
         )
@@ -1117,7 +1127,10 @@ class SQLiteStorage(StorageContext):
 
         See `StorageContext.finish_and_create_many`.
         """
-        outcomes = [(h.tid, h.state, h.loss, _result_text(h.result), h.error) for h in handovers]
+        outcomes = [
+            (h.tid, h.state, h.loss, _result_text(h.result), h.error, checked_start(h.started_at))
+            for h in handovers
+        ]
         then_create = [(_dumps(dict(h.assignment), "assignment"), h.seed) for h in handovers]
         finished, changed, created = await self._call(
             lambda c: self._ops.finish(
