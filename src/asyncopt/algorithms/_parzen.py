@@ -975,11 +975,13 @@ class ProductMixture:
             first = _logsumexp(total[:, :split], axis=1)
             rough = _logsumexp(total[:, split:], axis=1, single=True)
             score = first - rough
-            if np.isfinite(score).all():
+            top, bottom = float(score.max()), float(score.min())
+            # (Finite exactly when every score is.)
+            if math.isfinite(top - bottom):
                 # Each exact score lies within ``error`` of its rough one: a point more
                 # than twice that below the rough best cannot be (or tie) the exact best.
-                error = _rough_error(n, rough, score)
-                near = (score >= score.max() - 2.0 * error).nonzero()[0]
+                error = _rough_error(n, rough, max(top, -bottom))
+                near = (score >= top - 2.0 * error).nonzero()[0]
                 if len(near) == 1:
                     return int(near[0])
                 # Their exact sums, row by row as `_split_logsumexp` makes them.
@@ -1590,7 +1592,7 @@ _EXP_ZERO = -746.0
 _ROUGH_FROM = 2048
 
 
-def _rough_error(n: int, rough: np.ndarray, score: np.ndarray) -> float:
+def _rough_error(n: int, rough: np.ndarray, score: float) -> float:
     # A bound on |single - double| of `_logsumexp` over ``n`` terms per row. After the
     # shift the largest term is exp(0) = 1 exactly, so the sum S >= 1. A term exp(y),
     # y <= 0, is exp(y (1 + e1)) (1 + e2) in single precision: |e1| <= 2**-24 (the
@@ -1600,7 +1602,8 @@ def _rough_error(n: int, rough: np.ndarray, score: np.ndarray) -> float:
     # Double precision errs far less; both logs then add the same peak, and the scores
     # subtract them from the same numbers (roundings of the results' size). Every part
     # is counted with room to spare.
-    largest = max(float(np.abs(rough).max()), float(np.abs(score).max()))
+    # (``score``: the largest magnitude of the scores.)
+    largest = max(float(np.abs(rough).max()), score)
     return n * 3e-8 + 2e-6 + largest * 2.0**-40
 
 
@@ -1623,7 +1626,8 @@ def _logsumexp(
 ) -> np.ndarray:
     # ``single``: sum in single precision (default: for large arrays only).
     peak = values.max(axis=axis, keepdims=True)
-    if not np.isfinite(peak).all():
+    # (Log densities: a sum of peaks is finite exactly when every peak is.)
+    if not math.isfinite(peak.sum()):
         peak = np.where(np.isfinite(peak), peak, 0.0)
     if values.size > 20_000 if single is None else single:
         # Terms are at most 1 after the shift: single precision loses nothing that

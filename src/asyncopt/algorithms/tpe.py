@@ -646,6 +646,33 @@ class _Proposer:
             sigmas[lied] = 1.0 / min(100.0, n + 2.0)
         return sigmas
 
+    def _below_widths(
+        self, group: _Group, numeric: np.ndarray, lied: np.ndarray, clip_count: int
+    ) -> np.ndarray:
+        """`_widths` of l, remembered per group: between the suggestions of a run (one
+        more trial, which usually joins g) l's observations and clip rarely change.
+
+        The remembered widths are used only for the very same observations and clip.
+        """
+        if _any_lie(lied):
+            return self._widths(group.axes, numeric, lied, clip_count)
+        magic_clip = self.tpe.magic_clip
+        found = _BELOW_WIDTHS.get(id(group))
+        if (
+            found is not None
+            and found[0] is group
+            and found[1] == (magic_clip, clip_count)
+            and found[2].shape == numeric.shape
+            and bool((found[2] == numeric).all())
+        ):
+            return found[3]
+        sigmas = self._widths(group.axes, numeric, lied, clip_count)
+        sigmas.flags.writeable = False
+        if len(_BELOW_WIDTHS) > 64:
+            _BELOW_WIDTHS.clear()
+        _BELOW_WIDTHS[id(group)] = (group, (magic_clip, clip_count), numeric.copy(), sigmas)
+        return sigmas
+
     def _mixtures(
         self,
         group: _Group,
@@ -666,7 +693,7 @@ class _Proposer:
         mus = np.concatenate((below_numeric, prior_mu, above_numeric, prior_mu))
         sigmas = np.concatenate(
             (
-                self._widths(axes, below_numeric, below_lied, clip_count),
+                self._below_widths(group, below_numeric, below_lied, clip_count),
                 axes.prior_sigma,
                 self._widths(axes, above_numeric, above_lied),
                 axes.prior_sigma,
@@ -773,6 +800,10 @@ _NO_ROWS = np.empty(0, dtype=np.intp)
 _NO_ROWS.flags.writeable = False
 _NO_FLAGS = np.empty(0, dtype=bool)
 _NO_FLAGS.flags.writeable = False
+
+# The last widths of l per group (`_Proposer._below_widths`): the group (kept alive, so
+# that its id stays its own), (magic clip, clip count), the observations, the widths.
+_BELOW_WIDTHS: dict[int, tuple[_Group, tuple[bool, int], np.ndarray, np.ndarray]] = {}
 
 
 def _any_lie(lied: np.ndarray) -> bool:
