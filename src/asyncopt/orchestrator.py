@@ -327,7 +327,11 @@ class _Run:
         each outcome (taking the trial after next) in the background while it runs the
         next one.
         """
-        await ahead.wait_landed()  # at most one handover in flight per worker
+        try:
+            await ahead.wait_landed()  # at most one handover in flight per worker
+        except BaseException:
+            await self.record(trial, outcome)  # cancelled: the outcome must stay
+            raise
         if escaping is not None or not self.may_take_next(outcome):
             finished = await self.record(trial, outcome)
         elif ahead.ready and self.looks_ahead():
@@ -356,17 +360,16 @@ class _Run:
     ) -> None:
         """Record ``trial``'s outcome (if any) and take a trial for ``ahead``."""
         finished = None
-        if trial is not None and outcome is not None:
-            try:
-                await self.board()
-            except BaseException:
-                await self.record(trial, outcome)
-                raise
         try:
-            started = time.perf_counter()
             if trial is None or outcome is None:
                 following = await self.study.ask(budget=self.max_evals)
             else:
+                try:
+                    await self.board()
+                except BaseException:
+                    await self.record(trial, outcome)  # cancelled: the outcome must stay
+                    raise
+                started = time.perf_counter()
                 finished, following = await self.record_and_ask(trial, outcome)
                 self.handover_seconds = moving_average(
                     self.handover_seconds, time.perf_counter() - started

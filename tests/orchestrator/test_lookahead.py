@@ -23,6 +23,7 @@ class Counted:
         self.running = 0
         self.most = 0
         self.calls = 0
+        self.returned = 0
 
     async def __call__(self, params: dict[str, Any]) -> float:
         self.calls += 1
@@ -32,6 +33,7 @@ class Counted:
             await anyio.sleep(self.seconds)
         finally:
             self.running -= 1
+        self.returned += 1
         return float(params["x"] ** 2)
 
 
@@ -131,8 +133,9 @@ async def test_trials_taken_ahead_are_cancelled_when_a_stopping_rule_stops(
 
 async def test_a_timeout_leaves_no_trial_taken_ahead_running(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'timeout.db'}"
+    objective = Counted(0.002)
     await ao.minimize(
-        Counted(0.002),
+        objective,
         SPACE,
         algo=ao.rand.suggest,
         timeout=0.3,
@@ -146,6 +149,8 @@ async def test_a_timeout_leaves_no_trial_taken_ahead_running(tmp_path: Path) -> 
     assert most_held_at_once([t for t in trials if t.finished_at is not None]) > 4
     assert all(t.state is not ao.TrialState.RUNNING for t in trials)
     assert sorted(t.tid for t in trials) == list(range(len(trials)))
+    # Outcomes waiting to be recorded behind a call when the deadline came were kept.
+    assert sum(t.state is ao.TrialState.OK for t in trials) == objective.returned
 
 
 async def test_an_escaping_error_leaves_no_trial_taken_ahead_running(tmp_path: Path) -> None:
