@@ -972,8 +972,7 @@ class ProductMixture:
             and self.mus.shape[1]
             and (quantized is None or cells is None or not quantized.all())
         ):
-            first = _logsumexp(total[:, :split], axis=1)
-            rough = _logsumexp(total[:, split:], axis=1, single=True)
+            first, rough = _rough_split_logsumexp(total, split)
             score = first - rough
             top, bottom = float(score.max()), float(score.min())
             # (Finite exactly when every score is.)
@@ -1584,8 +1583,35 @@ def _split_logsumexp(values: np.ndarray, split: int) -> tuple[np.ndarray, np.nda
     return result[0], result[1]
 
 
+def _rough_split_logsumexp(values: np.ndarray, split: int) -> tuple[np.ndarray, np.ndarray]:
+    # `_logsumexp` over axis 1 of values[:, :split] (the same numbers) and, summed in
+    # single precision, of values[:, split:] (within `_rough_error` of the double sums),
+    # with one call per step for both where possible; ``values`` are kept.
+    m, k = values.shape
+    peak = np.maximum.reduceat(values, _split_starts(split), axis=1)
+    # (A sum of log densities cannot overflow: it is finite exactly when every one is.)
+    if not math.isfinite(peak.sum()):
+        peak = np.where(np.isfinite(peak), peak, 0.0)
+    summed = np.empty((2, m))
+    head = _exp_shifted(np.subtract(values[:, :split], peak[:, :1]))
+    np.add.reduce(head, axis=1, out=summed[0])
+    tail = np.subtract(
+        values[:, split:],
+        peak[:, 1:],
+        out=_scratch("shifted", (m, k - split), np.float32),
+        casting="same_kind",
+    )
+    np.exp(tail, out=tail)
+    np.add.reduce(tail, axis=1, dtype=np.float64, out=summed[1])
+    result = np.log(summed, out=summed)
+    result += peak.T
+    return result[0], result[1]
+
+
 # exp() of anything at or below this is exactly 0.
 _EXP_ZERO = -746.0
+# `_exp_shifted` skips the underflowing terms from this many terms on.
+_EXP_MASK_FROM = 1024
 
 # `ProductMixture.best_ratio` ranks by single-precision sums from this many terms on
 # (below, the saving is smaller than the extra calls).
@@ -1609,9 +1635,10 @@ def _rough_error(n: int, rough: np.ndarray, score: float) -> float:
 
 def _exp_shifted(shifted: np.ndarray) -> np.ndarray:
     # exp of a fresh array (consumed). Most terms of a mixture's density are far below
-    # its peak and their exp underflows to 0, which libm computes several times slower
-    # than an ordinary exp: those are set to 0 without calling it (the same numbers).
-    if shifted.size < 64:
+    # its peak and their exp underflows to 0, which libm computes about twice as slowly
+    # as an ordinary exp: those are set to 0 without calling it (the same numbers). A
+    # small block is not worth the extra passes.
+    if shifted.size < _EXP_MASK_FROM:
         exp: np.ndarray = np.exp(shifted, out=shifted)
         return exp
     keep = np.less_equal(shifted, _EXP_ZERO)
