@@ -179,10 +179,7 @@ class _Run:
         # Set when the handovers made behind objective calls may leave (see `board`).
         self.boarding: anyio.Event | None = None
         self.last_reap = -math.inf
-        # Moving averages: an objective call, and recording its outcome with taking the
-        # next trial (the time a worker waits between two calls unless it looks ahead).
-        self.objective_seconds: float | None = None
-        self.handover_seconds: float | None = None
+        self.objective_seconds: float | None = None  # moving average of an objective call
 
     async def worker(self) -> None:
         ahead = _Ahead()
@@ -225,17 +222,19 @@ class _Run:
     def looks_ahead(self) -> bool:
         """Whether a worker should hold its next trial before its objective call ends.
 
-        It pays while recording an outcome and taking the next trial costs more than
-        `_LOOKAHEAD_SHARE` of an objective call. Never with one worker: its suggestions
-        must see every earlier result (reproducibility), nor with ``early_stop``, which
-        sees each trial before the next starts.
+        It pays while the storage call that records an outcome and takes the next trial
+        costs more than `_LOOKAHEAD_SHARE` of an objective call: the objectives can run
+        while it waits. Suggestions are not counted: they take the event loop's time
+        either way, and looking ahead makes them see more pending trials, which costs a
+        model-based search time and quality. Never with one worker (its suggestions
+        must see every earlier result, for reproducibility), nor with ``early_stop``,
+        which sees each trial before the next starts.
         """
         return (
             self.concurrency > 1
             and self.early_stop is None
-            and self.handover_seconds is not None
             and self.objective_seconds is not None
-            and self.handover_seconds > _LOOKAHEAD_SHARE * self.objective_seconds
+            and self.study.round_trip_seconds > _LOOKAHEAD_SHARE * self.objective_seconds
         )
 
     async def board(self) -> None:
@@ -342,11 +341,7 @@ class _Run:
             # Looking ahead no longer pays: run the trial held in advance, take no other.
             finished = await self.record(trial, outcome)
         else:
-            started = time.perf_counter()
             finished, following = await self.record_and_ask(trial, outcome)
-            self.handover_seconds = moving_average(
-                self.handover_seconds, time.perf_counter() - started
-            )
             if following is not None:
                 ahead.ready.append(following)
                 if self.looks_ahead():
@@ -369,11 +364,7 @@ class _Run:
                 except BaseException:
                     await self.record(trial, outcome)  # cancelled: the outcome must stay
                     raise
-                started = time.perf_counter()
                 finished, following = await self.record_and_ask(trial, outcome)
-                self.handover_seconds = moving_average(
-                    self.handover_seconds, time.perf_counter() - started
-                )
             if following is not None:
                 ahead.ready.append(following)
         finally:

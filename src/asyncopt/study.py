@@ -254,6 +254,15 @@ class Study:
         return self.record.seed
 
     @property
+    def round_trip_seconds(self) -> float:
+        """The typical duration (a moving average) of the storage call of `finish_and_ask`.
+
+        0.0 until one was made. It is the time a worker waits for the storage between
+        two trials, suggestions aside.
+        """
+        return self._round_trip_seconds
+
+    @property
     def held(self) -> frozenset[int]:
         """Tids of the RUNNING trials this handle holds the lease of."""
         return frozenset(self._held)
