@@ -22,7 +22,7 @@ import anyio.to_thread
 import attrs
 
 from asyncopt._groups import single_error
-from asyncopt.errors import AllTrialsFailed, TrialStateError
+from asyncopt.errors import AllTrialsFailed, TrialError, TrialStateError
 from asyncopt.outcome import Outcome, from_exception, from_value
 from asyncopt.progress import ProgressFactory, make_reporter
 from asyncopt.storage.base import Storage, Trial, TrialState, best_of
@@ -176,23 +176,27 @@ class _Run:
         self.stopping = False
         # Set when the worker looking at the study for the idle ones has looked.
         self.looked: anyio.Event | None = None
-        # Set when the handovers made behind objective calls may leave (see `board`).
-        self.boarding: anyio.Event | None = None
+        # Outcomes handed over behind objective calls, waiting to `depart`; the task
+        # group of the workers, where departures run.
+        self.passengers: list[tuple[_Ahead, Trial, Outcome]] = []
+        self.background: anyio.abc.TaskGroup  # set when the workers start
+        self.all_aboard = anyio.Event()  # set when every worker has an outcome waiting
         self.last_reap = -math.inf
         self.objective_seconds: float | None = None  # moving average of an objective call
 
     async def worker(self) -> None:
         ahead = _Ahead()
         try:
-            async with anyio.create_task_group() as behind:
-                await self.work(ahead, behind)
+            await self.work(ahead)
         finally:
+            with anyio.CancelScope(shield=True):
+                await ahead.wait_landed()
             for trial in ahead.ready:
                 # Taken, but the search stopped (a stopping rule, another worker's result
                 # read in that round trip, a timeout, an error) before it could run.
                 await self.record(trial, _STOPPED_FIRST)
 
-    async def work(self, ahead: _Ahead, behind: anyio.abc.TaskGroup) -> None:
+    async def work(self, ahead: _Ahead) -> None:
         """Run trials until the study has none left for this worker or the search stops."""
         last_yield = time.perf_counter()
         while not self.stopping:
@@ -208,7 +212,7 @@ class _Run:
                     await self.wait_for_others()
                     continue
             outcome, escaping = await self.evaluate(trial)
-            await self.hand_over(trial, outcome, escaping, ahead, behind)
+            await self.hand_over(trial, outcome, escaping, ahead)
             if escaping is not None:
                 raise escaping
             # Storage calls need not yield; this keeps a free objective from starving
@@ -237,22 +241,46 @@ class _Run:
             and self.study.round_trip_seconds > _LOOKAHEAD_SHARE * self.objective_seconds
         )
 
-    async def board(self) -> None:
-        """Wait for the next departure of handovers made behind objective calls.
+    async def depart(self) -> None:
+        """Record the outcomes handed over behind objective calls, after a short wait.
 
-        Off the workers' path, a handover can wait a quarter of an objective call for
-        those of other workers to share its round trip, which saves the storage work.
+        Off the workers' path, the first such outcome waits up to a quarter of an
+        objective call for those of the other workers (all of them, at most), and all
+        go in one call, which saves storage work. Each worker gets the trial it runs
+        after next.
         """
-        if self.boarding is not None:
-            await self.boarding.wait()
-            return
-        self.boarding = anyio.Event()
+        cancelled: BaseException | None = None
         try:
             assert self.objective_seconds is not None
-            await anyio.sleep(min(_IDLE_POLL, self.objective_seconds / 4))
+            with anyio.move_on_after(min(_IDLE_POLL, self.objective_seconds / 4)):
+                await self.all_aboard.wait()
+        except BaseException as exc:  # cancelled: the outcomes must still be recorded
+            cancelled = exc
+        passengers, self.passengers = self.passengers, []
+        finished: list[Trial] = []
+        try:
+            if cancelled is not None:
+                for _, trial, outcome in passengers:
+                    await self.record(trial, outcome)
+                raise cancelled
+            with self.study.shielded():
+                results = await self.study.finish_and_ask_many(
+                    [(trial.tid, outcome) for _, trial, outcome in passengers],
+                    budget=self.max_evals,
+                )
+            for (ahead, _, _), result in zip(passengers, results):
+                if isinstance(result, TrialStateError):
+                    continue  # the lease was lost (reaped and requeued): the retry counts
+                if isinstance(result, TrialError):
+                    raise result
+                finished.append(result[0])
+                if result[1] is not None:
+                    ahead.ready.append(result[1])
         finally:
-            boarding, self.boarding = self.boarding, None
-            boarding.set()
+            for ahead, _, _ in passengers:
+                ahead.land()
+        for trial in finished:
+            await self.after(trial)
 
     async def wait_for_others(self) -> None:
         """Wait a while for other workers' trials; one idle worker looks for the rest."""
@@ -313,18 +341,12 @@ class _Run:
             self.objective_seconds = moving_average(self.objective_seconds, took)
 
     async def hand_over(
-        self,
-        trial: Trial,
-        outcome: Outcome,
-        escaping: BaseException | None,
-        ahead: _Ahead,
-        behind: anyio.abc.TaskGroup,
+        self, trial: Trial, outcome: Outcome, escaping: BaseException | None, ahead: _Ahead
     ) -> None:
         """Record ``trial``'s outcome and, when allowed, take the worker's next trial.
 
-        While looking ahead pays, a worker holds one more trial than it runs, and records
-        each outcome (taking the trial after next) in the background while it runs the
-        next one.
+        While looking ahead pays, a worker holds one more trial than it runs, and its
+        outcomes are recorded (taking the trial after next) behind its next call.
         """
         try:
             await ahead.wait_landed()  # at most one handover in flight per worker
@@ -335,7 +357,12 @@ class _Run:
             finished = await self.record(trial, outcome)
         elif ahead.ready and self.looks_ahead():
             ahead.take_off()
-            behind.start_soon(self.hand_over_behind, ahead, trial, outcome)
+            self.passengers.append((ahead, trial, outcome))
+            if len(self.passengers) == 1:
+                self.all_aboard = anyio.Event()
+                self.background.start_soon(self.depart)
+            elif len(self.passengers) == self.concurrency:
+                self.all_aboard.set()
             return
         elif ahead.ready:
             # Looking ahead no longer pays: run the trial held in advance, take no other.
@@ -345,30 +372,9 @@ class _Run:
             if following is not None:
                 ahead.ready.append(following)
                 if self.looks_ahead():
-                    ahead.take_off()
-                    behind.start_soon(self.hand_over_behind, ahead, None, None)
-        if finished is not None:
-            await self.after(finished)
-
-    async def hand_over_behind(
-        self, ahead: _Ahead, trial: Trial | None, outcome: Outcome | None
-    ) -> None:
-        """Record ``trial``'s outcome (if any) and take a trial for ``ahead``."""
-        finished = None
-        try:
-            if trial is None or outcome is None:
-                following = await self.study.ask(budget=self.max_evals)
-            else:
-                try:
-                    await self.board()
-                except BaseException:
-                    await self.record(trial, outcome)  # cancelled: the outcome must stay
-                    raise
-                finished, following = await self.record_and_ask(trial, outcome)
-            if following is not None:
-                ahead.ready.append(following)
-        finally:
-            ahead.land()
+                    spare = await self.study.ask(budget=self.max_evals)
+                    if spare is not None:
+                        ahead.ready.append(spare)
         if finished is not None:
             await self.after(finished)
 
@@ -495,6 +501,7 @@ async def minimize(
             await handle.renew_and_reap()
             with anyio.move_on_after(timeout if timeout is not None else math.inf), single_error():
                 async with anyio.create_task_group() as group:
+                    run.background = group
                     for _ in range(concurrency):
                         group.start_soon(run.worker)
             with anyio.CancelScope(shield=True):

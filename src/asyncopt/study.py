@@ -520,26 +520,66 @@ class Study:
         While trials are queued (they are claimed first) or the budget looks spent, this
         is `finish` then `ask`. Raises like `finish`; then nothing was asked.
         """
-        handover = _Handover(tid, outcome, budget, self._apply_outcome(tid, outcome))
-        self._handovers.append(handover)
+        [result] = await self.finish_and_ask_many([(tid, outcome)], budget=budget)
+        if isinstance(result, TrialError):
+            raise result
+        return result
+
+    async def finish_and_ask_many(
+        self, outcomes: Sequence[tuple[int, Outcome]], *, budget: int | None = None
+    ) -> list[tuple[Trial, Trial | None] | TrialError]:
+        """`finish_and_ask` for several held trials at once, sharing round trips.
+
+        ``outcomes`` holds (tid, outcome) pairs. Returns, in their order, each trial's
+        finished record and next trial, or the `TrialError` that refused its finish
+        (then nothing was asked for it). Other errors raise.
+        """
+        mine = [
+            _Handover(tid, outcome, budget, self._apply_outcome(tid, outcome))
+            for tid, outcome in outcomes
+        ]
+        self._handovers += mine
         try:
             async with self._ask_lock:
-                if handover.stage is _Stage.WAITING:
-                    await self._hand_over(handover)
+                for handover in mine:
+                    if handover.stage is _Stage.WAITING:
+                        await self._hand_over(handover)
         except BaseException:
-            await self._abandon(handover)
+            for handover in mine:
+                await self._abandon(handover)
             raise
+        results: list[tuple[Trial, Trial | None] | TrialError] = []
+        for index, handover in enumerate(mine):
+            try:
+                results.append(await self._served(handover, budget))
+            except BaseException:
+                for unreturned in mine[:index] + mine[index + 1 :]:
+                    await self._abandon(unreturned)
+                raise
+        return results
+
+    async def _served(
+        self, handover: _Handover, budget: int | None
+    ) -> tuple[Trial, Trial | None] | TrialError:
+        """What ``handover``'s round trip gave, or its `finish` then `ask` (FALLBACK)."""
         if handover.stage is _Stage.DONE:
+            if isinstance(handover.error, TrialError):
+                return handover.error
             if handover.error is not None:
                 raise handover.error
             assert handover.result is not None
             return handover.result
         try:
-            finished = await self.finish(tid, outcome)
-        except BaseException:
+            finished = await self.finish(handover.tid, handover.outcome)
+        except BaseException as exc:
             handover.undo()
+            if isinstance(exc, TrialError):
+                return exc
             raise
-        return finished, await self.ask(budget=budget)
+        handover.settle(result=(finished, None))  # recorded: not to be recorded again
+        following = await self.ask(budget=budget)
+        handover.settle(result=(finished, following))
+        return finished, following
 
     async def _hand_over(self, own: _Handover) -> None:
         """Serve ``own`` (and others waiting, if combining pays) with one round trip.
