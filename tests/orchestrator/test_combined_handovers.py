@@ -217,3 +217,38 @@ async def test_a_caller_cancelled_while_another_carries_its_handover(
         assert unrun.state is ao.TrialState.CANCELLED
         assert stored[mine.tid].state is ao.TrialState.RUNNING
         assert study.held == frozenset({mine.tid})
+
+
+async def test_finish_and_ask_many_records_several_outcomes_in_one_round_trip(
+    tmp_path: Path, batches: list[list[int]]
+) -> None:
+    url = f"sqlite:///{tmp_path}/study.db"
+    async with ao.open_study(url, "s", SPACE, algo=ao.rand.suggest, seed=1) as study:
+        held = await warmed_up(study, 4)  # tids 1..4; 5 trials so far
+        lost = held[1]
+        await study.storage.finish_trial(
+            "s", lost.tid, worker=study.worker, state=ao.TrialState.CANCELLED
+        )
+        results = await study.finish_and_ask_many(
+            [(t.tid, Outcome(ao.TrialState.OK, loss=t.tid / 10)) for t in held]
+        )
+        assert batches[-1] == [t.tid for t in held]
+        assert isinstance(results[1], TrialStateError)  # refused in its place, alone
+        done = [r for r in results if not isinstance(r, BaseException)]
+        assert [(f.tid, f.loss) for f, _ in done] == [
+            (t.tid, t.tid / 10) for t in held if t is not lost
+        ]
+        assert [None if new is None else new.tid for _, new in done] == [5, 6, 7]
+        assert study.held == frozenset({5, 6, 7})
+
+
+async def test_finish_and_ask_many_on_a_storage_without_the_combined_call() -> None:
+    async with ao.open_study("memory://", "s", SPACE, algo=ao.rand.suggest, seed=1) as study:
+        held = await asked(study, 3)
+        results = await study.finish_and_ask_many(
+            [(t.tid, Outcome(ao.TrialState.OK, loss=1.0)) for t in held]
+        )
+        pairs = [r for r in results if not isinstance(r, BaseException)]
+        assert [f.tid for f, _ in pairs] == [0, 1, 2]
+        assert sorted(new.tid for _, new in pairs if new is not None) == [3, 4, 5]
+        assert study.counts()[ao.TrialState.OK] == 3
