@@ -37,6 +37,22 @@ def test_the_halves_sum_as_the_split_sum_does(seed: int) -> None:
     assert np.array_equal(second, together[1])
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_the_one_pass_pair_sums_as_the_two_calls_do(seed: int) -> None:
+    # Long rows included: there `_logsumexp` sums in single precision too, and the pair
+    # must give its very numbers.
+    rng = np.random.default_rng(50 + seed)
+    m = int(rng.choice([1, 7, 24]))
+    n = int(rng.integers(20_000 // m - 500, 20_000 // m + 3000)) if seed % 2 else 300
+    split = int(rng.integers(1, 60))
+    values = _rows(rng, m, split + n)
+    with np.errstate(all="ignore"):
+        first, second = _parzen._rough_split_logsumexp(values, split)
+        assert np.array_equal(first, _parzen._logsumexp(values[:, :split], axis=1))
+        single = _parzen._logsumexp(values[:, split:], axis=1, single=True)
+    assert np.array_equal(second, single)
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_single_precision_sums_stay_within_the_bound(seed: int) -> None:
     rng = np.random.default_rng(100 + seed)

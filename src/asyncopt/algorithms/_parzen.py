@@ -868,8 +868,8 @@ class ProductMixture:
         kernel = cumulative.searchsorted(uniforms[:m] * cumulative[-1], side="right")
         np.minimum(kernel, self.n_kernels - 1, out=kernel)
         if dn:
-            mus = self.mus[kernel]
-            sigmas = self.sigmas[kernel]
+            mus = self.mus.take(kernel, axis=0)
+            sigmas = self.sigmas.take(kernel, axis=0)
             # lo + U (hi - lo) with lo, hi the CDF at the bounds, then its inverse CDF:
             # the same arithmetic as on fresh arrays, in place.
             ends = np.subtract(self._bounds, mus)
@@ -989,6 +989,10 @@ class ProductMixture:
                 return int(near[int(exact.argmax())])
             # (The same sums as `_split_logsumexp` makes, half by half.)
             second = _logsumexp(total[:, split:], axis=1)
+        elif 0 < split < k and m * n > 20_000:
+            # g's sums are in single precision here anyway (see `_logsumexp`): the
+            # one-pass pair gives the very numbers of the two calls below.
+            first, second = _rough_split_logsumexp(total, split)
         elif total.size > 20_000 or not 0 < split < k:
             first, second = (
                 _logsumexp(total[:, :split], axis=1),
@@ -1378,6 +1382,9 @@ def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     # Column blocks small enough that BLAS stays single-threaded: thread start-up costs
     # more than these thin products, and badly so on a busy machine.
     step = max(1, 200_000 // max(1, a.shape[0] * a.shape[1]))
+    if b.shape[1] <= step:
+        # (One block: the same product as the loop below would make.)
+        return np.matmul(a, b, out=out)
     for start in range(0, b.shape[1], step):
         np.matmul(a, b[:, start : start + step], out=out[:, start : start + step])
     return out
@@ -1496,7 +1503,9 @@ def _kernel_log_mass(
         lower, upper = z[0], z[1]
         layout: Literal["F", "C"] = "F" if lower.flags.f_contiguous else "C"
         reach = np.minimum(upper, np.negative(lower), order=layout)
-        needed = np.flatnonzero(np.logical_not(np.greater_equal(reach, _CDF_ONE)).ravel(layout))
+        # (A NaN reach is computed too: its mass stays NaN.)
+        far = np.greater_equal(reach, _CDF_ONE)
+        needed = np.logical_not(far, out=far).ravel(layout).nonzero()[0]
         masses = np.zeros(mus.shape, order=layout)
         low, high = lower.ravel(layout).take(needed), upper.ravel(layout).take(needed)
         masses.ravel(layout)[needed] = np.log(_ndtr(high) - _ndtr(low))
@@ -1643,7 +1652,8 @@ def _exp_shifted(shifted: np.ndarray) -> np.ndarray:
         return exp
     keep = np.less_equal(shifted, _EXP_ZERO)
     np.logical_not(keep, out=keep)
-    result = np.zeros_like(shifted)
+    # (The same memory order as ``shifted``: sums along its rows add in the same order.)
+    result = np.zeros(shifted.shape) if shifted.flags.c_contiguous else np.zeros_like(shifted)
     np.exp(shifted, out=result, where=keep)
     return result
 
