@@ -394,6 +394,7 @@ class Axes:
         "_log_columns",
         "_tame",
         "_tame_grid",
+        "_tame_log",
         "_unit_high",
         "_unit_low",
         "_unit_steps",
@@ -454,6 +455,13 @@ class Axes:
         with np.errstate(all="ignore"):
             reach = 2.0 * (np.abs(self._half_origin) + np.abs(self.half_span))
             self._tame = bool(self.bounded.all() and (reach < 1e300).all())
+            # Tame log axes: every raw exponent of the supports lies well inside the
+            # range `from_unit` clamps exponents to, so for points inside the supports
+            # the clamp changes nothing.
+            ends = 2.0 * (np.abs(self._half_origin) + np.abs(self.half_span))
+            self._tame_log = self._tame and bool(
+                (ends[self._log_columns] < min(-_MIN_LOG, _MAX_LOG) - 1.0).all()
+            )
             grid_reach = np.where(self.log, np.exp(np.minimum(reach, _MAX_LOG)), reach)
             self._tame_grid = self._tame and bool(
                 (grid_reach[self._grid_columns] < 1e299 * self._grid_q).all()
@@ -574,8 +582,9 @@ class Axes:
             at = self._log_at
             if isinstance(at, slice):
                 view = raw[:, at]
-                np.maximum(view, _MIN_LOG, out=view)
-                np.minimum(view, _MAX_LOG, out=view)
+                if not (inside and self._tame_log):
+                    np.maximum(view, _MIN_LOG, out=view)
+                    np.minimum(view, _MAX_LOG, out=view)
                 np.exp(view, out=view)
             else:
                 raw[:, columns] = np.exp(

@@ -524,7 +524,7 @@ class _Proposer:
 
         ``extra`` appends one more weight (the prior kernel's).
         """
-        n_lied = int(np.count_nonzero(lied))
+        n_lied = _count_lies(lied)
         n_true = len(lied) - n_lied
         if not n_lied:
             return _plain_weights(n_true, self.tpe.linear_forgetting, extra)
@@ -731,7 +731,7 @@ class _Proposer:
         # drawn from one sharp l would crowd one spot). Pending trials do not divide it:
         # the believer models them, and without the liar they are ignored.
         in_flight = 1 + len(self.extra[index])
-        finished = len(below_rows) + len(above_rows) - int(np.count_nonzero(above_lied))
+        finished = len(below_rows) + len(above_rows) - _count_lies(above_lied)
         evidence = max(1, finished // in_flight)
         clip_count = max(len(below_rows), math.isqrt(max(1, len(below_rows)) * evidence))
         if self.any_believed:
@@ -809,6 +809,11 @@ _BELOW_WIDTHS: dict[int, tuple[_Group, tuple[bool, int], np.ndarray, np.ndarray]
 def _any_lie(lied: np.ndarray) -> bool:
     # Whether any flag is set; the shared all-False flags (`false_flags`) need no look.
     return lied is not false_flags(len(lied)) and bool(lied.any())
+
+
+def _count_lies(lied: np.ndarray) -> int:
+    # How many flags are set (as `_any_lie`, the shared all-False flags need no look).
+    return 0 if lied is false_flags(len(lied)) else int(np.count_nonzero(lied))
 
 
 # The unit row of a call's last proposal, which nothing reads.
