@@ -1629,7 +1629,7 @@ def _rough_split_logsumexp(values: np.ndarray, split: int) -> tuple[np.ndarray, 
 # exp() of anything at or below this is exactly 0.
 _EXP_ZERO = -746.0
 # `_exp_shifted` skips the underflowing terms from this many terms on.
-_EXP_MASK_FROM = 1024
+_EXP_MASK_FROM = 2048
 
 # `ProductMixture.best_ratio` ranks by single-precision sums from this many terms on
 # (below, the saving is smaller than the extra calls).

@@ -392,7 +392,8 @@ class _Proposer:
         self.losses = history.losses
         # Pending trials taken as observations with a predicted loss, and pending trials
         # that join the above group as lies (only when nothing has finished to predict from).
-        self.believed = self.lies = false_flags(size)
+        # (Read only when any are set.)
+        self.believed = self.lies = _NO_FLAGS
         self.any_believed = self.any_lies = False
         bad = states == _FAIL if n_failed else None
         if tpe.constant_liar and counts[_QUEUED] + counts[_RUNNING]:
