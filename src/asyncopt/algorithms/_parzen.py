@@ -875,25 +875,16 @@ class ProductMixture:
         # be (kernels, then points, then categories): the same stream.
         uniforms = rng.random(m * (1 + dn + n_tables))
         kernel = cumulative.searchsorted(uniforms[:m] * cumulative[-1], side="right")
-        np.minimum(kernel, self.n_kernels - 1, out=kernel)
+        kernel = np.minimum(kernel, self.n_kernels - 1)
         if dn:
+            # (On arrays this small a fresh result costs less than writing in place.)
             mus = self.mus.take(kernel, axis=0)
             sigmas = self.sigmas.take(kernel, axis=0)
-            # lo + U (hi - lo) with lo, hi the CDF at the bounds, then its inverse CDF:
-            # the same arithmetic as on fresh arrays, in place.
-            ends = np.subtract(self._bounds, mus)
-            ends /= sigmas
-            lo, hi = special.ndtr(ends, out=ends)
-            np.subtract(hi, lo, out=hi)
-            u = uniforms[m : m * (1 + dn)].reshape(m, dn) * hi
-            u += lo
-            np.maximum(u, 1e-300, out=u)
-            np.minimum(u, 1.0 - 1e-16, out=u)
-            points = special.ndtri(u, out=u)
-            points *= sigmas
-            points += mus
-            np.maximum(points, self.lows, out=points)
-            np.minimum(points, self.highs, out=points)
+            lo, hi = special.ndtr((self._bounds - mus) / sigmas)
+            u = lo + uniforms[m : m * (1 + dn)].reshape(m, dn) * (hi - lo)
+            u = np.minimum(np.maximum(u, 1e-300), 1.0 - 1e-16)
+            points = mus + sigmas * special.ndtri(u)
+            points = np.minimum(np.maximum(points, self.lows), self.highs)
             if not self._finite:
                 # Within finite bounds a point is finite unless its centre is NaN (the
                 # widths of `gap_bandwidths` never are): then it stays NaN either way.
@@ -904,8 +895,8 @@ class ProductMixture:
         if self.tables:
             # One block of uniforms, row j for table j (the same stream as a draw per table).
             uniforms = uniforms[m * (1 + dn) :].reshape(n_tables, m)
-            widths = {table.shape[1] for table, _ in self.tables}
-            if len(widths) == 1:
+            widths = {table.shape[1] for table, _ in self.tables} if n_tables > 1 else None
+            if widths is None or len(widths) == 1:
                 # Tables of one width: all of them in one (tables, draws, categories) block.
                 # Cumulative rows: those of cached tables are cached too (a cumulative
                 # sum along each row is the same whichever rows are gathered).
@@ -922,7 +913,8 @@ class ProductMixture:
                 )
                 draw = uniforms[:, :, None] * rows[:, :, -1:]
                 counts = (rows <= draw).sum(axis=2)
-                categories[...] = np.minimum(counts, widths.pop() - 1).T
+                size = self.tables[0][0].shape[1]
+                categories[...] = np.minimum(counts, size - 1).T
             else:
                 for j, (table, codes) in enumerate(self.tables):
                     rows = table[kernel if codes is None else codes[kernel]].cumsum(axis=1)
