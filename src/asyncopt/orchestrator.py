@@ -372,11 +372,19 @@ class _Run:
             if following is not None:
                 ahead.ready.append(following)
                 if self.looks_ahead():
-                    spare = await self.study.ask(budget=self.max_evals)
-                    if spare is not None:
-                        ahead.ready.append(spare)
+                    ahead.take_off()
+                    self.background.start_soon(self.take_spare, ahead)
         if finished is not None:
             await self.after(finished)
+
+    async def take_spare(self, ahead: _Ahead) -> None:
+        """Take a trial for a worker that starts to look ahead, while it runs its next."""
+        try:
+            spare = await self.study.ask(budget=self.max_evals)
+            if spare is not None:
+                ahead.ready.append(spare)
+        finally:
+            ahead.land()
 
     def may_take_next(self, outcome: Outcome) -> bool:
         """Whether the next trial may be taken before `after` has seen this outcome."""
