@@ -170,8 +170,9 @@ def _neighbour_gaps(points: np.ndarray) -> np.ndarray:
     # Flat positions of the sorted points: one flat gather and one flat scatter are much
     # cheaper than 2-D fancy indexing. The sorted values are then overwritten in place
     # by the widths.
-    order = _row_order(rows)
-    order += _row_offsets(d, n)
+    order, flat = _row_order(rows)
+    if not flat:
+        order += _row_offsets(d, n)
     # (The positions are a permutation: clip mode only skips the bounds checks.)
     widths = rows.ravel().take(order, mode="clip")
     gaps = widths[:, 1:] - widths[:, :-1]
@@ -201,27 +202,36 @@ _INDEX_BITS = 17
 _PACKED_FROM = 256
 
 
-def _row_order(rows: np.ndarray) -> np.ndarray:
-    # argsort of each row. For long rows, sorting int64 keys that pack the value's rank
-    # position (45 bits) above the column index is several times faster than argsort;
-    # values closer than 2**-45 of the row's span may come out in index order instead.
-    n = rows.shape[1]
+def _row_order(rows: np.ndarray) -> tuple[np.ndarray, bool]:
+    # argsort of each row, and whether the positions are flat ones (row * n + column)
+    # rather than columns. For long rows, sorting int64 keys that pack the value's rank
+    # position (45 bits) above the index is several times faster than argsort; values
+    # closer than 2**-45 of the row's span may come out in index order instead. (The
+    # index packed is the flat position when it fits: the same order within a row.)
+    d, n = rows.shape
     if n < _PACKED_FROM or n >= 1 << _INDEX_BITS:
         order: np.ndarray = rows.argsort(axis=1)
-        return order
+        return order, False
     low = rows.min(axis=1, keepdims=True)
     span = rows.max(axis=1, keepdims=True) - low
-    span = np.where(span > 0, span, 1.0)
+    if not span.min() > 0:
+        span = np.where(span > 0, span, 1.0)
     scaled = rows - low
     scaled /= span
     scaled *= float(1 << 45)
     # (Non-negative: truncation is the floor.)
     keys: np.ndarray = scaled.astype(np.int64)
     keys <<= _INDEX_BITS
-    keys |= np.arange(n, dtype=np.int64)
+    flat = d * n <= len(_POSITIONS)
+    keys |= _POSITIONS[: d * n].reshape(d, n) if flat else _POSITIONS[:n]
     keys.sort(axis=1)
     keys &= (1 << _INDEX_BITS) - 1
-    return keys
+    return keys, flat
+
+
+# 0, 1, 2, ... as int64, every index that fits below a packed key (read-only).
+_POSITIONS = np.arange(1 << _INDEX_BITS, dtype=np.int64)
+_POSITIONS.flags.writeable = False
 
 
 def categorical_kernels(
