@@ -358,14 +358,9 @@ class _Proposer:
         self.groups = _groups(space, tpe.multivariate)
         states = history.states
         values = history.values
-        inactive = [np.isnan(values[g.first]) for g in self.groups]
-        # Groups active in every trial (the unconditional one, usually) need no row masks
-        # (theirs is made only for the believer, which reads every group's).
-        self.everywhere = [not nan.any() for nan in inactive]
-        self.active = [
-            _ALL_ACTIVE if everywhere else ~nan
-            for nan, everywhere in zip(inactive, self.everywhere)
-        ]
+        self.active = [~np.isnan(values[g.first]) for g in self.groups]
+        # Groups active in every trial (the unconditional one, usually) need no row masks.
+        self.everywhere = [bool(active.all()) for active in self.active]
         # Unit columns are kept axis-major (Fortran order): per-axis constants then
         # broadcast along contiguous memory, several times faster on long histories.
         size = len(history)
@@ -404,12 +399,8 @@ class _Proposer:
         if tpe.constant_liar and counts[_QUEUED] + counts[_RUNNING]:
             pending = (states == _QUEUED) | (states == _RUNNING)
             if n_ok:
-                active = [
-                    np.ones(size, dtype=bool) if mask is _ALL_ACTIVE else mask
-                    for mask in self.active
-                ]
                 self.losses = believed_losses(
-                    self.losses, ok, pending, active, self.units, self.indices
+                    self.losses, ok, pending, self.active, self.units, self.indices
                 )
                 self.believed = pending
                 self.any_believed = True
@@ -810,9 +801,6 @@ _NO_ROWS = np.empty(0, dtype=np.intp)
 _NO_ROWS.flags.writeable = False
 _NO_FLAGS = np.empty(0, dtype=bool)
 _NO_FLAGS.flags.writeable = False
-# The active mask of a group active in every trial, which nothing reads (see `_Proposer`).
-_ALL_ACTIVE = np.empty(0, dtype=bool)
-_ALL_ACTIVE.flags.writeable = False
 
 # The last widths of l per group (`_Proposer._below_widths`): the group (kept alive, so
 # that its id stays its own), (magic clip, clip count), the observations, the widths.
