@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+_SUM, _MAX, _MIN = np.add.reduce, np.maximum.reduce, np.minimum.reduce
 # Per-thread reusable buffers for the large temporaries of a density evaluation (see
 # `_scratch`), and the largest buffer kept (in elements).
 _SCRATCH = threading.local()
@@ -214,7 +215,7 @@ def _row_order(rows: np.ndarray) -> tuple[np.ndarray, bool]:
         return order, False
     low = rows.min(axis=1, keepdims=True)
     span = rows.max(axis=1, keepdims=True) - low
-    if not span.min() > 0:
+    if not _MIN(span, axis=None) > 0:
         span = np.where(span > 0, span, 1.0)
     scaled = rows - low
     scaled /= span
@@ -985,7 +986,7 @@ class ProductMixture:
         ):
             first, rough = _rough_split_logsumexp(total, split)
             score = first - rough
-            top, bottom = float(score.max()), float(score.min())
+            top, bottom = float(_MAX(score)), float(_MIN(score))
             # (Finite exactly when every score is.)
             if math.isfinite(top - bottom):
                 # Each exact score lies within ``error`` of its rough one: a point more
@@ -1040,12 +1041,14 @@ class ProductMixture:
             sigmas = self.sigmas if everywhere else self.sigmas[:, continuous_at]
             masses = self._masses()
             inv_var = 1.0 / (sigmas**2)
-            square = 0.5 * (mus * mus * inv_var).sum(axis=1)
+            # (Reductions by the ufuncs themselves: what the methods call, minus a
+            # Python layer.)
+            square = 0.5 * _SUM(mus * mus * inv_var, axis=1)
             constant = self.log_weights - (
                 square
-                + np.log(sigmas).sum(axis=1)
+                + _SUM(np.log(sigmas), axis=1)
                 + continuous.size * _LOG_SQRT_2PI
-                + (masses if everywhere else masses[:, continuous_at]).sum(axis=1)
+                + _SUM(masses if everywhere else masses[:, continuous_at], axis=1)
             )
             # constant - 0.5 * sum_d (x - mu)^2 / s^2, expanded into one matrix product.
             dc = continuous.size
@@ -1649,7 +1652,7 @@ def _rough_error(n: int, rough: np.ndarray, score: float) -> float:
     # subtract them from the same numbers (roundings of the results' size). Every part
     # is counted with room to spare.
     # (``score``: the largest magnitude of the scores.)
-    largest = max(float(np.abs(rough).max()), score)
+    largest = max(float(_MAX(np.abs(rough))), score)
     return n * 3e-8 + 2e-6 + largest * 2.0**-40
 
 
