@@ -20,6 +20,12 @@ mass may underflow, but the prior kernel, as wide as the support, always gives a
 mass far above the floor, so the mixture stays exact where it matters. Cells narrower
 than 1e-6 of the prior's width (far below the clipped kernel widths) are scored by the
 density at the grid point instead (the TPE layer decides this).
+
+`ProductMixture.best_ratio` picks the candidate TPE proposes. Only that choice has to
+be exact, not the scores: where g has many kernels its densities are first summed in
+single precision, and exact sums are taken only for the candidates that a proven
+bound on that rounding cannot separate from the best (the same choice as exact sums
+throughout, bit for bit).
 """
 
 from __future__ import annotations
