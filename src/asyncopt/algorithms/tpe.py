@@ -364,22 +364,21 @@ class _Proposer:
         # Unit columns are kept axis-major (Fortran order): per-axis constants then
         # broadcast along contiguous memory, several times faster on long histories.
         size = len(history)
-        self.units = [
-            g.axes.to_unit(_columns_of(values, g.numeric, size), fresh=True)
-            if g.numeric
-            else np.empty((len(history), 0))
-            for g in self.groups
-        ]
-        self.indices = [
-            # Clipped so that a stray stored value cannot index outside the categories.
-            np.minimum(
-                np.maximum(_columns_of(values, g.categorical, size) - g.offsets, 0.0),
-                g.top_codes,
+        self.units: list[np.ndarray] = []
+        self.indices: list[np.ndarray] = []
+        for g in self.groups:
+            # A group's numeric and category columns in one block (one gather).
+            columns = _columns_of(values, g.numeric + g.categorical, size)
+            dn = len(g.numeric)
+            self.units.append(
+                g.axes.to_unit(columns[:, :dn], fresh=True) if dn else np.empty((size, 0))
             )
-            if g.categorical
-            else np.empty((len(history), 0))
-            for g in self.groups
-        ]
+            self.indices.append(
+                # Clipped so that a stray stored value cannot index outside the categories.
+                np.minimum(np.maximum(columns[:, dn:] - g.offsets, 0.0), g.top_codes)
+                if g.categorical
+                else np.empty((size, 0))
+            )
         # Proposals of this call, per group: unit rows and category rows (kept only when
         # a later proposal of the call will read them).
         self.extra: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in self.groups]
