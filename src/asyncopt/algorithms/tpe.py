@@ -387,7 +387,8 @@ class _Proposer:
             counts = np.bincount(states, minlength=5)
         n_ok = int(counts[_OK])
         n_failed = int(counts[_FAIL])
-        ok = states == _OK
+        # (Every trial OK, as in a sequential run: no mask needed for the rows.)
+        ok = None if n_ok == size else states == _OK
         self.losses = history.losses
         # Pending trials taken as observations with a predicted loss, and pending trials
         # that join the above group as lies (only when nothing has finished to predict from).
@@ -395,7 +396,7 @@ class _Proposer:
         self.believed = self.lies = _NO_FLAGS
         self.any_believed = self.any_lies = False
         bad = states == _FAIL if n_failed else None
-        if tpe.constant_liar and counts[_QUEUED] + counts[_RUNNING]:
+        if ok is not None and tpe.constant_liar and counts[_QUEUED] + counts[_RUNNING]:
             pending = (states == _QUEUED) | (states == _RUNNING)
             if n_ok:
                 self.losses = believed_losses(
@@ -409,7 +410,7 @@ class _Proposer:
                 self.any_lies = True
                 bad = pending if bad is None else bad | pending
         # (``nonzero`` of a 1-D mask: the rows, without np.flatnonzero's wrapper calls.)
-        self.ok_rows = ok.nonzero()[0]
+        self.ok_rows = _first_rows(size) if ok is None else ok.nonzero()[0]
         self.bad_rows = _NO_ROWS if bad is None else bad.nonzero()[0]
         # Whether every trial is an OK (or believed) observation.
         self.all_ok = len(self.ok_rows) == size
@@ -798,6 +799,20 @@ def _plain_weights(n: int, flat: int | None, extra: float | None) -> np.ndarray:
 
 _NO_ROWS = np.empty(0, dtype=np.intp)
 _NO_ROWS.flags.writeable = False
+# 0, 1, 2, ...: the rows of a history whose trials are all OK (read-only, grown as
+# histories grow; see `_first_rows`).
+_ROWS = np.empty(0, dtype=np.intp)
+
+
+def _first_rows(size: int) -> np.ndarray:
+    global _ROWS
+    if len(_ROWS) < size:
+        rows = np.arange(max(size, 2 * len(_ROWS), 1024), dtype=np.intp)
+        rows.flags.writeable = False
+        _ROWS = rows
+    return _ROWS[:size]
+
+
 _NO_FLAGS = np.empty(0, dtype=bool)
 _NO_FLAGS.flags.writeable = False
 
