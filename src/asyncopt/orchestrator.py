@@ -172,6 +172,8 @@ class _Run:
         self.catch = catch
         self.progress = progress
         self.concurrency = concurrency
+        # A storage that answers without yielding (memory) has no wait to hide.
+        self.storage_waits = not getattr(study.storage, "never_yields", False)
         self.threads = anyio.CapacityLimiter(concurrency)
         self.stopping = False
         # Set when the worker looking at the study for the idle ones has looked.
@@ -230,12 +232,14 @@ class _Run:
         costs more than `_LOOKAHEAD_SHARE` of an objective call: the objectives can run
         while it waits. Suggestions are not counted: they take the event loop's time
         either way, and looking ahead makes them see more pending trials, which costs a
-        model-based search time and quality. Never with one worker (its suggestions
+        model-based search time and quality. Never on a storage that answers without
+        waiting (memory), nor with one worker (its suggestions
         must see every earlier result, for reproducibility), nor with ``early_stop``,
         which sees each trial before the next starts.
         """
         return (
             self.concurrency > 1
+            and self.storage_waits
             and self.early_stop is None
             and self.objective_seconds is not None
             and self.study.round_trip_seconds > _LOOKAHEAD_SHARE * self.objective_seconds

@@ -90,6 +90,17 @@ async def test_no_worker_looks_ahead_when_the_wait_is_small() -> None:
     assert most_held_at_once(result.trials) <= 4
 
 
+async def test_no_worker_looks_ahead_on_a_storage_that_answers_at_once() -> None:
+    # A free objective: the memory round trip is many times the call, but it takes the
+    # event loop's time, so there is no wait for the objectives to fill.
+    objective = Counted(0.0)
+    result = await ao.minimize(
+        objective, SPACE, algo=ao.rand.suggest, max_evals=60, concurrency=4, seed=3
+    )
+    assert_complete(result.trials, 60)
+    assert most_held_at_once(result.trials) <= 4
+
+
 async def test_one_worker_never_looks_ahead(tmp_path: Path) -> None:
     # Its suggestions must see every result before them (reproducibility).
     objective = Counted(0.0)
