@@ -326,7 +326,7 @@ class _Run:
             else:
                 with anyio.fail_after(self.trial_timeout):
                     value = await self.call_objective(trial.params)
-            return attrs.evolve(from_value(value), started_at=began), None
+            outcome, escaping = from_value(value), None
         except (cancelled, KeyboardInterrupt):
             # Under trio, Ctrl-C raises KeyboardInterrupt in whichever task runs (here the
             # objective): the trial was interrupted, not failed.
@@ -335,14 +335,15 @@ class _Run:
             raise
         except TimeoutError:
             message = f"TimeoutError: the objective exceeded trial_timeout={self.trial_timeout}s"
-            return Outcome(TrialState.FAIL, error=message, started_at=began), None
+            outcome, escaping = Outcome(TrialState.FAIL, error=message), None
         except self.catch as exc:
-            return attrs.evolve(from_exception(exc), started_at=began), None
+            outcome, escaping = from_exception(exc), None
         except BaseException as exc:
-            return attrs.evolve(from_exception(exc), started_at=began), exc
+            outcome, escaping = from_exception(exc), exc
         finally:
             took = time.perf_counter() - started
             self.objective_seconds = moving_average(self.objective_seconds, took)
+        return attrs.evolve(outcome, started_at=began), escaping
 
     async def hand_over(
         self, trial: Trial, outcome: Outcome, escaping: BaseException | None, ahead: _Ahead

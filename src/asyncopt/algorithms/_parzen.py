@@ -958,11 +958,8 @@ class ProductMixture:
         with its own normalized weights) and a pair of log densities is returned.
         """
         total = self._log_terms(points, cells, categories, quantized)
-        k = self.n_kernels
         if split is not None:
-            if total.size > 20_000 or not 0 < split < k:
-                return _logsumexp(total[:, :split], axis=1), _logsumexp(total[:, split:], axis=1)
-            return _split_logsumexp(total, split)
+            return _split_pair(total, split)
         return _logsumexp(total, axis=1)
 
     def best_ratio(
@@ -1011,13 +1008,8 @@ class ProductMixture:
             # g's sums are in single precision here anyway (see `_logsumexp`): the
             # one-pass pair gives the very numbers of the two calls below.
             first, second = _rough_split_logsumexp(total, split)
-        elif total.size > 20_000 or not 0 < split < k:
-            first, second = (
-                _logsumexp(total[:, :split], axis=1),
-                _logsumexp(total[:, split:], axis=1),
-            )
         else:
-            first, second = _split_logsumexp(total, split)
+            first, second = _split_pair(total, split)
         exact = np.subtract(first, second, out=first)
         return int(np.fmax(exact, -np.inf, out=exact).argmax())
 
@@ -1589,6 +1581,13 @@ def _split_starts(split: int) -> np.ndarray:
     starts = np.array([0, split])
     starts.flags.writeable = False
     return starts
+
+
+def _split_pair(values: np.ndarray, split: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the log-sum-exps of the columns before ``split`` and from it."""
+    if values.size > 20_000 or not 0 < split < values.shape[1]:
+        return _logsumexp(values[:, :split], axis=1), _logsumexp(values[:, split:], axis=1)
+    return _split_logsumexp(values, split)
 
 
 def _split_logsumexp(values: np.ndarray, split: int) -> tuple[np.ndarray, np.ndarray]:

@@ -182,7 +182,8 @@ def finishing_state(state: TrialState | int) -> TrialState:
 
 
 def checked_start(started_at: float | None) -> float | None:
-    """A finish's ``started_at`` as a float, or ValueError naming it if not a finite number."""
+    """A finish's ``started_at`` as a float; TypeError or ValueError naming it if it is not
+    a finite number of seconds."""
     if started_at is None:
         return None
     if isinstance(started_at, bool) or not isinstance(started_at, (int, float)):

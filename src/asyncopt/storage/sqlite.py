@@ -165,8 +165,8 @@ _SQL_INSERT_TRIAL = (
 )
 _SQL_LAST_SEQ = f"SELECT {_LAST_SEQ}"
 
-# What `_Ops.finish` records of a trial: its tid, state, loss, result (JSON text), error.
-# tid, state, loss, result (JSON text), error, started_at.
+# What `_Ops.finish` records of a trial: its tid, state, loss, result (JSON text), error
+# and start time (None keeps the stored one).
 _Outcome = tuple[
     int, "TrialState | int", "float | None", "str | None", "str | None", "float | None"
 ]
@@ -191,8 +191,17 @@ def _dumps(value: Any, what: str) -> str:
         raise StorageError(f"cannot store the {what}: {exc}") from None
 
 
-def _result_text(result: Mapping[str, Any] | None) -> str | None:
-    return None if result is None else _dumps(dict(result), "result")
+def _outcome_of(
+    tid: int,
+    state: TrialState,
+    loss: float | None,
+    result: Mapping[str, Any] | None,
+    error: str | None,
+    started_at: float | None,
+) -> _Outcome:
+    """A finish's arguments as `_Ops.finish` takes them (checked before any SQL runs)."""
+    text = None if result is None else _dumps(dict(result), "result")
+    return tid, state, loss, text, error, checked_start(started_at)
 
 
 def _int_in(value: int | None) -> int | str | None:
@@ -1081,7 +1090,7 @@ class SQLiteStorage(StorageContext):
 
         Raises `TrialNotFoundError`, `TrialStateError` or `LeaseLostError`.
         """
-        outcome = (tid, state, loss, _result_text(result), error, checked_start(started_at))
+        outcome = _outcome_of(tid, state, loss, result, error, started_at)
         trial, _ = await self._finish_one(study, worker, outcome, None)
         return trial
 
@@ -1099,7 +1108,7 @@ class SQLiteStorage(StorageContext):
         started_at: float | None = None,
     ) -> tuple[Trial, list[Trial]]:
         """`finish_trial` then `trials_since(study, since)` in one transaction."""
-        outcome = (tid, state, loss, _result_text(result), error, checked_start(started_at))
+        outcome = _outcome_of(tid, state, loss, result, error, started_at)
         return await self._finish_one(study, worker, outcome, since)
 
     async def _finish_one(
@@ -1128,8 +1137,7 @@ class SQLiteStorage(StorageContext):
         See `StorageContext.finish_and_create_many`.
         """
         outcomes = [
-            (h.tid, h.state, h.loss, _result_text(h.result), h.error, checked_start(h.started_at))
-            for h in handovers
+            _outcome_of(h.tid, h.state, h.loss, h.result, h.error, h.started_at) for h in handovers
         ]
         then_create = [(_dumps(dict(h.assignment), "assignment"), h.seed) for h in handovers]
         finished, changed, created = await self._call(
