@@ -343,7 +343,9 @@ class _Run:
         finally:
             took = time.perf_counter() - started
             self.objective_seconds = moving_average(self.objective_seconds, took)
-        return attrs.evolve(outcome, started_at=began), escaping
+        # (Built directly: attrs.evolve costs three times as much, on every trial.)
+        stamped = Outcome(outcome.state, outcome.loss, outcome.result, outcome.error, began)
+        return stamped, escaping
 
     async def hand_over(
         self, trial: Trial, outcome: Outcome, escaping: BaseException | None, ahead: _Ahead
