@@ -802,21 +802,11 @@ class _Ops:
                     (TrialState.CANCELLED, now, error, seq, study_id, trial.tid),
                 )
                 reaped.append(
-                    Trial(
-                        study=study,
-                        tid=trial.tid,
+                    trial.evolve(
                         state=TrialState.CANCELLED,
-                        assignment=trial.assignment,
-                        loss=trial.loss,
-                        result=trial.result,
                         error=error,
-                        created_at=trial.created_at,
-                        started_at=trial.started_at,
                         finished_at=now,
                         lease_expires_at=None,
-                        worker=trial.worker,
-                        seed=trial.seed,
-                        retry_of=trial.retry_of,
                         seq=seq,
                     )
                 )
