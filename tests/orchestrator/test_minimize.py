@@ -652,3 +652,32 @@ async def test_a_spent_budget_ends_soon_after_another_workers_last_trial(
 
     lags = [await lag(f"run{i}") for i in range(3)]
     assert sorted(lags)[1] < 0.06
+
+
+async def test_an_objective_that_never_awaits_leaves_the_event_loop_to_other_tasks() -> None:
+    # A free objective on memory never waits, so the worker hands the loop over now and
+    # then by itself: a ticker in the same loop keeps ticking, and the timeout gets in.
+    ticks = 0
+
+    async def objective(params: dict[str, Any]) -> float:
+        return float(params["x"] ** 2)
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.005)
+            ticks += 1
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(ticker)
+        started = time.monotonic()
+        result = await ao.minimize(
+            objective, SPACE, algo=ao.rand.suggest, max_evals=50_000, timeout=0.5, seed=1
+        )
+        took = time.monotonic() - started
+        group.cancel_scope.cancel()
+    assert took < 3.0
+    assert len(result.trials) > 100
+    # A tick every 5 ms would give 100; a pass of the loop every 10 ms or so lets some in
+    # even on a busy machine (none at all if the worker never handed the loop over).
+    assert ticks >= 5
