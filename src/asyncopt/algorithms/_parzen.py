@@ -831,15 +831,17 @@ class ProductMixture:
             mixture._bounds, mixture._finite = bounds, finite
             mixture.log_mass = None
         both.mus, both.sigmas = mus, sigmas
-        both.tables = tuple((rows, codes) for rows, codes, _ in tables)
+        both.tables = tuple([(rows, codes) for rows, codes, _ in tables])
         both.log_weights = np.concatenate((log_below, log_above))
         both.cumulative = None
         below.mus, below.sigmas = mus[:split], sigmas[:split]
         below.tables = tuple(
-            (rows[:split], None)
-            if codes is None
-            else (rows if head is None else head, codes[:split])
-            for rows, codes, head in tables
+            [
+                (rows[:split], None)
+                if codes is None
+                else (rows if head is None else head, codes[:split])
+                for rows, codes, head in tables
+            ]
         )
         below.log_weights, below.cumulative = log_below, cumulative
         return both, below
@@ -1236,7 +1238,11 @@ def _normalized_log_weights(
     if by_id is not None and by_id[0] is weights:
         found = by_id[1]
     else:
-        key = weights.tobytes() if len(weights) <= 4096 else None
+        # A read-only vector is usually a cached one that comes back (see
+        # `_plain_weights` in tpe): remembered by identity below, and kept alive so
+        # that its id stays its own; other vectors by their bytes.
+        by_identity = not weights.flags.writeable and weights.base is None
+        key = weights.tobytes() if len(weights) <= 4096 and not by_identity else None
         cached = None if key is None else _LOG_WEIGHTS.get(key)
         if cached is None:
             log_w = np.log(np.maximum(weights, 1e-300))
@@ -1248,10 +1254,7 @@ def _normalized_log_weights(
                     _LOG_WEIGHTS.clear()
                 _LOG_WEIGHTS[key] = cached
         found = cached
-        if not weights.flags.writeable and weights.base is None:
-            # A read-only vector is usually a cached one that comes back (see
-            # `_plain_weights` in tpe): remembered by identity, and kept alive so that
-            # its id stays its own.
+        if by_identity:
             if len(_LOG_WEIGHTS_BY_ID) > 256:
                 _LOG_WEIGHTS_BY_ID.clear()
             _LOG_WEIGHTS_BY_ID[id(weights)] = (weights, found)

@@ -98,6 +98,7 @@ from asyncopt.storage.base import TrialState
 __all__ = ["TPE", "configure", "suggest"]
 
 _GAMMA_RULES = ("linear", "sqrt")
+_SUM = np.add.reduce
 _OK, _FAIL = int(TrialState.OK), int(TrialState.FAIL)
 _QUEUED, _RUNNING = int(TrialState.QUEUED), int(TrialState.RUNNING)
 _PRESETS = ("default", "hyperopt")
@@ -291,6 +292,8 @@ class _Group:
     dense_priors: list[np.ndarray] | None
     # (label, is integer) of each numeric parameter, for writing assignments.
     numeric_out: tuple[tuple[str, bool], ...] = ()
+    # Whether the group is active in every trial (its condition always holds).
+    always: bool = False
 
     @property
     def first(self) -> str:
@@ -336,6 +339,7 @@ def _build_groups(space: CompiledSpace, multivariate: bool) -> list[_Group]:
                 top_codes,
                 priors,
                 tuple((s.label, s.dist.is_integer) for s in numeric),
+                specs[0].condition.is_always,
             )
         )
     return groups
@@ -358,9 +362,15 @@ class _Proposer:
         self.groups = _groups(space, tpe.multivariate)
         states = history.states
         values = history.values
-        self.active = [~np.isnan(values[g.first]) for g in self.groups]
+        self._values = values
+        self._active: list[np.ndarray] | None = None
         # Groups active in every trial (the unconditional one, usually) need no row masks.
-        self.everywhere = [bool(active.all()) for active in self.active]
+        # (A column's sum is NaN when a value is, and without one only if two are
+        # infinite: one reduction settles the usual case.)
+        self.everywhere = [
+            not math.isnan(_SUM(values[g.first])) or not np.isnan(values[g.first]).any()
+            for g in self.groups
+        ]
         # Unit columns are kept axis-major (Fortran order): per-axis constants then
         # broadcast along contiguous memory, several times faster on long histories.
         size = len(history)
@@ -420,12 +430,19 @@ class _Proposer:
             # below group is so small that without a slot of their own they would crowd
             # out the best finished trials).
             n_global += n_failed + int(np.count_nonzero(self.believed))
-        self.global_below = tpe.n_below(n_global)
         # Hyperopt's split is global: the best global_below OK rows.
         self.global_best = _NO_FLAGS
         if not tpe.multivariate:
+            self.global_below = tpe.n_below(n_global)
             self.global_best = np.zeros(len(history), dtype=bool)
             self.global_best[self.ok_rows] = _smallest(self.losses[self.ok_rows], self.global_below)
+
+    @property
+    def active(self) -> list[np.ndarray]:
+        """Per group, which trials it is active in (made when first read)."""
+        if self._active is None:
+            self._active = [~np.isnan(self._values[g.first]) for g in self.groups]
+        return self._active
 
     def propose(self, n: int) -> list[Assignment]:
         if n == 1:
@@ -458,7 +475,7 @@ class _Proposer:
         if from_prior:
             (assignment,) = sample_assignments(self.space, self.rng, 1)
         for index, group in enumerate(self.groups):
-            if not group.condition.holds(assignment):
+            if not (group.always or group.condition.holds(assignment)):
                 continue
             if not from_prior:
                 internal[index] = self._decide(index, assignment)
@@ -471,8 +488,8 @@ class _Proposer:
 
     def _split(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows of the below group and of the above group (OK and bad), all active."""
-        active = self.active[index]
         everywhere = self.everywhere[index]
+        active = _NO_FLAGS if everywhere else self.active[index]
         ok_active = self.ok_rows if everywhere else self.ok_rows[active[self.ok_rows]]
         if self.tpe.multivariate:
             # Believed pending trials compete for the below group (see `believed_below`)
