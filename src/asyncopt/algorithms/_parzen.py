@@ -48,6 +48,7 @@ __all__ = [
     "categorical_kernels",
     "categorical_pair",
     "categorical_rows",
+    "clip_floor",
     "false_flags",
     "gap_bandwidths",
     "linear_forgetting_weights",
@@ -131,6 +132,7 @@ def gap_bandwidths(
     magic_clip: bool = True,
     clip_count: int | None = None,
     least: np.ndarray | None = None,
+    order_out: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Kernel widths of observations ``mus`` (shape ``(n, d)``) from neighbour gaps.
 
@@ -141,11 +143,14 @@ def gap_bandwidths(
     the observations only, using the bounds ``low`` and ``high`` as outer neighbours of a
     lone observation. The magic clip bounds every width to ``[1 / min(100, c + 2), 1]``
     where ``c`` is ``clip_count`` (default: ``n``). ``least`` (per axis, at most 1)
-    raises the lower bound of some axes further.
+    raises the lower bound of some axes further. ``order_out`` (rule "optuna", ``n >= 2``)
+    receives per axis (rows of ``(d, n)`` arrays) the observations in the order the
+    gaps were taken in and their indices, and (``(d,)``) the smallest of those gaps.
     """
     n, d = mus.shape
-    if n == 0:
-        return np.empty((0, d))
+    if n == 0 or d == 0:
+        # (Nothing to sort: a sort of no axes on a long history would fail.)
+        return np.empty((n, d))
     if rule == "hyperopt":
         if n == 1:
             sigmas = np.full((1, d), 0.5)
@@ -155,9 +160,9 @@ def gap_bandwidths(
     elif n == 1:
         sigmas = np.maximum(mus - low, high - mus)
     else:
-        sigmas = _neighbour_gaps(mus)
+        sigmas = _neighbour_gaps(mus, order_out)
     count = n if clip_count is None else clip_count
-    floor: float | np.ndarray = 1.0 / min(100.0, count + 2.0) if magic_clip else _MIN_SIGMA
+    floor: float | np.ndarray = clip_floor(count, magic_clip)
     if least is not None:
         # (Below 1, a larger floor commutes with the cap at 1: the same widths as
         # clipping and then raising them to ``least``.)
@@ -169,9 +174,15 @@ def gap_bandwidths(
     return clipped
 
 
-def _neighbour_gaps(points: np.ndarray) -> np.ndarray:
+def clip_floor(count: int, magic_clip: bool) -> float:
+    """The least width `gap_bandwidths` gives with clip count ``count``, in prior widths."""
+    return 1.0 / min(100.0, count + 2.0) if magic_clip else _MIN_SIGMA
+
+
+def _neighbour_gaps(points: np.ndarray, order_out: list[np.ndarray] | None = None) -> np.ndarray:
     # For each point (column by column): the larger of the gaps to the next smaller and
-    # next larger point; the extreme points take their single inner gap.
+    # next larger point; the extreme points take their single inner gap. ``order_out``:
+    # see `gap_bandwidths`.
     rows = np.ascontiguousarray(points.T)
     d, n = rows.shape
     # Flat positions of the sorted points: one flat gather and one flat scatter are much
@@ -182,11 +193,15 @@ def _neighbour_gaps(points: np.ndarray) -> np.ndarray:
         order += _row_offsets(d, n)
     # (The positions are a permutation: clip mode only skips the bounds checks.)
     widths = rows.ravel().take(order, mode="clip")
+    if order_out is not None:
+        order_out += (widths.copy(), order - _row_offsets(d, n))
     gaps = widths[:, 1:] - widths[:, :-1]
     if n >= _PACKED_FROM:
         # (Packed keys may order values closer than their resolution either way; an
         # exact sort makes every gap non-negative already.)
         np.abs(gaps, out=gaps)
+    if order_out is not None:
+        order_out.append(_MIN(gaps, axis=1))
     np.maximum(gaps[:, :-1], gaps[:, 1:], out=widths[:, 1:-1])
     widths[:, 0] = gaps[:, 0]
     widths[:, -1] = gaps[:, -1]

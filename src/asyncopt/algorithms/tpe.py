@@ -72,6 +72,7 @@ Both families:
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 from typing import Any
@@ -86,6 +87,7 @@ from asyncopt.algorithms._parzen import (
     IndependentMixtures,
     ProductMixture,
     categorical_pair,
+    clip_floor,
     false_flags,
     gap_bandwidths,
     linear_forgetting_weights,
@@ -664,6 +666,42 @@ class _Proposer:
             sigmas[lied] = 1.0 / min(100.0, n + 2.0)
         return sigmas
 
+    def _above_widths(self, group: _Group, numeric: np.ndarray, lied: np.ndarray) -> np.ndarray:
+        """`_widths` of g. Between the suggestions of a run g usually gains one trial
+        and keeps the others: the widths of the last call per group are then updated
+        where the new observation changes them (`_GrownWidths`), the same numbers."""
+        axes = group.axes
+        n = len(numeric)
+        if n < _GROW_FROM or axes.any_quantized or not len(axes) or _any_lie(lied):
+            # (Grid axes are full of ties, which `_GrownWidths` declines anyway.)
+            return self._widths(axes, numeric, lied)
+        floor = clip_floor(n, self.tpe.magic_clip)
+        # (Taken out while it is updated in place: a suggestion running at the same
+        # time in another thread finds none and computes the widths afresh.)
+        last = _ABOVE_WIDTHS.pop(id(group), None)
+        if last is not None and last.group is group:
+            grown = last.grown(numeric, floor)
+            if grown is not None:
+                _ABOVE_WIDTHS[id(group)] = last
+                return grown
+        order: list[np.ndarray] = []
+        sigmas = gap_bandwidths(
+            numeric,
+            prior_mu=axes.prior_mu,
+            low=axes.low,
+            high=axes.high,
+            rule="optuna",
+            magic_clip=self.tpe.magic_clip,
+            order_out=order,
+        )
+        sigmas.flags.writeable = False
+        # (While the clip floor still changes with each observation, no update applies.)
+        if clip_floor(n + 1, self.tpe.magic_clip) == floor:
+            if len(_ABOVE_WIDTHS) > 64:
+                _ABOVE_WIDTHS.clear()
+            _ABOVE_WIDTHS[id(group)] = _GrownWidths(group, numeric, sigmas, floor, *order)
+        return sigmas
+
     def _below_widths(
         self, group: _Group, numeric: np.ndarray, lied: np.ndarray, clip_count: int
     ) -> np.ndarray:
@@ -713,7 +751,7 @@ class _Proposer:
             (
                 self._below_widths(group, below_numeric, below_lied, clip_count),
                 axes.prior_sigma,
-                self._widths(axes, above_numeric, above_lied),
+                self._above_widths(group, above_numeric, above_lied),
                 axes.prior_sigma,
             )
         )
@@ -836,6 +874,124 @@ _NO_FLAGS.flags.writeable = False
 # The last widths of l per group (`_Proposer._below_widths`): the group (kept alive, so
 # that its id stays its own), (magic clip, clip count), the observations, the widths.
 _BELOW_WIDTHS: dict[int, tuple[_Group, tuple[bool, int], np.ndarray, np.ndarray]] = {}
+
+
+# g's widths are updated from the last call's from this many observations on (below,
+# `gap_bandwidths` costs about as much as the update).
+_GROW_FROM = 256
+
+
+class _GrownWidths:
+    """g's last observations and widths (`gap_bandwidths`, rule "optuna") of one group,
+    with each axis's observations sorted, to update the widths when one is inserted.
+
+    The widths of neighbour gaps change only for the new observation and its neighbours
+    on each axis, as long as no two observations are so close that the sort of
+    `gap_bandwidths` could order them either way: a tie, or values closer than far more
+    than its packed keys resolve (2**-45 of an axis's span), declines the update. (The
+    work per update is a few dozen scalar steps per axis: sorted lists, not arrays.)
+    """
+
+    __slots__ = ("floor", "group", "narrowest", "numeric", "order", "sigmas", "sorted")
+
+    def __init__(
+        self,
+        group: _Group,
+        numeric: np.ndarray,
+        sigmas: np.ndarray,
+        floor: float,
+        ordered: np.ndarray,
+        order: np.ndarray,
+        narrowest: np.ndarray,
+    ) -> None:
+        d, n = ordered.shape
+        # (The group is kept alive, so that its id stays its own.)
+        self.group = group
+        self.numeric = numeric
+        self.sigmas = sigmas
+        self.floor = floor
+        # Per axis: the observations sorted, their rows (with room to grow) and the
+        # smallest gap between neighbours.
+        self.sorted: list[list[float]] = ordered.tolist()
+        self.order = np.empty((d, n + n // 4 + 16), dtype=np.intp)
+        self.order[:, :n] = order
+        self.narrowest: list[float] = narrowest.tolist()
+
+    def grown(self, numeric: np.ndarray, floor: float) -> np.ndarray | None:
+        """The widths of ``numeric``, the last observations with one more inserted, or None."""
+        old = self.numeric
+        n, d = old.shape
+        if len(numeric) != n + 1 or floor != self.floor:
+            return None
+        # Where the new observation is: last (a new trial), or where a trial that left
+        # l comes back in row order; all the others follow in the same order.
+        q = n
+        if not (numeric[:n] == old).all():
+            q = int(np.not_equal(numeric[:n], old).any(axis=1).argmax())
+            if not (numeric[q + 1 :] == old[q:]).all():
+                return None
+        order = self.order
+        if n + 1 > order.shape[1]:
+            bigger = np.empty((d, 2 * n + 16), dtype=np.intp)
+            bigger[:, :n] = order[:, :n]
+            self.order = order = bigger
+        plan = []
+        for j, v in enumerate(numeric[q].tolist()):
+            ordered = self.sorted[j]
+            p = bisect.bisect_left(ordered, v)
+            # (Comparisons with NaN are false: a NaN declines too.)
+            tiny = (max(ordered[-1], v) - min(ordered[0], v)) * 2.0**-40
+            narrowest = self.narrowest[j]
+            if not narrowest > tiny:
+                return None
+            own = -1.0
+            left = right = -1
+            left_width = right_width = 0.0
+            if p:
+                below = ordered[p - 1]
+                gap = v - below
+                if not gap > tiny:
+                    return None
+                narrowest = min(narrowest, gap)
+                left = int(order[j, p - 1])
+                left_width = max(below - ordered[p - 2], gap) if p >= 2 else gap
+                own = gap
+            if p < n:
+                above = ordered[p]
+                gap = above - v
+                if not gap > tiny:
+                    return None
+                narrowest = min(narrowest, gap)
+                right = int(order[j, p])
+                right_width = max(ordered[p + 1] - above, gap) if p + 1 < n else gap
+                own = max(own, gap)
+            plan.append((p, v, own, left, left_width, right, right_width, narrowest))
+        # (Axis-major, as `gap_bandwidths` makes them.)
+        sigmas: np.ndarray = np.empty((d, n + 1)).T
+        sigmas[:q] = self.sigmas[:q]
+        sigmas[q + 1 :] = self.sigmas[q:]
+        sigmas[q] = [min(max(own, floor), 1.0) for _, _, own, *_ in plan]
+        if q < n:
+            # Rows from q on move one down.
+            rows = order[:, :n]
+            rows[rows >= q] += 1
+        for j, (p, v, _, left, left_width, right, right_width, narrowest) in enumerate(plan):
+            # (The magic clip of `gap_bandwidths`; no NaN here.)
+            if left >= 0:
+                sigmas[left + (left >= q), j] = min(max(left_width, floor), 1.0)
+            if right >= 0:
+                sigmas[right + (right >= q), j] = min(max(right_width, floor), 1.0)
+            self.sorted[j].insert(p, v)
+            rows = order[j]
+            rows[p + 1 : n + 1] = rows[p:n]
+            rows[p] = q
+            self.narrowest[j] = narrowest
+        sigmas.flags.writeable = False
+        self.numeric, self.sigmas = numeric, sigmas
+        return sigmas
+
+
+_ABOVE_WIDTHS: dict[int, _GrownWidths] = {}
 
 
 def _any_lie(lied: np.ndarray) -> bool:
