@@ -684,7 +684,15 @@ class _Proposer:
             if grown is not None:
                 _ABOVE_WIDTHS[id(group)] = last
                 return grown
-        order: list[np.ndarray] = []
+        # What an update needs is kept only while g grows by one observation per call
+        # (a history suggested from again and again never pays for it).
+        size = _ABOVE_SIZES.get(id(group))
+        _ABOVE_SIZES[id(group)] = (group, n)
+        if len(_ABOVE_SIZES) > 64:
+            _ABOVE_SIZES.clear()
+        order: list[np.ndarray] | None = None
+        if size is not None and size[0] is group and size[1] == n - 1:
+            order = []
         sigmas = gap_bandwidths(
             numeric,
             prior_mu=axes.prior_mu,
@@ -696,7 +704,7 @@ class _Proposer:
         )
         sigmas.flags.writeable = False
         # (While the clip floor still changes with each observation, no update applies.)
-        if clip_floor(n + 1, self.tpe.magic_clip) == floor:
+        if order is not None and clip_floor(n + 1, self.tpe.magic_clip) == floor:
             if len(_ABOVE_WIDTHS) > 64:
                 _ABOVE_WIDTHS.clear()
             _ABOVE_WIDTHS[id(group)] = _GrownWidths(group, numeric, sigmas, floor, *order)
@@ -935,9 +943,10 @@ class _GrownWidths:
             bigger = np.empty((d, 2 * n + 16), dtype=np.intp)
             bigger[:, :n] = order[:, :n]
             self.order = order = bigger
+        axes = self.sorted
         plan = []
         for j, v in enumerate(numeric[q].tolist()):
-            ordered = self.sorted[j]
+            ordered = axes[j]
             p = bisect.bisect_left(ordered, v)
             # (Comparisons with NaN are false: a NaN declines too.)
             tiny = (max(ordered[-1], v) - min(ordered[0], v)) * 2.0**-40
@@ -981,7 +990,7 @@ class _GrownWidths:
                 sigmas[left + (left >= q), j] = min(max(left_width, floor), 1.0)
             if right >= 0:
                 sigmas[right + (right >= q), j] = min(max(right_width, floor), 1.0)
-            self.sorted[j].insert(p, v)
+            axes[j].insert(p, v)
             rows = order[j]
             rows[p + 1 : n + 1] = rows[p:n]
             rows[p] = q
@@ -992,6 +1001,8 @@ class _GrownWidths:
 
 
 _ABOVE_WIDTHS: dict[int, _GrownWidths] = {}
+# The number of g's observations at the last call per group (the group kept alive).
+_ABOVE_SIZES: dict[int, tuple[_Group, int]] = {}
 
 
 def _any_lie(lied: np.ndarray) -> bool:
