@@ -640,9 +640,17 @@ class _Proposer:
         return unit, codes
 
     def _widths(
-        self, axes: Axes, numeric: np.ndarray, lied: np.ndarray, clip_count: int | None = None
+        self,
+        axes: Axes,
+        numeric: np.ndarray,
+        lied: np.ndarray,
+        clip_count: int | None = None,
+        order_out: list[np.ndarray] | None = None,
     ) -> np.ndarray:
-        """Kernel widths of the multivariate model's observations (l's with ``clip_count``)."""
+        """Kernel widths of the multivariate model's observations (l's with ``clip_count``).
+
+        ``order_out``: see `gap_bandwidths`.
+        """
         n = len(numeric)
         least = None
         if clip_count is not None and axes.any_quantized:
@@ -659,6 +667,7 @@ class _Proposer:
             magic_clip=self.tpe.magic_clip,
             clip_count=clip_count,
             least=least,
+            order_out=order_out,
         )
         if _any_lie(lied):
             # A lie only marks a spot as taken: its kernel is as narrow as the clip allows,
@@ -693,15 +702,7 @@ class _Proposer:
         order: list[np.ndarray] | None = None
         if size is not None and size[0] is group and size[1] == n - 1:
             order = []
-        sigmas = gap_bandwidths(
-            numeric,
-            prior_mu=axes.prior_mu,
-            low=axes.low,
-            high=axes.high,
-            rule="optuna",
-            magic_clip=self.tpe.magic_clip,
-            order_out=order,
-        )
+        sigmas = self._widths(axes, numeric, lied, order_out=order)
         sigmas.flags.writeable = False
         # (While the clip floor still changes with each observation, no update applies.)
         if order is not None and clip_floor(n + 1, self.tpe.magic_clip) == floor:
