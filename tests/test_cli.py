@@ -702,9 +702,18 @@ def test_worker_space_that_differs_from_the_study(
 # -- end to end, in subprocesses ------------------------------------------------------------
 
 
+# `python -m asyncopt`, interruptible like a command started from a terminal even when the
+# tests themselves were started as a background job (which ignores SIGINT, and children
+# inherit that).
+_INTERRUPTIBLE_CLI = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('asyncopt', run_name='__main__', alter_sys=True)"
+)
+
+
 def _cli_process(cwd: Path, *argv: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "asyncopt", *argv],
+        [sys.executable, "-c", _INTERRUPTIBLE_CLI, *argv],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

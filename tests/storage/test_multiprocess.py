@@ -24,10 +24,14 @@ from asyncopt.storage.urls import open_storage
 # objective_seconds lease. It prints "START" when an objective call begins and one
 # "TRIAL <tid>" line per finished trial.
 WORKER = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
 import anyio
 import asyncopt as ao
+
+# Interruptible like a worker started from a terminal, even when the tests themselves were
+# started as a background job (which ignores SIGINT, and children inherit that).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 url, study, max_evals, concurrency, loop, barrier, parties, pause, lease = sys.argv[1:10]
 space = {
