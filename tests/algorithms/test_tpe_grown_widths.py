@@ -27,8 +27,7 @@ def _fresh(numeric: np.ndarray, order: list[np.ndarray] | None = None) -> np.nda
 def _state(numeric: np.ndarray) -> tpe._GrownWidths:
     order: list[np.ndarray] = []
     sigmas = _fresh(numeric, order)
-    group = tpe._groups(compile_space({"x": hp.uniform("x", 0, 1)}), True)[0]
-    return tpe._GrownWidths(group, numeric, sigmas, clip_floor(len(numeric), True), *order)
+    return tpe._GrownWidths(numeric, sigmas, clip_floor(len(numeric), True), *order)
 
 
 # (From 98 observations on, the clip floor stays put; before, no update applies.)
@@ -108,7 +107,7 @@ def _run(trials: int, pending: int) -> list[dict[str, float]]:
 def test_a_run_proposes_the_same_with_and_without_updates(
     pending: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tpe._ABOVE_WIDTHS.clear()
+    tpe._GROUP_CACHE.clear()  # fresh groups: nothing kept from earlier suggestions
     monkeypatch.setattr(tpe, "_GROW_FROM", 64)
     updated = _run(320, pending)
     monkeypatch.setattr(tpe, "_GROW_FROM", 10**9)

@@ -296,6 +296,9 @@ class _Group:
     numeric_out: tuple[tuple[str, bool], ...] = ()
     # Whether the group is active in every trial (its condition always holds).
     always: bool = False
+    # What suggestions keep for the next one (`_Proposer._below_widths`, `_above_widths`):
+    # l's last widths ("below") and g's last size and widths ("above").
+    memo: dict[str, Any] = attrs.field(factory=dict, repr=False)
 
     @property
     def first(self) -> str:
@@ -685,30 +688,27 @@ class _Proposer:
             # (Grid axes are full of ties, which `_GrownWidths` declines anyway.)
             return self._widths(axes, numeric, lied)
         floor = clip_floor(n, self.tpe.magic_clip)
-        # (Taken out while it is updated in place: a suggestion running at the same
-        # time in another thread finds none and computes the widths afresh.)
-        last = _ABOVE_WIDTHS.pop(id(group), None)
-        if last is not None and last.group is group:
-            grown = last.grown(numeric, floor)
+        # g's size at the last call and what an update needs, kept only while g grows by
+        # one observation per call (a history suggested from again and again never pays
+        # for it). (Taken out while it is updated in place: a suggestion running at the
+        # same time in another thread finds none and computes the widths afresh.)
+        last: tuple[int, _GrownWidths | None] | None = group.memo.pop("above", None)
+        growing = False
+        if last is not None:
+            size, state = last
+            grown = None if state is None else state.grown(numeric, floor)
             if grown is not None:
-                _ABOVE_WIDTHS[id(group)] = last
+                group.memo["above"] = (n, state)
                 return grown
-        # What an update needs is kept only while g grows by one observation per call
-        # (a history suggested from again and again never pays for it).
-        size = _ABOVE_SIZES.get(id(group))
-        _ABOVE_SIZES[id(group)] = (group, n)
-        if len(_ABOVE_SIZES) > 64:
-            _ABOVE_SIZES.clear()
-        order: list[np.ndarray] | None = None
-        if size is not None and size[0] is group and size[1] == n - 1:
-            order = []
+            growing = size == n - 1
+        order: list[np.ndarray] | None = [] if growing else None
         sigmas = self._widths(axes, numeric, lied, order_out=order)
         sigmas.flags.writeable = False
         # (While the clip floor still changes with each observation, no update applies.)
+        state = None
         if order is not None and clip_floor(n + 1, self.tpe.magic_clip) == floor:
-            if len(_ABOVE_WIDTHS) > 64:
-                _ABOVE_WIDTHS.clear()
-            _ABOVE_WIDTHS[id(group)] = _GrownWidths(group, numeric, sigmas, floor, *order)
+            state = _GrownWidths(numeric, sigmas, floor, *order)
+        group.memo["above"] = (n, state)
         return sigmas
 
     def _below_widths(
@@ -721,21 +721,19 @@ class _Proposer:
         """
         if _any_lie(lied):
             return self._widths(group.axes, numeric, lied, clip_count)
-        magic_clip = self.tpe.magic_clip
-        found = _BELOW_WIDTHS.get(id(group))
+        clip = (self.tpe.magic_clip, clip_count)
+        found: tuple[tuple[bool, int], np.ndarray, np.ndarray] | None = group.memo.get("below")
         if (
             found is not None
-            and found[0] is group
-            and found[1] == (magic_clip, clip_count)
-            and found[2].shape == numeric.shape
-            and bool((found[2] == numeric).all())
+            and found[0] == clip
+            and found[1].shape == numeric.shape
+            and bool((found[1] == numeric).all())
         ):
-            return found[3]
+            return found[2]
         sigmas = self._widths(group.axes, numeric, lied, clip_count)
         sigmas.flags.writeable = False
-        if len(_BELOW_WIDTHS) > 64:
-            _BELOW_WIDTHS.clear()
-        _BELOW_WIDTHS[id(group)] = (group, (magic_clip, clip_count), numeric.copy(), sigmas)
+        # (The clip, the observations, the widths.)
+        group.memo["below"] = (clip, numeric.copy(), sigmas)
         return sigmas
 
     def _mixtures(
@@ -880,10 +878,6 @@ def _first_rows(size: int) -> np.ndarray:
 _NO_FLAGS = np.empty(0, dtype=bool)
 _NO_FLAGS.flags.writeable = False
 
-# The last widths of l per group (`_Proposer._below_widths`): the group (kept alive, so
-# that its id stays its own), (magic clip, clip count), the observations, the widths.
-_BELOW_WIDTHS: dict[int, tuple[_Group, tuple[bool, int], np.ndarray, np.ndarray]] = {}
-
 
 # g's widths are updated from the last call's from this many observations on (below,
 # `gap_bandwidths` costs about as much as the update).
@@ -901,11 +895,10 @@ class _GrownWidths:
     work per update is a few dozen scalar steps per axis: sorted lists, not arrays.)
     """
 
-    __slots__ = ("floor", "group", "narrowest", "numeric", "order", "sigmas", "sorted")
+    __slots__ = ("floor", "narrowest", "numeric", "order", "sigmas", "sorted")
 
     def __init__(
         self,
-        group: _Group,
         numeric: np.ndarray,
         sigmas: np.ndarray,
         floor: float,
@@ -914,8 +907,6 @@ class _GrownWidths:
         narrowest: np.ndarray,
     ) -> None:
         d, n = ordered.shape
-        # (The group is kept alive, so that its id stays its own.)
-        self.group = group
         self.numeric = numeric
         self.sigmas = sigmas
         self.floor = floor
@@ -980,17 +971,16 @@ class _GrownWidths:
         sigmas: np.ndarray = np.empty((d, n + 1)).T
         sigmas[:q] = self.sigmas[:q]
         sigmas[q + 1 :] = self.sigmas[q:]
-        sigmas[q] = [min(max(own, floor), 1.0) for _, _, own, *_ in plan]
+        sigmas[q] = [_clipped(own, floor) for _, _, own, *_ in plan]
         if q < n:
             # Rows from q on move one down.
             rows = order[:, :n]
             rows[rows >= q] += 1
         for j, (p, v, _, left, left_width, right, right_width, narrowest) in enumerate(plan):
-            # (The magic clip of `gap_bandwidths`; no NaN here.)
             if left >= 0:
-                sigmas[left + (left >= q), j] = min(max(left_width, floor), 1.0)
+                sigmas[left + (left >= q), j] = _clipped(left_width, floor)
             if right >= 0:
-                sigmas[right + (right >= q), j] = min(max(right_width, floor), 1.0)
+                sigmas[right + (right >= q), j] = _clipped(right_width, floor)
             axes[j].insert(p, v)
             rows = order[j]
             rows[p + 1 : n + 1] = rows[p:n]
@@ -1001,9 +991,9 @@ class _GrownWidths:
         return sigmas
 
 
-_ABOVE_WIDTHS: dict[int, _GrownWidths] = {}
-# The number of g's observations at the last call per group (the group kept alive).
-_ABOVE_SIZES: dict[int, tuple[_Group, int]] = {}
+def _clipped(width: float, floor: float) -> float:
+    # The magic clip of `gap_bandwidths` on one width (never NaN here).
+    return min(max(width, floor), 1.0)
 
 
 def _any_lie(lied: np.ndarray) -> bool:
