@@ -235,9 +235,9 @@ class _Run:
         while it waits. Suggestions are not counted: they take the event loop's time
         either way, and looking ahead makes them see more pending trials, which costs a
         model-based search time and quality. Never on a storage that answers without
-        waiting (memory), nor with one worker (its suggestions
-        must see every earlier result, for reproducibility), nor with ``early_stop``,
-        which sees each trial before the next starts.
+        waiting (memory), nor with one worker (its suggestions must see every earlier
+        result, for reproducibility), nor with ``early_stop``, which sees each trial
+        before the next starts.
         """
         return (
             self.concurrency > 1
@@ -346,7 +346,13 @@ class _Run:
             took = time.perf_counter() - started
             self.objective_seconds = moving_average(self.objective_seconds, took)
         # (Built directly: attrs.evolve costs three times as much, on every trial.)
-        stamped = Outcome(outcome.state, outcome.loss, outcome.result, outcome.error, began)
+        stamped = Outcome(
+            outcome.state,
+            loss=outcome.loss,
+            result=outcome.result,
+            error=outcome.error,
+            started_at=began,
+        )
         return stamped, escaping
 
     async def hand_over(

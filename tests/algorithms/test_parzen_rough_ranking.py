@@ -88,21 +88,6 @@ def _mixtures(n_below: int, n_above: int, seed: int) -> tuple[ProductMixture, Pr
     return build(n_below), build(n_above), axes
 
 
-def _joined(below: ProductMixture, above: ProductMixture) -> ProductMixture:
-    both = object.__new__(ProductMixture)
-    both.mus = np.concatenate([below.mus, above.mus])
-    both.sigmas = np.concatenate([below.sigmas, above.sigmas])
-    both.lows, both.highs, both.quantized = below.lows, below.highs, below.quantized
-    both._bounds, both._finite = below._bounds, below._finite
-    both.tables = tuple(
-        _parzen._joined_tables(mine, theirs) for mine, theirs in zip(below.tables, above.tables)
-    )
-    both.log_mass = None
-    both.log_weights = np.concatenate([below.log_weights, above.log_weights])
-    both.cumulative = None
-    return both
-
-
 @pytest.mark.parametrize(("n_below", "n_above"), [(10, 90), (20, 300), (26, 800), (25, 2000)])
 @pytest.mark.parametrize("ties", [False, True])
 def test_best_ratio_is_the_exact_argmax(
@@ -118,7 +103,7 @@ def test_best_ratio_is_the_exact_argmax(
     monkeypatch.setattr(_parzen, "_rough_error", counted)
     for seed in range(15):
         below, above, _ = _mixtures(n_below, n_above, seed)
-        both = _joined(below, above)
+        both = below.joined(above)
         points, categories = below.sample(np.random.default_rng(seed), 24)
         if ties:
             # Repeated candidates: equal scores, where the first must win.
@@ -141,7 +126,7 @@ def test_best_ratio_ranks_every_point_exactly_when_the_bound_says_nothing(
     # then rank as the exact pair of densities does.
     monkeypatch.setattr(_parzen, "_rough_error", lambda n, rough, score: np.inf)
     below, above, _ = _mixtures(20, 400, seed)
-    both = _joined(below, above)
+    both = below.joined(above)
     points, categories = below.sample(np.random.default_rng(seed), 24)
     with np.errstate(all="ignore"):
         first, second = both.log_pdf(points, None, categories, split=below.n_kernels)

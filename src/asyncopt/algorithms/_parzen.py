@@ -883,6 +883,16 @@ class ProductMixture:
         quantized: np.ndarray | None = None,
     ) -> np.ndarray:
         """``log_pdf`` under this mixture minus under ``other``, in one pass over both."""
+        first, second = self.joined(other).log_pdf(
+            points, cells, categories, quantized, split=self.n_kernels
+        )
+        ratio: np.ndarray = first - second
+        return ratio
+
+    def joined(self, other: ProductMixture) -> ProductMixture:
+        """This mixture's kernels then ``other``'s as one kernel set, each part keeping its
+        own normalized weights: ``log_pdf(..., split=self.n_kernels)`` of it gives both
+        mixtures' densities (as `pair` builds them)."""
         both = object.__new__(ProductMixture)
         both.mus = np.concatenate([self.mus, other.mus])
         both.sigmas = np.concatenate([self.sigmas, other.sigmas])
@@ -894,9 +904,7 @@ class ProductMixture:
         both.log_mass = None
         both.log_weights = np.concatenate([self.log_weights, other.log_weights])
         both.cumulative = None
-        first, second = both.log_pdf(points, cells, categories, quantized, split=self.n_kernels)
-        ratio: np.ndarray = first - second
-        return ratio
+        return both
 
     def sample(self, rng: np.random.Generator, m: int) -> tuple[np.ndarray, np.ndarray]:
         """``m`` draws: unit-axis points ``(m, Dn)`` and category indices ``(m, Dc)``."""
