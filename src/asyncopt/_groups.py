@@ -1,35 +1,56 @@
-"""Task groups raise exception groups; callers of asyncopt expect the one real error."""
+"""Task groups raise exception groups; callers of asyncopt expect one error."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+
+from asyncopt.errors import AsyncoptError
 
 if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10
     from exceptiongroup import BaseExceptionGroup
+else:
+    BaseExceptionGroup = BaseExceptionGroup  # re-exported for the 3.10 backport's sake
 
-__all__ = ["single_error"]
+__all__ = ["BaseExceptionGroup", "leaves", "one_error", "single_error"]
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions of ``group`` and of the groups nested in it."""
     found: list[BaseException] = []
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
-            found.extend(_leaves(exc))
+            found.extend(leaves(exc))
         else:
             found.append(exc)
     return found
 
 
+def one_error(errors: Sequence[BaseException]) -> BaseException:
+    """The one exception to raise for ``errors`` raised together.
+
+    One error is itself. Of several, an interruption (KeyboardInterrupt, SystemExit)
+    wins, since the process must stop; otherwise an `AsyncoptError` that names them,
+    with all of them attached as its ``__cause__`` (an exception group).
+    """
+    if len(errors) == 1:
+        return errors[0]
+    for error in errors:
+        if not isinstance(error, Exception):
+            return error
+    summary = "; ".join(f"{type(e).__name__}: {e}" for e in errors[:3])
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    combined = AsyncoptError(f"{len(errors)} errors at once: {summary}{more}")
+    combined.__cause__ = BaseExceptionGroup("the errors", list(errors))
+    return combined
+
+
 @contextmanager
 def single_error() -> Iterator[None]:
-    """Re-raise an exception group holding exactly one exception as that exception."""
+    """Re-raise an exception group as the one error it stands for (see `one_error`)."""
     try:
         yield
     except BaseExceptionGroup as group:
-        leaves = _leaves(group)
-        if len(leaves) != 1:
-            raise
-        error = leaves[0]
+        error = one_error(leaves(group))
         raise error from error.__cause__

@@ -7,26 +7,27 @@ record the outcome. Every write that must survive cancellation is shielded.
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import functools
 import inspect
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.from_thread
 import anyio.lowlevel
-import anyio.to_thread
 import attrs
 
-from asyncopt._groups import single_error
+from asyncopt._groups import BaseExceptionGroup, leaves, one_error
 from asyncopt.errors import AllTrialsFailed, TrialError, TrialStateError
 from asyncopt.outcome import Outcome, from_exception, from_value
 from asyncopt.progress import ProgressFactory, make_reporter
 from asyncopt.storage.base import Storage, Trial, TrialState, best_of
-from asyncopt.study import Study, SuggestFunction, moving_average, open_study
+from asyncopt.study import Study, SuggestFunction, open_study
 
 __all__ = ["OptimizationResult", "minimize"]
 
@@ -34,24 +35,11 @@ Objective = Callable[[Any], Any]
 Callback = Callable[[Trial], Any]
 EarlyStop = Callable[[tuple[Trial, ...]], Any]
 
-# Seconds to wait between looks at a study whose budget is spent while other workers
-# still run (or may requeue) trials: a quarter of a typical trial, within these bounds,
-# so that such a search ends soon after the last trial. Leases are renewed and expired
-# ones reaped at most every _IDLE_POLL.
-_IDLE_POLL = 0.25
-_MIN_IDLE_POLL = 0.002
-
-# A worker holds its next trial before its objective call ends (so that the call after
-# need not wait for the storage) while the wait would cost more than this share of a call.
-_LOOKAHEAD_SHARE = 0.05
+# Seconds between looks at a study whose budget is spent while other workers still run
+# (or may requeue) trials: the search ends at most this long after their last trial.
+_IDLE_POLL = 0.05
 
 _STOPPED_FIRST = Outcome(TrialState.CANCELLED, error="cancelled: the search stopped first")
-
-# A worker whose trials never wait (a free objective, a storage that answers at once)
-# hands the event loop over at least this often, in seconds. A pass of the loop costs
-# about 30 us: once per millisecond was 3 % of a TPE trial; other tasks (progress,
-# leases, a timeout) do not need to run more often than this.
-_YIELD_EVERY = 0.01
 
 
 @attrs.frozen
@@ -123,31 +111,14 @@ def _exception_types(catch: Any) -> tuple[type[BaseException], ...]:
     return types
 
 
-class _Ahead:
-    """The trials a worker took in advance, and its handover in flight (at most one)."""
-
-    def __init__(self) -> None:
-        self.ready: collections.deque[Trial] = collections.deque()
-        self._landed: anyio.Event | None = None
-
-    def take_off(self) -> None:
-        """Note that a handover for this worker is now in flight."""
-        self._landed = anyio.Event()
-
-    def land(self) -> None:
-        """Note that the handover in flight ended (its trial, if any, is in `ready`)."""
-        if self._landed is not None:
-            self._landed.set()
-
-    async def wait_landed(self) -> None:
-        """Wait until no handover of this worker is in flight."""
-        if self._landed is not None:
-            await self._landed.wait()
-            self._landed = None
-
-
 class _Run:
-    """State shared by the workers of one `minimize` call."""
+    """One `minimize` call: the loop that records outcomes and starts trials in batches.
+
+    The loop (`serve`) is the one batching layer: each pass records every outcome that
+    arrived since the last one and fills every free slot, with one suggestion call and
+    one storage round trip (`Study._exchange`). Trials run as tasks of ``group`` and hand
+    their outcomes back to it; what arrives while a pass runs goes in the next one.
+    """
 
     def __init__(
         self,
@@ -167,288 +138,202 @@ class _Run:
         self.objective = objective
         self.objective_is_async = _is_async(objective)
         self.max_evals = max_evals
+        self.concurrency = concurrency
         self.trial_timeout = trial_timeout
         self.loss_threshold = loss_threshold
         self.early_stop = early_stop
         self.callbacks = callbacks
         self.catch = catch
         self.progress = progress
-        self.concurrency = concurrency
-        # A storage that answers without yielding (memory) has no wait to hide.
-        self.storage_waits = not getattr(study.storage, "never_yields", False)
         self.threads = anyio.CapacityLimiter(concurrency)
         self.stopping = False
-        # Set when the worker looking at the study for the idle ones has looked.
-        self.looked: anyio.Event | None = None
-        # Outcomes handed over behind objective calls, waiting to `depart`; the task
-        # group of the workers, where departures run.
-        self.passengers: list[tuple[_Ahead, Trial, Outcome]] = []
-        self.background: anyio.abc.TaskGroup  # set when the workers start
-        self.all_aboard = anyio.Event()  # set when every worker has an outcome waiting
-        self.last_reap = -math.inf
-        self.objective_seconds: float | None = None  # moving average of an objective call
+        self.running = 0
+        # Outcomes of finished objective calls, not yet recorded; `arrived` is set when
+        # one is added.
+        self.outcomes: list[tuple[Trial, Outcome]] = []
+        self.arrived = anyio.Event()
+        # Exceptions from objectives outside ``catch``: raised once every trial is recorded.
+        self.escaped: list[BaseException] = []
 
-    async def worker(self) -> None:
-        ahead = _Ahead()
-        try:
-            await self.work(ahead)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await ahead.wait_landed()
-            for trial in ahead.ready:
-                # Taken, but the search stopped (a stopping rule, another worker's result
-                # read in that round trip, a timeout, an error) before it could run.
-                await self.record(trial, _STOPPED_FIRST)
-
-    async def work(self, ahead: _Ahead) -> None:
-        """Run trials until the study has none left for this worker or the search stops."""
-        last_yield = time.perf_counter()
-        while not self.stopping:
-            if not ahead.ready:
-                await ahead.wait_landed()  # the trial it takes may be this worker's next
-            trial = ahead.ready.popleft() if ahead.ready else None
-            if trial is None:
-                trial = await self.study.ask(budget=self.max_evals)
-                if trial is None:
-                    if not self.study.others_unfinished():
-                        return
-                    # Other workers may still finish, or die and have their trials requeued.
-                    await self.wait_for_others()
+    async def serve(self, group: anyio.abc.TaskGroup) -> None:
+        """Record outcomes and start trials until the search is over."""
+        while True:
+            outcomes, self.outcomes = self.outcomes, []
+            self.stopping = self.stopping or self.reached_threshold(outcomes)
+            # ``early_stop`` sees every trial before the next one starts.
+            wanted = self.concurrency - self.running
+            if self.stopping or (self.early_stop is not None and outcomes):
+                wanted = 0
+            starved = False
+            if outcomes or wanted:
+                taken = await self.exchange(outcomes, wanted)
+                # A trial taken with a result that stops the search (read in the same
+                # round trip) never runs: `record_the_rest` cancels it.
+                for trial in [] if self.stopping else taken:
+                    self.running += 1
+                    group.start_soon(self.run_trial, trial)
+                starved = len(taken) < wanted
+                if self.early_stop is not None and outcomes:
                     continue
-            outcome, escaping = await self.evaluate(trial)
-            await self.hand_over(trial, outcome, escaping, ahead)
-            if escaping is not None:
-                raise escaping
-            # Storage calls need not yield; this keeps a free objective from starving
-            # other tasks (and lets a timeout's cancellation in) without a loop pass
-            # per trial.
-            now = time.perf_counter()
-            if now - last_yield >= _YIELD_EVERY:
-                await anyio.lowlevel.checkpoint()
-                last_yield = now
+            if self.outcomes:
+                continue
+            if self.running:
+                self.arrived = anyio.Event()
+                await self.arrived.wait()
+            elif self.stopping or (starved and not self.study._others_unfinished()):
+                return
+            else:
+                # The budget is spent, but other workers may still finish, or die and
+                # have their trials requeued.
+                await anyio.sleep(_IDLE_POLL)
+                await self.study._renew_and_reap()
+                await self.study._refresh()
 
-    def looks_ahead(self) -> bool:
-        """Whether a worker should hold its next trial before its objective call ends.
+    async def exchange(self, outcomes: list[tuple[Trial, Outcome]], wanted: int) -> list[Trial]:
+        """Record ``outcomes``, take up to ``wanted`` trials, run `after` on the finished."""
+        try:
+            finished, taken = await self.study._exchange(
+                [(trial.tid, outcome) for trial, outcome in outcomes], wanted, self.max_evals
+            )
+        except BaseException:
+            # Not recorded (the round trip never ran): `record_the_rest` does it.
+            self.outcomes[:0] = [o for o in outcomes if o[0].tid in self.study._held]
+            raise
+        for result in finished:
+            if isinstance(result, TrialStateError):
+                continue  # the lease was lost (reaped and requeued): the retry counts
+            if isinstance(result, TrialError):
+                raise result
+            await self.after(result)
+        best = self.study._best
+        if self.loss_threshold is not None and best is not None and best.loss is not None:
+            self.stopping = self.stopping or best.loss <= self.loss_threshold
+        return taken
 
-        It pays while the storage call that records an outcome and takes the next trial
-        costs more than `_LOOKAHEAD_SHARE` of an objective call: the objectives can run
-        while it waits. Suggestions are not counted: they take the event loop's time
-        either way, and looking ahead makes them see more pending trials, which costs a
-        model-based search time and quality. Never on a storage that answers without
-        waiting (memory), nor with one worker (its suggestions must see every earlier
-        result, for reproducibility), nor with ``early_stop``, which sees each trial
-        before the next starts.
-        """
-        return (
-            self.concurrency > 1
-            and self.storage_waits
-            and self.early_stop is None
-            and self.objective_seconds is not None
-            and self.study.round_trip_seconds > _LOOKAHEAD_SHARE * self.objective_seconds
+    def reached_threshold(self, outcomes: list[tuple[Trial, Outcome]]) -> bool:
+        if self.loss_threshold is None:
+            return False
+        threshold = self.loss_threshold
+        return any(
+            outcome.state is TrialState.OK
+            and outcome.loss is not None
+            and outcome.loss <= threshold
+            for _, outcome in outcomes
         )
 
-    async def depart(self) -> None:
-        """Record the outcomes handed over behind objective calls, after a short wait.
-
-        Off the workers' path, the first such outcome waits up to a quarter of an
-        objective call for those of the other workers (all of them, at most), and all
-        go in one call, which saves storage work. Each worker gets the trial it runs
-        after next.
-        """
-        cancelled: BaseException | None = None
+    async def run_trial(self, trial: Trial) -> None:
         try:
-            assert self.objective_seconds is not None
-            with anyio.move_on_after(min(_IDLE_POLL, self.objective_seconds / 4)):
-                await self.all_aboard.wait()
-        except BaseException as exc:  # cancelled: the outcomes must still be recorded
-            cancelled = exc
-        passengers, self.passengers = self.passengers, []
-        finished: list[Trial] = []
-        try:
-            if cancelled is not None:
-                for _, trial, outcome in passengers:
-                    await self.record(trial, outcome)
-                raise cancelled
-            with self.study.shielded():
-                results = await self.study.finish_and_ask_many(
-                    [(trial.tid, outcome) for _, trial, outcome in passengers],
-                    budget=self.max_evals,
-                )
-            for (ahead, _, _), result in zip(passengers, results):
-                if isinstance(result, TrialStateError):
-                    continue  # the lease was lost (reaped and requeued): the retry counts
-                if isinstance(result, TrialError):
-                    raise result
-                finished.append(result[0])
-                if result[1] is not None:
-                    ahead.ready.append(result[1])
+            outcome, escaping = await self.evaluate(trial)
         finally:
-            for ahead, _, _ in passengers:
-                ahead.land()
-        for trial in finished:
-            await self.after(trial)
+            self.running -= 1
+        self.outcomes.append((trial, outcome))
+        self.arrived.set()
+        if escaping is not None:
+            self.escaped.append(escaping)
+            self.stopping = True
+            # Every other trial is cancelled; `minimize` records them and raises.
+            raise _Escaped
 
-    async def wait_for_others(self) -> None:
-        """Wait a while for other workers' trials; one idle worker looks for the rest."""
-        if self.looked is not None:
-            await self.looked.wait()
-            return
-        self.looked = anyio.Event()
-        try:
-            typical = _IDLE_POLL if self.objective_seconds is None else self.objective_seconds / 4
-            await anyio.sleep(min(_IDLE_POLL, max(_MIN_IDLE_POLL, typical)))
-            if time.monotonic() - self.last_reap >= _IDLE_POLL:
-                self.last_reap = time.monotonic()
-                await self.study.renew_and_reap()
-        finally:
-            looked, self.looked = self.looked, None
-            looked.set()
+    async def record_the_rest(self) -> None:
+        """Record the outcomes not yet recorded, and cancel trials taken but never run."""
+        held = self.study._held
+        outcomes = {trial.tid: outcome for trial, outcome in self.outcomes if trial.tid in held}
+        self.outcomes = []
+        for tid in held:
+            outcomes.setdefault(tid, _STOPPED_FIRST)
+        if outcomes:
+            await self.study._exchange(sorted(outcomes.items()), 0, None)
 
     async def call_objective(self, params: Any) -> Any:
         if self.objective_is_async:
             value = await self.objective(params)
         else:
-            value = await anyio.to_thread.run_sync(
-                self.objective, params, limiter=self.threads, abandon_on_cancel=True
-            )
+            async with self.threads:
+                value = await _call_on_daemon_thread(self.objective, params)
         if inspect.isawaitable(value):
             value = await value
         return value
 
     async def evaluate(self, trial: Trial) -> tuple[Outcome, BaseException | None]:
         """Call the objective on ``trial``: its outcome, and the exception to re-raise
-        once the outcome is recorded (one outside ``catch``), if any."""
-        cancelled = anyio.get_cancelled_exc_class()
-        # Stored as the trial's start: a trial taken ahead waited before this.
+        once the outcome is recorded (one outside ``catch``), if any.
+
+        When the search is cancelled, the trial's CANCELLED outcome is left for
+        `record_the_rest` and the cancellation goes on.
+        """
         began = time.time()
-        started = time.perf_counter()
+        escaping: BaseException | None = None
         try:
-            if self.trial_timeout is None:
+            with anyio.move_on_after(self.trial_timeout or math.inf) as scope:
                 value = await self.call_objective(trial.params)
+            if scope.cancelled_caught:
+                error = f"TimeoutError: the objective exceeded trial_timeout={self.trial_timeout}s"
+                outcome = Outcome(TrialState.FAIL, error=error)
             else:
-                with anyio.fail_after(self.trial_timeout):
-                    value = await self.call_objective(trial.params)
-            outcome, escaping = from_value(value), None
-        except (cancelled, KeyboardInterrupt):
-            # Under trio, Ctrl-C raises KeyboardInterrupt in whichever task runs (here the
-            # objective): the trial was interrupted, not failed.
-            interrupted = Outcome(TrialState.CANCELLED, error="cancelled", started_at=began)
-            await self.record(trial, interrupted)
-            raise
-        except TimeoutError:
-            message = f"TimeoutError: the objective exceeded trial_timeout={self.trial_timeout}s"
-            outcome, escaping = Outcome(TrialState.FAIL, error=message), None
+                outcome = from_value(value)
+        except anyio.get_cancelled_exc_class() as exc:
+            if anyio.current_effective_deadline() == -math.inf:
+                self.outcomes.append((trial, Outcome(TrialState.CANCELLED, error="cancelled")))
+                raise
+            # The objective raised a cancellation exception itself: it failed.
+            outcome = from_exception(exc)
         except self.catch as exc:
-            outcome, escaping = from_exception(exc), None
+            outcome = from_exception(exc)
+        except KeyboardInterrupt as exc:
+            # Ctrl-C (under trio it is raised in whichever task runs): interrupted, not failed.
+            outcome, escaping = Outcome(TrialState.CANCELLED, error="KeyboardInterrupt"), exc
         except BaseException as exc:
             outcome, escaping = from_exception(exc), exc
-        finally:
-            took = time.perf_counter() - started
-            self.objective_seconds = moving_average(self.objective_seconds, took)
-        # (Built directly: attrs.evolve costs three times as much, on every trial.)
-        stamped = Outcome(
-            outcome.state,
-            loss=outcome.loss,
-            result=outcome.result,
-            error=outcome.error,
-            started_at=began,
-        )
+        stamped = attrs.evolve(outcome, started_at=began)
         return stamped, escaping
-
-    async def hand_over(
-        self, trial: Trial, outcome: Outcome, escaping: BaseException | None, ahead: _Ahead
-    ) -> None:
-        """Record ``trial``'s outcome and, when allowed, take the worker's next trial.
-
-        While looking ahead pays, a worker holds one more trial than it runs, and its
-        outcomes are recorded (taking the trial after next) behind its next call.
-        """
-        try:
-            await ahead.wait_landed()  # at most one handover in flight per worker
-        except BaseException:
-            await self.record(trial, outcome)  # cancelled: the outcome must stay
-            raise
-        if escaping is not None or not self.may_take_next(outcome):
-            finished = await self.record(trial, outcome)
-        elif ahead.ready and self.looks_ahead():
-            ahead.take_off()
-            self.passengers.append((ahead, trial, outcome))
-            if len(self.passengers) == 1:
-                self.all_aboard = anyio.Event()
-                self.background.start_soon(self.depart)
-            elif len(self.passengers) == self.concurrency:
-                self.all_aboard.set()
-            return
-        elif ahead.ready:
-            # Looking ahead no longer pays: run the trial held in advance, take no other.
-            finished = await self.record(trial, outcome)
-        else:
-            finished, following = await self.record_and_ask(trial, outcome)
-            if following is not None:
-                ahead.ready.append(following)
-                if self.looks_ahead():
-                    ahead.take_off()
-                    self.background.start_soon(self.take_spare, ahead)
-        if finished is not None:
-            await self.after(finished)
-
-    async def take_spare(self, ahead: _Ahead) -> None:
-        """Take a trial for a worker that starts to look ahead, while it runs its next."""
-        try:
-            spare = await self.study.ask(budget=self.max_evals)
-            if spare is not None:
-                ahead.ready.append(spare)
-        finally:
-            ahead.land()
-
-    def may_take_next(self, outcome: Outcome) -> bool:
-        """Whether the next trial may be taken before `after` has seen this outcome."""
-        if self.stopping or self.early_stop is not None:
-            return False  # early_stop must see every trial before the next one starts
-        if self.loss_threshold is None:
-            return True
-        threshold = self.loss_threshold
-        loss = outcome.loss if outcome.state is TrialState.OK else None
-        return all(x is None or x > threshold for x in (loss, self.study.best_loss))
-
-    async def record_and_ask(
-        self, trial: Trial, outcome: Outcome
-    ) -> tuple[Trial | None, Trial | None]:
-        with self.study.shielded():
-            try:
-                return await self.study.finish_and_ask(trial.tid, outcome, budget=self.max_evals)
-            except TrialStateError:
-                # Our lease was lost (the trial was reaped and requeued): the retry counts.
-                return None, None
-        return None, None  # pragma: no cover - a shielded scope does not swallow exceptions
-
-    async def record(self, trial: Trial, outcome: Outcome) -> Trial | None:
-        with self.study.shielded():
-            try:
-                return await self.study.finish(trial.tid, outcome)
-            except TrialStateError:
-                # Our lease was lost (the trial was reaped and requeued): the retry counts.
-                return None
-        return None  # pragma: no cover - a shielded scope does not swallow exceptions
 
     async def after(self, trial: Trial) -> None:
         for callback in self.callbacks:
             returned = callback(trial)
             if inspect.isawaitable(returned):
                 await returned
+        best = self.study._best
+        best_loss = None if best is None else best.loss
         if self.progress is not None:
-            counts = self.study.counts()
-            done = counts[TrialState.OK] + counts[TrialState.FAIL]
-            self.progress.update(done, self.study.best_loss)
-        best = self.study.best_loss
-        if self.loss_threshold is not None and best is not None and best <= self.loss_threshold:
-            self.stopping = True
+            counts = self.study._counts
+            self.progress.update(counts[TrialState.OK] + counts[TrialState.FAIL], best_loss)
         if self.early_stop is not None and not self.stopping:
-            verdict = self.early_stop(self.study.cached_trials())
+            verdict = self.early_stop(self.study._cached_trials())
             if inspect.isawaitable(verdict):
                 verdict = await verdict
             if verdict:
                 self.stopping = True
+
+
+class _Escaped(Exception):
+    """Raised by a trial task to stop the search; the escaping exception is on the run."""
+
+
+async def _call_on_daemon_thread(function: Callable[[Any], Any], argument: Any) -> Any:
+    """``function(argument)`` on a new daemon thread, awaited.
+
+    A daemon thread, unlike the event loops' thread pools, never keeps the process from
+    exiting: a sync objective that hangs is abandoned when its trial times out or the
+    search is cancelled, and runs on, unobserved, until it returns or the process ends.
+    """
+    token = anyio.lowlevel.current_token()
+    done = anyio.Event()
+    returned: list[tuple[bool, Any]] = []
+
+    def call() -> None:
+        try:
+            returned.append((True, function(argument)))
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: the caller decides
+            returned.append((False, exc))
+        with contextlib.suppress(anyio.RunFinishedError):
+            anyio.from_thread.run_sync(done.set, token=token)
+
+    threading.Thread(target=call, name="asyncopt objective", daemon=True).start()
+    await done.wait()
+    ok, value = returned[0]
+    if not ok:
+        raise value
+    return value
 
 
 async def minimize(
@@ -507,7 +392,7 @@ async def minimize(
     reporter = make_reporter(progress, max_evals, timeout)
     try:
         async with open_study(storage, study, space, algo=algo, seed=seed, lease=lease) as handle:
-            if points_to_evaluate and not handle.cached_trials():
+            if points_to_evaluate and not handle._trials:
                 await handle.enqueue(list(points_to_evaluate), budget=max_evals)
             run = _Run(
                 handle,
@@ -521,15 +406,28 @@ async def minimize(
                 catch=catch,
                 progress=reporter,
             )
-            await handle.renew_and_reap()
-            with anyio.move_on_after(timeout if timeout is not None else math.inf), single_error():
-                async with anyio.create_task_group() as group:
-                    run.background = group
-                    for _ in range(concurrency):
-                        group.start_soon(run.worker)
+            await handle._renew_and_reap()
+            await _search(run, timeout)
             with anyio.CancelScope(shield=True):
                 trials = await handle.trials()
     finally:
         if reporter is not None:
             reporter.close()
     return OptimizationResult(study, trials)
+
+
+async def _search(run: _Run, timeout: float | None) -> None:
+    """Run ``run`` until it ends or ``timeout``; record every trial; raise what escaped."""
+    errors: list[BaseException] = []
+    try:
+        with anyio.move_on_after(math.inf if timeout is None else timeout):
+            async with anyio.create_task_group() as group:
+                await run.serve(group)
+    except BaseExceptionGroup as group_error:
+        errors += [e for e in leaves(group_error) if not isinstance(e, _Escaped)]
+    finally:
+        with anyio.CancelScope(shield=True):
+            await run.record_the_rest()
+    errors = run.escaped + errors
+    if errors:
+        raise one_error(errors)

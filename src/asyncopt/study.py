@@ -3,13 +3,15 @@
 The handle keeps the study's columnar `History` current by applying only the trials that
 changed since its last read, derives each suggestion's seed from the study seed and the
 trial's position, and keeps the leases of the trials it holds alive.
+
+Everything that writes goes through one step, `Study._exchange`: record some outcomes,
+propose some new trials with one call of the suggest function, and send both to the
+storage in one round trip. `ask`, `tell` and `minimize`'s batches are all that step.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
-import functools
 import hashlib
 import logging
 import math
@@ -20,7 +22,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import attrs
+import anyio.to_thread
 import numpy as np
 
 from asyncopt._groups import single_error
@@ -30,7 +32,6 @@ from asyncopt.errors import (
     StorageError,
     StudyMismatchError,
     TrialError,
-    TrialStateError,
 )
 from asyncopt.history import History, HistoryBuilder
 from asyncopt.outcome import Outcome, from_value
@@ -39,15 +40,14 @@ from asyncopt.space.description import rebuild
 from asyncopt.space.evaluate import Assignment, space_eval
 from asyncopt.storage.base import (
     BUDGETED_STATES,
-    Handover,
+    Finish,
+    NewTrial,
     Storage,
-    StorageContext,
     StudyRecord,
     Trial,
     TrialState,
     best_of,
-    finish_and_read_of,
-    finish_read_create_many,
+    finish_and_create,
     loss_rank,
     new_worker_id,
 )
@@ -67,36 +67,23 @@ logger = logging.getLogger("asyncopt")
 #: ``suggest(space, history, rng, n) -> list of n assignments``.
 SuggestFunction = Callable[[CompiledSpace, History, np.random.Generator, int], list[Assignment]]
 
-# Suggestions run on a worker thread, to keep the loop free, while their typical duration
-# (a moving average, so one slow call on a busy machine does not count) exceeds this.
-_THREAD_THRESHOLD = 0.005
-# An `ask` this soon after a `finish` uses the changes that finish read instead of reading.
-_FRESH_READ = 0.05
-_AVERAGE_WEIGHT = 0.25
+# A suggestion expected to hold the event loop longer than this runs on a worker thread
+# (the loop serves users' other tasks; a thread hop costs far less than this).
+_THREAD_AFTER = 0.005
 
-
-def moving_average(average: float | None, sample: float) -> float:
-    """``average`` moved a quarter of the way towards ``sample`` (``sample`` if it is None).
-
-    The typical duration of something that one slow run on a busy machine should not set.
-    """
-    return sample if average is None else average + _AVERAGE_WEIGHT * (sample - average)
+_CLOSED = Outcome(TrialState.CANCELLED, error="cancelled: the study handle was closed")
 
 
 def default_algorithm() -> SuggestFunction:
-    """The default suggest function: multivariate TPE (random search if TPE is unavailable)."""
-    try:
-        from asyncopt.algorithms import tpe
-    except ImportError:  # pragma: no cover - tpe ships with the package
-        from asyncopt.algorithms import rand
+    """The default suggest function: multivariate TPE."""
+    from asyncopt.algorithms import tpe
 
-        return rand.suggest
     suggest: SuggestFunction = tpe.suggest
     return suggest
 
 
 def trial_seed(study_seed: int, position: int, salt: str = "") -> int:
-    """The seed of the suggestion for the trial at ``position`` (its expected tid).
+    """The seed of the suggestion whose first proposal is the trial at ``position`` (its tid).
 
     ``salt`` (a worker id) is mixed in only while other workers run trials of the study
     (or once this worker has seen them create trials behind its back), so that workers
@@ -111,17 +98,13 @@ def trial_seed(study_seed: int, position: int, salt: str = "") -> int:
 def suggestion_rng(seed: int) -> np.random.Generator:
     """The random generator a suggestion recorded with ``seed`` (``trial.seed``) used.
 
-    Call the algorithm with it and the history the trial saw to reproduce the proposal.
+    Call the algorithm with it, the history the trial saw and the number of trials
+    proposed together (1 in a sequential run) to reproduce the proposal.
     """
-    generator = np.random.Generator(np.random.PCG64(0))
-    _reseed(generator, seed)
-    return generator
-
-
-def _reseed(generator: np.random.Generator, seed: int) -> None:
-    # Setting a PCG64 state directly costs ~1.6 µs; building a generator from a seed
-    # (SeedSequence hashing) ~27 µs, a noticeable share of a free trial.
     digest = hashlib.blake2b(seed.to_bytes(8, "little"), digest_size=32).digest()
+    generator = np.random.Generator(np.random.PCG64(0))
+    # Setting the state directly: building a generator from a seed hashes a SeedSequence,
+    # a noticeable share of a cheap trial.
     generator.bit_generator.state = {
         "bit_generator": "PCG64",
         "state": {
@@ -131,6 +114,7 @@ def _reseed(generator: np.random.Generator, seed: int) -> None:
         "has_uint32": 0,
         "uinteger": 0,
     }
+    return generator
 
 
 def check_lease(lease: float) -> float:
@@ -140,64 +124,11 @@ def check_lease(lease: float) -> float:
     return float(lease)
 
 
-class _Stage(enum.Enum):
-    WAITING = enum.auto()  # for the ask lock, or for a round trip to take it
-    TAKEN = enum.auto()  # a round trip (maybe another task's) carries it
-    DONE = enum.auto()  # settled: a result or an error
-    FALLBACK = enum.auto()  # to be served by `finish` then `ask`
-
-
-# The outcome recorded for a trial created for a caller that went away before running it.
-_UNRUN = Outcome(TrialState.CANCELLED, error="cancelled: the caller left before running it")
-
-
-@attrs.define(eq=False)
-class _Handover:
-    """One `Study.finish_and_ask` call: the outcome to record and what its round trip gave."""
-
-    tid: int
-    outcome: Outcome
-    budget: int | None
-    undo: Callable[[], None]
-    stage: _Stage = _Stage.WAITING
-    result: tuple[Trial, Trial | None] | None = None
-    error: BaseException | None = None
-    _settled: anyio.Event | None = None
-
-    def to_store(self, assignment: Assignment, seed: int) -> Handover:
-        outcome = self.outcome
-        return Handover(
-            self.tid,
-            outcome.state,
-            outcome.loss,
-            outcome.result,
-            outcome.error,
-            assignment,
-            seed,
-            outcome.started_at,
-        )
-
-    def settle(
-        self,
-        *,
-        result: tuple[Trial, Trial | None] | None = None,
-        error: BaseException | None = None,
-    ) -> None:
-        self.stage, self.result, self.error = _Stage.DONE, result, error
-        if self._settled is not None:
-            self._settled.set()
-
-    async def wait_settled(self) -> None:
-        if self.stage is not _Stage.DONE:
-            self._settled = anyio.Event()
-            await self._settled.wait()
-
-
 class Study:
     """An open study: ask for trials, tell their outcomes, read its trials.
 
-    Get one with `open_study`. Methods are safe to call from many tasks at once; asking
-    is serialized so that concurrent suggestions see each other as pending trials.
+    Get one with `open_study`. Methods are safe to call from many tasks at once; writes
+    are serialized so that concurrent suggestions see each other as pending trials.
     """
 
     def __init__(
@@ -210,71 +141,111 @@ class Study:
         lease: float,
         worker: str,
     ) -> None:
-        self.storage = storage
-        self.record = record
         self.space = space
-        self.algo = algo
-        self.lease = lease
-        self.worker = worker
+        self._storage = storage
+        self._record = record
+        self._algo = algo
+        self._lease = lease
+        self._worker = worker
         self._builder = HistoryBuilder(space)
         self._trials: dict[int, Trial] = {}
         # The latest record of each trial with ``params`` attached, reused until it changes.
         self._dressed: dict[int, Trial] = {}
         self._seq = 0
         self._held: set[int] = set()
-        self._ask_lock = anyio.Lock(fast_acquire=True)
-        self._rng = np.random.Generator(np.random.PCG64(0))
+        self._lock = anyio.Lock()
         self._view_was_stale = False
-        # When a `finish` last read every change; the next `ask` soon after uses that read.
-        self._finish_read_at = -math.inf
-        self._never_yields = bool(getattr(storage, "never_yields", False))
-        self._suggest_seconds = 0.0  # moving average of the suggestion's duration
+        self._closed = False
+        # Duration of the last suggestion call, and how many trials it proposed.
+        self._suggest_seconds = (0.0, 1)
         self._best: Trial | None = None
         self._counts = dict.fromkeys(TrialState, 0)
         self._unfinished: set[int] = set()
-        # A storage without the one-round-trip forms gets the generic ones (several calls).
-        self._finish_and_read = finish_and_read_of(storage)
-        native = getattr(type(storage), "finish_and_create_many", None)
-        self._finish_and_create_many = getattr(
-            storage, "finish_and_create_many", None
-        ) or functools.partial(finish_read_create_many, storage)
-        # Handovers are combined into one round trip only where that is one round trip.
-        self._combines = native not in (None, StorageContext.finish_and_create_many)
-        self._handovers: list[_Handover] = []
-        self._round_trip_seconds = 0.0  # moving average of a finish_and_create_many call
 
     @property
     def name(self) -> str:
         """The study's name."""
-        return self.record.name
+        return self._record.name
 
     @property
     def seed(self) -> int:
         """The study seed every suggestion seed derives from."""
-        return self.record.seed
-
-    @property
-    def round_trip_seconds(self) -> float:
-        """The typical duration (a moving average) of the storage call of `finish_and_ask`.
-
-        0.0 until one was made. It is the time a worker waits for the storage between
-        two trials, suggestions aside.
-        """
-        return self._round_trip_seconds
-
-    @property
-    def held(self) -> frozenset[int]:
-        """Tids of the RUNNING trials this handle holds the lease of."""
-        return frozenset(self._held)
+        return self._record.seed
 
     def __repr__(self) -> str:
-        return f"Study({self.name!r}, {len(self._trials)} trials, storage={self.storage.url!r})"
+        return f"Study({self.name!r}, {len(self._trials)} trials, storage={self._storage.url!r})"
 
-    # -- reading ---------------------------------------------------------------------------
+    # -- the public handle -----------------------------------------------------------------
+
+    async def ask(self, *, budget: int | None = None) -> Trial | None:
+        """A RUNNING trial for this worker: a queued one if any, else a new suggestion.
+
+        With ``budget``, returns None (creating nothing) once the study holds ``budget``
+        budgeted trials. ``trial.params`` is the evaluated space.
+        """
+        trials = await self.ask_many(1, budget=budget)
+        return trials[0] if trials else None
+
+    async def ask_many(self, n: int, *, budget: int | None = None) -> list[Trial]:
+        """Up to ``n`` RUNNING trials (queued ones first), proposed together in one call.
+
+        Fewer, or none, once the study holds ``budget`` budgeted trials.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative int, got {n!r}")
+        _, created = await self._exchange([], n, budget)
+        return created
+
+    async def tell(self, tid: int, value: Any) -> Trial:
+        """Record the objective's value for trial ``tid`` (a loss or a result mapping).
+
+        A value that is not a finite loss or a valid mapping records a FAIL trial.
+        Raises `asyncopt.TrialError` subclasses for an unknown tid, a trial told twice
+        or a trial that was cancelled or is held by another worker.
+        """
+        [result] = await self.tell_many([(tid, value)])
+        if isinstance(result, TrialError):
+            raise result
+        return result
+
+    async def tell_many(self, values: Sequence[tuple[int, Any]]) -> list[Trial | TrialError]:
+        """`tell` for several trials in one storage round trip.
+
+        Returns, in order, each finished trial or the `TrialError` that refused it.
+        """
+        for tid, _ in values:
+            if isinstance(tid, bool) or not isinstance(tid, int):
+                raise TypeError(f"tid must be an int, got {tid!r}")
+        finished, _ = await self._exchange([(tid, from_value(v)) for tid, v in values], 0, None)
+        return finished
+
+    async def enqueue(
+        self, assignments: Sequence[Mapping[str, Any]], *, budget: int | None = None
+    ) -> list[Trial]:
+        """Queue assignments (validated against the space) to be evaluated first."""
+        for assignment in assignments:
+            self.space.check_assignment(assignment)
+        queued = await self._storage.enqueue_trials(self.name, list(assignments), budget=budget)
+        self._apply(queued)
+        return queued
+
+    async def trials(self) -> tuple[Trial, ...]:
+        """Every trial of the study, ordered by tid, with ``params``."""
+        await self._refresh()
+        return self._cached_trials()
+
+    async def best_trial(self) -> Trial:
+        """The OK trial with the lowest loss (lowest tid on ties); `AllTrialsFailed` if none."""
+        await self._refresh()
+        if self._best is None:
+            raise AllTrialsFailed(f"study {self.name!r} has no successful trial")
+        return self._with_params(self._best)
+
+    # -- the local view --------------------------------------------------------------------
 
     def _apply(self, trials: Sequence[Trial], *, replace: bool = False) -> None:
-        # ``replace`` applies records whatever their seq: a local, provisional outcome
-        # (which keeps the seq of the record it changes) and its undoing.
+        # ``replace`` applies records whatever their seq: an outcome applied before it is
+        # stored keeps the seq of the record it changes, so the stored one replaces it.
         accepted = []
         for trial in trials:
             known = self._trials.get(trial.tid)
@@ -290,19 +261,15 @@ class Study:
             self._trials[trial.tid] = trial
             best = self._best
             if trial.state is TrialState.OK and trial.loss is not None:
-                # The same trial's newer record (the stored one after a provisional one)
-                # replaces it; another replaces it when better.
                 if best is None or best.tid == trial.tid or loss_rank(trial) < loss_rank(best):
                     self._best = trial
             elif best is not None and best.tid == trial.tid:
-                # The best trial is no longer OK (a provisional outcome undone).
                 self._best = best_of(self._trials.values())
             accepted.append(trial)
         self._builder.update(accepted)
 
-    async def refresh(self) -> None:
-        """Read the trials that changed since the last read."""
-        self._read(await self.storage.trials_since(self.name, self._seq))
+    async def _refresh(self) -> None:
+        self._read(await self._storage.trials_since(self.name, self._seq))
 
     def _read(self, changed: Sequence[Trial]) -> None:
         self._apply(changed)
@@ -311,13 +278,8 @@ class Study:
         if changed:
             self._seq = max(self._seq, changed[-1].seq)
 
-    def history(self) -> History:
-        """The columnar history as of the last read (immutable)."""
-        return self._builder.snapshot()
-
     def _with_params(self, trial: Trial) -> Trial:
         dressed = self._dressed.get(trial.tid)
-        # A provisional outcome keeps the seq of the record it changes: compare states too.
         if dressed is not None and dressed.seq == trial.seq and dressed.state is trial.state:
             return dressed
         if dressed is not None:
@@ -331,406 +293,156 @@ class Study:
         self._dressed[trial.tid] = dressed
         return dressed
 
-    def cached_trials(self) -> tuple[Trial, ...]:
-        """The trials as of the last read, ordered by tid, with ``params``."""
+    def _cached_trials(self) -> tuple[Trial, ...]:
         return tuple(self._with_params(self._trials[tid]) for tid in sorted(self._trials))
 
-    def counts(self) -> dict[TrialState, int]:
-        """Number of trials per state as of the last read."""
-        return dict(self._counts)
-
-    def others_unfinished(self) -> bool:
-        """True when, as of the last read, trials are QUEUED or held RUNNING by other workers."""
-        return not self._unfinished.issubset(self._held)
-
-    @property
-    def best_loss(self) -> float | None:
-        """The lowest loss of an OK trial as of the last read."""
-        return None if self._best is None else self._best.loss
-
-    async def trials(self) -> tuple[Trial, ...]:
-        """Every trial of the study, ordered by tid, with ``params``."""
-        await self.refresh()
-        return self.cached_trials()
-
-    async def best_trial(self) -> Trial:
-        """The OK trial with the lowest loss (lowest tid on ties); `AllTrialsFailed` if none."""
-        await self.refresh()
-        if self._best is None:
-            raise AllTrialsFailed(f"study {self.name!r} has no successful trial")
-        return self._with_params(self._best)
-
-    # -- asking ----------------------------------------------------------------------------
-
-    async def ask(self, *, budget: int | None = None) -> Trial | None:
-        """A RUNNING trial for this worker: a queued one if any, else a new suggestion.
-
-        With ``budget``, returns None (creating nothing) once the study holds ``budget``
-        budgeted trials. ``trial.params`` is the evaluated space.
-        """
-        async with self._ask_lock:
-            if time.monotonic() - self._finish_read_at < _FRESH_READ:
-                # A finish just read every change (in its own round trip): as fresh as a
-                # read here would be. Each such read serves one ask.
-                self._finish_read_at = -math.inf
-            else:
-                await self.refresh()
-            if self._counts[TrialState.QUEUED]:
-                # Shielded like the create below: a claimed trial must reach `_take`.
-                with self.shielded():
-                    claimed = await self.storage.claim_trial(
-                        self.name, worker=self.worker, lease=self.lease
-                    )
-                    taken = None if claimed is None else self._take(claimed)
-                if taken is not None:
-                    return taken
-            if self._budget_spent(budget):
-                return None  # as of this read: no need to suggest what cannot be created
-            seed, position = self._next_seed()
-            assignment = await self._suggest(seed)
-            # A trial the storage created must be held (so closing the handle cancels it)
-            # even if the caller is cancelled meanwhile; the cancellation lands after.
-            with self.shielded():
-                created = await self.storage.create_trial(
-                    self.name,
-                    assignment,
-                    budget=budget,
-                    worker=self.worker,
-                    lease=self.lease,
-                    seed=seed,
-                )
-                taken = None if created is None else self._take(created)
-            self._note_position(created, position)
-            return taken
-
-    def _budget_spent(self, budget: int | None) -> bool:
-        """Whether, as of the last read, the study holds ``budget`` budgeted trials."""
-        return budget is not None and self._budgeted() >= budget
-
     def _budgeted(self) -> int:
-        """The number of budgeted trials as of the last read."""
         return sum(self._counts[state] for state in BUDGETED_STATES)
 
-    def _next_seed(self, ahead: int = 0) -> tuple[int, int]:
-        """The seed of the next suggestion, and the position (tid) it expects.
+    def _others_unfinished(self) -> bool:
+        """True when, as of the last read, trials are QUEUED or held RUNNING by others."""
+        return not self._unfinished.issubset(self._held)
 
-        ``ahead`` counts the proposals made before it that are not yet stored.
-        """
-        position = len(self._builder) + ahead
-        shared = self._view_was_stale or self.others_unfinished()
-        return trial_seed(self.seed, position, self.worker if shared else ""), position
-
-    def _note_position(self, created: Trial | None, position: int) -> None:
-        if created is not None and created.tid != position:
-            # Another worker created trials since our read: from now on this handle
-            # salts its seeds, so two workers never keep proposing from one view.
-            self._view_was_stale = True
-
-    def shielded(self) -> contextlib.AbstractContextManager[Any]:
+    def _shielded(self) -> contextlib.AbstractContextManager[Any]:
         """A scope that lets a storage write finish even if the caller is cancelled.
 
-        A storage whose calls never yield to the event loop (``never_yields``, the memory
-        backend) cannot be interrupted, so it gets a no-op scope.
+        A storage whose calls never yield to the event loop (memory) cannot be
+        interrupted, so it gets a no-op scope.
         """
-        if self._never_yields:
+        if self._storage.never_yields:
             return contextlib.nullcontext()
         return anyio.CancelScope(shield=True)
+
+    # -- the one write step ----------------------------------------------------------------
+
+    async def _exchange(
+        self, outcomes: Sequence[tuple[int, Outcome]], n: int, budget: int | None
+    ) -> tuple[list[Trial | TrialError], list[Trial]]:
+        """Record ``outcomes`` of held trials and take up to ``n`` new RUNNING trials.
+
+        Queued trials are claimed first; the rest are proposed by one suggestion call
+        that already sees ``outcomes``, and stored with them in one round trip, as many
+        as ``budget`` allows. Returns each outcome's finished trial (or the `TrialError`
+        that refused it) and the trials taken.
+        """
+        async with self._lock:
+            if self._closed:
+                raise StorageError(f"the handle on study {self.name!r} is closed")
+            if n and not outcomes:
+                # A lone ask: what others did since the last exchange may be long ago.
+                await self._refresh()
+            before = {tid: self._trials.get(tid) for tid, _ in outcomes}
+            self._apply(
+                [self._provisional(tid, o) for tid, o in outcomes if tid in self._held],
+                replace=True,
+            )
+            taken: list[Trial] = []
+            if n and self._counts[TrialState.QUEUED]:
+                # Queued trials are in the budget already.
+                with self._shielded():
+                    taken = [self._take(t) for t in await self._claim(n)]
+            room = n - len(taken)
+            if budget is not None:
+                room = max(0, min(room, budget - self._budgeted()))
+            proposals: list[Assignment] = []
+            position = len(self._builder)
+            shared = self._view_was_stale or self._others_unfinished()
+            seed = trial_seed(self.seed, position, self._worker if shared else "")
+            if room:
+                proposals = await self._suggest(seed, room)
+            with self._shielded():
+                batch = await finish_and_create(
+                    self._storage,
+                    self.name,
+                    [_finish(tid, outcome) for tid, outcome in outcomes],
+                    [NewTrial(assignment, seed) for assignment in proposals],
+                    since=self._seq,
+                    worker=self._worker,
+                    budget=budget,
+                    lease=self._lease,
+                )
+                self._held.difference_update(tid for tid, _ in outcomes)
+                created = [self._take(trial) for trial in batch.created]
+            if created and created[0].tid != position:
+                # Another worker created trials since our read: from now on this handle
+                # salts its seeds, so two workers never keep proposing from one view.
+                self._view_was_stale = True
+            self._read(batch.changed)
+            finished: list[Trial | TrialError] = []
+            for (tid, _), result in zip(outcomes, batch.finished):
+                if isinstance(result, TrialError):
+                    known = before[tid]
+                    if known is not None and self._trials[tid].seq == known.seq:
+                        self._apply([known], replace=True)  # nothing newer replaced it
+                    finished.append(result)
+                else:
+                    self._apply([result])
+                    finished.append(self._with_params(result))
+            return finished, taken + created
+
+    def _provisional(self, tid: int, outcome: Outcome) -> Trial:
+        known = self._trials[tid]
+        started = known.started_at if outcome.started_at is None else outcome.started_at
+        return known.evolve(
+            state=outcome.state,
+            loss=outcome.loss,
+            result=outcome.result,
+            error=outcome.error,
+            started_at=started,
+            lease_expires_at=None,
+        )
+
+    async def _claim(self, limit: int) -> list[Trial]:
+        claimed = []
+        for _ in range(limit):
+            trial = await self._storage.claim_trial(
+                self.name, worker=self._worker, lease=self._lease
+            )
+            if trial is None:
+                break
+            claimed.append(trial)
+        return claimed
 
     def _take(self, trial: Trial) -> Trial:
         self._held.add(trial.tid)
         self._apply([trial])
         return self._with_params(trial)
 
-    async def _suggest(self, seed: int, history: History | None = None) -> Assignment:
-        if history is None:
-            history = self._builder.snapshot()
-        rng = self._rng  # reseeded per suggestion; asks are serialized by the ask lock
-        _reseed(rng, seed)
+    async def _suggest(self, seed: int, n: int) -> list[Assignment]:
+        history = self._builder.snapshot()
+        rng = suggestion_rng(seed)
 
-        took = 0.0
-
-        def run() -> Assignment:
-            nonlocal took
+        def run() -> tuple[list[Assignment], float]:
             started = time.perf_counter()
-            proposal = self.algo(self.space, history, rng, 1)[0]
-            took = time.perf_counter() - started
-            return proposal
+            proposals = self._algo(self.space, history, rng, n)
+            return proposals, time.perf_counter() - started
 
-        if self._suggest_seconds > _THREAD_THRESHOLD:
-            assignment = await anyio.to_thread.run_sync(run)
+        took, proposed = self._suggest_seconds
+        if took * max(1.0, n / proposed) > _THREAD_AFTER:
+            proposals, took = await anyio.to_thread.run_sync(run)
         else:
-            assignment = run()
-        self._suggest_seconds = moving_average(self._suggest_seconds, took)
-        return assignment
-
-    async def enqueue(
-        self, assignments: Sequence[Mapping[str, Any]], *, budget: int | None = None
-    ) -> list[Trial]:
-        """Queue assignments (validated against the space) to be evaluated first."""
-        for assignment in assignments:
-            self.space.check_assignment(assignment)
-        queued = await self.storage.enqueue_trials(self.name, list(assignments), budget=budget)
-        self._apply(queued)
-        return queued
-
-    # -- telling ---------------------------------------------------------------------------
-
-    async def tell(self, tid: int, value: Any) -> Trial:
-        """Record the objective's value for trial ``tid`` (a loss or a result mapping).
-
-        A value that is not a finite loss or a valid mapping records a FAIL trial.
-        Raises `asyncopt.TrialError` subclasses for an unknown tid, a trial told twice
-        or a trial that was cancelled or is held by another worker.
-        """
-        return await self.finish(tid, from_value(value))
-
-    async def finish(self, tid: int, outcome: Outcome) -> Trial:
-        """Record ``outcome`` for trial ``tid`` (used by `tell` and `minimize`)."""
-        try:
-            trial, changed = await self._finish_and_read(
-                self.name,
-                tid,
-                since=self._seq,
-                worker=self.worker,
-                state=outcome.state,
-                loss=outcome.loss,
-                result=outcome.result,
-                error=outcome.error,
-                started_at=outcome.started_at,
-            )
-            self._read(changed)
-            self._finish_read_at = time.monotonic()
-        finally:
-            if outcome.state.is_finished:
-                self._held.discard(tid)
-        self._apply([trial])
-        return self._with_params(trial)
-
-    async def finish_and_ask(
-        self, tid: int, outcome: Outcome, *, budget: int | None = None
-    ) -> tuple[Trial, Trial | None]:
-        """`finish` then `ask`, in one storage round trip when the storage allows.
-
-        Returns the finished trial and the next one (None once ``budget`` is spent). The
-        outcome is applied locally at once, so the next suggestion (and those of other
-        tasks meanwhile) see it; what other workers changed since the last read arrives
-        with the round trip and is seen by the suggestion after. Where the storage does
-        several finishes and creates in one round trip (SQLite), calls made by other tasks
-        at the same moment share it, while a suggestion takes less time than a round trip.
-        While trials are queued (they are claimed first) or the budget looks spent, this
-        is `finish` then `ask`. Raises like `finish`; then nothing was asked.
-        """
-        [result] = await self.finish_and_ask_many([(tid, outcome)], budget=budget)
-        if isinstance(result, TrialError):
-            raise result
-        return result
-
-    async def finish_and_ask_many(
-        self, outcomes: Sequence[tuple[int, Outcome]], *, budget: int | None = None
-    ) -> list[tuple[Trial, Trial | None] | TrialError]:
-        """`finish_and_ask` for several held trials at once, sharing round trips.
-
-        ``outcomes`` holds (tid, outcome) pairs. Returns, in their order, each trial's
-        finished record and next trial, or the `TrialError` that refused its finish
-        (then nothing was asked for it). Other errors raise.
-        """
-        mine = [
-            _Handover(tid, outcome, budget, self._apply_outcome(tid, outcome))
-            for tid, outcome in outcomes
-        ]
-        self._handovers += mine
-        try:
-            async with self._ask_lock:
-                for handover in mine:
-                    if handover.stage is _Stage.WAITING:
-                        await self._hand_over(handover)
-        except BaseException:
-            for handover in mine:
-                await self._abandon(handover)
-            raise
-        results: list[tuple[Trial, Trial | None] | TrialError] = []
-        for index, handover in enumerate(mine):
-            try:
-                results.append(await self._served(handover, budget))
-            except BaseException:
-                for unreturned in mine[:index] + mine[index + 1 :]:
-                    await self._abandon(unreturned)
-                raise
-        return results
-
-    async def _served(
-        self, handover: _Handover, budget: int | None
-    ) -> tuple[Trial, Trial | None] | TrialError:
-        """What ``handover``'s round trip gave, or its `finish` then `ask` (FALLBACK)."""
-        if handover.stage is _Stage.DONE:
-            if isinstance(handover.error, TrialError):
-                return handover.error
-            if handover.error is not None:
-                raise handover.error
-            assert handover.result is not None
-            return handover.result
-        try:
-            finished = await self.finish(handover.tid, handover.outcome)
-        except BaseException as exc:
-            handover.undo()
-            if isinstance(exc, TrialError):
-                return exc
-            raise
-        handover.settle(result=(finished, None))  # recorded: not to be recorded again
-        following = await self.ask(budget=budget)
-        handover.settle(result=(finished, following))
-        return finished, following
-
-    async def _hand_over(self, own: _Handover) -> None:
-        """Serve ``own`` (and others waiting, if combining pays) with one round trip.
-
-        Called holding the ask lock. Leaves ``own`` DONE, or FALLBACK when it must be a
-        `finish` then an `ask`; others it carried are DONE.
-        """
-        if own.tid not in self._held or self._counts[TrialState.QUEUED]:
-            self._fall_back(own)
-            return
-        room = None if own.budget is None else own.budget - self._budgeted()
-        if room is not None and room <= 0:
-            self._fall_back(own)
-            return
-        combining = self._combines and self._suggest_seconds < self._round_trip_seconds
-        if combining and len(self._held) > 1:
-            # Trials finishing in this same pass of the event loop join this round trip.
-            await anyio.lowlevel.checkpoint()
-        batch = [own]
-        if combining:
-            batch += [
-                h
-                for h in self._handovers
-                if h is not own and h.budget == own.budget and h.tid in self._held
-            ]
-            if room is not None:
-                del batch[room:]
-        for handover in batch:
-            handover.stage = _Stage.TAKEN
-        self._handovers = [h for h in self._handovers if h.stage is _Stage.WAITING]
-        positions: list[int] = []
-        handovers: list[Handover] = []
-        try:
-            for handover in batch:
-                seed, position = self._next_seed(len(positions))
-                # Not kept in a variable: a snapshot alive during the round trip would
-                # make the history copy its columns when the outcomes are applied.
-                assignment = await self._suggest(
-                    seed,
-                    self._builder.snapshot().with_pending(
-                        positions, [h.assignment for h in handovers]
-                    ),
-                )
-                positions.append(position)
-                handovers.append(handover.to_store(assignment, seed))
-        except BaseException:
-            # Nothing was sent: each waits for its own turn again (``own``'s caller
-            # records its outcome alone).
-            for handover in batch:
-                handover.stage = _Stage.WAITING
-            self._handovers[:0] = batch[1:]
-            raise
-        await self._round_trip(batch, handovers, positions)
-
-    async def _round_trip(
-        self, batch: list[_Handover], handovers: list[Handover], positions: list[int]
-    ) -> None:
-        with self.shielded():
-            started = time.perf_counter()
-            try:
-                results, changed = await self._finish_and_create_many(
-                    self.name,
-                    handovers,
-                    since=self._seq,
-                    worker=self.worker,
-                    budget=batch[0].budget,
-                    lease=self.lease,
-                )
-            except BaseException as exc:
-                for handover in batch:
-                    handover.undo()
-                    self._held.discard(handover.tid)  # as `finish` does when refused
-                    handover.settle(error=exc)
-                raise
-            took = time.perf_counter() - started
-            self._round_trip_seconds = moving_average(self._round_trip_seconds, took)
-            self._read(changed)
-            for handover, result, position in zip(batch, results, positions):
-                self._held.discard(handover.tid)
-                if isinstance(result, TrialError):
-                    handover.undo()
-                    handover.settle(error=result)
-                    continue
-                finished, created = result
-                self._apply([finished])
-                taken = None if created is None else self._take(created)
-                self._note_position(created, position)
-                handover.settle(result=(self._with_params(finished), taken))
-
-    def _fall_back(self, handover: _Handover) -> None:
-        handover.stage = _Stage.FALLBACK
-        self._handovers.remove(handover)
-
-    async def _abandon(self, handover: _Handover) -> None:
-        """After ``handover``'s caller failed or was cancelled: its outcome must be recorded,
-        and a trial created for it that it will not run must not stay RUNNING."""
-        with self.shielded():
-            if handover.stage in (_Stage.WAITING, _Stage.FALLBACK):
-                # Waiting for the lock or suggesting failed: record the outcome alone.
-                if handover in self._handovers:
-                    self._handovers.remove(handover)
-                handover.undo()
-                await self.finish(handover.tid, handover.outcome)
-                return
-            if handover.stage is _Stage.TAKEN:
-                await handover.wait_settled()  # another task's round trip carries it
-            if handover.result is not None and handover.result[1] is not None:
-                await self.finish(handover.result[1].tid, _UNRUN)
-
-    def _apply_outcome(self, tid: int, outcome: Outcome) -> Callable[[], None]:
-        """Apply ``outcome`` to the local view of held trial ``tid`` before it is stored.
-
-        The record keeps its seq, so the stored one replaces it when read. Returns the
-        function that undoes it (if no newer record replaced it meanwhile).
-        """
-        known = self._trials.get(tid)
-        if known is None or tid not in self._held:
-            return lambda: None
-        provisional = known.evolve(
-            state=outcome.state,
-            loss=outcome.loss,
-            result=outcome.result,
-            error=outcome.error,
-            started_at=known.started_at if outcome.started_at is None else outcome.started_at,
-            lease_expires_at=None,
-        )
-        self._apply([provisional], replace=True)
-
-        def undo() -> None:
-            if self._trials.get(tid) is provisional:
-                self._apply([known], replace=True)
-
-        return undo
+            proposals, took = run()
+        self._suggest_seconds = (took, n)
+        return proposals
 
     # -- leases ----------------------------------------------------------------------------
 
-    async def keep_leases(self) -> None:
+    async def _keep_leases(self) -> None:
         """Forever: renew held leases and reap expired ones every third of the lease."""
         while True:
-            await anyio.sleep(self.lease / 3)
+            await anyio.sleep(self._lease / 3)
             try:
-                await self.renew_and_reap()
+                await self._renew_and_reap()
             except StorageError as exc:
                 # A passing outage must not stop the search; the next beat tries again.
                 logger.warning("renewing leases of study %r failed: %s", self.name, exc)
 
-    async def renew_and_reap(self) -> None:
+    async def _renew_and_reap(self) -> None:
         """Renew this worker's leases once, and reap trials whose lease expired."""
         if self._held:
-            lost = await self.storage.renew_leases(
-                self.name, sorted(self._held), worker=self.worker, lease=self.lease
+            held = sorted(self._held)
+            lost = await self._storage.renew_leases(
+                self.name, held, worker=self._worker, lease=self._lease
             )
             # A trial finished while the renewal was in flight is not lost, just done.
             lost = [tid for tid in lost if tid in self._held]
@@ -741,18 +453,28 @@ class Study:
                     self.name,
                     lost,
                 )
-        reaped = await self.storage.reap_expired(self.name)
+        reaped = await self._storage.reap_expired(self.name)
         if reaped:
             logger.info(
                 "study %r: reaped trials %s whose worker stopped renewing its lease",
                 self.name,
                 [t.tid for t in reaped],
             )
-            await self.refresh()
+            await self._refresh()
+
+    async def _release(self) -> None:
+        """Cancel the trials still held (asked, never told) and refuse further writes."""
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + 30
+            if self._held:
+                await self._exchange([(tid, _CLOSED) for tid in sorted(self._held)], 0, None)
+            self._closed = True
 
 
-def _random_seed() -> int:
-    return secrets.randbits(31)
+def _finish(tid: int, outcome: Outcome) -> Finish:
+    return Finish(
+        tid, outcome.state, outcome.loss, outcome.result, outcome.error, outcome.started_at
+    )
 
 
 @asynccontextmanager
@@ -771,10 +493,10 @@ async def open_study(
     ``space`` may be omitted for an existing study: it is rebuilt from the stored
     description. ``seed`` fixes a new study's seed (random if None); an existing study
     keeps its seed, and a different explicit seed raises `StudyMismatchError`. While the
-    block runs, the leases of asked trials are renewed every ``lease / 3`` seconds.
+    block runs, the leases of asked trials are renewed every ``lease / 3`` seconds; at
+    its end, trials asked and never told are recorded CANCELLED.
     Raises `StudyMismatchError` if the study exists with a different space.
     """
-
     lease = check_lease(lease)
     async with open_storage(storage) as store:
         if space is None:
@@ -786,7 +508,7 @@ async def open_study(
                 name,
                 fingerprint=compiled.fingerprint,
                 space=compiled.describe(),
-                seed=_random_seed() if seed is None else int(seed),
+                seed=secrets.randbits(31) if seed is None else int(seed),
             )
         if seed is not None and record.seed != int(seed):
             raise StudyMismatchError(
@@ -803,25 +525,10 @@ async def open_study(
         )
         with single_error():
             async with anyio.create_task_group() as group:
-                group.start_soon(handle.keep_leases)
+                group.start_soon(handle._keep_leases)
                 try:
-                    await handle.refresh()
+                    await handle._refresh()
                     yield handle
                 finally:
                     group.cancel_scope.cancel()
-                    await _release(handle)
-
-
-async def _release(handle: Study) -> None:
-    """Cancel the trials still held (asked, never told) so none stays RUNNING."""
-    if not handle.held:
-        return
-    with anyio.CancelScope(shield=True) as scope:
-        scope.deadline = anyio.current_time() + 30
-        for tid in sorted(handle.held):
-            # A trial reaped or finished elsewhere is no longer ours to release.
-            with contextlib.suppress(TrialStateError):
-                await handle.finish(
-                    tid,
-                    Outcome(TrialState.CANCELLED, error="cancelled: the study handle was closed"),
-                )
+                    await handle._release()

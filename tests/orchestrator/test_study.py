@@ -45,7 +45,7 @@ async def test_tell_unknown_twice_and_cancelled() -> None:
             await study.tell(trial.tid, 2.0)
         second = await study.ask()
         assert second is not None
-        await study.finish(second.tid, ao_cancelled())
+        await study._exchange([(second.tid, ao_cancelled())], 0, None)
         with pytest.raises(TrialStateError, match="CANCELLED"):
             await study.tell(second.tid, 1.0)
         assert (await study.best_trial()).loss == 1.0
@@ -53,8 +53,7 @@ async def test_tell_unknown_twice_and_cancelled() -> None:
         assert issubclass(error, ao.TrialError)
 
 
-def ao_cancelled() -> object:
-    from asyncopt.outcome import Outcome
+def ao_cancelled() -> Any:
 
     return Outcome(ao.TrialState.CANCELLED, error="test")
 
@@ -177,10 +176,10 @@ async def test_history_is_incremental_and_immutable() -> None:
     async with ao.open_study(MemoryStorage(), "s", SPACE, algo=ao.rand.suggest) as study:
         first = await study.ask()
         assert first is not None
-        before = study.history()
+        before = study._builder.snapshot()
         await study.tell(first.tid, 3.0)
-        await study.refresh()
-        after = study.history()
+        await study._refresh()
+        after = study._builder.snapshot()
         assert before.states[0] == ao.TrialState.RUNNING
         assert after.states[0] == ao.TrialState.OK
         assert after.losses[0] == 3.0
@@ -211,94 +210,27 @@ async def test_two_workers_interleaved_propose_distinct_points() -> None:
         assert len(set(assignments)) == len(assignments)
         for handle in (first, second):
             for trial in asked:
-                if trial.tid in handle.held:
+                if trial.tid in handle._held:
                     await handle.tell(trial.tid, 0.0)
 
 
-class _ProtocolOnly:
-    """A backend written to the bare `Storage` protocol, without the one-round-trip forms.
-
-    It keeps its trials in a real memory storage and forwards every protocol call. The
-    methods are class attributes: from Python 3.12 on, ``isinstance`` against a runtime
-    protocol does not see attributes that ``__getattr__`` would supply.
-    """
-
-    def __init__(self) -> None:
-        self._inner = MemoryStorage()
-
-    @property
-    def url(self) -> str:
-        return self._inner.url
-
-    async def __aenter__(self) -> _ProtocolOnly:
-        await self._inner.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._inner.aclose()
-
-
-def _forwarder(name: str) -> Any:
-    def forward(self: _ProtocolOnly, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self._inner, name)(*args, **kwargs)
-
-    return forward
-
-
-for _name in (
-    "open",
-    "aclose",
-    "create_study",
-    "get_study",
-    "list_studies",
-    "delete_study",
-    "create_trial",
-    "enqueue_trials",
-    "claim_trial",
-    "finish_trial",
-    "renew_leases",
-    "reap_expired",
-    "get_trial",
-    "trials_since",
-    "count_trials",
-):
-    setattr(_ProtocolOnly, _name, _forwarder(_name))
-
-
-async def test_a_storage_without_finish_and_read_gives_the_same_search() -> None:
-    plain = _ProtocolOnly()
-    assert isinstance(plain, ao.Storage)
-    assert not hasattr(plain, "finish_and_read")
-    assert not hasattr(plain, "finish_and_create_many")
-    results = [
-        await ao.minimize(
-            lambda p: p["x"] ** 2, SPACE, algo=ao.tpe.suggest, max_evals=15, storage=s, seed=3
-        )
-        for s in (plain, MemoryStorage())
-    ]
-    assert [t.assignment for t in results[0].trials] == [t.assignment for t in results[1].trials]
-    assert [t.loss for t in results[0].trials] == [t.loss for t in results[1].trials]
-
-
-async def test_a_refused_finish_and_ask_creates_nothing_and_keeps_the_stored_record(
-    tmp_path: Path,
-) -> None:
+async def test_a_refused_tell_keeps_the_stored_record(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/study.db"
     async with ao.open_study(url, "s", SPACE, algo=ao.rand.suggest, seed=1) as study:
         trial = await study.ask()
         assert trial is not None
         # Behind the handle's back (as a reaper would after a lost lease), the trial ends.
-        await study.storage.finish_trial(
-            "s", trial.tid, worker=study.worker, state=ao.TrialState.CANCELLED
+        await study._storage.finish_trial(
+            "s", trial.tid, worker=study._worker, state=ao.TrialState.CANCELLED
         )
         with pytest.raises(TrialStateError):
-            await study.finish_and_ask(trial.tid, Outcome(ao.TrialState.OK, loss=0.1))
-        # The outcome applied locally for the next suggestion is undone.
-        assert study.best_loss is None
-        assert study.held == frozenset()
+            await study.tell(trial.tid, 0.1)
+        # The outcome applied locally for the suggestion is replaced by the stored record.
+        assert study._best is None
+        assert study._held == set()
         trials = await study.trials()
         assert [(t.tid, t.state) for t in trials] == [(0, ao.TrialState.CANCELLED)]
-        assert study.counts()[ao.TrialState.OK] == 0
+        assert study._counts[ao.TrialState.OK] == 0
 
 
 async def test_a_sequential_search_on_sqlite_makes_one_storage_call_per_trial(
@@ -322,29 +254,6 @@ async def test_a_sequential_search_on_sqlite_makes_one_storage_call_per_trial(
     assert calls == opening + finishes + closing
 
 
-async def test_an_outcome_is_recorded_even_if_cancelled_while_another_task_asks() -> None:
-    async with ao.open_study(MemoryStorage(), "s", SPACE, algo=ao.rand.suggest, seed=1) as study:
-        trial = await study.ask()
-        assert trial is not None
-        holding, release = anyio.Event(), anyio.Event()
-
-        async def ask_slowly() -> None:  # as while another task's suggestion is made
-            async with study._ask_lock:
-                holding.set()
-                await release.wait()
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(ask_slowly)
-            await holding.wait()
-            with anyio.move_on_after(0.05) as scope:
-                await study.finish_and_ask(trial.tid, Outcome(ao.TrialState.OK, loss=0.5))
-            release.set()
-        assert scope.cancelled_caught
-        trials = await study.trials()
-        assert [(t.tid, t.state, t.loss) for t in trials] == [(0, ao.TrialState.OK, 0.5)]
-        assert study.held == frozenset()
-
-
 async def test_an_ask_long_after_a_tell_reads_what_others_did_meanwhile(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/study.db"
     async with ao.open_study(url, "s", SPACE, algo=ao.rand.suggest, seed=1) as study:
@@ -355,4 +264,4 @@ async def test_an_ask_long_after_a_tell_reads_what_others_did_meanwhile(tmp_path
             assert await other.ask() is not None
         await anyio.sleep(0.1)  # the read the tell made is old by now
         await study.ask()
-        assert [t.tid for t in study.cached_trials()] == [0, 1, 2]
+        assert [t.tid for t in study._cached_trials()] == [0, 1, 2]

@@ -229,6 +229,10 @@ _OpenedStorage = TypeVar("_OpenedStorage", bound="StorageContext")
 class StorageContext:
     """Base for backends: ``async with storage:`` opens it and closes it at the end."""
 
+    #: True for a backend whose coroutines never yield to the event loop (memory): its
+    #: writes cannot be interrupted, so they need no shielded cancel scope.
+    never_yields: bool = False
+
     async def open(self) -> None:
         """Connect, create the schema if needed. Idempotent."""
         raise NotImplementedError
@@ -392,6 +396,81 @@ def finish_and_read_of(storage: Storage) -> Callable[..., Awaitable[tuple[Trial,
     return method or functools.partial(finish_then_read, storage)
 
 
+@attrs.frozen
+class Finish:
+    """The outcome of a trial held by the calling worker, to record."""
+
+    tid: int
+    state: TrialState
+    loss: float | None = None
+    result: Mapping[str, Any] | None = None
+    error: str | None = None
+    started_at: float | None = None
+
+
+@attrs.frozen
+class NewTrial:
+    """A trial to create RUNNING for the calling worker."""
+
+    assignment: Mapping[str, int | float]
+    seed: int | None = None
+
+
+@attrs.frozen
+class Batch:
+    """What `finish_and_create` did: per finish its record or refusal, the trials
+    created (in order, until the budget was spent), and the changes read after both."""
+
+    finished: list[Trial | TrialError]
+    created: list[Trial]
+    changed: list[Trial]
+
+
+async def finish_and_create(
+    storage: Storage,
+    study: str,
+    finishes: Sequence[Finish],
+    new: Sequence[NewTrial],
+    *,
+    since: int,
+    worker: str,
+    budget: int | None,
+    lease: float,
+) -> Batch:
+    """Record ``finishes``, create ``new`` trials while the budget allows, read changes."""
+    finished: list[Trial | TrialError] = []
+    for item in finishes:
+        try:
+            finished.append(
+                await storage.finish_trial(
+                    study,
+                    item.tid,
+                    worker=worker,
+                    state=item.state,
+                    loss=item.loss,
+                    result=item.result,
+                    error=item.error,
+                    started_at=item.started_at,
+                )
+            )
+        except TrialError as exc:
+            finished.append(exc)
+    created: list[Trial] = []
+    for proposal in new:
+        trial = await storage.create_trial(
+            study,
+            proposal.assignment,
+            budget=budget,
+            worker=worker,
+            lease=lease,
+            seed=proposal.seed,
+        )
+        if trial is None:
+            break
+        created.append(trial)
+    return Batch(finished, created, await storage.trials_since(study, since))
+
+
 def new_worker_id() -> str:
     """A worker identity ``host:pid:random``, unique across machines and restarts."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -412,6 +491,8 @@ class Storage(Protocol):
     A backend whose coroutines never yield to the event loop may set the class attribute
     ``never_yields = True``: its writes then need (and get) no shielded cancel scope.
     """
+
+    never_yields: bool
 
     @property
     def url(self) -> str:
