@@ -35,7 +35,10 @@ def _number(value: object) -> float | None:
     if isinstance(value, (bool, np.bool_)):
         return None
     if isinstance(value, (int, float, np.integer, np.floating)):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond the float range: not a finite loss
+            return math.inf
     return None
 
 
@@ -66,6 +69,8 @@ def from_value(value: Any) -> Outcome:
         result = json.loads(json.dumps(result, default=_numpy_default, allow_nan=True))
     except (TypeError, ValueError) as exc:
         return _fail(f"ObjectiveError: the result mapping is not JSON-serializable ({exc})")
+    except RecursionError:
+        return _fail("ObjectiveError: the result mapping is nested too deeply to store")
     status = result.get("status", STATUS_OK)
     if status not in (STATUS_OK, STATUS_FAIL):
         return _fail(f"ObjectiveError: result status {status!r} is neither 'ok' nor 'fail'", result)
