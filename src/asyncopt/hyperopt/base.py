@@ -8,6 +8,7 @@ fills it; giving the same `Trials` to another `fmin` call resumes the study.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -19,7 +20,7 @@ import anyio
 import numpy as np
 import sniffio
 
-from asyncopt.errors import AllTrialsFailed
+from asyncopt.errors import AllTrialsFailed, SpaceError
 from asyncopt.outcome import _numpy_default
 from asyncopt.space.compile import CompiledSpace, compile_space
 from asyncopt.space.description import rebuild
@@ -123,7 +124,7 @@ class Trials:
         self._exp_key = exp_key
         self.attachments: dict[str, Any] = {}
         self._records: tuple[Trial, ...] = ()
-        self._labels: tuple[str, ...] = ()
+        self._space: CompiledSpace | None = None
         # Points from `generate_trials_to_calculate`, queued by the next `fmin`.
         self._points: list[dict[str, Any]] = []
         # Token -> (result values, attachments) the storage could not hold, until the
@@ -145,6 +146,11 @@ class Trials:
     def study(self) -> str:
         """The study's name: ``exp_key``, or ``"default"``."""
         return self._exp_key or "default"
+
+    @property
+    def space(self) -> CompiledSpace | None:
+        """The study's compiled space, once known (after `fmin` or a read)."""
+        return self._space
 
     @property
     def records(self) -> tuple[Trial, ...]:
@@ -176,13 +182,18 @@ class Trials:
             if record is None:
                 self.update((), None)
                 return
-            space = None if self._labels else compile_space(rebuild(dict(record.space)))
+            space = self._space
+            if space is None:
+                # A space holding constants JSON cannot describe is not rebuilt: the
+                # documents then list the labels each trial has.
+                with contextlib.suppress(SpaceError):
+                    space = compile_space(rebuild(dict(record.space)))
             self.update(await store.trials_since(self.study, 0), space)
 
     def update(self, records: Sequence[Trial], space: CompiledSpace | None = None) -> None:
         """Show ``records`` (the study's trials), with the labels of ``space`` if given."""
         if space is not None:
-            self._labels = space.labels
+            self._space = space
         self._records = tuple(sorted(records, key=lambda trial: trial.tid))
         if self._kept:
             for trial in self._records:
@@ -276,7 +287,7 @@ class Trials:
         }
 
     def _misc(self, tid: int, assignment: Mapping[str, Any]) -> dict[str, Any]:
-        labels = self._labels or tuple(assignment)
+        labels = tuple(assignment) if self._space is None else self._space.labels
         return {
             "tid": tid,
             "cmd": ("domain_attachment", "FMinIter_Domain"),

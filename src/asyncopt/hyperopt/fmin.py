@@ -336,7 +336,11 @@ def _checked_max_evals(max_evals: Any) -> int | None:
 
 def _annotated(fn: Callable[..., Any]) -> tuple[Callable[..., Any], dict[str, Any]]:
     """Hyperopt's ``space="annotated"``: the space is ``fn``'s parameter annotations."""
-    space = dict(inspect.getfullargspec(fn).annotations)
+    try:
+        # Evaluated: a module with ``from __future__ import annotations`` holds strings.
+        space = dict(inspect.get_annotations(fn, eval_str=True))
+    except Exception:  # an annotation that is not an expression is refused below
+        space = dict(inspect.get_annotations(fn))
     space.pop("return", None)
     for name, annotation in space.items():
         if not isinstance(annotation, Expr):
