@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 import pytest
 
 import asyncopt as ao
 from asyncopt.hyperopt import (
+    JOB_STATE_CANCEL,
     JOB_STATE_DONE,
     JOB_STATE_ERROR,
     STATUS_FAIL,
@@ -546,3 +552,104 @@ def test_concurrent_trials_in_a_shared_storage(tmp_path: Path, backend: str) -> 
     )
     assert len(trials) == 24
     assert len(Trials(exp_key="shared", storage=url)) == 24
+
+
+# -- inside a running event loop (a notebook) ------------------------------------------------------
+
+
+def raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_an_interrupt_while_blocking_a_loop_cancels_the_search(backend: str) -> None:
+    # As in a notebook: a loop runs, fmin blocks it, the user interrupts the kernel.
+    calls: list[float] = []
+
+    def fn(x: float) -> float:
+        calls.append(x)
+        if len(calls) == 3:
+            # A real signal, as a notebook's interrupt sends: it wakes the waiting thread.
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        time.sleep(0.05)
+        return x
+
+    trials = Trials()
+
+    async def cell() -> None:
+        fmin(fn, hp.uniform("x", 0, 1), algo=rand.suggest, max_evals=1000, trials=trials, **QUIET)
+
+    previous = signal.signal(signal.SIGINT, raise_interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            anyio.run(cell, backend=backend)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    # The interrupted trial is recorded as cancelled and no other starts.
+    assert len(calls) == 3
+    assert trials.count_by_state_unsynced(JOB_STATE_CANCEL) == 1
+    assert len(trials) == 2
+    time.sleep(0.2)
+    assert len(calls) == 3
+
+
+def test_a_hyperopt_progress_callback_is_driven() -> None:
+    events: list[Any] = []
+
+    class Context:
+        postfix = ""
+
+        def update(self, n: int) -> None:
+            events.append(("update", n, self.postfix))
+
+    @contextlib.contextmanager
+    def callback(initial: int, total: int) -> Iterator[Context]:
+        events.append(("open", initial, total))
+        yield Context()
+        events.append(("close",))
+
+    trials = Trials()
+    fmin(
+        lambda x: x,
+        hp.uniform("x", 0, 1),
+        algo=rand.suggest,
+        max_evals=2,
+        trials=trials,
+        show_progressbar=callback,
+    )
+    fmin(
+        lambda x: x,
+        hp.uniform("x", 0, 1),
+        algo=rand.suggest,
+        max_evals=3,
+        trials=trials,
+        show_progressbar=callback,
+    )
+    assert events[0] == ("open", 0, 2)
+    assert [e[1] for e in events[1:3]] == [1, 1]
+    assert events[1][2].startswith("best loss: ")
+    assert events[3:5] == [("close",), ("open", 2, 3)]
+    assert events[5][:2] == ("update", 1)
+    assert events[-1] == ("close",)
+    fmin(
+        lambda x: x,
+        hp.uniform("x", 0, 1),
+        algo=rand.suggest,
+        max_evals=4,
+        trials=trials,
+        show_progressbar=callback,
+        verbose=False,
+    )
+    assert events[-1] == ("close",)
+    assert len(trials) == 4
+
+
+def test_hyperopt_fmin_seed_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    def run() -> Any:
+        return fmin(square, hp.uniform("x", -5, 5), algo=rand.suggest, max_evals=3, **QUIET)
+
+    monkeypatch.setenv("HYPEROPT_FMIN_SEED", "17")
+    first, second = run(), run()
+    assert first == second
+    monkeypatch.setenv("HYPEROPT_FMIN_SEED", "")
+    assert run() != run()

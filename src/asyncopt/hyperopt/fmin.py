@@ -25,7 +25,7 @@ import numpy as np
 
 from asyncopt.hyperopt import tpe
 from asyncopt.hyperopt._algorithms import resolve
-from asyncopt.hyperopt.base import Trials, inside_event_loop
+from asyncopt.hyperopt.base import Trials, run_blocking
 from asyncopt.hyperopt.exceptions import AllTrialsFailed, InvalidAnnotatedParameter
 from asyncopt.orchestrator import minimize
 from asyncopt.space.compile import CompiledSpace, compile_space
@@ -96,14 +96,10 @@ def fmin(
     trials in flight, so there is nothing to queue. ``pass_expr_memo_ctrl`` is refused.
 
     asyncopt extras: ``concurrency`` objective calls at once; ``storage`` and ``study``
-    (when no ``trials`` is given); ``backend`` (``"asyncio"`` or ``"trio"``).
-    Raises RuntimeError inside a running event loop (use ``await asyncopt.minimize``).
+    (when no ``trials`` is given); ``backend`` (``"asyncio"`` or ``"trio"``). Called inside
+    a running event loop (a notebook), the search runs on a helper thread and the loop
+    waits; in async code, ``await asyncopt.minimize(...)`` instead.
     """
-    if inside_event_loop():
-        raise RuntimeError(
-            "fmin() blocks and cannot run inside an event loop; "
-            "use `await asyncopt.minimize(...)` instead"
-        )
     if pass_expr_memo_ctrl or getattr(fn, "fmin_pass_expr_memo_ctrl", False):
         raise TypeError(
             "pass_expr_memo_ctrl is not supported: fn receives the evaluated space; for "
@@ -151,7 +147,7 @@ def fmin(
             catch=(Exception,) if catch_eval_exceptions else (),
         )
 
-    anyio.run(run, backend=backend)
+    run_blocking(run, backend)
     best = _best(trials.records)
     if best is None:
         if return_argmin:
