@@ -200,7 +200,7 @@ def test_uncaught_exception_propagates_after_its_trial_is_recorded() -> None:
 
 
 def test_every_trial_failed_with_return_argmin_raises_all_trials_failed() -> None:
-    with pytest.raises(exceptions.AllTrialsFailed):
+    with pytest.raises(exceptions.AllTrialsFailed, match="none of the 3 trials"):
         fmin(
             lambda x: {"status": STATUS_FAIL},
             hp.uniform("x", 0, 1),
@@ -208,6 +208,9 @@ def test_every_trial_failed_with_return_argmin_raises_all_trials_failed() -> Non
             max_evals=3,
             **QUIET,
         )
+    # A result asyncopt cannot use fails its trial; the error says what it was.
+    with pytest.raises(exceptions.AllTrialsFailed, match="the first error: ObjectiveError"):
+        fmin(lambda x: (x, "extra"), hp.uniform("x", 0, 1), algo=rand.suggest, max_evals=2, **QUIET)
 
 
 def test_status_fail_trials_count_and_are_never_best() -> None:

@@ -151,8 +151,10 @@ def fmin(
     best = _best(trials.records)
     if best is None:
         if return_argmin:
+            errors = [record.error for record in trials.records if record.error]
+            first = f"; the first error: {errors[0].splitlines()[0]}" if errors else ""
             raise AllTrialsFailed(
-                f"none of the {len(trials.records)} trials succeeded; no argmin to return"
+                f"none of the {len(trials.records)} trials succeeded; no argmin to return{first}"
             )
         return None
     if return_argmin:
