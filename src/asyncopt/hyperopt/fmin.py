@@ -31,7 +31,8 @@ from asyncopt.orchestrator import minimize
 from asyncopt.space.compile import CompiledSpace, compile_space
 from asyncopt.space.evaluate import space_eval
 from asyncopt.space.expressions import Expr
-from asyncopt.storage import Storage, Trial, TrialState, open_storage
+from asyncopt.storage import Storage, Trial, open_storage
+from asyncopt.storage.base import best_of
 from asyncopt.study import SuggestFunction
 
 __all__ = ["fmin", "generate_trials_to_calculate", "partial", "space_eval"]
@@ -118,6 +119,7 @@ def fmin(
         )
     compiled = compile_space(space)
     suggest = resolve(tpe.suggest if algo is None else algo)
+    seed = _seed(rstate)
     trials = _trials_for(trials, trials_save_file, storage, study)
     points = [*trials.take_points(), *(points_to_evaluate or ())]
     progress: Any = False
@@ -140,7 +142,7 @@ def fmin(
             compiled,
             suggest,
             max_evals=max_evals,
-            seed=_seed(rstate),
+            seed=seed,
             points=points,
             concurrency=concurrency,
             progress=progress,
@@ -148,7 +150,7 @@ def fmin(
         )
 
     run_blocking(run, backend)
-    best = _best(trials.records)
+    best = best_of(trials.records)
     if best is None:
         if return_argmin:
             errors = [record.error for record in trials.records if record.error]
@@ -185,7 +187,7 @@ class _Search:
         if self.deadline is not None and time.monotonic() >= self.deadline:
             return True
         if self.loss_threshold is not None:
-            best = _best(records)
+            best = best_of(records)
             if best is not None and best.loss is not None and best.loss < self.loss_threshold:
                 return True
         if self.early_stop_fn is not None:
@@ -251,11 +253,6 @@ def _keeping(fn: Callable[..., Any], trials: Trials) -> Callable[..., Any]:
     return call
 
 
-def _best(records: Sequence[Trial]) -> Trial | None:
-    ok = [t for t in records if t.state is TrialState.OK and t.loss is not None]
-    return min(ok, key=lambda t: (t.loss, t.tid), default=None)
-
-
 def _trials_for(
     trials: Trials | None,
     trials_save_file: str,
@@ -269,6 +266,8 @@ def _trials_for(
             "(Trials(storage='sqlite:///tuning.db'))"
         )
     if trials_save_file:
+        if storage is not None:
+            raise ValueError("give either trials_save_file or storage, not both")
         url = f"sqlite:///{Path(trials_save_file).resolve()}"
         if trials is None:
             return Trials(exp_key=study, storage=url)
