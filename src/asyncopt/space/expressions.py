@@ -8,7 +8,7 @@ that names a registered `scope` function.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -132,10 +132,6 @@ def _depth_of(value: Any) -> int:
     return 1 if isinstance(value, Expr) else 0
 
 
-def _deepest(values: Any) -> int:
-    return 1 + max(map(_depth_of, values), default=0)
-
-
 def _check_depth(depth: int, label: str | None = None) -> None:
     if depth > MAX_DEPTH:
         where = f"label {label!r}: " if label is not None else ""
@@ -145,6 +141,24 @@ def _check_depth(depth: int, label: str | None = None) -> None:
             "flatten it",
             label,
         )
+
+
+def _depth_field(children: Callable[[Any], Iterable[Any]]) -> Any:
+    """The ``depth`` of a node whose children are ``children(node)``, checked when built."""
+
+    def deepest(node: Any) -> int:
+        return 1 + max(map(_depth_of, children(node)), default=0)
+
+    def check(node: Any, attribute: Any, depth: int) -> None:
+        _check_depth(depth, getattr(node, "label", None))
+
+    return attrs.field(
+        init=False,
+        eq=False,
+        repr=False,
+        default=attrs.Factory(deepest, takes_self=True),
+        validator=check,
+    )
 
 
 @attrs.frozen
@@ -182,15 +196,10 @@ class Choice(Expr):
     label: str
     options: tuple[Any, ...] = attrs.field(eq=_items_key)
     dist: Distribution
-    depth: int = attrs.field(init=False, eq=False, repr=False)
-
-    @depth.default
-    def _depth(self) -> int:
-        return _deepest(self.options)
+    depth: int = _depth_field(lambda node: node.options)
 
     def __attrs_post_init__(self) -> None:
         _check_label(self.label)
-        _check_depth(self.depth, self.label)
         if not self.options:
             raise SpaceError(f"label {self.label!r}: choice needs at least one option", self.label)
         self.dist.validate(self.label)
@@ -208,14 +217,7 @@ class Apply(Expr):
 
     name: str
     args: tuple[Any, ...] = attrs.field(eq=_items_key)
-    depth: int = attrs.field(init=False, eq=False, repr=False)
-
-    @depth.default
-    def _depth(self) -> int:
-        return _deepest(self.args)
-
-    def __attrs_post_init__(self) -> None:
-        _check_depth(self.depth)
+    depth: int = _depth_field(lambda node: node.args)
 
 
 @attrs.frozen(eq=False)
@@ -223,14 +225,7 @@ class DictNode(Expr):
     """A dict in the space; equal to another when the mappings are equal (any key order)."""
 
     items: tuple[tuple[Any, Any], ...]
-    depth: int = attrs.field(init=False, eq=False, repr=False)
-
-    @depth.default
-    def _depth(self) -> int:
-        return _deepest(node for pair in self.items for node in pair)
-
-    def __attrs_post_init__(self) -> None:
-        _check_depth(self.depth)
+    depth: int = _depth_field(lambda node: (part for pair in node.items for part in pair))
 
     def _mapping(self) -> dict[Any, Any]:
         return {_scalar_key(k): _scalar_key(v) for k, v in self.items}
@@ -249,14 +244,7 @@ class ListNode(Expr):
     """A list in the space."""
 
     items: tuple[Any, ...] = attrs.field(eq=_items_key)
-    depth: int = attrs.field(init=False, eq=False, repr=False)
-
-    @depth.default
-    def _depth(self) -> int:
-        return _deepest(self.items)
-
-    def __attrs_post_init__(self) -> None:
-        _check_depth(self.depth)
+    depth: int = _depth_field(lambda node: node.items)
 
 
 @attrs.frozen
@@ -264,14 +252,7 @@ class TupleNode(Expr):
     """A tuple in the space."""
 
     items: tuple[Any, ...] = attrs.field(eq=_items_key)
-    depth: int = attrs.field(init=False, eq=False, repr=False)
-
-    @depth.default
-    def _depth(self) -> int:
-        return _deepest(self.items)
-
-    def __attrs_post_init__(self) -> None:
-        _check_depth(self.depth)
+    depth: int = _depth_field(lambda node: node.items)
 
 
 def _check_label(label: object) -> None:
