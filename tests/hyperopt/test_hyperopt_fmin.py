@@ -656,3 +656,30 @@ def test_hyperopt_fmin_seed_environment_variable(monkeypatch: pytest.MonkeyPatch
     assert first == second
     monkeypatch.setenv("HYPEROPT_FMIN_SEED", "")
     assert run() != run()
+
+
+def test_an_option_random_search_does_not_take_is_refused_before_any_trial() -> None:
+    with pytest.raises(TypeError, match="takes no options"):
+        fmin(
+            square,
+            hp.uniform("x", 0, 1),
+            algo=partial(rand.suggest, gamma=0.1),
+            max_evals=1,
+            **QUIET,
+        )
+    # Used directly as an asyncopt suggest function, it is random search.
+    assert fmin(
+        square,
+        hp.uniform("x", 0, 1),
+        algo=rand.suggest,
+        max_evals=3,
+        rstate=np.random.default_rng(1),
+        **QUIET,
+    ) == fmin(
+        square,
+        hp.uniform("x", 0, 1),
+        algo=ao.rand.suggest,
+        max_evals=3,
+        rstate=np.random.default_rng(1),
+        **QUIET,
+    )
