@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import pickle
 import signal
 import threading
 import time
@@ -532,6 +533,14 @@ def test_trials_save_file_keeps_the_study_in_sqlite_and_resumes(tmp_path: Path) 
     trials = Trials()
     fmin(square, hp.uniform("x", -5, 5), max_evals=12, trials=trials, **kwargs)
     assert len(trials) == 12
+
+
+def test_a_hyperopt_pickle_as_trials_save_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "trials.p"
+    path.write_bytes(pickle.dumps({"written by": "hyperopt"}))
+    with pytest.raises(ValueError, match="not an SQLite study"):
+        fmin(square, hp.uniform("x", 0, 1), max_evals=1, trials_save_file=str(path), **QUIET)
+    assert pickle.loads(path.read_bytes()) == {"written by": "hyperopt"}
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

@@ -268,7 +268,9 @@ def _trials_for(
     if trials_save_file:
         if storage is not None:
             raise ValueError("give either trials_save_file or storage, not both")
-        url = f"sqlite:///{Path(trials_save_file).resolve()}"
+        path = Path(trials_save_file).resolve()
+        _check_not_a_pickle(path)
+        url = f"sqlite:///{path}"
         if trials is None:
             return Trials(exp_key=study, storage=url)
         if trials.storage != url:
@@ -284,6 +286,19 @@ def _trials_for(
             "not to fmin, when passing trials"
         )
     return trials
+
+
+def _check_not_a_pickle(path: Path) -> None:
+    """Refuse a trials file Hyperopt wrote (a pickle): here the file is an SQLite study."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open("rb") as file:
+        header = file.read(16)
+    if header != b"SQLite format 3\x00":
+        raise ValueError(
+            f"trials_save_file {str(path)!r} is not an SQLite study (a pickle Hyperopt wrote?); "
+            "asyncopt keeps the study in an SQLite file: give another file name"
+        )
 
 
 def _seed(rstate: np.random.Generator | np.random.RandomState | None) -> int | None:
