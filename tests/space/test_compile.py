@@ -503,3 +503,17 @@ def test_a_reused_hyperparameter_stays_one_through_a_stored_description() -> Non
     copy = compile_space(rebuild(json.loads(json.dumps(table.describe()))))
     assert copy.labels == table.labels
     assert copy.fingerprint == table.fingerprint
+
+
+def test_a_description_nested_too_deep_is_a_space_error() -> None:
+    root: Any = {"param": "x", "name": "uniform", "args": [0, 1]}
+    for _ in range(20_000):
+        root = {"list": [root, 1.5]}
+    with pytest.raises(SpaceError, match="nested more than"):
+        rebuild({"format": 1, "root": root})
+    # Constants at the bottom of a space at the limit still rebuild.
+    space: Any = [float("nan"), "text", None]
+    for _ in range(MAX_DEPTH - 1):
+        space = [space]
+    table = compile_space(space)
+    assert compile_space(rebuild(json.loads(json.dumps(table.describe())))) == table

@@ -26,6 +26,7 @@ from asyncopt.space.expressions import (
     Literal,
     Param,
     TupleNode,
+    check_depth,
 )
 
 __all__ = ["FORMAT", "describe", "rebuild"]
@@ -84,14 +85,22 @@ class _Rebuilder:
 
     def __init__(self) -> None:
         self.labelled: dict[str, Param | Choice] = {}
+        self.level = 0
 
     def rebuild(self, node: Any) -> Any:
+        # Checked on the way down, as `as_node` does: a (corrupt) description nested
+        # deeper than any space is a SpaceError, not a RecursionError. The constants at
+        # the bottom of a space are one level below its deepest node.
+        self.level += 1
         try:
+            check_depth(self.level - 1)
             return self._node(node)
         except SpaceError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SpaceError(f"malformed space description node: {node!r:.200}") from exc
+        finally:
+            self.level -= 1
 
     def _reused(self, built: Param | Choice) -> Param | Choice:
         known = self.labelled.setdefault(built.label, built)

@@ -28,6 +28,7 @@ __all__ = [
     "Param",
     "TupleNode",
     "as_node",
+    "check_depth",
 ]
 
 _SCALARS = (str, int, float, bool, bytes, type(None))
@@ -132,7 +133,8 @@ def _depth_of(value: Any) -> int:
     return 1 if isinstance(value, Expr) else 0
 
 
-def _check_depth(depth: int, label: str | None = None) -> None:
+def check_depth(depth: int, label: str | None = None) -> None:
+    """`SpaceError` when ``depth`` levels of nesting exceed `MAX_DEPTH`."""
     if depth > MAX_DEPTH:
         where = f"label {label!r}: " if label is not None else ""
         raise SpaceError(
@@ -150,7 +152,7 @@ def _depth_field(children: Callable[[Any], Iterable[Any]]) -> Any:
         return 1 + max(map(_depth_of, children(node)), default=0)
 
     def check(node: Any, attribute: Any, depth: int) -> None:
-        _check_depth(depth, getattr(node, "label", None))
+        check_depth(depth, getattr(node, "label", None))
 
     return attrs.field(
         init=False,
@@ -282,7 +284,7 @@ def _as_node(value: Any, level: int) -> Any:
     if isinstance(value, (Mapping, list, tuple)):
         # Checked on the way down: the nodes' own check runs only once the children exist,
         # which for a deep (or self-holding) structure would be after a RecursionError.
-        _check_depth(level)
+        check_depth(level)
         below = level + 1
         if isinstance(value, Mapping):
             return DictNode(
