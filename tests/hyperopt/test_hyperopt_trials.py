@@ -24,6 +24,7 @@ from asyncopt.hyperopt import (
     hp,
     rand,
 )
+from asyncopt.storage import MemoryStorage
 
 QUIET: dict[str, Any] = {"show_progressbar": False, "algo": rand.suggest}
 
@@ -248,3 +249,19 @@ def test_trials_need_our_trials_and_one_storage() -> None:
         )
     with pytest.raises(ValueError, match="exp_key"):
         Trials(exp_key="")
+
+
+async def test_a_storage_instance_other_than_memory_is_refused(tmp_path: Path) -> None:
+    # Its connection belongs to the event loop that opened it; each fmin runs its own.
+    async with ao.open_storage(f"sqlite:///{tmp_path / 'instance.db'}") as store:
+        with pytest.raises(TypeError, match="storage URL"):
+            Trials(storage=store, refresh=False)
+    shared = MemoryStorage()
+    first, second = Trials(storage=shared, refresh=False), Trials(storage=shared, refresh=False)
+    async with ao.open_study(shared, "default", hp.uniform("x", 0, 1), seed=3) as study:
+        trial = await study.ask()
+        assert trial is not None
+        await study.tell(trial.tid, 0.5)
+    await first.read()
+    await second.read()
+    assert first.losses() == second.losses() == [0.5]

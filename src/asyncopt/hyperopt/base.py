@@ -149,7 +149,9 @@ class Trials:
 
     ``exp_key`` names the study (``"default"`` when None). ``storage`` (an asyncopt
     extra) is where the study lives: ``memory://`` (the default: this process, this
-    object) or any storage URL or `Storage`, so several processes can share it.
+    object), a `MemoryStorage` to share, or any storage URL, so several processes can
+    share the study. TypeError for another `Storage` instance (each call opens the URL
+    in its own event loop).
     ``refresh`` reads the stored trials now. Pass the object to `fmin` to fill it;
     pass it again to resume. Values a result holds that the storage cannot (objects that
     are not JSON) and ``attachments`` are kept in this object, in this process.
@@ -167,6 +169,13 @@ class Trials:
         if exp_key is not None and (not isinstance(exp_key, str) or not exp_key):
             raise ValueError(f"exp_key must be a non-empty string or None, got {exp_key!r}")
         fresh = isinstance(storage, str) and storage.split(":", 1)[0] == "memory"
+        if not isinstance(storage, (str, MemoryStorage)):
+            # Each blocking call runs its own event loop; a connection opened in one
+            # cannot serve the next, so the storage is reopened from its URL every time.
+            raise TypeError(
+                "Trials takes a storage URL (or a memory:// Storage), not "
+                f"{type(storage).__name__}: Trials(storage='sqlite:///tuning.db')"
+            )
         self._storage: str | Storage = MemoryStorage() if fresh else storage
         self._exp_key = exp_key
         self.attachments: dict[str, Any] = {}
