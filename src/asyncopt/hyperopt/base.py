@@ -12,18 +12,14 @@ import contextlib
 import datetime
 import json
 import math
-import threading
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import anyio
-import anyio.from_thread
-import anyio.lowlevel
 import numpy as np
-import sniffio
 
 from asyncopt.errors import AllTrialsFailed, SpaceError
+from asyncopt.hyperopt._blocking import run_blocking
 from asyncopt.outcome import _numpy_default
 from asyncopt.space.compile import CompiledSpace, compile_space
 from asyncopt.space.description import rebuild
@@ -73,59 +69,6 @@ _STATUS = {JOB_STATE_NEW: STATUS_NEW, JOB_STATE_RUNNING: STATUS_RUNNING}
 
 #: Result key holding the token of what a result could not store (kept in this process).
 KEPT_KEY = "asyncopt_kept"
-
-
-def _inside_event_loop() -> bool:
-    try:
-        sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        return False
-    return True
-
-
-def run_blocking(function: Callable[[], Awaitable[None]], backend: str = "asyncio") -> None:
-    """Run ``function`` in a new event loop and block until it ends (Hyperopt's calls block).
-
-    Inside a running event loop (a Jupyter notebook runs cells in one) the new loop runs on
-    a helper thread while this one waits, blocked: ``fmin`` there behaves as in a script.
-    An interrupt (KeyboardInterrupt) while waiting cancels the helper's run, waits for it
-    to record its trials as cancelled, and is raised.
-    """
-    if not _inside_event_loop():
-        anyio.run(function, backend=backend)
-        return
-    started, finished = threading.Event(), threading.Event()
-    handle: dict[str, Any] = {}
-
-    async def cancellable() -> None:
-        with anyio.CancelScope() as scope:
-            handle["scope"], handle["token"] = scope, anyio.lowlevel.current_token()
-            started.set()
-            await function()
-
-    def target() -> None:
-        try:
-            anyio.run(cancellable, backend=backend)
-        except BaseException as exc:  # handed to the waiting thread, raised there
-            handle["error"] = exc
-        finally:
-            started.set()
-            finished.set()
-
-    threading.Thread(target=target, name="asyncopt-blocking-run", daemon=True).start()
-    try:
-        # An event, not Thread.join: a join interrupted by KeyboardInterrupt can mark a
-        # running thread as stopped (CPython gh-90882), and the second join would not wait.
-        finished.wait()
-    except KeyboardInterrupt:
-        started.wait()
-        if "scope" in handle and not finished.is_set():
-            with contextlib.suppress(RuntimeError):  # the loop ended meanwhile
-                anyio.from_thread.run_sync(handle["scope"].cancel, token=handle["token"])
-        finished.wait()
-        raise
-    if "error" in handle:
-        raise handle["error"]
 
 
 def _utc(timestamp: float | None) -> datetime.datetime | None:

@@ -25,7 +25,8 @@ import numpy as np
 
 from asyncopt.hyperopt import tpe
 from asyncopt.hyperopt._algorithms import resolve
-from asyncopt.hyperopt.base import Trials, run_blocking
+from asyncopt.hyperopt._blocking import run_blocking
+from asyncopt.hyperopt.base import Trials
 from asyncopt.hyperopt.exceptions import AllTrialsFailed, InvalidAnnotatedParameter
 from asyncopt.orchestrator import minimize
 from asyncopt.space.compile import CompiledSpace, compile_space
