@@ -186,8 +186,9 @@ class Trials:
 
     def update(self, records: Sequence[Trial], space: CompiledSpace | None = None) -> None:
         """Show ``records`` (the study's trials), with the labels of ``space`` if given."""
-        if space is not None:
+        if space is not None and space is not self._space:
             self._space = space
+            self._documents = {}  # their misc lists the labels of the space
         self._records = tuple(sorted(records, key=lambda trial: trial.tid))
         if self._kept:
             for trial in self._records:
