@@ -17,6 +17,9 @@ from asyncopt.storage.base import Trial, TrialState
 
 Suggest = Callable[..., list[Assignment]]
 
+#: One hyperparameter reused in two branches of a choice.
+SHARED_X = hp.quniform("x", -5, 5, 1)
+
 #: Spaces covering every distribution, conditions, nesting and a label reused in two branches.
 SPACES: dict[str, Any] = {
     "every distribution": {
@@ -60,8 +63,8 @@ SPACES: dict[str, Any] = {
         "a": hp.choice(
             "a",
             [
-                {"x": hp.quniform("x", -5, 5, 1)},
-                {"x": hp.quniform("x", -5, 5, 1), "y": hp.normal("y", 0, 1)},
+                {"x": SHARED_X},
+                {"x": SHARED_X, "y": hp.normal("y", 0, 1)},
                 {"z": hp.randint("z", 3)},
             ],
         ),

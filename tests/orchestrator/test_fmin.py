@@ -143,7 +143,14 @@ def test_loss_threshold_and_timeout() -> None:
     assert calls < 10_000
 
 
-async def test_refuses_to_run_inside_an_event_loop() -> None:
-    with pytest.raises(RuntimeError, match=r"await asyncopt\.minimize"):
-        ao.fmin(objective, SPACE, max_evals=1)
-    await anyio.lowlevel.checkpoint()
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_inside_an_event_loop_it_blocks_the_loop_and_runs(backend: str) -> None:
+    # A notebook runs cells inside an event loop: fmin runs there as in a script.
+    kwargs: dict[str, Any] = {"algo": ao.rand.suggest, "max_evals": 5, "show_progressbar": False}
+    outside = ao.fmin(objective, SPACE, rstate=np.random.default_rng(8), **kwargs)
+
+    async def inside() -> Any:
+        await anyio.lowlevel.checkpoint()
+        return ao.fmin(objective, SPACE, rstate=np.random.default_rng(8), **kwargs)
+
+    assert anyio.run(inside, backend=backend) == outside

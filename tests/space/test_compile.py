@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import pickle
 import re
 from collections.abc import Callable
 from typing import Any
@@ -16,9 +18,11 @@ from asyncopt.space import (
     Condition,
     Distribution,
     compile_space,
+    rebuild,
     sample_assignments,
 )
 from asyncopt.space.evaluate import columns_to_assignments
+from asyncopt.space.expressions import MAX_DEPTH
 
 
 def clause(*pairs: tuple[str, int]) -> frozenset[tuple[str, int]]:
@@ -420,3 +424,96 @@ def test_columns_to_assignments_infers_n_and_drops_inactive_labels() -> None:
     (first,) = columns_to_assignments(table, single)
     assert first == expected[0]
     assert {k: type(v) for k, v in first.items()} == {"x": float, "c": int, "r": int}
+
+
+# -- deep spaces: a SpaceError that says so, never a RecursionError ---------------------------
+
+
+def _nested_choices(levels: int) -> Any:
+    space: Any = hp.uniform("leaf", 0, 1)
+    for level in range(levels - 1):
+        space = hp.choice(f"c{level}", [space, level])
+    return space
+
+
+def _nested_dicts(levels: int) -> Any:
+    space: Any = hp.uniform("leaf", 0, 1)
+    for _ in range(levels - 1):
+        space = {"inner": space}
+    return space
+
+
+def _nested_lists(levels: int) -> Any:
+    space: Any = hp.uniform("leaf", 0, 1)
+    for _ in range(levels - 1):
+        space = [space, 1]
+    return space
+
+
+def _chained_arithmetic(levels: int) -> Any:
+    space: Any = hp.uniform("leaf", 0, 1)
+    for _ in range(levels - 1):
+        space = space + 1
+    return space
+
+
+NESTINGS = [_nested_choices, _nested_dicts, _nested_lists, _chained_arithmetic]
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH + 1, 2_000, 20_000])
+@pytest.mark.parametrize("build", NESTINGS, ids=lambda build: build.__name__.lstrip("_"))
+def test_a_space_nested_too_deep_is_a_space_error(build: Any, levels: int) -> None:
+    with pytest.raises(SpaceError, match=f"nested more than {MAX_DEPTH} levels deep"):
+        compile_space(build(levels))
+
+
+def test_a_container_that_holds_itself_is_a_space_error() -> None:
+    looped: dict[str, Any] = {"x": hp.uniform("x", 0, 1)}
+    looped["again"] = looped
+    with pytest.raises(SpaceError, match="holds itself"):
+        compile_space(looped)
+
+
+def _at_call_depth(frames: int, work: Any) -> Any:
+    return work() if frames == 0 else _at_call_depth(frames - 1, work)
+
+
+@pytest.mark.parametrize("build", NESTINGS, ids=lambda build: build.__name__.lstrip("_"))
+def test_a_space_at_the_depth_limit_goes_through_every_walk(build: Any) -> None:
+    space = build(MAX_DEPTH)
+    seed = 3
+
+    def every_walk() -> None:
+        table = compile_space(space)
+        copy = compile_space(rebuild(json.loads(json.dumps(table.describe()))))
+        assert copy.fingerprint == table.fingerprint
+        assert copy.root == table.root
+        assert hash(copy.root) == hash(table.root)
+        pickled = pickle.loads(pickle.dumps(table))
+        assert ao.sample(pickled, seed) == ao.sample(space, seed)
+
+    # Well inside a caller's stack (a test runner, an event loop, a worker thread).
+    _at_call_depth(250, every_walk)
+
+
+def test_a_reused_hyperparameter_stays_one_through_a_stored_description() -> None:
+    lr = hp.loguniform("lr", -9, -1)
+    branch = hp.choice("opt", [{"lr": lr}, {"lr": lr, "momentum": hp.uniform("m", 0, 1)}])
+    table = compile_space({"lr": lr, "opt": branch, "again": branch})
+    copy = compile_space(rebuild(json.loads(json.dumps(table.describe()))))
+    assert copy.labels == table.labels
+    assert copy.fingerprint == table.fingerprint
+
+
+def test_a_description_nested_too_deep_is_a_space_error() -> None:
+    root: Any = {"param": "x", "name": "uniform", "args": [0, 1]}
+    for _ in range(20_000):
+        root = {"list": [root, 1.5]}
+    with pytest.raises(SpaceError, match="nested more than"):
+        rebuild({"format": 1, "root": root})
+    # Constants at the bottom of a space at the limit still rebuild.
+    space: Any = [float("nan"), "text", None]
+    for _ in range(MAX_DEPTH - 1):
+        space = [space]
+    table = compile_space(space)
+    assert compile_space(rebuild(json.loads(json.dumps(table.describe())))) == table

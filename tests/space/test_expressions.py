@@ -104,8 +104,28 @@ def test_arithmetic_on_a_choice_uses_the_chosen_option() -> None:
         (lambda: scope.max(x, y), max(X, Y)),
         (lambda: scope.abs(y), abs(Y)),
         (lambda: scope.int(scope.exp(x) * 100), int(math.exp(X) * 100)),
+        (lambda: scope.sin(x), math.sin(X)),
+        (lambda: scope.cos(y), math.cos(Y)),
+        (lambda: scope.switch(scope.int(x), "zero", "one", "two"), "two"),
+        (lambda: as_node((x, y))[1], Y),
+        (lambda: as_node({"k": [y, x]})["k"], [Y, X]),
     ],
-    ids=["int", "float", "exp", "log", "sqrt", "min", "max", "abs", "nested"],
+    ids=[
+        "int",
+        "float",
+        "exp",
+        "log",
+        "sqrt",
+        "min",
+        "max",
+        "abs",
+        "nested",
+        "sin",
+        "cos",
+        "switch",
+        "index",
+        "index_plain",
+    ],
 )
 def test_scope_functions(build: Callable[[], Any], expected: Any) -> None:
     expression = build()
@@ -113,6 +133,15 @@ def test_scope_functions(build: Callable[[], Any], expected: Any) -> None:
     result = at(expression)
     assert result == expected
     assert type(result) is type(expected)
+
+
+def test_an_expression_is_indexed_not_iterated() -> None:
+    pair = hp.choice("pair", [(1, 2), (3, 4)])
+    assert ao.space_eval(pair[0] + pair[1], {"pair": 1}) == 7
+    with pytest.raises(TypeError, match="index it"):
+        _first, _second = pair  # type: ignore[misc]
+    with pytest.raises(TypeError, match="index it"):
+        list(x)
 
 
 def test_scope_int_of_quniform_gives_an_int() -> None:

@@ -200,8 +200,25 @@ def test_the_same_expression_may_be_reused() -> None:
     assert table.labels.count("x") == 1
     value = ao.sample(space, 3)
     assert value["b"] == [value["a"], value["a"] * 2]
-    # An equal expression built separately is the same hyperparameter.
-    assert len(compile_space([hp.uniform("x", 0, 1), hp.uniform("x", 0, 1)])) == 1
+    # A reused choice is one hyperparameter too, and so are the ones inside it.
+    inner = hp.choice("inner", [x, 0])
+    assert compile_space([inner, {"again": inner}]).labels == ("inner", "x")
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: [hp.uniform("x", -5, 5), hp.uniform("x", -5, 5)],
+        lambda: {"a": hp.choice("x", [1, 2]), "b": hp.choice("x", [1, 2])},
+        lambda: hp.choice("m", [{"lr": hp.uniform("x", 0, 1)}, {"lr": hp.uniform("x", 0, 1)}]),
+        lambda: hp.uniform("x", 0, 1) + hp.uniform("x", 0, 1),
+    ],
+    ids=["list", "choices", "two branches", "arithmetic"],
+)
+def test_equal_expressions_built_separately_are_refused(build: Callable[[], Any]) -> None:
+    # As Hyperopt's DuplicateLabel: a copied line whose label was not changed must not
+    # silently couple two parameters, even when the copies are identical.
+    raises_for("x", build, match="built separately")
 
 
 # -- validation: parameters are finite plain numbers ------------------------------------------

@@ -262,9 +262,19 @@ def _walk(
         if seen is None:
             found[node.label] = (node, {clause})
             order.append(node.label)
-        elif seen[0] != node:
+        elif seen[0] is not node:
+            # As in Hyperopt: one hyperparameter is one object, reused wherever it appears.
+            # Two built separately are a mistake even when equal (a copied line whose label
+            # was not changed would silently couple two parameters).
+            if seen[0] != node:
+                raise SpaceError(
+                    f"label {node.label!r} is used for two different hyperparameters",
+                    node.label,
+                )
             raise SpaceError(
-                f"label {node.label!r} is used for two different hyperparameters", node.label
+                f"label {node.label!r} is used by two hyperparameters built separately (equal "
+                "ones too): give each its own label, or build it once and reuse the object",
+                node.label,
             )
         else:
             if clause in seen[1]:

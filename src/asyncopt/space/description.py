@@ -26,6 +26,7 @@ from asyncopt.space.expressions import (
     Literal,
     Param,
     TupleNode,
+    check_depth,
 )
 
 __all__ = ["FORMAT", "describe", "rebuild"]
@@ -72,43 +73,69 @@ def rebuild(description: dict[str, Any]) -> Any:
     """
     if not isinstance(description, dict) or description.get("format") != FORMAT:
         raise SpaceError(f"not a space description of format {FORMAT}: {description!r:.200}")
-    return _rebuild(description["root"])
+    return _Rebuilder().rebuild(description["root"])
 
 
-def _rebuild(node: Any) -> Any:
-    try:
-        return _rebuild_node(node)
-    except SpaceError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise SpaceError(f"malformed space description node: {node!r:.200}") from exc
+class _Rebuilder:
+    """Rebuilds one description, keeping a hyperparameter reused in the space one object.
 
+    The description repeats a reused hyperparameter at each place it appears; compiling
+    refuses two objects with one label, so equal repeats must become the same object.
+    """
 
-def _rebuild_node(node: Any) -> Any:
-    if not isinstance(node, dict):
-        return node
-    if "param" in node:
-        return Param(node["param"], Distribution(node["name"], tuple(node["args"])))
-    if "choice" in node:
-        return Choice(
-            node["choice"],
-            tuple(_rebuild(o) for o in node["options"]),
-            Distribution(node["name"], tuple(node["args"])),
-        )
-    if "apply" in node:
-        return Apply(node["apply"], tuple(_rebuild(a) for a in node["args"]))
-    if "dict" in node:
-        return DictNode(tuple((_rebuild(k), _rebuild(v)) for k, v in node["dict"]))
-    if "list" in node:
-        return ListNode(tuple(_rebuild(i) for i in node["list"]))
-    if "tuple" in node:
-        return TupleNode(tuple(_rebuild(i) for i in node["tuple"]))
-    if "float" in node:
-        return float(node["float"])
-    if "opaque" in node:
-        raise SpaceError(
-            f"the stored space holds a constant that cannot be rebuilt ({node['opaque']}); "
-            "load the space from your code instead "
-            "(e.g. `asyncopt worker ... --space module:space`)"
-        )
-    raise SpaceError(f"malformed space description node: {node!r:.200}")
+    def __init__(self) -> None:
+        self.labelled: dict[str, Param | Choice] = {}
+        self.level = 0
+
+    def rebuild(self, node: Any) -> Any:
+        # Checked on the way down, as `as_node` does: a (corrupt) description nested
+        # deeper than any space is a SpaceError, not a RecursionError. The constants at
+        # the bottom of a space are one level below its deepest node.
+        self.level += 1
+        try:
+            check_depth(self.level - 1)
+            return self._node(node)
+        except SpaceError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SpaceError(f"malformed space description node: {node!r:.200}") from exc
+        finally:
+            self.level -= 1
+
+    def _reused(self, built: Param | Choice) -> Param | Choice:
+        known = self.labelled.setdefault(built.label, built)
+        return known if known == built else built
+
+    def _node(self, node: Any) -> Any:
+        if not isinstance(node, dict):
+            return node
+        rebuild = self.rebuild
+        if "param" in node:
+            return self._reused(
+                Param(node["param"], Distribution(node["name"], tuple(node["args"])))
+            )
+        if "choice" in node:
+            return self._reused(
+                Choice(
+                    node["choice"],
+                    tuple(rebuild(o) for o in node["options"]),
+                    Distribution(node["name"], tuple(node["args"])),
+                )
+            )
+        if "apply" in node:
+            return Apply(node["apply"], tuple(rebuild(a) for a in node["args"]))
+        if "dict" in node:
+            return DictNode(tuple((rebuild(k), rebuild(v)) for k, v in node["dict"]))
+        if "list" in node:
+            return ListNode(tuple(rebuild(i) for i in node["list"]))
+        if "tuple" in node:
+            return TupleNode(tuple(rebuild(i) for i in node["tuple"]))
+        if "float" in node:
+            return float(node["float"])
+        if "opaque" in node:
+            raise SpaceError(
+                f"the stored space holds a constant that cannot be rebuilt ({node['opaque']}); "
+                "load the space from your code instead "
+                "(e.g. `asyncopt worker ... --space module:space`)"
+            )
+        raise SpaceError(f"malformed space description node: {node!r:.200}")

@@ -8,7 +8,7 @@ that names a registered `scope` function.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -18,6 +18,7 @@ from asyncopt.errors import SpaceError
 from asyncopt.space.distributions import Distribution
 
 __all__ = [
+    "MAX_DEPTH",
     "Apply",
     "Choice",
     "DictNode",
@@ -27,9 +28,16 @@ __all__ = [
     "Param",
     "TupleNode",
     "as_node",
+    "check_depth",
 ]
 
 _SCALARS = (str, int, float, bool, bytes, type(None))
+
+#: How many levels containers, choices and expressions may nest inside each other. Every
+#: walk over a space (compiling, evaluating, describing, hashing, pickling) recurses once
+#: or a few times per level; this bound keeps all of them well inside Python's recursion
+#: limit, so a deeper space is a `SpaceError` when it is built, never a RecursionError.
+MAX_DEPTH = 100
 
 
 def _scalar_key(value: Any) -> Any:
@@ -107,6 +115,53 @@ class Expr:
     def __abs__(self) -> Apply:
         return Apply("abs", (self,))
 
+    def __getitem__(self, key: Any) -> Apply:
+        return Apply("getitem", (self, as_node(key)))
+
+    def __iter__(self) -> Any:
+        # Defined so that Python does not iterate an expression through __getitem__ with
+        # 0, 1, 2, ... forever (list(expr), unpacking, ``in``).
+        raise TypeError(
+            "a space expression cannot be iterated or unpacked; index it (expr[0]) instead"
+        )
+
+
+def _depth_of(value: Any) -> int:
+    """Levels of nesting under and including ``value`` (0 for a plain constant)."""
+    if isinstance(value, (Choice, Apply, DictNode, ListNode, TupleNode)):
+        return value.depth
+    return 1 if isinstance(value, Expr) else 0
+
+
+def check_depth(depth: int, label: str | None = None) -> None:
+    """`SpaceError` when ``depth`` levels of nesting exceed `MAX_DEPTH`."""
+    if depth > MAX_DEPTH:
+        where = f"label {label!r}: " if label is not None else ""
+        raise SpaceError(
+            f"{where}the space is nested more than {MAX_DEPTH} levels deep (containers, "
+            "choices and expressions inside each other, or a container that holds itself); "
+            "flatten it",
+            label,
+        )
+
+
+def _depth_field(children: Callable[[Any], Iterable[Any]]) -> Any:
+    """The ``depth`` of a node whose children are ``children(node)``, checked when built."""
+
+    def deepest(node: Any) -> int:
+        return 1 + max(map(_depth_of, children(node)), default=0)
+
+    def check(node: Any, attribute: Any, depth: int) -> None:
+        check_depth(depth, getattr(node, "label", None))
+
+    return attrs.field(
+        init=False,
+        eq=False,
+        repr=False,
+        default=attrs.Factory(deepest, takes_self=True),
+        validator=check,
+    )
+
 
 @attrs.frozen
 class Literal(Expr):
@@ -143,6 +198,7 @@ class Choice(Expr):
     label: str
     options: tuple[Any, ...] = attrs.field(eq=_items_key)
     dist: Distribution
+    depth: int = _depth_field(lambda node: node.options)
 
     def __attrs_post_init__(self) -> None:
         _check_label(self.label)
@@ -163,6 +219,7 @@ class Apply(Expr):
 
     name: str
     args: tuple[Any, ...] = attrs.field(eq=_items_key)
+    depth: int = _depth_field(lambda node: node.args)
 
 
 @attrs.frozen(eq=False)
@@ -170,6 +227,7 @@ class DictNode(Expr):
     """A dict in the space; equal to another when the mappings are equal (any key order)."""
 
     items: tuple[tuple[Any, Any], ...]
+    depth: int = _depth_field(lambda node: (part for pair in node.items for part in pair))
 
     def _mapping(self) -> dict[Any, Any]:
         return {_scalar_key(k): _scalar_key(v) for k, v in self.items}
@@ -188,6 +246,7 @@ class ListNode(Expr):
     """A list in the space."""
 
     items: tuple[Any, ...] = attrs.field(eq=_items_key)
+    depth: int = _depth_field(lambda node: node.items)
 
 
 @attrs.frozen
@@ -195,6 +254,7 @@ class TupleNode(Expr):
     """A tuple in the space."""
 
     items: tuple[Any, ...] = attrs.field(eq=_items_key)
+    depth: int = _depth_field(lambda node: node.items)
 
 
 def _check_label(label: object) -> None:
@@ -210,18 +270,29 @@ def as_node(value: Any) -> Any:
 
     Scalars (str, int, float, bool, None) stay as they are, numpy scalars become the
     equivalent Python scalar (so the space can be described as JSON); other constants are
-    wrapped in `Literal`.
+    wrapped in `Literal`. A structure nested more than `MAX_DEPTH` levels deep (or holding
+    itself) raises `SpaceError`.
     """
+    return _as_node(value, 1)
+
+
+def _as_node(value: Any, level: int) -> Any:
     if isinstance(value, (np.bool_, np.integer, np.floating)):
         return value.item()
     if isinstance(value, (Expr, *_SCALARS)):
         return value
-    if isinstance(value, Mapping):
-        return DictNode(tuple((as_node(k), as_node(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return ListNode(tuple(as_node(v) for v in value))
-    if isinstance(value, tuple):
-        return TupleNode(tuple(as_node(v) for v in value))
+    if isinstance(value, (Mapping, list, tuple)):
+        # Checked on the way down: the nodes' own check runs only once the children exist,
+        # which for a deep (or self-holding) structure would be after a RecursionError.
+        check_depth(level)
+        below = level + 1
+        if isinstance(value, Mapping):
+            return DictNode(
+                tuple((_as_node(k, below), _as_node(v, below)) for k, v in value.items())
+            )
+        if isinstance(value, list):
+            return ListNode(tuple(_as_node(v, below) for v in value))
+        return TupleNode(tuple(_as_node(v, below) for v in value))
     # Imported here: compile imports this module. A compiled space nested in a bigger one
     # is its tree, not an opaque constant whose parameters would go unseen.
     from asyncopt.space.compile import CompiledSpace

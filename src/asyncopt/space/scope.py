@@ -19,6 +19,12 @@ __all__ = ["Scope", "lookup", "scope"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+def switch(index: int, *options: Any) -> Any:
+    """The option at ``index`` (Hyperopt's ``scope.switch``; every option is evaluated)."""
+    return options[index]
+
+
 _REGISTRY: dict[str, Callable[..., Any]] = {
     "add": operator.add,
     "sub": operator.sub,
@@ -37,6 +43,10 @@ _REGISTRY: dict[str, Callable[..., Any]] = {
     "sqrt": math.sqrt,
     "min": builtins.min,
     "max": builtins.max,
+    "sin": math.sin,
+    "cos": math.cos,
+    "getitem": operator.getitem,
+    "switch": switch,
 }
 
 
