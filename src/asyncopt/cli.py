@@ -31,21 +31,19 @@ import anyio.to_thread
 from asyncopt.errors import (
     AllTrialsFailed,
     AsyncoptError,
+    CommandError,
     SpaceError,
     StudyMismatchError,
     StudyNotFoundError,
 )
-from asyncopt.storage.base import Storage, StudyRecord, Trial, TrialState, best_of
+from asyncopt.storage.base import Storage
 from asyncopt.storage.urls import StorageURL, open_storage
+from asyncopt.trial import StudyRecord, Trial, TrialState, best_of
 
 __all__ = ["CommandError", "main"]
 
 ALGORITHMS = ("tpe", "rand", "anneal")
 FORMATS = ("table", "csv", "json")
-
-
-class CommandError(AsyncoptError):
-    """A command could not run as asked (bad ``module:name``, unrebuildable space, ...)."""
 
 
 # -- entry point ---------------------------------------------------------------------------
