@@ -18,6 +18,7 @@ import pytest
 
 from asyncopt.errors import (
     LeaseLostError,
+    StorageError,
     StudyMismatchError,
     StudyNameError,
     StudyNotFoundError,
@@ -1013,3 +1014,87 @@ async def test_concurrent_reapers_reap_each_trial_once(storage: Storage, connect
     assert retries == [0, 1, 2, 3]
     assert len(everything) == 9
     assert await storage.count_trials("s") == 5
+
+
+# -- values -------------------------------------------------------------------------------
+
+
+async def test_numpy_values_big_ints_and_nan_extras_read_back_as_plain_python(
+    storage: Storage,
+) -> None:
+    import numpy as np
+
+    await new_study(storage, seed=2**80)
+    assert (await storage.get_study("s")).seed == 2**80
+    trial = await storage.create_trial(
+        "s",
+        {"x": np.float64(0.5), "n": np.int64(3), "z": np.array(0.25), "k": np.int32(-2)},
+        budget=None,
+        worker="w1",
+        lease=LEASE,
+        seed=2**70 + 1,
+    )
+    assert trial is not None
+    result = {
+        "acc": np.float32(0.9),
+        "zero_d": np.array(2),
+        "big": 2**70,
+        "nan": math.nan,
+        "inf": math.inf,
+        "nested": {"values": [np.int32(1), np.float16(0.5)], "flag": np.bool_(True)},
+    }
+    done = await storage.finish_trial(
+        "s", trial.tid, worker="w1", state=TrialState.OK, loss=np.float64(0.125), result=result
+    )
+    expected = {
+        "acc": float(np.float32(0.9)),
+        "zero_d": 2,
+        "big": 2**70,
+        "inf": math.inf,
+        "nested": {"values": [1, 0.5], "flag": True},
+    }
+    for read in (
+        done,
+        await storage.get_trial("s", trial.tid),
+        (await storage.trials_since("s"))[-1],
+    ):
+        assert read.assignment == {"x": 0.5, "n": 3, "z": 0.25, "k": -2}
+        assert [type(v) for v in read.assignment.values()] == [float, int, float, int]
+        assert read.seed == 2**70 + 1
+        assert read.loss == 0.125
+        assert type(read.loss) is float
+        assert read.result is not None
+        values = dict(read.result)
+        assert math.isnan(values.pop("nan"))
+        assert values == expected
+        assert type(values["acc"]) is float
+        assert type(values["zero_d"]) is int
+        assert type(values["nested"]["flag"]) is bool
+
+
+@pytest.mark.parametrize(
+    ("assignment", "needle"),
+    [
+        ({"x": "text"}, "'x'"),
+        ({"x": None}, "'x'"),
+        ({"x": True}, "'x'"),
+        ({3: 1.0}, "label"),
+    ],
+)
+async def test_an_assignment_that_is_not_numbers_is_refused(
+    storage: Storage, assignment: dict[Any, Any], needle: str
+) -> None:
+    await new_study(storage)
+    with pytest.raises(StorageError, match=needle):
+        await storage.create_trial("s", assignment, budget=None, worker="w1", lease=LEASE)
+    assert await storage.count_trials("s", budgeted=False) == 0
+
+
+async def test_a_result_that_is_not_json_is_refused_and_changes_nothing(storage: Storage) -> None:
+    await new_study(storage)
+    trial = await create(storage)
+    with pytest.raises(StorageError, match="result"):
+        await storage.finish_trial(
+            "s", trial.tid, worker="w1", state=TrialState.OK, loss=1, result={"f": object()}
+        )
+    assert await storage.get_trial("s", trial.tid) == trial

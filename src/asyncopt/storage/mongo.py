@@ -403,7 +403,8 @@ ERRORS = (
         "lost the connection to MongoDB at {where} and could not reconnect: {detail}",
     ),
     ErrorRule(
-        lambda exc: isinstance(exc, ConfigurationError),
+        # PyMongo's URI parser raises plain ValueError (an unescaped password, say).
+        lambda exc: isinstance(exc, (ConfigurationError, ValueError, TypeError)),
         StorageURLError,
         "bad MongoDB configuration for {where}: {detail}",
     ),
@@ -523,7 +524,7 @@ class MongoStorage(Storage):
             if asynchronous:
                 return pymongo.AsyncMongoClient(self._url.raw, **options)
             return pymongo.MongoClient(self._url.raw, **options)
-        except PyMongoError as exc:
+        except (PyMongoError, ValueError, TypeError) as exc:
             raise self._translate(exc) from None
 
     async def open(self) -> None:

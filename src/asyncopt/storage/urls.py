@@ -101,10 +101,36 @@ def redact(url: str) -> str:
     if parts.query:
         options = []
         for option in re.split("([&;])", parts.query):
-            name, equals, _ = option.partition("=")
-            options.append(f"{name}=***" if equals and _is_secret(name) else option)
+            name, equals, value = option.partition("=")
+            if equals and _is_secret(name):
+                option = f"{name}=***"
+            elif equals:
+                option = f"{name}={_redact_properties(value)}"
+            options.append(option)
         shown += "?" + "".join(options)
     return shown
+
+
+def _properties(value: str) -> list[tuple[str, str]]:
+    """The ``KEY:value`` pairs of an option like ``authMechanismProperties``."""
+    pairs = []
+    for item in unquote(value).split(","):
+        key, colon, inner = item.partition(":")
+        if colon:
+            pairs.append((key, inner))
+    return pairs
+
+
+def _redact_properties(value: str) -> str:
+    """``value`` with the secret ``KEY:value`` pairs (``AWS_SESSION_TOKEN:...``) hidden."""
+    secret = [inner for key, inner in _properties(value) if _is_secret(key) and inner]
+    if not secret:
+        return value
+    return ",".join(
+        f"{key}:***" if colon and _is_secret(key) else item
+        for item in unquote(value).split(",")
+        for key, colon, _ in [item.partition(":")]
+    )
 
 
 def secrets_of(url: str) -> list[str]:
@@ -123,6 +149,7 @@ def secrets_of(url: str) -> list[str]:
         name, _, value = option.partition("=")
         if _is_secret(name):
             found.append(value)
+        found += [inner for key, inner in _properties(value) if _is_secret(key)]
     found += [unquote(secret) for secret in found]
     return sorted({s for s in found if s}, key=len, reverse=True)
 
