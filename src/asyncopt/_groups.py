@@ -27,15 +27,24 @@ def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return found
 
 
+def _is_cancellation(exc: BaseException) -> bool:
+    # Siblings cancelled because one task failed: not errors of their own.
+    return type(exc).__name__ in ("CancelledError", "Cancelled")
+
+
 def one_error(errors: Sequence[BaseException]) -> BaseException:
     """The one exception to raise for ``errors`` raised together.
 
-    One error is itself. Of several, an interruption (KeyboardInterrupt, SystemExit)
-    wins, since the process must stop; otherwise an `AsyncoptError` that names them,
-    with all of them attached as its ``__cause__`` (an exception group).
+    The cancellations of a failed task's siblings do not count, nor do copies of one
+    error (several tasks hitting one broken storage). One error left is itself. Of
+    several, an interruption (KeyboardInterrupt, SystemExit) wins, since the process
+    must stop; otherwise an `AsyncoptError` that names them, with all of them attached
+    as its ``__cause__`` (an exception group).
     """
-    if len(errors) == 1:
-        return errors[0]
+    errors = [e for e in errors if not _is_cancellation(e)] or list(errors)
+    distinct = list({(type(e), str(e)): e for e in errors}.values())
+    if len(distinct) == 1:
+        return distinct[0]
     for error in errors:
         if not isinstance(error, Exception):
             return error

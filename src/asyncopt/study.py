@@ -38,20 +38,9 @@ from asyncopt.outcome import Outcome, from_value
 from asyncopt.space.compile import CompiledSpace, compile_space
 from asyncopt.space.description import rebuild
 from asyncopt.space.evaluate import Assignment, space_eval
-from asyncopt.storage.base import (
-    BUDGETED_STATES,
-    Finish,
-    NewTrial,
-    Storage,
-    StudyRecord,
-    Trial,
-    TrialState,
-    best_of,
-    finish_and_create,
-    loss_rank,
-    new_worker_id,
-)
+from asyncopt.storage.base import Finish, NewTrial, Storage, check_study_name, new_worker_id
 from asyncopt.storage.urls import open_storage
+from asyncopt.trial import BUDGETED_STATES, StudyRecord, Trial, TrialState, best_of, loss_rank
 
 __all__ = [
     "Study",
@@ -309,7 +298,7 @@ class Study:
         A storage whose calls never yield to the event loop (memory) cannot be
         interrupted, so it gets a no-op scope.
         """
-        if self._storage.never_yields:
+        if type(self._storage).never_yields:
             return contextlib.nullcontext()
         return anyio.CancelScope(shield=True)
 
@@ -340,7 +329,10 @@ class Study:
             if n and self._counts[TrialState.QUEUED]:
                 # Queued trials are in the budget already.
                 with self._shielded():
-                    taken = [self._take(t) for t in await self._claim(n)]
+                    claimed = await self._storage.claim_trials(
+                        self.name, worker=self._worker, lease=self._lease, limit=n
+                    )
+                    taken = [self._take(trial) for trial in claimed]
             room = n - len(taken)
             if budget is not None:
                 room = max(0, min(room, budget - self._budgeted()))
@@ -351,8 +343,7 @@ class Study:
             if room:
                 proposals = await self._suggest(seed, room)
             with self._shielded():
-                batch = await finish_and_create(
-                    self._storage,
+                batch = await self._storage.finish_and_create(
                     self.name,
                     [_finish(tid, outcome) for tid, outcome in outcomes],
                     [NewTrial(assignment, seed) for assignment in proposals],
@@ -391,17 +382,6 @@ class Study:
             started_at=started,
             lease_expires_at=None,
         )
-
-    async def _claim(self, limit: int) -> list[Trial]:
-        claimed = []
-        for _ in range(limit):
-            trial = await self._storage.claim_trial(
-                self.name, worker=self._worker, lease=self._lease
-            )
-            if trial is None:
-                break
-            claimed.append(trial)
-        return claimed
 
     def _take(self, trial: Trial) -> Trial:
         self._held.add(trial.tid)
@@ -497,6 +477,7 @@ async def open_study(
     its end, trials asked and never told are recorded CANCELLED.
     Raises `StudyMismatchError` if the study exists with a different space.
     """
+    name = check_study_name(name)
     lease = check_lease(lease)
     async with open_storage(storage) as store:
         if space is None:

@@ -170,7 +170,7 @@ async def test_several_objectives_failing_at_once_raise_one_asyncopt_error() -> 
         await all_in.wait()
         raise ValueError(f"broken {params['x']:.3f}")
 
-    with pytest.raises(ao.AsyncoptError, match="3 errors at once") as caught:
+    with pytest.raises(ao.AsyncoptError, match="errors at once") as caught:
         await ao.minimize(
             objective,
             SPACE,
@@ -182,9 +182,13 @@ async def test_several_objectives_failing_at_once_raise_one_asyncopt_error() -> 
         )
     group = caught.value.__cause__
     assert isinstance(group, BaseExceptionGroup)
-    assert [type(e) for e in group.exceptions] == [ValueError] * 3
+    # Under trio the first failure may cancel a sibling before it raises.
+    raised = len(group.exceptions)
+    assert raised >= 2
+    assert [type(e) for e in group.exceptions] == [ValueError] * raised
     trials = await storage.trials_since("default")
-    assert [t.state for t in trials] == [ao.TrialState.FAIL] * 3
+    states = sorted(t.state for t in trials)
+    assert states == [ao.TrialState.FAIL] * raised + [ao.TrialState.CANCELLED] * (3 - raised)
 
 
 @pytest.mark.parametrize(

@@ -214,6 +214,24 @@ async def test_two_workers_interleaved_propose_distinct_points() -> None:
                     await handle.tell(trial.tid, 0.0)
 
 
+class _OneAtATime(MemoryStorage):
+    """A storage whose batches are not one round trip and whose calls may yield."""
+
+    never_yields = False
+    one_round_trip = False
+
+
+async def test_a_storage_without_one_round_trip_batches_gives_the_same_search() -> None:
+    results = [
+        await ao.minimize(
+            lambda p: p["x"] ** 2, SPACE, algo=ao.tpe.suggest, max_evals=15, storage=s, seed=3
+        )
+        for s in (_OneAtATime(), MemoryStorage())
+    ]
+    assert [t.assignment for t in results[0].trials] == [t.assignment for t in results[1].trials]
+    assert [t.loss for t in results[0].trials] == [t.loss for t in results[1].trials]
+
+
 async def test_a_refused_tell_keeps_the_stored_record(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/study.db"
     async with ao.open_study(url, "s", SPACE, algo=ao.rand.suggest, seed=1) as study:
@@ -247,10 +265,11 @@ async def test_a_sequential_search_on_sqlite_makes_one_storage_call_per_trial(
     monkeypatch.setattr(SQLiteStorage, "_call", counted)
     url = f"sqlite:///{tmp_path}/study.db"
     await ao.minimize(lambda p: p["x"] ** 2, SPACE, max_evals=40, storage=url, seed=1)
-    opening = 3 + 2  # create the study, read it, reap; the first ask reads and creates
-    # Each finish reads the changes and creates the next trial (the last one creates none).
+    opening = 3 + 2  # create the study, read it, reap; the first batch reads, then creates
+    # Each later batch records a result and creates the next trial in one call (the last
+    # one, with the budget spent, only records).
     finishes = 40
-    closing = 1 + 1  # a last ask reads and finds the budget spent; the final read
+    closing = 1  # the final read
     assert calls == opening + finishes + closing
 
 
