@@ -73,8 +73,10 @@ def time_asyncopt(
     )
     history = builder.snapshot()
     rng = np.random.default_rng(0)
-    suggest(space, history, rng)
-    return _repeat(lambda: suggest(space, history, rng), budget)
+    # The study's state, as a study holds it (its parameter groups; no fitted model).
+    state = suggest.new_state()
+    suggest(space, history, rng, state=state)
+    return _repeat(lambda: suggest(space, history, rng, state=state), budget)
 
 
 def _optuna_distributions(space: CompiledSpace) -> dict[str, Any]:
