@@ -404,20 +404,17 @@ def _gaussian_log_terms_plain(
 def _cell_log_mass(mu: np.ndarray, sigma: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Log mass of kernels ``(mu, sigma)`` in cells ``[a, b]`` of one axis, ``(cells, K)``.
 
-    Candidates share cells and cell ends, and kernels on a grid axis share few distinct
-    ``(mu, sigma)`` pairs: the normal CDF is computed once per distinct end and (with
-    many kernels) per distinct pair. `_cell_log_mass_plain` is the oracle.
+    Candidates share cells, and kernels on a grid axis share few distinct ``(mu, sigma)``
+    pairs: each distinct cell and (with many kernels) each distinct pair is computed once. `_cell_log_mass_plain` is the oracle.
     """
     if len(mu) * len(a) <= _FEW_CELLS:
         return _cell_log_mass_plain(mu, sigma, a, b)
-    ends, where = np.unique(np.concatenate([a, b]), return_inverse=True)
+    cells, where = np.unique(a + 1j * b, return_inverse=True)
     inverse = None
     if len(mu) > _FEW_KERNELS:
         pairs, inverse = np.unique(mu + 1j * sigma, return_inverse=True)
         mu, sigma = pairs.real, pairs.imag
-    cdf = special.ndtr((ends[:, None] - mu) / sigma)
-    mass = cdf[where[len(a) :]] - cdf[where[: len(a)]]
-    table: np.ndarray = np.log(np.maximum(mass, _FLOOR))
+    table = _cell_log_mass_plain(mu, sigma, cells.real, cells.imag)[where.reshape(-1)]
     return table if inverse is None else table[:, inverse.reshape(-1)]
 
 

@@ -348,21 +348,13 @@ class _Part:
         self.lies: list[tuple[np.ndarray, np.ndarray]] = []
 
     def score(
-        self, points: np.ndarray, cells: Any, categories: np.ndarray, exact: np.ndarray
+        self, candidates: _Candidates, rows: slice, below: np.ndarray, above: np.ndarray
     ) -> np.ndarray:
-        """``log l - log g`` (with the lies) at the candidates; NaN ranks last."""
-        columns = self.numeric
-        points, categories, exact = (
-            points[:, columns],
-            categories[:, self.categorical],
-            exact[columns],
-        )
-        cells = None if cells is None else (cells[0][:, columns], cells[1][:, columns])
-        below = self.below.log_pdf(points, cells, categories, exact)
-        above = self.above.log_pdf(points, cells, categories, exact)
+        """``log l - log g`` at candidates ``rows`` given their densities ``below`` and
+        ``above`` (without the lies), the lies added to ``g``; NaN ranks last."""
         if self.lies:
             width, share, priors, weight = self.lie
-            units = np.asarray([u for u, _ in self.lies]).reshape(len(self.lies), len(columns))
+            units = np.asarray([u for u, _ in self.lies]).reshape(len(self.lies), -1)
             codes = np.asarray([c for _, c in self.lies], dtype=np.intp).reshape(len(self.lies), -1)
             tables = [
                 categorical_table(codes[:, j], prior, share) for j, prior in enumerate(priors)
@@ -372,13 +364,51 @@ class _Part:
             lied = weight * len(units)
             above = np.logaddexp(
                 math.log(self.above_weight) + above,
-                math.log(lied) + lies.log_pdf(points, cells, categories, exact),
+                math.log(lied) + lies.log_pdf(*candidates.view(self, rows)),
             ) - math.log(self.above_weight + lied)
         score: np.ndarray = np.where(np.isnan(below - above), -np.inf, below - above)
         return score
 
     def add_lie(self, unit: np.ndarray, codes: np.ndarray) -> None:
         self.lies.append((unit[self.numeric], codes[self.categorical]))
+
+
+class _Candidates:
+    """Candidates drawn from the ``l`` of each part of one group for the coming proposals,
+    with their densities under ``l`` and ``g`` (computed for all of them at once)."""
+
+    def __init__(self, group: _Group, parts: list[_Part], rng: np.random.Generator, m: int) -> None:
+        axes = group.axes
+        points = np.empty((m, len(axes)))
+        self.categories = np.empty((m, len(group.categorical)), dtype=np.intp)
+        for part in parts:
+            points[:, part.numeric], self.categories[:, part.categorical] = part.below.sample(
+                rng, m
+            )
+        self.raw = axes.from_unit(points)
+        self.cells, self.exact = None, axes.quantized
+        if self.exact.any():
+            cells = self.cells = axes.cells(self.raw)
+            fine = self.exact & ((cells[1] - cells[0]).max(axis=0) < _FINE_CELL)
+            self.exact = self.exact & ~fine
+            points = np.where(fine, 0.5 * (cells[0] + cells[1]), points)
+        self.points = points
+        self.used = 0
+        everything = slice(None)
+        self.densities = [
+            (part.below.log_pdf(*self.view(part, everything)),
+             part.above.log_pdf(*self.view(part, everything)))
+            for part in parts
+        ]  # fmt: skip
+
+    def view(self, part: _Part, rows: slice) -> tuple[np.ndarray, Any, np.ndarray, np.ndarray]:
+        """(points, cells, categories, exact axes) of ``rows`` in ``part``'s columns."""
+        columns = part.numeric
+        cells = self.cells
+        if cells is not None:
+            cells = (cells[0][rows][:, columns], cells[1][rows][:, columns])
+        return (self.points[rows][:, columns], cells,
+                self.categories[rows][:, part.categorical], self.exact[columns])  # fmt: skip
 
 
 class _Suggestion:
@@ -424,7 +454,10 @@ class _Suggestion:
             self.global_best = np.zeros(len(history), dtype=bool)
             self.global_best[self.ok_rows[best]] = True
         self.models: dict[int, tuple[list[_Part], list[np.ndarray | None]]] = {}
+        self.candidates: dict[int, _Candidates] = {}
+        # Proposals asked of this call, and made so far.
         self.n = 1
+        self.made = 0
 
     def propose(self, n: int) -> list[Assignment]:
         self.n = n
@@ -440,6 +473,7 @@ class _Suggestion:
                     break
             seen.add(key)
             proposals.append(proposal)
+            self.made += 1
             if i < n - 1:
                 for index, (unit, codes) in rows.items():
                     parts, observed = self._model(index)
@@ -466,27 +500,22 @@ class _Suggestion:
         return assignment, rows
 
     def _decide(self, index: int, assignment: Assignment) -> tuple[np.ndarray, np.ndarray]:
-        """Draw candidates from each part's ``l``, keep the best of each, write them."""
+        """Take the next candidates of the group, keep the best of each part, write them."""
         group = self.groups[index]
         parts, observed = self._model(index)
         axes, m = group.axes, self.tpe.n_candidates
-        points = np.empty((m, len(axes)))
-        categories = np.empty((m, len(group.categorical)), dtype=np.intp)
-        for part in parts:
-            points[:, part.numeric], categories[:, part.categorical] = part.below.sample(
-                self.rng, m
-            )
-        raw = axes.from_unit(points)
-        cells, exact = None, axes.quantized
-        if exact.any():
-            cells = axes.cells(raw)
-            fine = exact & ((cells[1] - cells[0]).max(axis=0) < _FINE_CELL)
-            exact = exact & ~fine
-            points = np.where(fine, 0.5 * (cells[0] + cells[1]), points)
+        candidates = self.candidates.get(index)
+        if candidates is None or candidates.used >= len(candidates.raw):
+            # Enough for the rest of the call: l and g are evaluated once for all of them.
+            batch = m * max(1, self.n - self.made)
+            candidates = self.candidates[index] = _Candidates(group, parts, self.rng, batch)
+        rows = slice(candidates.used, candidates.used + m)
+        candidates.used += m
+        raw, categories = candidates.raw[rows], candidates.categories[rows]
         chosen = np.empty(len(axes))
         codes = np.empty(len(group.categorical), dtype=np.intp)
-        for part in parts:
-            best = int(np.argmax(part.score(points, cells, categories, exact)))
+        for part, (below, above) in zip(parts, candidates.densities):
+            best = int(np.argmax(part.score(candidates, rows, below[rows], above[rows])))
             chosen[part.numeric] = raw[best, part.numeric]
             codes[part.categorical] = categories[best, part.categorical]
         for spec, value in zip(group.numeric, chosen.tolist()):
