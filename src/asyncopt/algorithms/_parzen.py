@@ -405,7 +405,8 @@ def _cell_log_mass(mu: np.ndarray, sigma: np.ndarray, a: np.ndarray, b: np.ndarr
     """Log mass of kernels ``(mu, sigma)`` in cells ``[a, b]`` of one axis, ``(cells, K)``.
 
     Candidates share cells, and kernels on a grid axis share few distinct ``(mu, sigma)``
-    pairs: each distinct cell and (with many kernels) each distinct pair is computed once. `_cell_log_mass_plain` is the oracle.
+    pairs: each distinct cell and (with many kernels) each distinct pair is computed
+    once. `_cell_log_mass_plain` is the oracle.
     """
     if len(mu) * len(a) <= _FEW_CELLS:
         return _cell_log_mass_plain(mu, sigma, a, b)
