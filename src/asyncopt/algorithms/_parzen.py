@@ -64,8 +64,10 @@ def logsumexp(values: np.ndarray, axis: int | None = None) -> np.ndarray:
     shift = np.where(np.isfinite(peak), peak, 0.0)
     # After the shift the largest term is 1: terms below exp(-700) change no sum, and
     # raising them to it spares exp its slow underflowing arguments.
-    shifted = np.maximum(values - shift, -700.0)
-    result: np.ndarray = np.log(np.exp(shifted).sum(axis=axis, keepdims=True)) + shift
+    shifted = values - shift
+    np.maximum(shifted, -700.0, out=shifted)
+    np.exp(shifted, out=shifted)
+    result: np.ndarray = np.log(shifted.sum(axis=axis, keepdims=True)) + shift
     result = np.where(peak == -np.inf, -np.inf, result)
     return result.reshape(()) if axis is None else result.squeeze(axis=axis)
 

@@ -666,6 +666,7 @@ class _Suggestion:
 
 
 _NONE = np.empty(0, dtype=np.intp)
+_NONE.flags.writeable = False
 
 
 def _columns(
