@@ -417,8 +417,11 @@ def _cell_log_mass(mu: np.ndarray, sigma: np.ndarray, a: np.ndarray, b: np.ndarr
     if len(mu) > _FEW_KERNELS:
         pairs, inverse = np.unique(mu + 1j * sigma, return_inverse=True)
         mu, sigma = pairs.real, pairs.imag
-    table = _cell_log_mass_plain(mu, sigma, cells.real, cells.imag)[where.reshape(-1)]
-    return table if inverse is None else table[:, inverse.reshape(-1)]
+    table = _cell_log_mass_plain(mu, sigma, cells.real, cells.imag)
+    if inverse is not None:
+        table = table.take(inverse.reshape(-1), axis=1)
+    result: np.ndarray = table.take(where.reshape(-1), axis=0)
+    return result
 
 
 def _cell_log_mass_plain(
