@@ -26,6 +26,8 @@ import anyio.to_thread
 import numpy as np
 
 from asyncopt._groups import single_error
+from asyncopt.algorithms import tpe
+from asyncopt.algorithms.tpe import TPE
 from asyncopt.errors import (
     AllTrialsFailed,
     SpaceError,
@@ -65,8 +67,6 @@ _CLOSED = Outcome(TrialState.CANCELLED, error="cancelled: the study handle was c
 
 def default_algorithm() -> SuggestFunction:
     """The default suggest function: multivariate TPE."""
-    from asyncopt.algorithms import tpe
-
     suggest: SuggestFunction = tpe.suggest
     return suggest
 
@@ -134,6 +134,8 @@ class Study:
         self._storage = storage
         self._record = record
         self._algo = algo
+        # What TPE keeps between the suggestions of this study (never shared between them).
+        self._tpe_state = algo.new_state() if isinstance(algo, TPE) else None
         self._lease = lease
         self._worker = worker
         self._builder = HistoryBuilder(space)
@@ -394,7 +396,11 @@ class Study:
 
         def run() -> tuple[list[Assignment], float]:
             started = time.perf_counter()
-            proposals = self._algo(self.space, history, rng, n)
+            algo, state = self._algo, self._tpe_state
+            if isinstance(algo, TPE) and state is not None:
+                proposals = algo(self.space, history, rng, n, state=state)
+            else:
+                proposals = algo(self.space, history, rng, n)
             return proposals, time.perf_counter() - started
 
         took, proposed = self._suggest_seconds

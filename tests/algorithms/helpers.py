@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from asyncopt import hp
-from asyncopt.algorithms._parzen import Axes, ProductMixture, gap_bandwidths
+from asyncopt.algorithms._parzen import Axes, Mixture, gap_bandwidths
 from asyncopt.history import History, HistoryBuilder
 from asyncopt.space import CompiledSpace, compile_space, space_eval
 from asyncopt.space.evaluate import Assignment
@@ -200,18 +200,17 @@ def prior_mixture(
     tables: Sequence[np.ndarray] = (),
     *,
     truncation: bool = False,
-) -> ProductMixture:
+) -> Mixture:
     """Kernels at ``mus`` (unit axes) with Optuna's gap widths, and the prior kernel last."""
     sigmas = gap_bandwidths(
         mus, prior_mu=axes.prior_mu, low=axes.low, high=axes.high, rule="optuna"
     )
-    return ProductMixture(
+    return Mixture(
         np.append(weights, 1.0),
         np.concatenate([mus, axes.prior_mu[None, :]]),
         np.concatenate([sigmas, np.ones((1, len(axes)))]),
         axes.low,
         axes.high,
-        axes.quantized,
         list(tables),
         mixture_truncation=truncation,
     )

@@ -8,17 +8,22 @@ import numpy as np
 import pytest
 
 from asyncopt import hp
+from asyncopt.algorithms import _parzen
 from asyncopt.algorithms._parzen import (
     Axes,
-    ProductMixture,
-    categorical_kernels,
+    Mixture,
+    categorical_table,
     gap_bandwidths,
     linear_forgetting_weights,
+    logsumexp,
 )
 from asyncopt.space.compile import compile_space
 from asyncopt.space.distributions import Distribution
 
 from .helpers import prior_mixture
+
+_CONTINUOUS = np.zeros(1, dtype=bool)
+_CONTINUOUS2 = np.zeros(2, dtype=bool)
 
 
 def _dist(expr: object) -> Distribution:
@@ -76,7 +81,7 @@ def test_magic_clip_bounds_widths() -> None:
     assert few.min() == pytest.approx(1 / 5)
 
 
-def _mixture(dists: list[Distribution], n: int, seed: int, truncation: bool) -> ProductMixture:
+def _mixture(dists: list[Distribution], n: int, seed: int, truncation: bool) -> Mixture:
     rng = np.random.default_rng(seed)
     axes = Axes(dists)
     mus = np.column_stack([rng.uniform(axes.low.clip(-2), axes.high.clip(max=2), n)])
@@ -87,14 +92,18 @@ def _mixture(dists: list[Distribution], n: int, seed: int, truncation: bool) -> 
 def test_bounded_density_integrates_to_one(truncation: bool) -> None:
     mixture = _mixture([_dist(hp.uniform("p", -3, 7))], 12, 0, truncation)
     grid = np.linspace(0, 1, 20001)[:, None]
-    density = np.exp(mixture.log_pdf(grid, None, np.empty((len(grid), 0), dtype=np.intp)))
+    density = np.exp(
+        mixture.log_pdf(grid, None, np.empty((len(grid), 0), dtype=np.intp), _CONTINUOUS)
+    )
     assert np.trapezoid(density, grid[:, 0]) == pytest.approx(1.0, abs=2e-3)
 
 
 def test_normal_density_integrates_to_one() -> None:
     mixture = _mixture([_dist(hp.lognormal("p", 0, 2))], 7, 1, False)
     grid = np.linspace(-12, 12, 40001)[:, None]
-    density = np.exp(mixture.log_pdf(grid, None, np.empty((len(grid), 0), dtype=np.intp)))
+    density = np.exp(
+        mixture.log_pdf(grid, None, np.empty((len(grid), 0), dtype=np.intp), _CONTINUOUS)
+    )
     assert np.trapezoid(density, grid[:, 0]) == pytest.approx(1.0, abs=2e-3)
 
 
@@ -107,7 +116,9 @@ def test_product_density_integrates_to_one() -> None:
     g = np.linspace(0, 1, 301)
     xx, yy = np.meshgrid(g, g, indexing="ij")
     points = np.column_stack([xx.ravel(), yy.ravel()])
-    density = np.exp(mixture.log_pdf(points, None, np.empty((len(points), 0), dtype=np.intp)))
+    density = np.exp(
+        mixture.log_pdf(points, None, np.empty((len(points), 0), dtype=np.intp), _CONTINUOUS2)
+    )
     total = np.trapezoid(np.trapezoid(density.reshape(301, 301), g, axis=1), g)
     assert total == pytest.approx(1.0, abs=5e-3)
 
@@ -130,39 +141,30 @@ def test_quantized_masses_sum_to_one(expr: object, truncation: bool) -> None:
     values = np.unique(axes.from_unit(np.linspace(0, 1, 100001)[:, None])[:, 0])
     raw = values[:, None]
     cells = axes.cells(raw)
-    mass = np.exp(mixture.log_pdf(axes.to_unit(raw), cells, np.empty((len(raw), 0), dtype=np.intp)))
+    no_categories = np.empty((len(raw), 0), dtype=np.intp)
+    mass = np.exp(mixture.log_pdf(axes.to_unit(raw), cells, no_categories, axes.quantized))
     assert mass.sum() == pytest.approx(1.0, abs=1e-6)
     assert all(dist.contains(float(v)) for v in values)
 
 
-def test_categorical_kernels_rows_are_distributions() -> None:
+def test_categorical_rows_are_distributions() -> None:
     prior = np.array([0.1, 0.2, 0.7])
     observed = np.array([0, 2, 2])
-    hyper = categorical_kernels(observed, prior, prior_weight=1.0, rule="hyperopt")
-    assert np.allclose(hyper.sum(axis=1), 1)
-    assert np.array_equal(hyper[:3], np.eye(3)[[0, 2, 2]])
-    assert np.array_equal(hyper[3], prior)
-    blended = categorical_kernels(observed, prior, prior_weight=1.0, rule="optuna")
-    assert np.allclose(blended.sum(axis=1), 1)
-    assert np.all(blended > 0)
-    assert np.all(blended[:3].argmax(axis=1) == observed)
+    hyper = categorical_table(observed, prior, 0.0)
+    assert np.array_equal(hyper, np.eye(3)[[0, 2, 2]])
+    # Optuna's rows: one-hot plus prior_weight / (n + 1) per category (uniform prior).
+    blended = categorical_table(np.array([1, 0]), np.full(4, 0.25), 1.0 / 3)
+    assert blended[0] == pytest.approx(np.array([1, 4, 1, 1]) / 7)
+    assert np.allclose(categorical_table(observed, prior, 0.5).sum(axis=1), 1)
 
 
 def test_categorical_mixture_is_pseudo_counts() -> None:
     prior = np.full(4, 0.25)
-    observed = np.array([1, 1, 3])
-    table = categorical_kernels(observed, prior, prior_weight=1.0, rule="hyperopt")
+    table = np.vstack([categorical_table(np.array([1, 1, 3]), prior, 0.0), prior])
     # Hyperopt: counts + prior_weight per category, normalized.
-    mixture = ProductMixture(
-        np.array([1.0, 1.0, 1.0, 4.0]),
-        np.empty((4, 0)),
-        np.empty((4, 0)),
-        np.empty(0),
-        np.empty(0),
-        np.empty(0, dtype=bool),
-        [table],
-    )
-    p = np.exp(mixture.log_pdf(np.empty((4, 0)), None, np.arange(4)[:, None]))
+    none = np.empty((4, 0))
+    mixture = Mixture(np.array([1.0, 1.0, 1.0, 4.0]), none, none, np.empty(0), np.empty(0), [table])
+    p = np.exp(mixture.log_pdf(none, None, np.arange(4)[:, None], np.empty(0, dtype=bool)))
     assert p == pytest.approx(np.array([1, 3, 1, 2]) / 7)
 
 
@@ -199,6 +201,53 @@ def test_samples_follow_the_density() -> None:
     points, _ = mixture.sample(np.random.default_rng(1), 40000)
     counts, edges = np.histogram(points[:, 0], bins=20, range=(0, 1))
     centres = 0.5 * (edges[1:] + edges[:-1])[:, None]
-    density = np.exp(mixture.log_pdf(centres, None, np.empty((20, 0), dtype=np.intp)))
+    density = np.exp(mixture.log_pdf(centres, None, np.empty((20, 0), dtype=np.intp), _CONTINUOUS))
     expected = density / density.sum() * len(points)
     assert np.max(np.abs(counts - expected) / np.sqrt(expected + 1)) < 5
+
+
+# -- fast paths against their plain oracles ----------------------------------------------
+
+
+def test_expanded_gaussian_terms_match_the_plain_sum() -> None:
+    rng = np.random.default_rng(0)
+    x, mus = rng.random((24, 6)), rng.random((300, 6))
+    sigmas, offset = rng.uniform(0.01, 1.0, (300, 6)), rng.normal(size=300)
+    fast = _parzen._gaussian_log_terms(x, mus, sigmas, offset)
+    plain = _parzen._gaussian_log_terms_plain(x, mus, sigmas, offset)
+    assert np.allclose(fast, plain, rtol=1e-9, atol=1e-6)
+    # Far from the narrowest width the plain sum is taken.
+    sigmas[0, 0] = 1e-9
+    assert np.array_equal(
+        _parzen._gaussian_log_terms(x, mus, sigmas, offset),
+        _parzen._gaussian_log_terms_plain(x, mus, sigmas, offset),
+    )
+
+
+def test_shared_cell_masses_match_the_plain_ones() -> None:
+    rng = np.random.default_rng(1)
+    mu = rng.integers(0, 10, 500) / 10.0
+    sigma = np.where(rng.random(500) < 0.5, 0.01, 0.1)
+    a = rng.integers(0, 10, 24) / 10.0 - 0.05
+    b = a + 0.1
+    fast = _parzen._cell_log_mass(mu, sigma, a, b)
+    assert np.array_equal(fast, _parzen._cell_log_mass_plain(mu, sigma, a, b))
+
+
+def test_kernel_masses_far_inside_are_exactly_one() -> None:
+    rng = np.random.default_rng(2)
+    mus = rng.random((400, 3))
+    sigmas = rng.choice([0.001, 0.01, 0.3], (400, 3))
+    low, high = np.zeros(3), np.ones(3)
+    fast = _parzen._kernel_log_mass(mus, sigmas, low, high)
+    plain = _parzen._kernel_log_mass_plain((low - mus) / sigmas, (high - mus) / sigmas)
+    assert np.array_equal(fast, plain)
+
+
+def test_logsumexp_keeps_empty_rows_and_tiny_terms() -> None:
+    values = np.array([[0.0, -1e6, -800.0], [-np.inf, -np.inf, -np.inf], [1.0, np.nan, 0.0]])
+    result = logsumexp(values, axis=1)
+    assert result[0] == 0.0
+    assert result[1] == -np.inf
+    assert np.isnan(result[2])
+    assert float(logsumexp(np.log(np.array([0.25, 0.75])))) == pytest.approx(0.0)

@@ -39,7 +39,7 @@ def _trials(
 
 
 def _believed(suggest: tpe.TPE, space: CompiledSpace, history: History) -> np.ndarray:
-    proposer = tpe._Proposer(suggest, space, history, np.random.default_rng(0))
+    proposer = tpe._Suggestion(suggest, tpe.TPEState(), space, history, np.random.default_rng(0))
     return np.asarray(proposer.losses)
 
 
@@ -96,7 +96,9 @@ def test_distances_count_categories_and_branches() -> None:
     trials = [Trial("t", i, TrialState.OK, a, loss=1.0) for i, a in enumerate(rows)]
     trials.append(Trial("t", 4, TrialState.RUNNING, rows[0]))
     history = History.from_trials(space, trials)
-    proposer = tpe._Proposer(tpe.configure(n_startup=3), space, history, np.random.default_rng(0))
+    proposer = tpe._Suggestion(
+        tpe.configure(n_startup=3), tpe.TPEState(), space, history, np.random.default_rng(0)
+    )
 
     def between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return _believer.distances(proposer.active, proposer.units, proposer.indices, a, b)
@@ -117,7 +119,7 @@ def test_distances_count_categories_and_branches() -> None:
 def test_distances_in_blocks_give_the_same_beliefs(monkeypatch: pytest.MonkeyPatch) -> None:
     history = History.from_trials(PLANE, _trials(PLANE, 60, 20, 3, _bowl))
     whole = _believed(tpe.configure(), PLANE, history)
-    monkeypatch.setattr(_believer, "_DISTANCE_CELLS", 7)
+    monkeypatch.setattr(_believer, "_BLOCK", 7)
     assert np.allclose(_believed(tpe.configure(), PLANE, history), whole, rtol=1e-9, atol=0)
 
 
@@ -174,7 +176,9 @@ def test_believed_trials_join_the_group_their_prediction_puts_them_in() -> None:
     trials.append(Trial("t", 40, TrialState.RUNNING, {"x": 3.01}))
     trials.append(Trial("t", 41, TrialState.RUNNING, {"x": 9.5}))
     history = History.from_trials(space, trials)
-    proposer = tpe._Proposer(PRESETS["default"], space, history, np.random.default_rng(0))
+    proposer = tpe._Suggestion(
+        PRESETS["default"], tpe.TPEState(), space, history, np.random.default_rng(0)
+    )
     below, above = proposer._split(0)
     assert 40 in below
     assert 41 in above
@@ -182,7 +186,9 @@ def test_believed_trials_join_the_group_their_prediction_puts_them_in() -> None:
     # of them the believed trial.
     assert len(below) == 4
     # The Hyperopt preset counts believed trials in N (ceil(0.25 * sqrt(42)) = 2 below).
-    proposer = tpe._Proposer(PRESETS["hyperopt"], space, history, np.random.default_rng(0))
+    proposer = tpe._Suggestion(
+        PRESETS["hyperopt"], tpe.TPEState(), space, history, np.random.default_rng(0)
+    )
     below, above = proposer._split(0)
     assert len(below) == 2
     assert 41 in above
@@ -215,7 +221,9 @@ def test_a_pending_trial_predicted_best_makes_the_below_group_alone() -> None:
     ]
     trials.append(Trial("t", 20, TrialState.RUNNING, {"x": 5.0}))
     history = History.from_trials(space, trials)
-    proposer = tpe._Proposer(PRESETS["default"], space, history, np.random.default_rng(0))
+    proposer = tpe._Suggestion(
+        PRESETS["default"], tpe.TPEState(), space, history, np.random.default_rng(0)
+    )
     assert proposer.losses[20] < proposer.losses[:20].min()
     below, above = proposer._split(0)
     # n_below(20) = 2 places, both taken by the predicted improvement.
@@ -223,41 +231,34 @@ def test_a_pending_trial_predicted_best_makes_the_below_group_alone() -> None:
     assert len(above) == 20
     # The sequential split is untouched: the 2 best finished trials.
     finished = History.from_trials(space, trials[:20])
-    proposer = tpe._Proposer(PRESETS["default"], space, finished, np.random.default_rng(0))
+    proposer = tpe._Suggestion(
+        PRESETS["default"], tpe.TPEState(), space, finished, np.random.default_rng(0)
+    )
     assert sorted(proposer._split(0)[0].tolist()) == [9, 10]
-
-
-def test_neighbour_distances_from_one_table_match_the_blocks() -> None:
-    history = History.from_trials(PLANE, _trials(PLANE, 30, 0, 5, _bowl))
-    proposer = tpe._Proposer(tpe.configure(), PLANE, history, np.random.default_rng(0))
-    columns = (proposer.active, proposer.units, proposer.indices)
-    known = np.arange(30)
-    rng = np.random.default_rng(1)
-    # Overlapping neighbour sets (one table over their union) and disjoint ones (blocks).
-    for nearest in (rng.integers(0, 6, (5, 4)), np.arange(30).reshape(5, 6)):
-        direct = _believer.distances(*columns, known[nearest], known[nearest])
-        assert np.array_equal(_believer._among(*columns, known, nearest), direct)
 
 
 def test_with_trials_believed_l_may_grow_sharper(monkeypatch: pytest.MonkeyPatch) -> None:
     counts: list[int | None] = []
-    widths = tpe._Proposer._widths
+    widths = tpe._Suggestion._widths
 
     def recording(
-        self: tpe._Proposer,
+        self: tpe._Suggestion,
         axes: object,
         numeric: np.ndarray,
         lied: np.ndarray,
-        clip_count: int | None = None,
+        rule: str,
+        clip: int | None = None,
     ) -> np.ndarray:
-        if clip_count is not None:
-            counts.append(clip_count)
-        return widths(self, axes, numeric, lied, clip_count)  # type: ignore[arg-type]
+        if clip is not None:
+            counts.append(clip)
+        return widths(self, axes, numeric, lied, rule, clip)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(tpe._Proposer, "_widths", recording)
+    monkeypatch.setattr(tpe._Suggestion, "_widths", recording)
     trials = _trials(PLANE, 60, 16, 3, _bowl)
     for history in (History.from_trials(PLANE, trials[:60]), History.from_trials(PLANE, trials)):
-        proposer = tpe._Proposer(PRESETS["default"], PLANE, history, np.random.default_rng(0))
+        proposer = tpe._Suggestion(
+            PRESETS["default"], tpe.TPEState(), PLANE, history, np.random.default_rng(0)
+        )
         below, above = proposer._split(0)
         proposer.propose(1)
         # l's magic clip counts the geometric mean of its own and all observations (one
