@@ -22,9 +22,12 @@ import anyio.to_thread
 import attrs
 
 from asyncopt._groups import single_error
+from asyncopt._log import log_finished
+from asyncopt._table import trials_dataframe
 from asyncopt.errors import AllTrialsFailed, TrialError, TrialStateError
 from asyncopt.outcome import Outcome, from_exception, from_value
 from asyncopt.progress import ProgressFactory, make_reporter
+from asyncopt.space.compile import CompiledSpace
 from asyncopt.storage.base import Storage, Trial, TrialState, best_of
 from asyncopt.study import Study, SuggestFunction, moving_average, open_study
 
@@ -60,6 +63,7 @@ class OptimizationResult:
 
     study: str
     trials: tuple[Trial, ...]
+    space: CompiledSpace | None = attrs.field(default=None, kw_only=True, eq=False, repr=False)
     _best: Trial | None = attrs.field(init=False, eq=False, repr=False)
 
     @_best.default
@@ -91,6 +95,15 @@ class OptimizationResult:
     def best_assignment(self) -> Mapping[str, int | float]:
         """The best trial's raw assignment (choices as option indices)."""
         return self.best_trial.assignment
+
+    def to_dataframe(self) -> Any:
+        """The trials as a pandas DataFrame, one row per trial (needs ``asyncopt[pandas]``).
+
+        Columns: tid, state, loss, times, duration, worker, ``params_<label>`` (the value
+        the objective saw), ``params_<label>_index`` (a choice's option index),
+        ``result_<key>`` (each extra the objective returned) and error; see docs/results.md.
+        """
+        return trials_dataframe(self.trials, self.space)
 
 
 def _is_async(function: Callable[..., Any]) -> bool:
@@ -432,6 +445,7 @@ class _Run:
         return None  # pragma: no cover - a shielded scope does not swallow exceptions
 
     async def after(self, trial: Trial) -> None:
+        log_finished(trial)
         for callback in self.callbacks:
             returned = callback(trial)
             if inspect.isawaitable(returned):
@@ -532,4 +546,4 @@ async def minimize(
     finally:
         if reporter is not None:
             reporter.close()
-    return OptimizationResult(study, trials)
+    return OptimizationResult(study, trials, space=handle.space)

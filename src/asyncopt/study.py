@@ -353,6 +353,15 @@ class Study:
         await self.refresh()
         return self.cached_trials()
 
+    async def to_dataframe(self) -> Any:
+        """Every trial as a pandas DataFrame, one row per trial (needs ``asyncopt[pandas]``).
+
+        The columns are those of `OptimizationResult.to_dataframe`.
+        """
+        from asyncopt._table import trials_dataframe
+
+        return trials_dataframe(await self.trials(), self.space)
+
     async def best_trial(self) -> Trial:
         """The OK trial with the lowest loss (lowest tid on ties); `AllTrialsFailed` if none."""
         await self.refresh()
