@@ -30,6 +30,7 @@ __all__ = [
     "Columns",
     "MissingDependencyError",
     "choice_evaluators",
+    "choice_nodes",
     "trial_columns",
     "trials_dataframe",
     "utc",
@@ -53,10 +54,8 @@ def utc(timestamp: float | None) -> datetime.datetime | None:
     return datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
 
 
-def choice_evaluators(space: CompiledSpace) -> dict[str, Callable[[Mapping[str, Any]], Any]]:
-    """For each choice label of ``space``, a function of an assignment giving the chosen option."""
-    from asyncopt.space.evaluate import build_evaluator  # evaluate imports compile
-
+def choice_nodes(space: CompiledSpace) -> dict[str, Choice]:
+    """Each choice of ``space`` by label (its options are the expressions it chooses from)."""
     found: dict[str, Choice] = {}
 
     def walk(node: Any) -> None:
@@ -76,7 +75,14 @@ def choice_evaluators(space: CompiledSpace) -> dict[str, Callable[[Mapping[str, 
                 walk(item)
 
     walk(space.root)
-    return {label: build_evaluator(node) for label, node in found.items()}
+    return found
+
+
+def choice_evaluators(space: CompiledSpace) -> dict[str, Callable[[Mapping[str, Any]], Any]]:
+    """For each choice label of ``space``, a function of an assignment giving the chosen option."""
+    from asyncopt.space.evaluate import build_evaluator  # evaluate imports compile
+
+    return {label: build_evaluator(node) for label, node in choice_nodes(space).items()}
 
 
 def _labels(space: CompiledSpace | None, trials: Sequence[Trial]) -> list[str]:
