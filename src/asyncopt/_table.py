@@ -31,6 +31,7 @@ __all__ = [
     "MissingDependencyError",
     "choice_evaluators",
     "choice_nodes",
+    "columns_dataframe",
     "trial_columns",
     "trials_dataframe",
     "utc",
@@ -149,6 +150,11 @@ def trials_dataframe(trials: Sequence[Trial], space: CompiledSpace | None = None
     them (numbers float64); the rest object. Raises
     `MissingDependencyError` when pandas is not installed.
     """
+    return columns_dataframe(trial_columns(trials, space), space)
+
+
+def columns_dataframe(columns: Columns, space: CompiledSpace | None = None) -> Any:
+    """`trial_columns`' table as a DataFrame with the dtypes of `trials_dataframe`."""
     try:
         import pandas as pd
     except ImportError as exc:
@@ -156,7 +162,6 @@ def trials_dataframe(trials: Sequence[Trial], space: CompiledSpace | None = None
             f"the DataFrame of trials needs pandas, which is not installed ({exc}); "
             "install it with `pip install asyncopt[pandas]`"
         ) from None
-    columns = trial_columns(trials, space)
     integer = {"retry_of"}
     real = {"loss", "duration"}
     for name in columns:

@@ -353,6 +353,11 @@ class Study:
         await self.refresh()
         return self.cached_trials()
 
+    def let_go(self, tid: int) -> None:
+        """Stop holding trial ``tid``: its lease is no longer renewed and closing the study
+        leaves it RUNNING, for another process to finish (``asyncopt ask``, then ``tell``)."""
+        self._held.discard(tid)
+
     async def to_dataframe(self) -> Any:
         """Every trial as a pandas DataFrame, one row per trial (needs ``asyncopt[pandas]``).
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from asyncopt._table import MissingDependencyError as MissingDependencyError
 from asyncopt.plot._base import PlotFormatError as PlotFormatError
+from asyncopt.plot._base import image_format as image_format
 from asyncopt.plot._base import save_figure as save_figure
 from asyncopt.plot._history import plot_edf as plot_edf
 from asyncopt.plot._history import plot_history as plot_history
@@ -33,6 +34,8 @@ __all__ = [
     "KINDS",
     "MissingDependencyError",
     "PlotFormatError",
+    "draw",
+    "image_format",
     "param_importances",
     "plot_contour",
     "plot_edf",

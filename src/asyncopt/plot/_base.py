@@ -21,6 +21,7 @@ __all__ = [
     "Parameter",
     "PlotFormatError",
     "finite_ok",
+    "image_format",
     "new_figure",
     "no_data",
     "parameters",
@@ -60,22 +61,34 @@ def new_figure(**options: Any) -> Any:
     return figure
 
 
-def save_figure(figure: Any, path: str | os.PathLike[str], *, dpi: int = 100) -> None:
-    """Write ``figure`` to ``path``; the extension picks the format (``.png``, ``.svg``, ...).
+def image_format(path: str | os.PathLike[str]) -> str:
+    """The image format ``path``'s extension names (``"png"``, ``"svg"``, ...).
 
-    Raises `PlotFormatError` listing the formats when the extension is missing or unknown
-    (before anything is written), `OSError` when the file cannot be written.
+    Raises `PlotFormatError` listing the formats matplotlib writes when the extension is
+    missing or unknown, `MissingDependencyError` without matplotlib.
     """
+    new_figure()  # the check that matplotlib is there
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     text = os.fspath(path)
     extension = os.path.splitext(text)[1].lower().lstrip(".")
-    supported = figure.canvas.get_supported_filetypes()
+    supported = FigureCanvasAgg.get_supported_filetypes()
     if extension not in supported:
         known = ", ".join(f".{name}" for name in sorted(supported))
         what = f"extension .{extension}" if extension else "no extension"
         raise PlotFormatError(
             f"cannot write {text}: {what} is not an image format; use one of {known}"
         )
-    figure.savefig(text, dpi=dpi, format=extension)
+    return extension
+
+
+def save_figure(figure: Any, path: str | os.PathLike[str], *, dpi: int = 100) -> None:
+    """Write ``figure`` to ``path``; the extension picks the format (``.png``, ``.svg``, ...).
+
+    Raises `PlotFormatError` listing the formats when the extension is missing or unknown
+    (before anything is written), `OSError` when the file cannot be written.
+    """
+    figure.savefig(os.fspath(path), dpi=dpi, format=image_format(path))
 
 
 def no_data(ax: Any, message: str) -> None:

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 from asyncopt.plot._base import Parameter, finite_ok, new_figure, no_data, parameters
 from asyncopt.space.compile import CompiledSpace
@@ -194,6 +193,8 @@ def param_importances(
 
 
 def _epsilon_squared(parameter: Parameter, losses: np.ndarray, active: np.ndarray) -> float:
+    from scipy.stats import rankdata  # scipy.stats takes a while to import: only when used
+
     n = int(active.sum())
     if n < 4:
         return 0.0
