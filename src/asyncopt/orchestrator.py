@@ -444,6 +444,11 @@ class _Run:
                 return None
         return None  # pragma: no cover - a shielded scope does not swallow exceptions
 
+    def done(self) -> int:
+        """The study's finished trials that count toward the budget, as of the last read."""
+        counts = self.study.counts()
+        return counts[TrialState.OK] + counts[TrialState.FAIL]
+
     async def after(self, trial: Trial) -> None:
         log_finished(trial)
         for callback in self.callbacks:
@@ -451,9 +456,7 @@ class _Run:
             if inspect.isawaitable(returned):
                 await returned
         if self.progress is not None:
-            counts = self.study.counts()
-            done = counts[TrialState.OK] + counts[TrialState.FAIL]
-            self.progress.update(done, self.study.best_loss)
+            self.progress.update(self.done(), self.study.best_loss)
         best = self.study.best_loss
         if self.loss_threshold is not None and best is not None and best <= self.loss_threshold:
             self.stopping = True
@@ -536,6 +539,8 @@ async def minimize(
                 progress=reporter,
             )
             await handle.renew_and_reap()
+            if reporter is not None:
+                reporter.start(run.done(), handle.best_loss)
             with anyio.move_on_after(timeout if timeout is not None else math.inf), single_error():
                 async with anyio.create_task_group() as group:
                     run.background = group
