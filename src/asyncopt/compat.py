@@ -44,6 +44,7 @@ def fmin(
     study: str = "default",
     concurrency: int = 1,
     backend: str = "asyncio",
+    trial_timeout: float | None = None,
 ) -> Any:
     """Minimize ``fn`` over ``space`` and block until done, like Hyperopt's ``fmin``.
 
@@ -54,6 +55,7 @@ def fmin(
     ``early_stop_fn(trials, *state)`` returns ``(stop, state)`` and receives the study's
     trials as a tuple of `Trial`. Raises `AllTrialsFailed` when no trial succeeded, and
     RuntimeError when called inside a running event loop (use ``await minimize`` there).
+    ``trial_timeout`` (seconds) fails a single call that takes longer, as in `minimize`.
     """
     if _inside_event_loop():
         raise RuntimeError(
@@ -74,6 +76,7 @@ def fmin(
             study=study,
             seed=seed,
             timeout=timeout,
+            trial_timeout=trial_timeout,
             loss_threshold=loss_threshold,
             early_stop=early_stop,
             points_to_evaluate=points_to_evaluate,

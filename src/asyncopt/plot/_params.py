@@ -14,6 +14,9 @@ from asyncopt.storage.base import Trial
 
 __all__ = ["param_importances", "plot_contour", "plot_importance", "plot_parallel", "plot_slice"]
 
+# Where a line crosses the axis of a parameter its trial did not use (axes run 0 to 1).
+_INACTIVE = -0.12
+
 # At most this many value bins per parameter in `param_importances`.
 _MAX_BINS = 10
 
@@ -129,8 +132,8 @@ def plot_parallel(
     and a last one for the loss, coloured by loss (the best on top, darkest).
 
     Each axis runs from the lowest value seen (bottom) to the highest (top); log
-    parameters on a log scale, choices in option order. A line skips the axis of a
-    parameter that was not active in its trial.
+    parameters on a log scale, choices in option order. A line crosses the axis of a
+    parameter that was not active in its trial below it, at "inactive".
     """
     from matplotlib.collections import LineCollection
 
@@ -145,6 +148,8 @@ def plot_parallel(
     loss_axis = Parameter("loss", losses)
     columns = [_scaled(p) for p in (*found, loss_axis)]
     grid = np.column_stack([scaled for scaled, _, _ in columns])
+    inactive = np.isnan(grid)
+    grid[inactive] = _INACTIVE  # below the axis, so that every line stays whole
     order = np.argsort(-losses, kind="stable")  # the best drawn last, on top
     positions = np.arange(grid.shape[1], dtype=float)
     lines = LineCollection(
@@ -155,13 +160,16 @@ def plot_parallel(
         alpha=0.7,
     )
     ax.add_collection(lines)
-    for x, (_, low, high) in zip(positions, columns):
-        ax.axvline(x, color="black", linewidth=0.8)
-        ax.text(x, -0.04, low, ha="center", va="top", fontsize="x-small")
-        ax.text(x, 1.04, high, ha="center", va="bottom", fontsize="x-small")
+    for j, (x, (_, low, high)) in enumerate(zip(positions, columns)):
+        ax.plot([x, x], [0, 1], color="black", linewidth=0.8)
+        ax.text(x + 0.04, 0, low, ha="left", va="center", fontsize="x-small")
+        ax.text(x + 0.04, 1, high, ha="left", va="center", fontsize="x-small")
+        if inactive[:, j].any():
+            ax.plot([x], [_INACTIVE], marker="_", color="grey")
+            ax.text(x + 0.04, _INACTIVE, "inactive", ha="left", va="center", fontsize="x-small")
     ax.set_xticks(positions, [p.label for p in (*found, loss_axis)], rotation=20, ha="right")
-    ax.set_xlim(-0.3, positions[-1] + 0.3)
-    ax.set_ylim(-0.12, 1.12)
+    ax.set_xlim(-0.3, positions[-1] + 0.5)
+    ax.set_ylim(_INACTIVE - 0.06, 1.06)
     ax.set_yticks([])
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
