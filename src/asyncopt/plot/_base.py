@@ -87,6 +87,11 @@ def save_figure(figure: Any, path: str | os.PathLike[str], *, dpi: int = 100) ->
 
     Raises `PlotFormatError` listing the formats when the extension is missing or unknown
     (before anything is written), `OSError` when the file cannot be written.
+
+    Args:
+        figure: a figure from this module (or any matplotlib ``Figure``).
+        path: the file to write; its extension names the format.
+        dpi: dots per inch of raster formats (PNG: 100 dpi makes an 8-inch figure 800 px).
     """
     figure.savefig(os.fspath(path), dpi=dpi, format=image_format(path))
 

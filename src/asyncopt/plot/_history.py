@@ -40,6 +40,11 @@ def plot_history(
     loss). ``log_scale`` uses a log loss axis when every loss is positive (otherwise the
     axis stays linear and says so). Works with no OK trial. Returns a matplotlib
     ``Figure``; raises `MissingDependencyError` without matplotlib.
+
+    Args:
+        trials: the study's trials (``result.trials``, ``await study.trials()``), any order.
+        title: the figure's title (default: the number of trials).
+        log_scale: a log loss axis, when every loss is positive.
     """
     figure = new_figure(figsize=(8, 4.5))
     ax = figure.add_subplot()
@@ -117,6 +122,11 @@ def plot_edf(
     ``studies`` maps study names to their trials (one curve each), or is one study's
     trials. A curve further left and steeper belongs to the better search. Studies
     without an OK trial are listed in the legend with "no successful trial".
+
+    Args:
+        studies: study name → its trials, or one study's trials.
+        title: the figure's title.
+        log_scale: a log loss axis, when every loss is positive.
     """
     if isinstance(studies, Mapping):
         named = dict(studies)

@@ -65,6 +65,14 @@ def plot_slice(
     how many). Points are coloured by tid, so later trials stand out. ``space`` (the
     study's compiled space) gives choices their option names and log parameters a log
     axis; ``params`` picks and orders the panels. ``log_scale`` is for the loss axis.
+
+    Args:
+        trials: the study's trials, any order; only OK trials are drawn.
+        space: the study's compiled space (``result.space``, ``study.space``), or None.
+        params: the labels to show, in this order (default: all); ValueError for an
+            unknown one.
+        title: the figure's title.
+        log_scale: a log loss axis, when every loss is positive.
     """
     ok, losses = _ok_losses(trials)
     found = _pick(parameters(ok, space), params)
@@ -134,6 +142,12 @@ def plot_parallel(
     Each axis runs from the lowest value seen (bottom) to the highest (top); log
     parameters on a log scale, choices in option order. A line crosses the axis of a
     parameter that was not active in its trial below it, at "inactive".
+
+    Args:
+        trials: the study's trials, any order; only OK trials are drawn.
+        space: the study's compiled space, or None for raw values.
+        params: the labels of the axes, in this order (default: all).
+        title: the figure's title.
     """
     from matplotlib.collections import LineCollection
 
@@ -191,6 +205,10 @@ def param_importances(
     effect scores about 0, one that decides the loss alone about 1. It measures each
     parameter's main effect: interactions are not credited. A parameter active in fewer
     than 4 OK trials scores 0.
+
+    Args:
+        trials: the study's trials; only OK trials with a finite loss count.
+        space: the study's compiled space (categories from its choices), or None.
     """
     ok, losses = _ok_losses(trials)
     scores: dict[str, float] = {}
@@ -228,7 +246,13 @@ def _epsilon_squared(parameter: Parameter, losses: np.ndarray, active: np.ndarra
 def plot_importance(
     trials: Sequence[Trial], space: CompiledSpace | None = None, *, title: str | None = None
 ) -> Any:
-    """`param_importances` as horizontal bars, most important on top, each with its value."""
+    """`param_importances` as horizontal bars, most important on top, each with its value.
+
+    Args:
+        trials: the study's trials.
+        space: the study's compiled space, or None.
+        title: the figure's title.
+    """
     scores = param_importances(trials, space)
     figure = new_figure(figsize=(7, 1.0 + 0.45 * max(len(scores), 3)))
     ax = figure.add_subplot()
@@ -259,6 +283,12 @@ def plot_contour(
     ``params`` names the pair; by default the two most important (`param_importances`).
     Log parameters are drawn on log10 axes. With fewer than 3 such trials, or trials on
     a line, only the dots are drawn and the figure says why.
+
+    Args:
+        trials: the study's trials.
+        space: the study's compiled space, or None.
+        params: the two labels (x, then y); ValueError for another count or an unknown one.
+        title: the figure's title.
     """
     ok, losses = _ok_losses(trials)
     found = parameters(ok, space)

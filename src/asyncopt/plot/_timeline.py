@@ -47,6 +47,11 @@ def plot_timeline(
     Bars are coloured by state (OK blue, FAIL red, CANCELLED grey, RUNNING orange, drawn
     up to ``now``, default the current time). The title gives how busy the slots were:
     the trials' total time over the rows' total time from the first start to the last end.
+
+    Args:
+        trials: the study's trials; those not started yet (QUEUED) are left out.
+        title: the figure's title (default: trials, workers and slots counted).
+        now: Unix time up to which RUNNING trials are drawn (default: the current time).
     """
     figure = new_figure(figsize=(9, 4.5))
     ax = figure.add_subplot()
