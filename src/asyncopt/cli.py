@@ -1,10 +1,12 @@
-"""The ``asyncopt`` command: inspect, plot and delete stored studies, and run workers.
+"""The ``asyncopt`` command: create, drive, inspect, export, plot and delete stored studies,
+and run workers.
 
 ``main(argv)`` parses the arguments, runs the command on an event loop and returns the
 exit status: 0 on success, 1 when the user declined a confirmation, 2 for a usage error
 or any `asyncopt.AsyncoptError` (printed as ``asyncopt: error: <message>``, never as a
-traceback), 130 when interrupted. Storage URLs are only ever shown with their password
-replaced by ``***``.
+traceback), 130 when interrupted, 141 when the reader of the output went away (a closed
+pipe, as in ``| head -1``). Storage URLs are only ever shown with their password replaced
+by ``***``.
 """
 
 from __future__ import annotations
