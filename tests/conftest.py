@@ -36,7 +36,7 @@ def no_blocking_calls_in_asyncopt(request: pytest.FixtureRequest) -> Iterator[No
     with blockbuster_ctx("asyncopt") as buster:
         # The progress bar draws on the terminal from the loop, by design.
         for function in buster.functions.values():
-            function.can_block_in("asyncopt/progress.py", {"__init__", "update", "close"})
+            function.can_block_in("asyncopt/progress.py", {"__init__", "start", "update", "close"})
             # PyMongo's async client stats /.dockerenv once per pool for its handshake.
             function.can_block_in("pymongo/pool_options.py", {"get_container_env_info"})
         yield

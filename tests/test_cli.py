@@ -7,6 +7,7 @@ Most tests call ``main([...])`` in this process; the end-to-end tests run
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import os
@@ -25,6 +26,7 @@ import pytest
 import asyncopt as ao
 from asyncopt import hp
 from asyncopt.cli import main
+from asyncopt.plot import KINDS
 from asyncopt.space.compile import compile_space
 from asyncopt.space.expressions import Apply
 
@@ -155,13 +157,15 @@ def test_studies_table(
     code, out, err = run_cli(capsys, "studies", url)
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].split() == ["name", "trials", "best", "loss", "created"]
+    assert lines[0].split() == ["name", "trials", "best_loss", "created_at"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert set(rows) == {"quad", "other"}
     assert rows["quad"][1] == "25"
     assert rows["quad"][2] == f"{result.best_loss:.6g}"
     assert rows["other"][1] == "5"
-    assert rows["quad"][-1] == "UTC"
+    created = datetime.datetime.fromisoformat(rows["quad"][-1])  # ISO 8601, to the second
+    assert created.tzinfo is not None
+    assert created.microsecond == 0
 
 
 def test_studies_csv_and_json(
@@ -173,7 +177,8 @@ def test_studies_csv_and_json(
     rows = {row["name"]: row for row in csv.DictReader(io.StringIO(out))}
     assert float(rows["quad"]["best_loss"]) == result.best_loss
     assert int(rows["other"]["trials"]) == 5
-    assert abs(float(rows["quad"]["created_at"]) - time.time()) < 3600
+    created = datetime.datetime.fromisoformat(rows["quad"]["created_at"])
+    assert abs(created.timestamp() - time.time()) < 3600
 
     code, out, _ = run_cli(capsys, "studies", url, "--format", "json")
     assert code == 0
@@ -201,7 +206,7 @@ def test_trials_table(
     lines = out.splitlines()
     header = lines[0].split()
     assert header[:4] == ["tid", "state", "loss", "duration"]
-    assert sorted(header[4:-1]) == ["c", "model", "x"]
+    assert header[4:-1] == ["params_model", "params_c", "params_x"]  # the space's order
     assert header[-1] == "error"
     assert len(lines) == 1 + 25
     for line, trial in zip(lines[1:], result.trials):
@@ -228,9 +233,16 @@ def test_trials_csv(
         assert row["loss"] == ("" if trial.loss is None else repr(trial.loss))
         assert trial.duration is not None
         assert float(row["duration"]) == trial.duration
-        for label in ("x", "model", "c"):
+        for label in ("x", "c"):
             expected = trial.assignment.get(label)
-            assert row[label] == ("" if expected is None else repr(expected))
+            assert row[f"params_{label}"] == ("" if expected is None else repr(expected))
+        # A choice: the option the objective saw (as JSON), and its index.
+        assert json.loads(row["params_model"]) == trial.params["model"]
+        assert row["params_model_index"] == str(trial.assignment["model"])
+        assert datetime.datetime.fromisoformat(row["started_at"]).timestamp() == pytest.approx(
+            trial.started_at, abs=1e-6
+        )
+        assert row["worker"] == trial.worker
         if trial.state is ao.TrialState.FAIL:
             assert row["error"] == "RuntimeError: x too large"
         else:
@@ -384,22 +396,81 @@ def test_delete_with_closed_stdin_deletes_nothing(
 # -- plot ----------------------------------------------------------------------------------
 
 
-def test_plot_writes_a_png(
+@pytest.mark.parametrize("kind", KINDS)
+def test_plot_every_kind(
+    filled: tuple[str, ao.OptimizationResult],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    kind: str,
+) -> None:
+    url, _ = filled
+    target = tmp_path / f"{kind}.png"
+    code, out, err = run_cli(capsys, "plot", url, "quad", "--kind", kind, "-o", str(target))
+    assert code == 0, err
+    assert out == f"wrote {target} ({kind}, 25 trials)\n"
+    data = target.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 1000
+
+
+def test_plot_format_from_the_extension(
     filled: tuple[str, ao.OptimizationResult],
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
     url, _ = filled
-    target = tmp_path / "progress.png"
-    code, out, err = run_cli(capsys, "plot", url, "quad", "-o", str(target), "--log")
+    svg = tmp_path / "history.svg"
+    code, _, err = run_cli(capsys, "plot", url, "quad", "-o", str(svg), "--log")
     assert code == 0, err
-    assert out == f"wrote {target} (25 trials)\n"
-    data = target.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(data) > 1000
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert width > 0
-    assert height > 0
+    assert b"<svg" in svg.read_bytes()[:500]
+    code, out, err = run_cli(capsys, "plot", url, "quad", "-o", str(tmp_path / "x.xyz"))
+    assert code == 2
+    assert out == ""
+    assert err.startswith("asyncopt: error: cannot write ")
+    assert "extension .xyz is not an image format; use one of " in err
+    assert ".png" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "x.xyz").exists()
+
+
+def test_plot_edf_compares_studies_and_others_take_one(
+    filled: tuple[str, ao.OptimizationResult],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    url, _ = filled
+    target = tmp_path / "edf.png"
+    code, out, err = run_cli(
+        capsys, "plot", url, "quad", "other", "--kind", "edf", "-o", str(target)
+    )
+    assert code == 0, err
+    assert out == f"wrote {target} (edf, 30 trials)\n"
+    code, _, err = run_cli(capsys, "plot", url, "quad", "other", "-o", str(target))
+    assert code == 2
+    assert "only edf compares several" in err
+
+
+def test_plot_contour_needs_two_known_parameters(
+    filled: tuple[str, ao.OptimizationResult],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    url, _ = filled
+    target = str(tmp_path / "c.png")
+    code, _, err = run_cli(
+        capsys, "plot", url, "quad", "--kind", "contour", "--params", "x,c", "-o", target
+    )
+    assert code == 0, err
+    code, _, err = run_cli(
+        capsys, "plot", url, "quad", "--kind", "contour", "--params", "x", "-o", target
+    )
+    assert code == 2
+    assert "needs two parameters" in err
+    code, _, err = run_cli(
+        capsys, "plot", url, "quad", "--kind", "slice", "--params", "zz", "-o", target
+    )
+    assert code == 2
+    assert "no parameter 'zz'" in err
 
 
 def test_plot_to_an_unwritable_place(

@@ -21,14 +21,14 @@ from asyncopt.space.compile import compile_space as compile_space
 from asyncopt.space.evaluate import sample as sample
 from asyncopt.space.evaluate import space_eval as space_eval
 from asyncopt.space.scope import scope as scope
-from asyncopt.storage.base import STATUS_FAIL as STATUS_FAIL
-from asyncopt.storage.base import STATUS_OK as STATUS_OK
 from asyncopt.storage.base import Storage as Storage
-from asyncopt.storage.base import Trial as Trial
-from asyncopt.storage.base import TrialState as TrialState
 from asyncopt.storage.urls import open_storage as open_storage
 from asyncopt.study import Study as Study
 from asyncopt.study import open_study as open_study
+from asyncopt.trial import STATUS_FAIL as STATUS_FAIL
+from asyncopt.trial import STATUS_OK as STATUS_OK
+from asyncopt.trial import Trial as Trial
+from asyncopt.trial import TrialState as TrialState
 
 __version__ = "0.1.0"
 

@@ -23,9 +23,12 @@ import anyio.lowlevel
 import attrs
 
 from asyncopt._groups import BaseExceptionGroup, leaves, one_error
+from asyncopt._log import log_finished
+from asyncopt._table import trials_dataframe
 from asyncopt.errors import AllTrialsFailed, TrialError, TrialStateError
 from asyncopt.outcome import Outcome, from_exception, from_value
 from asyncopt.progress import ProgressFactory, make_reporter
+from asyncopt.space.compile import CompiledSpace
 from asyncopt.storage.base import Storage
 from asyncopt.study import Study, SuggestFunction, open_study
 from asyncopt.trial import Trial, TrialState, best_of
@@ -49,6 +52,7 @@ class OptimizationResult:
 
     study: str
     trials: tuple[Trial, ...]
+    space: CompiledSpace | None = attrs.field(default=None, kw_only=True, eq=False, repr=False)
     _best: Trial | None = attrs.field(init=False, eq=False, repr=False)
 
     @_best.default
@@ -80,6 +84,15 @@ class OptimizationResult:
     def best_assignment(self) -> Mapping[str, int | float]:
         """The best trial's raw assignment (choices as option indices)."""
         return self.best_trial.assignment
+
+    def to_dataframe(self) -> Any:
+        """The trials as a pandas DataFrame, one row per trial (needs ``asyncopt[pandas]``).
+
+        Columns: tid, state, loss, times, duration, worker, ``params_<label>`` (the value
+        the objective saw), ``params_<label>_index`` (a choice's option index),
+        ``result_<key>`` (each extra the objective returned) and error; see docs/results.md.
+        """
+        return trials_dataframe(self.trials, self.space)
 
 
 def _is_async(function: Callable[..., Any]) -> bool:
@@ -288,7 +301,13 @@ class _Run:
         stamped = attrs.evolve(outcome, started_at=began)
         return stamped, escaping
 
+    def done(self) -> int:
+        """The study's finished trials that count toward the budget, as of the last read."""
+        counts = self.study._counts
+        return counts[TrialState.OK] + counts[TrialState.FAIL]
+
     async def after(self, trial: Trial) -> None:
+        log_finished(trial)
         for callback in self.callbacks:
             returned = callback(trial)
             if inspect.isawaitable(returned):
@@ -296,8 +315,7 @@ class _Run:
         best = self.study._best
         best_loss = None if best is None else best.loss
         if self.progress is not None:
-            counts = self.study._counts
-            self.progress.update(counts[TrialState.OK] + counts[TrialState.FAIL], best_loss)
+            self.progress.update(self.done(), best_loss)
         if self.early_stop is not None and not self.stopping:
             verdict = self.early_stop(self.study._cached_trials())
             if inspect.isawaitable(verdict):
@@ -408,13 +426,16 @@ async def minimize(
                 progress=reporter,
             )
             await handle._renew_and_reap()
+            if reporter is not None:
+                best = handle._best
+                reporter.start(run.done(), None if best is None else best.loss)
             await _search(run, timeout)
             with anyio.CancelScope(shield=True):
                 trials = await handle.trials()
     finally:
         if reporter is not None:
             reporter.close()
-    return OptimizationResult(study, trials)
+    return OptimizationResult(study, trials, space=handle.space)
 
 
 async def _search(run: _Run, timeout: float | None) -> None:

@@ -1,4 +1,4 @@
-"""Progress reporting for `asyncopt.minimize`: a tqdm bar, or anything with the same two methods."""
+"""Progress reporting for `asyncopt.minimize`: a tqdm bar, or anything with the same methods."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ __all__ = ["ProgressFactory", "ProgressReporter", "TqdmProgress", "make_reporter
 
 
 class ProgressReporter(Protocol):
-    """Receives one call per finished trial and one at the end."""
+    """Told where the search starts, then of each finished trial, then that it ended."""
+
+    def start(self, done: int, best_loss: float | None) -> None:
+        """The search starts; ``done`` trials of the study were already finished (a resume)."""
+        ...
 
     def update(self, done: int, best_loss: float | None) -> None:
         """``done`` trials of the study are finished; ``best_loss`` is the best OK loss so far."""
@@ -28,35 +32,94 @@ class ProgressReporter(Protocol):
 #: Called once per `minimize` with the budget (``max_evals``, may be None) and the timeout.
 ProgressFactory = Callable[[int | None, float | None], ProgressReporter]
 
+# A search that ends this close to its timeout ended because of it (the clocks of the
+# bar and of the event loop are read at slightly different moments).
+_TIMEOUT_SLACK = 0.05
+
 
 class TqdmProgress:
-    """A tqdm bar: trials done of the budget (or seconds of the timeout), best loss, trials/s."""
+    """A tqdm bar of the study's trials done out of ``max_evals``, with the best loss.
+
+    Without ``max_evals`` the bar counts the seconds of the timeout instead, shown as
+    whole seconds, and reaches 100 % when the search stops at its timeout; the trials
+    done and their rate go in the bar's text. Either way the bar shows one rate, of the
+    trials finished since this run started (a resumed study's earlier trials count as
+    done, not as fast), and the time left at that rate.
+    """
 
     def __init__(self, total: int | None, timeout: float | None) -> None:
-        self._timeout = timeout if total is None else None
-        self._start = time.monotonic()
-        self._started_with: int | None = None
-        bar_total: float | None = total if total is not None else timeout
-        unit = "s" if self._timeout is not None else "trial"
-        self._bar: Any = tqdm(total=bar_total, unit=unit, dynamic_ncols=True, leave=True)
+        self._by_time = total is None and timeout is not None
+        self._total = total
+        self._timeout = timeout
+        self._started = time.monotonic()
+        self._done_before = 0
+        self._best = "-"
+        self._bar: Any = None  # drawn by `start`, once the trials already done are known
+
+    def start(self, done: int, best_loss: float | None) -> None:
+        """Draw the bar with the trials a resumed study already has as done (they add
+        nothing to the rate)."""
+        self._started = time.monotonic()
+        self._done_before = done
+        self._best = _loss_text(best_loss)
+        if self._by_time:
+            assert self._timeout is not None
+            self._bar = tqdm(
+                total=float(self._timeout),
+                unit="s",
+                dynamic_ncols=True,
+                leave=True,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]",
+                postfix=self._text(done),
+            )
+        else:
+            # `initial`: counted as done, not as progress (tqdm's rate follows updates).
+            self._bar = tqdm(
+                total=self._total,
+                initial=done,
+                unit="trial",
+                dynamic_ncols=True,
+                leave=True,
+                postfix=self._text(done),
+            )
 
     def update(self, done: int, best_loss: float | None) -> None:
-        """Move the bar and show the best loss and the rate of this run."""
-        if self._started_with is None:
-            self._started_with = done - 1
-        elapsed = time.monotonic() - self._start
-        rate = (done - self._started_with) / elapsed if elapsed > 0 else math.inf
-        best = "-" if best_loss is None else f"{best_loss:.6g}"
-        self._bar.set_postfix_str(f"best loss: {best}, {rate:.1f} trials/s", refresh=False)
-        if self._timeout is not None:
-            self._bar.n = min(elapsed, self._timeout)
-            self._bar.refresh()
+        """Move the bar to ``done`` trials (or the seconds elapsed) and show the best loss."""
+        if self._bar is None:
+            self.start(0, None)
+        self._best = _loss_text(best_loss)
+        self._bar.set_postfix_str(self._text(done), refresh=False)
+        if self._by_time:
+            self._move_to(time.monotonic() - self._started)
         else:
             self._bar.update(done - self._bar.n)
 
     def close(self) -> None:
-        """Close the bar."""
+        """Close the bar; a search that ran to its timeout shows 100 %."""
+        if self._bar is None:
+            return
+        if self._by_time:
+            assert self._timeout is not None
+            elapsed = time.monotonic() - self._started
+            self._move_to(self._timeout if elapsed >= self._timeout - _TIMEOUT_SLACK else elapsed)
         self._bar.close()
+
+    def _move_to(self, seconds: float) -> None:
+        assert self._timeout is not None
+        self._bar.n = min(seconds, self._timeout)
+        self._bar.refresh()
+
+    def _text(self, done: int) -> str:
+        if not self._by_time:
+            return f"best loss: {self._best}"
+        elapsed = time.monotonic() - self._started
+        ran = done - self._done_before
+        rate = ran / elapsed if elapsed > 0 else 0.0
+        return f"best loss: {self._best}, {done} trials ({rate:.3g} trials/s)"
+
+
+def _loss_text(loss: float | None) -> str:
+    return "-" if loss is None or not math.isfinite(loss) else f"{loss:.6g}"
 
 
 def make_reporter(

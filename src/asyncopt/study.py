@@ -232,6 +232,20 @@ class Study:
             raise AllTrialsFailed(f"study {self.name!r} has no successful trial")
         return self._with_params(self._best)
 
+    async def to_dataframe(self) -> Any:
+        """Every trial as a pandas DataFrame, one row per trial (needs ``asyncopt[pandas]``).
+
+        The columns are those of `OptimizationResult.to_dataframe`.
+        """
+        from asyncopt._table import trials_dataframe
+
+        return trials_dataframe(await self.trials(), self.space)
+
+    def let_go(self, tid: int) -> None:
+        """Stop holding trial ``tid``: its lease is no longer renewed and closing the study
+        leaves it RUNNING, for another process to finish (``asyncopt ask``, then ``tell``)."""
+        self._held.discard(tid)
+
     # -- the local view --------------------------------------------------------------------
 
     def _apply(self, trials: Sequence[Trial], *, replace: bool = False) -> None:

@@ -457,6 +457,9 @@ async def test_progress_factory_receives_updates() -> None:
     closed: list[bool] = []
 
     class Reporter:
+        def start(self, done: int, best_loss: float | None) -> None:
+            updates.append((done, best_loss))
+
         def update(self, done: int, best_loss: float | None) -> None:
             updates.append((done, best_loss))
 
@@ -468,9 +471,9 @@ async def test_progress_factory_receives_updates() -> None:
         return Reporter()
 
     await ao.minimize(quadratic, SPACE, algo=ao.rand.suggest, max_evals=6, progress=factory, seed=1)
-    assert [done for done, _ in updates] == [1, 2, 3, 4, 5, 6]
+    assert [done for done, _ in updates] == [0, 1, 2, 3, 4, 5, 6]  # start, then each trial
     assert closed == [True]
-    bests = [best for _, best in updates]
+    bests = [best for _, best in updates[1:]]
     assert all(a is not None and b is not None and b <= a for a, b in itertools.pairwise(bests))
 
 

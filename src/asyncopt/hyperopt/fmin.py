@@ -33,8 +33,8 @@ from asyncopt.space.compile import CompiledSpace, compile_space
 from asyncopt.space.evaluate import space_eval
 from asyncopt.space.expressions import Expr
 from asyncopt.storage import Storage, Trial, open_storage
-from asyncopt.storage.base import best_of
 from asyncopt.study import SuggestFunction
+from asyncopt.trial import best_of
 
 __all__ = ["fmin", "generate_trials_to_calculate", "partial", "space_eval"]
 

@@ -215,7 +215,11 @@ class CompiledSpace:
 
 
 def compile_space(space: Any) -> CompiledSpace:
-    """Validate ``space`` and build its flat table; `SpaceError` names any bad label."""
+    """Validate ``space`` and build its flat table; `SpaceError` names any bad label.
+
+    Args:
+        space: a space (returned as it is when already a `CompiledSpace`).
+    """
     if isinstance(space, CompiledSpace):
         return space
     root = as_node(space)

@@ -33,6 +33,11 @@ def space_eval(space: Any, assignment: Mapping[str, Any]) -> Any:
     Choices take the option at the assigned index; only the chosen branches are
     evaluated. Raises `SpaceError` when an active label has no value or an index is
     out of range.
+
+    Args:
+        space: a space (any nesting of dicts, lists, constants and `hp` expressions) or a
+            `CompiledSpace`.
+        assignment: label → raw value of the active parameters (a choice's option index).
     """
     if isinstance(space, CompiledSpace):
         return space.evaluate(assignment)
@@ -154,7 +159,12 @@ def columns_to_assignments(
 
 
 def sample(space: Any, seed: int | np.random.Generator | None = None) -> Any:
-    """One random draw of ``space`` from its prior, as the concrete structure."""
+    """One random draw of ``space`` from its prior, as the concrete structure.
+
+    Args:
+        space: a space or a `CompiledSpace`.
+        seed: an int seed, a numpy ``Generator`` (drawn from), or None for a random draw.
+    """
     compiled = compile_space(space)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     return space_eval(compiled, sample_assignments(compiled, rng, 1, fast=False)[0])
