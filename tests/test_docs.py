@@ -37,6 +37,8 @@ SETUP = {
     "index.md": _READER,
     "storage.md": _READER,
     "tutorial.md": _READER,
+    "migrating.md": _READER,
+    "concepts.md": _READER,
     "distributed.md": "validation_loss = 0.5",
 }
 

@@ -78,6 +78,7 @@ def fmin(
     storage: str | Storage | None = None,
     study: str | None = None,
     backend: str = "asyncio",
+    trial_timeout: float | None = None,
 ) -> Any:
     """Minimize ``fn`` over ``space`` and block until done, as Hyperopt's ``fmin``.
 
@@ -98,7 +99,8 @@ def fmin(
     trials in flight, so there is nothing to queue. ``pass_expr_memo_ctrl`` is refused.
 
     asyncopt extras: ``concurrency`` objective calls at once; ``storage`` and ``study``
-    (when no ``trials`` is given); ``backend`` (``"asyncio"`` or ``"trio"``). Called inside
+    (when no ``trials`` is given); ``backend`` (``"asyncio"`` or ``"trio"``);
+    ``trial_timeout`` (seconds) fails a single call that takes longer. Called inside
     a running event loop (a notebook), the search runs on a helper thread and the loop
     waits; in async code, ``await asyncopt.minimize(...)`` instead.
     """
@@ -148,6 +150,7 @@ def fmin(
             concurrency=concurrency,
             progress=progress,
             catch=(Exception,) if catch_eval_exceptions else (),
+            trial_timeout=trial_timeout,
         )
 
     run_blocking(run, backend)
@@ -209,6 +212,7 @@ class _Search:
         concurrency: int,
         progress: Any,
         catch: tuple[type[BaseException], ...],
+        trial_timeout: float | None,
     ) -> None:
         trials = self.trials
         trials.update(trials.records, space)
@@ -230,6 +234,7 @@ class _Search:
                     points_to_evaluate=points or None,
                     progress=progress,
                     catch=catch,
+                    trial_timeout=trial_timeout,
                 )
             except BaseException:
                 # An exception from fn (or an interrupt): show the trials recorded so far.
@@ -384,6 +389,9 @@ class _HyperoptProgress:
     @classmethod
     def factory(cls, callback: Callable[..., Any], initial: int) -> Callable[..., Any]:
         return lambda total, timeout: cls(callback, initial, total)
+
+    def start(self, done: int, best_loss: float | None) -> None:
+        self.update(done, best_loss)
 
     def update(self, done: int, best_loss: float | None) -> None:
         if best_loss is not None:
