@@ -840,7 +840,13 @@ def test_two_worker_processes_share_one_study(tmp_path: Path) -> None:
     assert len({json.dumps(t.assignment, sort_keys=True) for t in trials}) >= 23
 
 
-def test_interrupted_worker_cancels_its_trials(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("sent", "status", "said"),
+    [(signal.SIGINT, 130, "asyncopt: interrupted"), (signal.SIGTERM, 143, "terminated")],
+)
+def test_interrupted_worker_cancels_its_trials(
+    tmp_path: Path, sent: signal.Signals, status: int, said: str
+) -> None:
     url = f"sqlite:///{tmp_path / 'stop.db'}"
     populate(url, "stop", 1)
     (tmp_path / "slow_objective.py").write_text("SLEEP = 30\n" + OBJECTIVE_MODULE)
@@ -856,15 +862,36 @@ def test_interrupted_worker_cancels_its_trials(tmp_path: Path) -> None:
                 break
             time.sleep(0.05)
         assert len(running) == 2
-        worker.send_signal(signal.SIGINT)
+        worker.send_signal(sent)
         _, err = worker.communicate(timeout=20)
     finally:
         if worker.poll() is None:
             worker.kill()
             worker.communicate()
-    assert worker.returncode == 130
+    assert worker.returncode == status
     assert "Traceback" not in err
-    assert "asyncopt: interrupted" in err
+    assert said in err
     states = [t.state for t in stored_trials(url, "stop")]
     assert states[0].is_finished
     assert states[1:] == [ao.TrialState.CANCELLED, ao.TrialState.CANCELLED]
+
+
+def test_a_worker_whose_sync_objective_hangs_exits_at_its_timeout(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hang.db'}"
+    populate(url, "hang", 0)
+    (tmp_path / "hanging.py").write_text(
+        "import threading\n\ndef objective(params):\n    threading.Event().wait()\n"
+    )
+    started = time.monotonic()
+    worker = _cli_process(
+        tmp_path, "worker", url, "hang", "hanging:objective", "--max-evals", "5", "--timeout", "2"
+    )
+    try:
+        _, err = worker.communicate(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    assert time.monotonic() - started < 20
+    assert worker.returncode == 0, err
+    assert [t.state for t in stored_trials(url, "hang")] == [ao.TrialState.CANCELLED]

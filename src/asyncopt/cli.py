@@ -29,7 +29,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -104,6 +104,9 @@ def _exit_status(exc: BaseException, *, url: str) -> int:
     if errors and all(isinstance(e, BrokenPipeError) for e in errors):
         _silence_stdout()
         return _CLOSED_PIPE
+    if any(isinstance(e, _Terminated) for e in errors):
+        print("asyncopt: terminated (SIGTERM)", file=sys.stderr)
+        return _TERMINATED
     if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
         # Before Python 3.11, anyio's asyncio runner reports a SIGINT as CancelledError.
         print("asyncopt: interrupted", file=sys.stderr)
@@ -117,6 +120,8 @@ def _exit_status(exc: BaseException, *, url: str) -> int:
     return 2
 
 
+# 128 + SIGTERM: what a shell reports for a program ended by SIGTERM.
+_TERMINATED = 128 + signal.SIGTERM
 # 128 + SIGPIPE: what a shell reports for a program that wrote to a closed pipe.
 _CLOSED_PIPE = 128 + getattr(signal, "SIGPIPE", 13)
 
@@ -994,7 +999,8 @@ async def _worker(args: argparse.Namespace) -> int:
             # Importing the objective first registers the scope functions its module defines.
             space = stored_space(record)
         ran: list[Trial] = []
-        result = await minimize(
+        search = functools.partial(
+            minimize,
             objective,
             space,
             algo=algo,
@@ -1008,6 +1014,7 @@ async def _worker(args: argparse.Namespace) -> int:
             progress=args.progress,
             callbacks=[ran.append],
         )
+        result = await _stopped_by_sigterm(search)
     counts = dict.fromkeys(TrialState, 0)
     for trial in result.trials:
         counts[trial.state] += 1
@@ -1022,6 +1029,33 @@ async def _worker(args: argparse.Namespace) -> int:
     if not ran:
         print(f"asyncopt: ran nothing: {_why_nothing(args, result.trials)}", file=sys.stderr)
     return 0
+
+
+T = TypeVar("T")
+
+
+class _Terminated(Exception):
+    """The worker received SIGTERM; its running trials were recorded CANCELLED."""
+
+
+async def _stopped_by_sigterm(search: Callable[[], Awaitable[T]]) -> T:
+    """``search()``, cancelled like Ctrl-C when SIGTERM arrives (then `_Terminated`)."""
+    terminated = False
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            nonlocal terminated
+            with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+                async for _ in signals:
+                    terminated = True
+                    group.cancel_scope.cancel()
+
+        group.start_soon(watch)
+        result = await search()
+        group.cancel_scope.cancel()
+    if terminated:
+        raise _Terminated
+    return result
 
 
 def _why_nothing(args: argparse.Namespace, trials: Sequence[Trial]) -> str:
