@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import special
@@ -58,7 +59,7 @@ _FEW_KERNELS = 128
 _FEW_CELLS = 4096
 
 
-def _clip(values: np.ndarray, low: object, high: object) -> np.ndarray:
+def _clip(values: Any, low: Any, high: Any) -> np.ndarray:
     # np.clip's own wrapper costs more than the clip on arrays this small.
     clipped: np.ndarray = np.minimum(np.maximum(values, low), high)
     return clipped
