@@ -697,6 +697,8 @@ def _smallest(losses: np.ndarray, count: int) -> np.ndarray:
     chosen = np.zeros(len(losses), dtype=bool)
     if count >= len(losses):
         chosen[:] = True
+    elif count > 0 and len(losses) <= 256:
+        chosen[np.argsort(losses, kind="stable")[:count]] = True
     elif count > 0:
         # The threshold from a partition, then ties by position (a stable sort's order).
         threshold = np.partition(losses, count - 1)[count - 1]
