@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import special
@@ -54,8 +55,14 @@ _EXPAND_REACH = 1e3
 _WHOLE = 8.5
 # `_cell_log_mass` computes each distinct kernel once from this many kernels on.
 _FEW_KERNELS = 128
-# Below this many (cell, kernel) pairs `_cell_log_mass` looks for no shared ends.
+# Below this many entries `_cell_log_mass` and `_kernel_log_mass` take the plain way.
 _FEW_CELLS = 4096
+
+
+def _clip(values: Any, low: Any, high: Any) -> np.ndarray:
+    # np.clip's own wrapper costs more than the clip on arrays this small.
+    clipped: np.ndarray = np.minimum(np.maximum(values, low), high)
+    return clipped
 
 
 def logsumexp(values: np.ndarray, axis: int | None = None) -> np.ndarray:
@@ -78,9 +85,14 @@ def linear_forgetting_weights(n: int, flat: int | None) -> np.ndarray:
     The newest ``flat`` get weight 1; older ones ramp linearly from ``1/n`` up (Hyperopt's
     "linear forgetting"). ``flat=None`` gives every observation weight 1.
     """
-    if flat is None or n <= flat:
-        return np.ones(n)
-    return np.concatenate([np.linspace(1.0 / n, 1.0, n - flat), np.ones(flat)])
+    weights = np.ones(n)
+    if flat is not None and n > flat:
+        # np.linspace(1 / n, 1, n - flat), without its wrapper's cost.
+        ramp = n - flat
+        step = (1.0 - 1.0 / n) / (ramp - 1) if ramp > 1 else 0.0
+        weights[:ramp] = np.arange(ramp) * step + 1.0 / n
+        weights[ramp - 1] = 1.0 if ramp > 1 else 1.0 / n
+    return weights
 
 
 def clip_floor(count: int, magic_clip: bool) -> float:
@@ -225,20 +237,18 @@ class Axes:
         """Raw values on the unit axes, clipped into the supports (within 1e12); NaN stays."""
         t = np.where(self.log, np.log(np.maximum(raw, _TINY)), raw)
         unit = (0.5 * t - self.half_origin) / self.half_span
-        clipped: np.ndarray = np.clip(
-            unit, np.maximum(self.low, -1e12), np.minimum(self.high, 1e12)
-        )
+        clipped: np.ndarray = _clip(unit, np.maximum(self.low, -1e12), np.minimum(self.high, 1e12))
         return clipped
 
     def from_unit(self, unit: np.ndarray) -> np.ndarray:
         """Raw values (on their grid, inside their supports) of unit-axis points."""
-        unit = np.clip(unit, self.low, self.high)
+        unit = _clip(unit, self.low, self.high)
         t = 2.0 * (self.half_origin + unit * self.half_span)
-        raw = np.where(self.log, np.exp(np.clip(t, _MIN_LOG, _MAX_LOG)), t)
-        raw = np.clip(raw, -_MAX_FLOAT, _MAX_FLOAT)
+        raw = np.where(self.log, np.exp(_clip(t, _MIN_LOG, _MAX_LOG)), t)
+        raw = _clip(raw, -_MAX_FLOAT, _MAX_FLOAT)
         raw = np.where(np.isnan(raw), self.centre, raw)
         raw = np.where(self.quantized, _grid_round(raw, self.q), raw)
-        clipped: np.ndarray = np.clip(raw, self.clip_low, self.clip_high)
+        clipped: np.ndarray = _clip(raw, self.clip_low, self.clip_high)
         return clipped
 
     def cells(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -246,7 +256,7 @@ class Axes:
         ends = [np.maximum(raw - 0.5 * self.q, self.value_low),
                 np.minimum(raw + 0.5 * self.q, self.value_high)]  # fmt: skip
         lower, upper = (
-            np.clip(self.to_unit(np.where(self.log, np.maximum(e, 0.0), e)), self.low, self.high)
+            _clip(self.to_unit(np.where(self.log, np.maximum(e, 0.0), e)), self.low, self.high)
             for e in ends
         )
         # A log cell reaching down to 0 starts at the bottom of the axis.
@@ -255,8 +265,8 @@ class Axes:
 
 
 def _grid_round(values: np.ndarray | float, q: np.ndarray | float) -> np.ndarray | float:
-    steps = np.clip(np.divide(values, q), -1e300, 1e300)
-    rounded = np.clip(np.round(steps) * q, -_MAX_FLOAT, _MAX_FLOAT)
+    steps = _clip(np.divide(values, q), -1e300, 1e300)
+    rounded = _clip(np.round(steps) * q, -_MAX_FLOAT, _MAX_FLOAT)
     return float(rounded) if np.ndim(rounded) == 0 else rounded
 
 
@@ -306,8 +316,8 @@ class Mixture:
         mus, sigmas = self.mus[kernel], self.sigmas[kernel]
         lo = special.ndtr((self.lows - mus) / sigmas)
         hi = special.ndtr((self.highs - mus) / sigmas)
-        u = np.clip(lo + rng.random(mus.shape) * (hi - lo), 1e-300, 1.0 - 1e-16)
-        points = np.clip(mus + sigmas * special.ndtri(u), self.lows, self.highs)
+        u = _clip(lo + rng.random(mus.shape) * (hi - lo), 1e-300, 1.0 - 1e-16)
+        points = _clip(mus + sigmas * special.ndtri(u), self.lows, self.highs)
         points = np.where(np.isfinite(points), points, mus)
         categories = np.empty((m, len(self.tables)), dtype=np.intp)
         for j, table in enumerate(self.tables):
@@ -354,6 +364,8 @@ def _kernel_log_mass(
     (`_kernel_log_mass_plain` is the oracle).
     """
     lower, upper = (lows - mus) / sigmas, (highs - mus) / sigmas
+    if lower.size <= _FEW_CELLS:
+        return _kernel_log_mass_plain(lower, upper)
     near = ~((lower <= -_WHOLE) & (upper >= _WHOLE))
     if near.all():
         return _kernel_log_mass_plain(lower, upper)
@@ -381,13 +393,16 @@ def _gaussian_log_terms(
     if not reach / float(sigmas.min(initial=1.0)) < _EXPAND_REACH:
         return _gaussian_log_terms_plain(x, mus, sigmas, offset)
     inv_var = 1.0 / (sigmas * sigmas)
-    constant = offset - (
-        0.5 * (mus * mus * inv_var).sum(axis=1)
-        + np.log(sigmas).sum(axis=1)
-        + x.shape[1] * _LOG_SQRT_2PI
-    )
-    features = np.hstack([-0.5 * x * x, x, np.ones((len(x), 1))])
-    result: np.ndarray = features @ np.vstack([inv_var.T, (mus * inv_var).T, constant])
+    d = x.shape[1]
+    # One C-ordered (2d + 1, K) block of coefficients: a product with a strided operand
+    # sends BLAS to its threaded path, which a busy machine makes many times slower.
+    coefficients = np.empty((2 * d + 1, len(mus)))
+    coefficients[:d] = inv_var.T
+    np.multiply(mus.T, inv_var.T, out=coefficients[d : 2 * d])
+    square = (mus.T * coefficients[d : 2 * d]).sum(axis=0)
+    coefficients[-1] = offset - (0.5 * square + np.log(sigmas.T).sum(axis=0) + d * _LOG_SQRT_2PI)
+    features = np.concatenate([-0.5 * x * x, x, np.ones((len(x), 1))], axis=1)
+    result: np.ndarray = features @ coefficients
     return result
 
 

@@ -609,13 +609,14 @@ class _Suggestion:
         for (units, codes, lied), clip_count in ((below, clip), (above, None)):
             share = prior_weight / (len(units) + 1)
             tables = [
-                np.vstack([categorical_table(codes[:, j], prior, share), prior])
+                np.concatenate([categorical_table(codes[:, j], prior, share), prior[None, :]])
                 for j, prior in enumerate(priors)
             ]
             sigmas = self._widths(axes, units, lied, "optuna", clip_count)
             weights = self._weights(lied, prior_weight)
             mixtures.append((weights, Mixture(
-                weights, np.vstack([units, axes.prior_mu]), np.vstack([sigmas, np.ones(len(axes))]),
+                weights, np.concatenate([units, axes.prior_mu[None, :]]),
+                np.concatenate([sigmas, np.ones((1, len(axes)))]),
                 axes.low, axes.high, tables,
             )))  # fmt: skip
         (_, l_mixture), (g_weights, g_mixture) = mixtures
@@ -655,7 +656,7 @@ class _Suggestion:
             fitted = []
             for _, codes, lied in (below, above):
                 weights = self._weights(lied, prior_weight * spec.dist.size)
-                table = np.vstack([categorical_table(codes[:, j], prior, 0.0), prior])
+                table = np.concatenate([categorical_table(codes[:, j], prior, 0.0), prior[None, :]])
                 no_axes = np.empty((len(weights), 0))
                 mixture = Mixture(weights, no_axes, no_axes, nothing, nothing, [table])
                 fitted.append((weights, mixture))
@@ -696,6 +697,8 @@ def _smallest(losses: np.ndarray, count: int) -> np.ndarray:
     chosen = np.zeros(len(losses), dtype=bool)
     if count >= len(losses):
         chosen[:] = True
+    elif count > 0 and len(losses) <= 256:
+        chosen[np.argsort(losses, kind="stable")[:count]] = True
     elif count > 0:
         # The threshold from a partition, then ties by position (a stable sort's order).
         threshold = np.partition(losses, count - 1)[count - 1]
