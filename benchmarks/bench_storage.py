@@ -225,23 +225,23 @@ def optuna_parallel(url: str, trials: int) -> tuple[float, list[str]]:
 
 
 def handoff_costs(rounds: int = 600, idle: float = 0.0025) -> tuple[float, float]:
-    """CPU µs of one hand-off to aiosqlite's thread and back: busy, and after ``idle`` s.
+    """CPU µs of one hand-off to the SQLite connection's thread and back: busy, and after
+    ``idle`` s.
 
     The idle case subtracts the CPU of the sleep alone (waking a sleeping event loop
     costs CPU too), so it is what the hand-off adds when both threads were asleep, as
     between the trials of an objective that waits.
     """
-    import aiosqlite
+    from asyncopt.storage._sqlite_conn import ConnectionThread
 
     async def run() -> tuple[float, float]:
         with tempfile.TemporaryDirectory() as tmp:
-            raw = sqlite3.connect(Path(tmp) / "handoff.db", check_same_thread=False)
-            connection = aiosqlite.Connection(lambda: raw, 64)
-            await connection
+            thread = ConnectionThread()
+            await thread.start(lambda: sqlite3.connect(Path(tmp) / "handoff.db"))
             try:
                 started = time.process_time()
                 for _ in range(rounds):
-                    await connection._execute(lambda: None)
+                    await thread.call(lambda conn: None)
                 busy = (time.process_time() - started) / rounds
                 started = time.process_time()
                 for _ in range(rounds):
@@ -250,10 +250,10 @@ def handoff_costs(rounds: int = 600, idle: float = 0.0025) -> tuple[float, float
                 started = time.process_time()
                 for _ in range(rounds):
                     await anyio.sleep(idle)
-                    await connection._execute(lambda: None)
+                    await thread.call(lambda conn: None)
                 cold = (time.process_time() - started) / rounds - sleeping
             finally:
-                await connection.close()
+                await thread.close()
         return busy * 1e6, cold * 1e6
 
     return anyio.run(run)

@@ -22,14 +22,24 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return found
 
 
+def _is_cancellation(exc: BaseException) -> bool:
+    # Siblings cancelled because one task failed: not errors of their own.
+    return type(exc).__name__ in ("CancelledError", "Cancelled")
+
+
 @contextmanager
 def single_error() -> Iterator[None]:
-    """Re-raise an exception group holding exactly one exception as that exception."""
+    """Re-raise an exception group holding one error as that error.
+
+    The cancellations of the failed task's siblings do not count, nor do copies of the
+    same error (several tasks hitting one broken storage).
+    """
     try:
         yield
     except BaseExceptionGroup as group:
         leaves = _leaves(group)
-        if len(leaves) != 1:
+        errors = [e for e in leaves if not _is_cancellation(e)] or leaves
+        if len({(type(e), str(e)) for e in errors}) != 1:
             raise
-        error = leaves[0]
+        error = errors[0]
         raise error from error.__cause__

@@ -31,21 +31,19 @@ import anyio.to_thread
 from asyncopt.errors import (
     AllTrialsFailed,
     AsyncoptError,
+    CommandError,
     SpaceError,
     StudyMismatchError,
     StudyNotFoundError,
 )
-from asyncopt.storage.base import Storage, StudyRecord, Trial, TrialState, best_of
-from asyncopt.storage.urls import StorageURL, open_storage
+from asyncopt.storage.base import Storage
+from asyncopt.storage.urls import StorageURL, open_storage, scrub
+from asyncopt.trial import StudyRecord, Trial, TrialState, best_of
 
 __all__ = ["CommandError", "main"]
 
 ALGORITHMS = ("tpe", "rand", "anneal")
 FORMATS = ("table", "csv", "json")
-
-
-class CommandError(AsyncoptError):
-    """A command could not run as asked (bad ``module:name``, unrebuildable space, ...)."""
 
 
 # -- entry point ---------------------------------------------------------------------------
@@ -81,8 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors = list(_leaves(exc))
         if not errors or not all(isinstance(e, AsyncoptError) for e in errors):
             raise
+        url = getattr(args, "url", "")
         for error in dict.fromkeys(str(e) for e in errors):
-            print(f"asyncopt: error: {error}", file=sys.stderr)
+            # One line, and never a secret of the URL, whatever the error says.
+            line = " ".join(scrub(error, url).split()) if url else " ".join(error.split())
+            print(f"asyncopt: error: {line}", file=sys.stderr)
         return 2
 
 
@@ -366,7 +367,7 @@ def stored_space(record: StudyRecord) -> Any:
 
 
 async def _studies(args: argparse.Namespace) -> int:
-    async with open_storage(args.url) as storage:
+    async with open_storage(args.url, read_only=True) as storage:
         rows: list[dict[str, Any]] = []
         for record in await storage.list_studies():
             trials = await storage.trials_since(record.name, 0)
@@ -430,7 +431,7 @@ def _labels(record: StudyRecord, trials: Sequence[Trial]) -> list[str]:
 
 
 async def _trials(args: argparse.Namespace) -> int:
-    async with open_storage(args.url) as storage:
+    async with open_storage(args.url, read_only=True) as storage:
         record = await _get_study(storage, args.study)
         trials = sorted(await storage.trials_since(record.name, 0), key=lambda t: t.tid)
     out = sys.stdout
@@ -472,7 +473,7 @@ async def _best(args: argparse.Namespace) -> int:
     from asyncopt.space.compile import compile_space
     from asyncopt.space.evaluate import space_eval
 
-    async with open_storage(args.url) as storage:
+    async with open_storage(args.url, read_only=True) as storage:
         record = await _get_study(storage, args.study)
         trials = await storage.trials_since(record.name, 0)
     best = best_of(trials)
@@ -540,7 +541,7 @@ def _ask(question: str) -> str:
 async def _plot(args: argparse.Namespace) -> int:
     from asyncopt.plot import save_plot
 
-    async with open_storage(args.url) as storage:
+    async with open_storage(args.url, read_only=True) as storage:
         record = await _get_study(storage, args.study)
         trials = sorted(await storage.trials_since(record.name, 0), key=lambda t: t.tid)
     draw = functools.partial(

@@ -12,8 +12,9 @@ import sniffio
 from asyncopt.errors import AllTrialsFailed
 from asyncopt.orchestrator import OptimizationResult, minimize
 from asyncopt.space.evaluate import space_eval
-from asyncopt.storage.base import Storage, Trial
+from asyncopt.storage.base import Storage
 from asyncopt.study import SuggestFunction
+from asyncopt.trial import Trial
 
 __all__ = ["fmin"]
 

@@ -8,8 +8,11 @@ are translated at the storage boundary, so callers only ever catch these::
     ├── ObjectiveError           an objective returned something unusable
     ├── AllTrialsFailed          a study has no successful trial to report
     ├── TrialError               an ask/tell misuse (unknown tid, told twice, cancelled)
+    ├── CommandError             a command-line misuse (asyncopt.cli)
+    ├── MissingDependencyError   an optional package is not installed (asyncopt.plot)
     └── StorageError             anything a storage backend could not do
         ├── StorageURLError      an unknown scheme or malformed URL
+        ├── StudyNameError       a study name that is not a non-empty string
         ├── StudyMismatchError   a study exists with another space
         ├── StudyNotFoundError   no study of that name
         ├── TrialNotFoundError   no trial with that tid
@@ -23,13 +26,16 @@ from __future__ import annotations
 __all__ = [
     "AllTrialsFailed",
     "AsyncoptError",
+    "CommandError",
     "LeaseLostError",
+    "MissingDependencyError",
     "ObjectiveError",
     "SpaceError",
     "StorageError",
     "StorageURLError",
     "StorageUnavailableError",
     "StudyMismatchError",
+    "StudyNameError",
     "StudyNotFoundError",
     "TrialError",
     "TrialNotFoundError",
@@ -61,12 +67,24 @@ class TrialError(AsyncoptError):
     """An ask/tell call that does not fit the trial's state."""
 
 
+class CommandError(AsyncoptError):
+    """A command could not run as asked (bad ``module:name``, unrebuildable space, ...)."""
+
+
+class MissingDependencyError(AsyncoptError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
 class StorageError(AsyncoptError):
     """A storage backend could not carry out an operation."""
 
 
 class StorageURLError(StorageError, ValueError):
     """A storage URL is malformed or names an unknown scheme."""
+
+
+class StudyNameError(StorageError, ValueError):
+    """A study name is not a non-empty string without NUL within the length limit."""
 
 
 class StudyMismatchError(StorageError):

@@ -15,7 +15,7 @@ import attrs
 import numpy as np
 
 from asyncopt.space.compile import CompiledSpace
-from asyncopt.storage.base import Trial, TrialState
+from asyncopt.trial import Trial, TrialState
 
 __all__ = ["History", "HistoryBuilder"]
 

@@ -25,8 +25,9 @@ from asyncopt._groups import single_error
 from asyncopt.errors import AllTrialsFailed, TrialError, TrialStateError
 from asyncopt.outcome import Outcome, from_exception, from_value
 from asyncopt.progress import ProgressFactory, make_reporter
-from asyncopt.storage.base import Storage, Trial, TrialState, best_of
+from asyncopt.storage.base import Storage
 from asyncopt.study import Study, SuggestFunction, moving_average, open_study
+from asyncopt.trial import Trial, TrialState, best_of
 
 __all__ = ["OptimizationResult", "minimize"]
 

@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from asyncopt.storage.base import STATUS_FAIL, STATUS_OK, TrialState
+from asyncopt.trial import STATUS_FAIL, STATUS_OK, TrialState
 
 __all__ = ["Outcome", "from_exception", "from_value"]
 

@@ -12,14 +12,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from asyncopt.errors import AsyncoptError
-from asyncopt.storage.base import Trial, TrialState
+from asyncopt.errors import MissingDependencyError
+from asyncopt.trial import Trial, TrialState
 
 __all__ = ["MissingDependencyError", "plot_trials", "save_plot"]
-
-
-class MissingDependencyError(AsyncoptError, ImportError):
-    """An optional dependency is not installed; the message names the extra to install."""
 
 
 def _figure_class() -> Any:

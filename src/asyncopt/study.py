@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import functools
 import hashlib
 import logging
 import math
@@ -37,21 +36,9 @@ from asyncopt.outcome import Outcome, from_value
 from asyncopt.space.compile import CompiledSpace, compile_space
 from asyncopt.space.description import rebuild
 from asyncopt.space.evaluate import Assignment, space_eval
-from asyncopt.storage.base import (
-    BUDGETED_STATES,
-    Handover,
-    Storage,
-    StorageContext,
-    StudyRecord,
-    Trial,
-    TrialState,
-    best_of,
-    finish_and_read_of,
-    finish_read_create_many,
-    loss_rank,
-    new_worker_id,
-)
+from asyncopt.storage.base import Finish, NewTrial, Storage, check_study_name, new_worker_id
 from asyncopt.storage.urls import open_storage
+from asyncopt.trial import BUDGETED_STATES, StudyRecord, Trial, TrialState, best_of, loss_rank
 
 __all__ = [
     "Study",
@@ -164,16 +151,14 @@ class _Handover:
     error: BaseException | None = None
     _settled: anyio.Event | None = None
 
-    def to_store(self, assignment: Assignment, seed: int) -> Handover:
+    def to_store(self) -> Finish:
         outcome = self.outcome
-        return Handover(
+        return Finish(
             self.tid,
             outcome.state,
             outcome.loss,
             outcome.result,
             outcome.error,
-            assignment,
-            seed,
             outcome.started_at,
         )
 
@@ -227,21 +212,17 @@ class Study:
         self._view_was_stale = False
         # When a `finish` last read every change; the next `ask` soon after uses that read.
         self._finish_read_at = -math.inf
-        self._never_yields = bool(getattr(storage, "never_yields", False))
+        self._never_yields = type(storage).never_yields
         self._suggest_seconds = 0.0  # moving average of the suggestion's duration
         self._best: Trial | None = None
         self._counts = dict.fromkeys(TrialState, 0)
         self._unfinished: set[int] = set()
-        # A storage without the one-round-trip forms gets the generic ones (several calls).
-        self._finish_and_read = finish_and_read_of(storage)
-        native = getattr(type(storage), "finish_and_create_many", None)
-        self._finish_and_create_many = getattr(
-            storage, "finish_and_create_many", None
-        ) or functools.partial(finish_read_create_many, storage)
         # Handovers are combined into one round trip only where that is one round trip.
-        self._combines = native not in (None, StorageContext.finish_and_create_many)
+        self._combines = type(storage).one_round_trip
         self._handovers: list[_Handover] = []
-        self._round_trip_seconds = 0.0  # moving average of a finish_and_create_many call
+        self._round_trip_seconds = 0.0  # moving average of a finish_and_create call
+        #: Set when the `open_study` block ends: the handle then creates no trial.
+        self.closed = False
 
     @property
     def name(self) -> str:
@@ -368,6 +349,8 @@ class Study:
         With ``budget``, returns None (creating nothing) once the study holds ``budget``
         budgeted trials. ``trial.params`` is the evaluated space.
         """
+        if self.closed:
+            raise StorageError(f"study {self.name!r} was closed; open it again to ask")
         async with self._ask_lock:
             if time.monotonic() - self._finish_read_at < _FRESH_READ:
                 # A finish just read every change (in its own round trip): as fresh as a
@@ -487,18 +470,22 @@ class Study:
     async def finish(self, tid: int, outcome: Outcome) -> Trial:
         """Record ``outcome`` for trial ``tid`` (used by `tell` and `minimize`)."""
         try:
-            trial, changed = await self._finish_and_read(
+            finish = Finish(
+                tid, outcome.state, outcome.loss, outcome.result, outcome.error, outcome.started_at
+            )
+            batch = await self.storage.finish_and_create(
                 self.name,
-                tid,
+                [finish],
+                [],
                 since=self._seq,
                 worker=self.worker,
-                state=outcome.state,
-                loss=outcome.loss,
-                result=outcome.result,
-                error=outcome.error,
-                started_at=outcome.started_at,
+                budget=None,
+                lease=self.lease,
             )
-            self._read(changed)
+            [trial] = batch.finished
+            if isinstance(trial, TrialError):
+                raise trial
+            self._read(batch.changed)
             self._finish_read_at = time.monotonic()
         finally:
             if outcome.state.is_finished:
@@ -611,20 +598,18 @@ class Study:
             handover.stage = _Stage.TAKEN
         self._handovers = [h for h in self._handovers if h.stage is _Stage.WAITING]
         positions: list[int] = []
-        handovers: list[Handover] = []
+        new: list[NewTrial] = []
         try:
-            for handover in batch:
+            for _ in batch:
                 seed, position = self._next_seed(len(positions))
                 # Not kept in a variable: a snapshot alive during the round trip would
                 # make the history copy its columns when the outcomes are applied.
                 assignment = await self._suggest(
                     seed,
-                    self._builder.snapshot().with_pending(
-                        positions, [h.assignment for h in handovers]
-                    ),
+                    self._builder.snapshot().with_pending(positions, [n.assignment for n in new]),
                 )
                 positions.append(position)
-                handovers.append(handover.to_store(assignment, seed))
+                new.append(NewTrial(assignment, seed))
         except BaseException:
             # Nothing was sent: each waits for its own turn again (``own``'s caller
             # records its outcome alone).
@@ -632,17 +617,18 @@ class Study:
                 handover.stage = _Stage.WAITING
             self._handovers[:0] = batch[1:]
             raise
-        await self._round_trip(batch, handovers, positions)
+        await self._round_trip(batch, new, positions)
 
     async def _round_trip(
-        self, batch: list[_Handover], handovers: list[Handover], positions: list[int]
+        self, batch: list[_Handover], new: list[NewTrial], positions: list[int]
     ) -> None:
         with self.shielded():
             started = time.perf_counter()
             try:
-                results, changed = await self._finish_and_create_many(
+                done = await self.storage.finish_and_create(
                     self.name,
-                    handovers,
+                    [handover.to_store() for handover in batch],
+                    new,
                     since=self._seq,
                     worker=self.worker,
                     budget=batch[0].budget,
@@ -656,18 +642,24 @@ class Study:
                 raise
             took = time.perf_counter() - started
             self._round_trip_seconds = moving_average(self._round_trip_seconds, took)
-            self._read(changed)
-            for handover, result, position in zip(batch, results, positions):
+            self._read(done.changed)
+            # The created trials go, in order, to the handovers whose finish was taken.
+            created = iter(zip(done.created, positions))
+            for handover, result in zip(batch, done.finished):
                 self._held.discard(handover.tid)
                 if isinstance(result, TrialError):
                     handover.undo()
                     handover.settle(error=result)
                     continue
-                finished, created = result
-                self._apply([finished])
-                taken = None if created is None else self._take(created)
-                self._note_position(created, position)
-                handover.settle(result=(self._with_params(finished), taken))
+                self._apply([result])
+                following, position = next(created, (None, 0))
+                taken = None if following is None else self._take(following)
+                self._note_position(following, position)
+                handover.settle(result=(self._with_params(result), taken))
+            # A trial created for a refused handover has nobody to run it.
+            for spare, _ in created:
+                self._take(spare)
+                await self.finish(spare.tid, _UNRUN)
 
     def _fall_back(self, handover: _Handover) -> None:
         handover.stage = _Stage.FALLBACK
@@ -775,6 +767,7 @@ async def open_study(
     Raises `StudyMismatchError` if the study exists with a different space.
     """
 
+    name = check_study_name(name)
     lease = check_lease(lease)
     async with open_storage(storage) as store:
         if space is None:
@@ -808,6 +801,7 @@ async def open_study(
                     await handle.refresh()
                     yield handle
                 finally:
+                    handle.closed = True
                     group.cancel_scope.cancel()
                     await _release(handle)
 

@@ -16,7 +16,7 @@ from asyncopt.errors import TrialStateError
 from asyncopt.history import History
 from asyncopt.outcome import Outcome
 from asyncopt.space.compile import CompiledSpace
-from asyncopt.storage.base import Handover
+from asyncopt.storage.base import Finish, NewTrial
 from asyncopt.storage.sqlite import SQLiteStorage
 
 SPACE = {"x": hp.uniform("x", -1, 1), "n": hp.uniformint("n", 1, 3)}
@@ -24,17 +24,22 @@ SPACE = {"x": hp.uniform("x", -1, 1), "n": hp.uniformint("n", 1, 3)}
 
 @pytest.fixture
 def batches(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
-    """The tids finished by each `finish_and_create_many` call on SQLite."""
+    """The tids finished by each `finish_and_create` call with finishes on SQLite."""
     seen: list[list[int]] = []
-    real = SQLiteStorage.finish_and_create_many
+    real = SQLiteStorage.finish_and_create
 
     async def recorded(
-        self: SQLiteStorage, study: str, handovers: Sequence[Handover], **options: Any
+        self: SQLiteStorage,
+        study: str,
+        finishes: Sequence[Finish],
+        new: Sequence[NewTrial],
+        **options: Any,
     ) -> Any:
-        seen.append([h.tid for h in handovers])
-        return await real(self, study, handovers, **options)
+        if new:
+            seen.append([f.tid for f in finishes])
+        return await real(self, study, finishes, new, **options)
 
-    monkeypatch.setattr(SQLiteStorage, "finish_and_create_many", recorded)
+    monkeypatch.setattr(SQLiteStorage, "finish_and_create", recorded)
     return seen
 
 
@@ -166,7 +171,11 @@ async def test_a_refused_handover_fails_alone(tmp_path: Path, batches: list[list
         assert all(not isinstance(outcomes[t.tid], BaseException) for t in held if t is not lost)
         stored = {t.tid: t for t in await study.trials()}
         assert stored[lost.tid].state is ao.TrialState.CANCELLED
-        assert len(stored) == 4 + 2  # the refused one created nothing
+        # The trial created alongside the refused one has nobody to run it: cancelled.
+        spares = [t for t in stored.values() if t.tid > 3 and t.state is ao.TrialState.CANCELLED]
+        assert len(stored) == 4 + 3
+        assert len(spares) == 1
+        assert spares[0].tid not in study.held
         assert lost.tid not in study.held
 
 
@@ -175,19 +184,23 @@ async def test_a_caller_cancelled_while_another_carries_its_handover(
 ) -> None:
     url = f"sqlite:///{tmp_path}/study.db"
     scopes: dict[int, anyio.CancelScope] = {}
-    real = SQLiteStorage.finish_and_create_many
+    real = SQLiteStorage.finish_and_create
 
     async def cancelling(
-        self: SQLiteStorage, study: str, handovers: Sequence[Handover], **options: Any
+        self: SQLiteStorage,
+        study: str,
+        finishes: Sequence[Finish],
+        new: Sequence[NewTrial],
+        **options: Any,
     ) -> Any:
-        if len(handovers) > 1:
+        if len(finishes) > 1:
             # Cancel the caller whose handover this task carries, while under way.
             for task, scope in scopes.items():
                 if task != anyio.get_current_task().id:
                     scope.cancel()
-        return await real(self, study, handovers, **options)
+        return await real(self, study, finishes, new, **options)
 
-    monkeypatch.setattr(SQLiteStorage, "finish_and_create_many", cancelling)
+    monkeypatch.setattr(SQLiteStorage, "finish_and_create", cancelling)
     async with ao.open_study(url, "s", SPACE, algo=ao.rand.suggest, seed=1) as study:
         held = await warmed_up(study, 2)
         results: dict[int, tuple[ao.Trial, ao.Trial | None]] = {}

@@ -18,12 +18,14 @@ import pytest
 
 from asyncopt.errors import (
     LeaseLostError,
+    StorageError,
     StudyMismatchError,
+    StudyNameError,
     StudyNotFoundError,
     TrialNotFoundError,
     TrialStateError,
 )
-from asyncopt.storage.base import Handover, Storage, Trial, TrialState
+from asyncopt.storage.base import MAX_STUDY_NAME, Finish, NewTrial, Storage, Trial, TrialState
 
 FINGERPRINT = "a" * 64
 OTHER_FINGERPRINT = "b" * 64
@@ -145,24 +147,29 @@ async def test_a_study_created_again_after_delete_starts_empty(storage: Storage)
     assert await storage.count_trials("s", budgeted=False) == 1
 
 
-TRIAL_OPERATIONS: dict[str, Callable[[Storage], Awaitable[object]]] = {
-    "create_trial": lambda s: s.create_trial("nope", {"x": 1}, budget=None, worker="w", lease=1),
-    "enqueue_trials": lambda s: s.enqueue_trials("nope", [{"x": 1}], budget=None),
-    "claim_trial": lambda s: s.claim_trial("nope", worker="w", lease=1),
-    "finish_trial": lambda s: s.finish_trial("nope", 0, worker="w", state=TrialState.OK, loss=1),
-    "finish_and_read": lambda s: s.finish_and_read(  # type: ignore[attr-defined]
-        "nope", 0, since=0, worker="w", state=TrialState.OK, loss=1
+TRIAL_OPERATIONS: dict[str, Callable[[Storage, Any], Awaitable[object]]] = {
+    "create_trial": lambda s, n: s.create_trial(n, {"x": 1}, budget=None, worker="w", lease=1),
+    "enqueue_trials": lambda s, n: s.enqueue_trials(n, [{"x": 1}], budget=None),
+    "claim_trial": lambda s, n: s.claim_trial(n, worker="w", lease=1),
+    "claim_trials": lambda s, n: s.claim_trials(n, worker="w", lease=1, limit=3),
+    "finish_trial": lambda s, n: s.finish_trial(n, 0, worker="w", state=TrialState.OK, loss=1),
+    "finish_and_create": lambda s, n: s.finish_and_create(
+        n,
+        [Finish(0, TrialState.OK, loss=1)],
+        [NewTrial({"x": 1})],
+        since=0,
+        worker="w",
+        budget=None,
+        lease=1,
     ),
-    "finish_and_create_many": lambda s: s.finish_and_create_many(  # type: ignore[attr-defined]
-        "nope", [handover(0)], since=0, worker="w", budget=None, lease=1
-    ),
-    "renew_leases": lambda s: s.renew_leases("nope", [0], worker="w", lease=1),
-    "renew_no_leases": lambda s: s.renew_leases("nope", [], worker="w", lease=1),
-    "reap_expired": lambda s: s.reap_expired("nope"),
-    "get_trial": lambda s: s.get_trial("nope", 0),
-    "trials_since": lambda s: s.trials_since("nope"),
-    "count_trials": lambda s: s.count_trials("nope"),
-    "delete_study": lambda s: s.delete_study("nope"),
+    "renew_leases": lambda s, n: s.renew_leases(n, [0], worker="w", lease=1),
+    "renew_no_leases": lambda s, n: s.renew_leases(n, [], worker="w", lease=1),
+    "reap_expired": lambda s, n: s.reap_expired(n),
+    "get_trial": lambda s, n: s.get_trial(n, 0),
+    "trials_since": lambda s, n: s.trials_since(n),
+    "count_trials": lambda s, n: s.count_trials(n),
+    "delete_study": lambda s, n: s.delete_study(n),
+    "get_study": lambda s, n: s.get_study(n),
 }
 
 
@@ -170,7 +177,43 @@ TRIAL_OPERATIONS: dict[str, Callable[[Storage], Awaitable[object]]] = {
 async def test_every_operation_on_an_unknown_study_raises(storage: Storage, operation: str) -> None:
     await new_study(storage, "other")
     with pytest.raises(StudyNotFoundError):
-        await TRIAL_OPERATIONS[operation](storage)
+        await TRIAL_OPERATIONS[operation](storage, "nope")
+
+
+BAD_NAMES = {
+    "operator": {"$gt": ""},
+    "int": 3,
+    "none": None,
+    "bytes": b"s",
+    "empty": "",
+    "nul": "s\0",
+    "too long": "s" * (MAX_STUDY_NAME + 1),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_NAMES))
+@pytest.mark.parametrize("operation", [*TRIAL_OPERATIONS, "create_study"])
+async def test_a_bad_study_name_is_refused_before_any_query(
+    storage: Storage, operation: str, name: str
+) -> None:
+    await new_study(storage)
+    await create(storage)
+    before = await storage.trials_since("s")
+    bad = BAD_NAMES[name]
+    call = TRIAL_OPERATIONS.get(operation) or (
+        lambda s, n: s.create_study(n, fingerprint=FINGERPRINT, space={}, seed=1)
+    )
+    with pytest.raises(StudyNameError, match="study name"):
+        await call(storage, bad)
+    assert await storage.trials_since("s") == before
+    assert [r.name for r in await storage.list_studies()] == ["s"]
+
+
+async def test_the_longest_study_name_is_kept(storage: Storage) -> None:
+    name = "é" * MAX_STUDY_NAME
+    await storage.create_study(name, fingerprint=FINGERPRINT, space={}, seed=1)
+    assert (await storage.get_study(name)).name == name
+    assert await storage.create_trial(name, {"x": 1}, budget=None, worker="w", lease=1)
 
 
 # -- creating trials ----------------------------------------------------------------------
@@ -387,16 +430,23 @@ async def test_finish_records_when_the_worker_began_running_the_trial(storage: S
     assert done.started_at == began
     assert done.duration is not None
     assert await storage.get_trial("s", first.tid) == done
-    finish_and_read = storage.finish_and_read  # type: ignore[attr-defined]
-    done, _ = await finish_and_read(
-        "s", second.tid, since=0, worker="w1", state=TrialState.OK, started_at=began + 1
+    batch = await storage.finish_and_create(
+        "s",
+        [
+            Finish(second.tid, TrialState.OK, started_at=began + 1),
+            Finish(third.tid, TrialState.OK, loss=1.0, started_at=began + 2),
+        ],
+        [NewTrial({"x": 1})],
+        since=0,
+        worker="w1",
+        budget=None,
+        lease=30,
     )
-    assert done.started_at == began + 1
-    finish_and_create_many = storage.finish_and_create_many  # type: ignore[attr-defined]
-    with_start = Handover(third.tid, TrialState.OK, 1.0, None, None, {"x": 1}, None, began + 2)
-    [(done, created)], _ = await finish_and_create_many(
-        "s", [with_start], since=0, worker="w1", budget=None, lease=30
-    )
+    second_done, done = batch.finished
+    [created] = batch.created
+    assert isinstance(second_done, Trial)
+    assert isinstance(done, Trial)
+    assert second_done.started_at == began + 1
     assert done.started_at == began + 2
     assert created.started_at is not None
     # Without it, the start stays the time the trial was taken.
@@ -417,166 +467,173 @@ async def test_a_bad_start_time_is_refused_and_changes_nothing(
     assert await storage.get_trial("s", trial.tid) == trial
 
 
-async def test_finish_and_read_finishes_then_reads_every_change_since(storage: Storage) -> None:
+async def test_finish_and_create_with_nothing_to_create_reads_every_change_since(
+    storage: Storage,
+) -> None:
     await new_study(storage)
     await new_study(storage, "other")
     first = await create(storage)
     cursor = first.seq
     second = await create(storage, worker="w2")
     await create(storage, "other")
-    finish_and_read = storage.finish_and_read  # type: ignore[attr-defined]
-    done, changed = await finish_and_read(
-        "s", first.tid, since=cursor, worker="w1", state=TrialState.OK, loss=0.5, result={"k": 1}
+    batch = await storage.finish_and_create(
+        "s",
+        [Finish(first.tid, TrialState.OK, loss=0.5, result={"k": 1})],
+        [],
+        since=cursor,
+        worker="w1",
+        budget=None,
+        lease=30,
     )
-    assert done.state is TrialState.OK
-    assert done.loss == 0.5
-    assert done.result == {"k": 1}
+    [done] = batch.finished
+    assert isinstance(done, Trial)
+    assert (done.state, done.loss, done.result) == (TrialState.OK, 0.5, {"k": 1})
     assert done == await storage.get_trial("s", first.tid)
-    assert [t.tid for t in changed] == [second.tid, first.tid]
-    assert changed[-1] == done
-    _, again = await finish_and_read(
-        "s", second.tid, since=done.seq, worker="w2", state=TrialState.FAIL, error="boom"
+    assert batch.created == []
+    assert [t.tid for t in batch.changed] == [second.tid, first.tid]
+    assert batch.changed[-1] == done
+    again = await storage.finish_and_create(
+        "s",
+        [Finish(second.tid, TrialState.FAIL, error="boom")],
+        [],
+        since=done.seq,
+        worker="w2",
+        budget=None,
+        lease=30,
     )
-    assert [(t.tid, t.state) for t in again] == [(second.tid, TrialState.FAIL)]
+    assert [(t.tid, t.state) for t in again.changed] == [(second.tid, TrialState.FAIL)]
 
 
-async def test_a_refused_finish_and_read_changes_and_reads_nothing(storage: Storage) -> None:
-    await new_study(storage)
-    trial = await create(storage, worker="holder")
-    finish_and_read = storage.finish_and_read  # type: ignore[attr-defined]
-    with pytest.raises(LeaseLostError, match="holder"):
-        await finish_and_read("s", trial.tid, since=0, worker="thief", state=TrialState.OK)
-    with pytest.raises(TrialStateError, match="RUNNING"):
-        await finish_and_read("s", trial.tid, since=0, worker="holder", state=TrialState.RUNNING)
-    assert await storage.get_trial("s", trial.tid) == trial
-
-
-def handover(
-    tid: int,
-    assignment: dict[str, float] | None = None,
-    *,
-    state: TrialState = TrialState.OK,
-    loss: float | None = 1.0,
-    error: str | None = None,
-    seed: int | None = None,
-) -> Handover:
-    return Handover(tid, state, loss, None, error, assignment or {"x": 1}, seed)
-
-
-async def test_finish_and_create_many_finishes_reads_then_creates_the_next_trials(
-    storage: Storage,
-) -> None:
+async def test_finish_and_create_finishes_creates_then_reads(storage: Storage) -> None:
     await new_study(storage)
     first = await create(storage)
     other = await create(storage, worker="w2")
     second = await create(storage)
-    finish_and_create_many = storage.finish_and_create_many  # type: ignore[attr-defined]
-    results, changed = await finish_and_create_many(
+    batch = await storage.finish_and_create(
         "s",
-        [handover(first.tid, {"x": 0.25}, loss=0.5, seed=7), handover(second.tid, {"x": 0.75})],
+        [Finish(first.tid, TrialState.OK, loss=0.5), Finish(second.tid, TrialState.OK, loss=1)],
+        [NewTrial({"x": 0.25}, seed=7), NewTrial({"x": 0.75})],
         since=first.seq,
         worker="w1",
         budget=5,
         lease=30,
     )
-    [(done, created), (done_too, created_too)] = results
+    done, done_too = batch.finished
+    created, created_too = batch.created
     assert done == await storage.get_trial("s", first.tid)
-    assert (done.state, done.loss) == (TrialState.OK, 0.5)
+    assert (done.state, done.loss) == (TrialState.OK, 0.5)  # type: ignore[union-attr]
     assert done_too == await storage.get_trial("s", second.tid)
-    # The changes are read before the creations: the new trials are not among them.
-    assert [t.tid for t in changed] == [other.tid, first.tid, second.tid]
+    # The changes are read after the creations: the new trials are among them.
+    assert [t.tid for t in batch.changed] == [other.tid, first.tid, second.tid, 3, 4]
+    assert batch.changed[-2:] == [created, created_too]
     assert created == await storage.get_trial("s", 3)
     assert created_too == await storage.get_trial("s", 4)
     assert created.state is TrialState.RUNNING
     assert (created.assignment, created.worker, created.seed) == ({"x": 0.25}, "w1", 7)
     assert created_too.assignment == {"x": 0.75}
-    assert done.seq < done_too.seq < created.seq < created_too.seq
+    assert done.seq < done_too.seq < created.seq < created_too.seq  # type: ignore[union-attr]
     assert created.lease_expires_at is not None
-    # The budget allows one more trial: the first handover gets it, the second none.
-    results, _ = await finish_and_create_many(
+    # The budget allows one more trial: the first new one gets it, the second none.
+    batch = await storage.finish_and_create(
         "s",
         [
-            handover(created.tid, state=TrialState.FAIL, loss=None, error="boom"),
-            handover(created_too.tid, loss=2.0),
+            Finish(created.tid, TrialState.FAIL, error="boom"),
+            Finish(created_too.tid, TrialState.OK, loss=2.0),
         ],
-        since=done_too.seq,
+        [NewTrial({"x": 1}), NewTrial({"x": 2})],
+        since=created_too.seq,
         worker="w1",
         budget=6,
         lease=30,
     )
-    [(failed, last), (finished, none)] = results
-    assert failed.state is TrialState.FAIL
-    assert failed.error == "boom"
-    assert last is not None
-    assert last.tid == 5
+    failed, finished = batch.finished
+    assert isinstance(failed, Trial)
+    assert isinstance(finished, Trial)
+    assert (failed.state, failed.error) == (TrialState.FAIL, "boom")
     assert finished.loss == 2.0
-    assert none is None
+    [last] = batch.created
+    assert (last.tid, last.assignment) == (5, {"x": 1})
     assert await storage.count_trials("s", budgeted=False) == 6
 
 
-async def test_a_refused_handover_changes_and_creates_nothing_and_others_go_on(
-    storage: Storage,
-) -> None:
+async def test_a_refused_finish_changes_nothing_and_others_go_on(storage: Storage) -> None:
     await new_study(storage)
     stolen = await create(storage, worker="holder")
     mine = await create(storage, worker="w1")
-    finish_and_create_many = storage.finish_and_create_many  # type: ignore[attr-defined]
-    results, changed = await finish_and_create_many(
+    batch = await storage.finish_and_create(
         "s",
-        [handover(stolen.tid), handover(99), handover(mine.tid, {"x": 0.5})],
+        [
+            Finish(stolen.tid, TrialState.OK),
+            Finish(99, TrialState.OK),
+            Finish(mine.tid, TrialState.OK, loss=1),
+        ],
+        [NewTrial({"x": 0.5})],
         since=mine.seq,
         worker="w1",
         budget=None,
         lease=30,
     )
-    assert isinstance(results[0], LeaseLostError)
-    assert "holder" in str(results[0])
-    assert isinstance(results[1], TrialNotFoundError)
-    finished, created = results[2]
+    refused, unknown, finished = batch.finished
+    assert isinstance(refused, LeaseLostError)
+    assert "holder" in str(refused)
+    assert isinstance(unknown, TrialNotFoundError)
+    assert isinstance(finished, Trial)
     assert finished.state is TrialState.OK
+    [created] = batch.created
     assert created.assignment == {"x": 0.5}
-    assert [t.tid for t in changed] == [mine.tid]
+    assert [t.tid for t in batch.changed] == [mine.tid, created.tid]
     assert await storage.get_trial("s", stolen.tid) == stolen
-    assert await storage.count_trials("s", budgeted=False) == 3
     # Finishing twice is refused the same way, also within one call.
-    results, _ = await finish_and_create_many(
-        "s", [handover(mine.tid)], since=0, worker="w1", budget=None, lease=30
+    batch = await storage.finish_and_create(
+        "s", [Finish(mine.tid, TrialState.OK)], [], since=0, worker="w1", budget=None, lease=30
     )
-    assert isinstance(results[0], TrialStateError)
-    assert await storage.count_trials("s", budgeted=False) == 3
-    results, _ = await finish_and_create_many(
+    assert isinstance(batch.finished[0], TrialStateError)
+    batch = await storage.finish_and_create(
         "s",
-        [handover(created.tid), handover(created.tid)],
+        [Finish(created.tid, TrialState.OK), Finish(created.tid, TrialState.OK)],
+        [],
         since=0,
         worker="w1",
         budget=None,
         lease=30,
     )
-    assert results[0][0].state is TrialState.OK
-    assert isinstance(results[1], TrialStateError)
-    assert await storage.count_trials("s", budgeted=False) == 4
+    assert isinstance(batch.finished[0], Trial)
+    assert isinstance(batch.finished[1], TrialStateError)
+    assert await storage.count_trials("s", budgeted=False) == 3
 
 
-async def test_a_handover_into_an_unfinished_state_is_refused_alone(storage: Storage) -> None:
+async def test_a_finish_into_an_unfinished_state_is_refused_alone(storage: Storage) -> None:
     await new_study(storage)
     first = await create(storage)
     second = await create(storage)
-    finish_and_create_many = storage.finish_and_create_many  # type: ignore[attr-defined]
-    results, _ = await finish_and_create_many(
+    batch = await storage.finish_and_create(
         "s",
-        [handover(first.tid, state=TrialState.RUNNING), handover(second.tid)],
+        [Finish(first.tid, TrialState.RUNNING), Finish(second.tid, TrialState.OK, loss=1)],
+        [],
         since=0,
         worker="w1",
         budget=None,
         lease=30,
     )
-    assert isinstance(results[0], TrialStateError)
-    assert "RUNNING" in str(results[0])
-    finished, created = results[1]
+    refused, finished = batch.finished
+    assert isinstance(refused, TrialStateError)
+    assert "RUNNING" in str(refused)
+    assert isinstance(finished, Trial)
     assert finished.state is TrialState.OK
-    assert created is not None
     assert await storage.get_trial("s", first.tid) == first
-    assert await storage.count_trials("s", budgeted=False) == 3
+
+
+async def test_claim_trials_takes_up_to_the_limit_lowest_tids_first(storage: Storage) -> None:
+    await new_study(storage)
+    await storage.enqueue_trials("s", [{"x": i} for i in range(3)], budget=None)
+    claimed = await storage.claim_trials("s", worker="w1", lease=30, limit=2)
+    assert [(t.tid, t.state, t.worker) for t in claimed] == [
+        (0, TrialState.RUNNING, "w1"),
+        (1, TrialState.RUNNING, "w1"),
+    ]
+    assert claimed == [await storage.get_trial("s", 0), await storage.get_trial("s", 1)]
+    assert [t.tid for t in await storage.claim_trials("s", worker="w2", lease=30, limit=5)] == [2]
+    assert await storage.claim_trials("s", worker="w2", lease=30, limit=5) == []
 
 
 async def test_finishing_a_queued_trial_is_refused(storage: Storage) -> None:
@@ -636,7 +693,8 @@ async def test_renew_extends_held_leases_and_names_the_lost_ones(storage: Storag
     lost = await storage.renew_leases(
         "s", [mine.tid, theirs.tid, finished.tid, queued.tid, 99], worker="me", lease=LEASE
     )
-    assert sorted(lost) == sorted([theirs.tid, finished.tid, queued.tid, 99])
+    # A trial "me" finished is done, not lost: a renewal crossing a finish is no reap.
+    assert sorted(lost) == sorted([theirs.tid, queued.tid, 99])
     renewed = await storage.get_trial("s", mine.tid)
     assert renewed.lease_expires_at is not None
     assert renewed.lease_expires_at >= time.time() + LEASE - 5
@@ -956,3 +1014,87 @@ async def test_concurrent_reapers_reap_each_trial_once(storage: Storage, connect
     assert retries == [0, 1, 2, 3]
     assert len(everything) == 9
     assert await storage.count_trials("s") == 5
+
+
+# -- values -------------------------------------------------------------------------------
+
+
+async def test_numpy_values_big_ints_and_nan_extras_read_back_as_plain_python(
+    storage: Storage,
+) -> None:
+    import numpy as np
+
+    await new_study(storage, seed=2**80)
+    assert (await storage.get_study("s")).seed == 2**80
+    trial = await storage.create_trial(
+        "s",
+        {"x": np.float64(0.5), "n": np.int64(3), "z": np.array(0.25), "k": np.int32(-2)},
+        budget=None,
+        worker="w1",
+        lease=LEASE,
+        seed=2**70 + 1,
+    )
+    assert trial is not None
+    result = {
+        "acc": np.float32(0.9),
+        "zero_d": np.array(2),
+        "big": 2**70,
+        "nan": math.nan,
+        "inf": math.inf,
+        "nested": {"values": [np.int32(1), np.float16(0.5)], "flag": np.bool_(True)},
+    }
+    done = await storage.finish_trial(
+        "s", trial.tid, worker="w1", state=TrialState.OK, loss=np.float64(0.125), result=result
+    )
+    expected = {
+        "acc": float(np.float32(0.9)),
+        "zero_d": 2,
+        "big": 2**70,
+        "inf": math.inf,
+        "nested": {"values": [1, 0.5], "flag": True},
+    }
+    for read in (
+        done,
+        await storage.get_trial("s", trial.tid),
+        (await storage.trials_since("s"))[-1],
+    ):
+        assert read.assignment == {"x": 0.5, "n": 3, "z": 0.25, "k": -2}
+        assert [type(v) for v in read.assignment.values()] == [float, int, float, int]
+        assert read.seed == 2**70 + 1
+        assert read.loss == 0.125
+        assert type(read.loss) is float
+        assert read.result is not None
+        values = dict(read.result)
+        assert math.isnan(values.pop("nan"))
+        assert values == expected
+        assert type(values["acc"]) is float
+        assert type(values["zero_d"]) is int
+        assert type(values["nested"]["flag"]) is bool
+
+
+@pytest.mark.parametrize(
+    ("assignment", "needle"),
+    [
+        ({"x": "text"}, "'x'"),
+        ({"x": None}, "'x'"),
+        ({"x": True}, "'x'"),
+        ({3: 1.0}, "label"),
+    ],
+)
+async def test_an_assignment_that_is_not_numbers_is_refused(
+    storage: Storage, assignment: dict[Any, Any], needle: str
+) -> None:
+    await new_study(storage)
+    with pytest.raises(StorageError, match=needle):
+        await storage.create_trial("s", assignment, budget=None, worker="w1", lease=LEASE)
+    assert await storage.count_trials("s", budgeted=False) == 0
+
+
+async def test_a_result_that_is_not_json_is_refused_and_changes_nothing(storage: Storage) -> None:
+    await new_study(storage)
+    trial = await create(storage)
+    with pytest.raises(StorageError, match="result"):
+        await storage.finish_trial(
+            "s", trial.tid, worker="w1", state=TrialState.OK, loss=1, result={"f": object()}
+        )
+    assert await storage.get_trial("s", trial.tid) == trial

@@ -98,7 +98,7 @@ def test_a_host_is_refused() -> None:
     ("query", "needle"),
     [
         ("journal=delete", "'journal'"),
-        ("synchronous=full&mode=ro", "'mode'"),
+        ("synchronous=full&mode=memory", "mode"),
         ("synchronous=off", "synchronous"),
         ("timeout=-1", "timeout"),
         ("timeout=soon", "timeout"),

@@ -95,7 +95,7 @@ from asyncopt.algorithms._parzen import (
 from asyncopt.history import History
 from asyncopt.space.compile import CompiledSpace, Condition, ParamSpec
 from asyncopt.space.evaluate import Assignment, sample_assignments
-from asyncopt.storage.base import TrialState
+from asyncopt.trial import TrialState
 
 __all__ = ["TPE", "configure", "suggest"]
 

@@ -1,10 +1,11 @@
-"""The two ways the SQLite backend reaches its connection: one worker thread either way.
+"""The SQLite connection's own thread, used the same way by asyncio and trio.
 
-Under asyncio the connection lives on aiosqlite's thread; under trio, the standard
-``sqlite3`` connection lives on a dedicated thread of its own (it is made on a worker
-thread, hence ``check_same_thread=False``). Both run
-a whole storage operation (a function of the ``sqlite3.Connection``) in one hop, so a
+The standard ``sqlite3`` connection is made on, and only ever used from, one dedicated
+thread. A storage operation is a whole function of the connection (one transaction),
+handed to that thread in one hop; the caller's event loop is woken with its result. So a
 transaction is never split across awaits and a cancelled caller cannot leave one open.
+aiosqlite's public API runs one statement per hop (a transaction of several statements
+would take several hops and could be interrupted between them), so it is not used.
 """
 
 from __future__ import annotations
@@ -15,45 +16,17 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-import anyio
-import anyio.to_thread
+from asyncopt.storage.base import current_event_loop
 
 T = TypeVar("T")
 
-__all__ = ["Runner", "open_runner"]
+__all__ = ["ConnectionThread"]
 
-
-class Runner(Protocol):
-    """Runs functions of the connection on the connection's thread, one at a time."""
-
-    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
-
-    async def close(self) -> None: ...
-
-
-def _current_library() -> str:
-    try:
-        import sniffio
-    except ImportError:  # trio requires sniffio, so without it only asyncio can be running
-        return "asyncio"
-    return sniffio.current_async_library()
-
-
-class _AiosqliteRunner:
-    def __init__(self, connection: object, raw: sqlite3.Connection) -> None:
-        self._connection = connection
-        self._raw = raw
-
-    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        # aiosqlite's public calls run one statement per hop; its queue runner takes any
-        # function, which lets a whole transaction run on its thread without interruption.
-        result: T = await self._connection._execute(fn, self._raw)  # type: ignore[attr-defined]
-        return result
-
-    async def close(self) -> None:
-        await self._connection.close()  # type: ignore[attr-defined]
+# A job: the function of the connection, and how to deliver its value or its exception.
+_Deliver = Callable[[Any, BaseException | None], None]
+_Job = tuple[Callable[[Any], Any], _Deliver]
 
 
 @functools.cache
@@ -64,14 +37,16 @@ def _trio_call() -> Callable[..., Awaitable[Any]]:
     and a task interrupted between queueing the job and going to sleep would later be
     woken by the job's result at some unrelated await.
     """
+    import outcome
     import trio
 
     @trio.lowlevel.enable_ki_protection
-    async def call(jobs: queue.SimpleQueue[Any], fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    async def call(jobs: queue.SimpleQueue[_Job | None], fn: Callable[[Any], Any]) -> Any:
         token = trio.lowlevel.current_trio_token()
         task = trio.lowlevel.current_task()
 
-        def deliver(result: Any) -> None:
+        def deliver(value: Any, error: BaseException | None) -> None:
+            result = outcome.Value(value) if error is None else outcome.Error(error)
             # If the run ended meanwhile (it crashed), there is nobody left to tell.
             with contextlib.suppress(trio.RunFinishedError, OSError):
                 token.run_sync_soon(trio.lowlevel.reschedule, task, result)
@@ -83,47 +58,79 @@ def _trio_call() -> Callable[..., Awaitable[Any]]:
     return call
 
 
-class _TrioRunner:
-    """One dedicated thread for the connection; results go back through trio's token."""
+async def _asyncio_call(jobs: queue.SimpleQueue[_Job | None], fn: Callable[[Any], Any]) -> Any:
+    import asyncio
 
-    def __init__(self, raw: sqlite3.Connection) -> None:
-        self._raw = raw
-        self._jobs: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], Any] | None]
-        self._jobs = queue.SimpleQueue()
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if future.done():  # the awaiting task was cancelled by asyncio itself
+            return
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
+
+    def deliver(value: Any, error: BaseException | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, value, error)
+
+    jobs.put((fn, deliver))
+    return await future
+
+
+class ConnectionThread:
+    """Runs functions of one ``sqlite3`` connection on its own thread, one at a time.
+
+    `start` makes the connection there (with ``connect``); `call` runs a function of it;
+    `close` closes it and ends the thread.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._connection: sqlite3.Connection | None = None
         self._thread = threading.Thread(target=self._work, name="asyncopt-sqlite", daemon=True)
-        self._thread.start()
 
     def _work(self) -> None:
-        import outcome
-
         while (job := self._jobs.get()) is not None:
             fn, deliver = job
-            deliver(outcome.capture(fn, self._raw))
+            try:
+                value = fn(self._connection)
+            except BaseException as exc:  # delivered to the caller, who re-raises it
+                deliver(None, exc)
+            else:
+                deliver(value, None)
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        result: T = await _trio_call()(self._jobs, fn)
+        """``fn(connection)`` run on the connection's thread."""
+        if current_event_loop() == "trio":
+            result: T = await _trio_call()(self._jobs, fn)
+        else:
+            result = await _asyncio_call(self._jobs, fn)
         return result
 
+    async def start(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        """Start the thread and connect there; a failure to connect ends the thread."""
+        self._thread.start()
+
+        def connect_here(_: Any) -> None:
+            self._connection = connect()
+
+        try:
+            await self.call(connect_here)
+        except BaseException:
+            self._jobs.put(None)
+            raise
+
     async def close(self) -> None:
-        await self.call(lambda conn: conn.close())
-        self._jobs.put(None)
+        """Close the connection and end the thread."""
 
+        def close_here(connection: sqlite3.Connection | None) -> None:
+            if connection is not None:
+                connection.close()
 
-async def open_runner(connect: Callable[[], sqlite3.Connection]) -> Runner:
-    """Connect with ``connect`` on a worker thread, then drive it for the running event loop.
-
-    The connection is made (and any failure raised) before aiosqlite is involved: its
-    failure path leaves a worker thread reporting to a loop that may be closed by then.
-    """
-    raw = await anyio.to_thread.run_sync(connect)
-    if _current_library() != "asyncio":
-        return _TrioRunner(raw)
-    import aiosqlite
-
-    connection = aiosqlite.Connection(lambda: raw, 64)
-    try:
-        await connection
-    except BaseException:
-        raw.close()
-        raise
-    return _AiosqliteRunner(connection, raw)
+        try:
+            await self.call(close_here)
+        finally:
+            self._jobs.put(None)

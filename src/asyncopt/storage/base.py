@@ -1,24 +1,31 @@
-"""The storage protocol every backend implements, and the records it stores.
+"""The one storage base: the rules every backend shares, written once.
 
 A storage holds studies; a study holds trials with dense ids (``tid`` 0, 1, 2, ...).
 Every operation that reads and then writes is atomic in every backend, so any number of
 tasks, processes or machines can share one study. Each change to a trial stamps it with
 a new ``seq``, increasing per storage, so readers can fetch only what changed.
 
-Backends raise only `asyncopt.errors.StorageError` subclasses.
+`Storage` checks every argument at the boundary (study names, tids, outcomes, values),
+applies the shared rules (which finishes are refused and why, the fingerprint check,
+what a reap does, the budget) and hands the backend only checked, normalized values
+through a few abstract primitives (the methods whose names start with ``_``). Backends
+raise only `asyncopt.errors.StorageError` subclasses, translating their driver's
+errors through one `ErrorRule` table each.
 """
 
 from __future__ import annotations
 
-import enum
-import functools
+import abc
+import json
 import math
 import os
+import random
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Protocol, TypeVar, cast, runtime_checkable
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 
@@ -28,24 +35,44 @@ from asyncopt.errors import (
     StorageUnavailableError,
     StorageURLError,
     StudyMismatchError,
+    StudyNameError,
     StudyNotFoundError,
     TrialError,
     TrialNotFoundError,
     TrialStateError,
 )
+from asyncopt.trial import (
+    BUDGETED_STATES,
+    FINISHED_STATES,
+    STATUS_FAIL,
+    STATUS_OK,
+    StudyRecord,
+    Trial,
+    TrialState,
+    best_of,
+    loss_rank,
+    plain_assignment,
+    result_json,
+    to_json,
+)
 
 __all__ = [
     "BUDGETED_STATES",
     "FINISHED_STATES",
+    "MAX_STUDY_NAME",
     "STATUS_FAIL",
     "STATUS_OK",
-    "Handover",
+    "Batch",
+    "ErrorRule",
+    "Finish",
     "LeaseLostError",
+    "NewTrial",
+    "RetryPolicy",
     "Storage",
-    "StorageContext",
     "StorageError",
     "StorageURLError",
     "StorageUnavailableError",
+    "StoredFinish",
     "StudyMismatchError",
     "StudyNotFoundError",
     "StudyRecord",
@@ -54,249 +81,370 @@ __all__ = [
     "TrialState",
     "TrialStateError",
     "best_of",
-    "checked_start",
-    "finish_and_read_of",
-    "finish_read_create_many",
-    "finish_then_read",
-    "finishing_state",
+    "check_study_name",
+    "current_event_loop",
     "loss_rank",
     "new_worker_id",
+    "translate",
 ]
 
-STATUS_OK = "ok"
-STATUS_FAIL = "fail"
+MAX_STUDY_NAME = 256
+"""The longest study name, in characters (every backend stores names this long)."""
 
 
-class TrialState(enum.IntEnum):
-    """Where a trial is in its life: QUEUED → RUNNING → OK | FAIL | CANCELLED."""
+def check_study_name(name: object) -> str:
+    """``name`` if it is a valid study name, else `StudyNameError` saying why.
 
-    QUEUED = 0
-    RUNNING = 1
-    OK = 2
-    FAIL = 3
-    CANCELLED = 4
-
-    @property
-    def is_finished(self) -> bool:
-        """True for OK, FAIL and CANCELLED."""
-        return self >= TrialState.OK
-
-    @property
-    def counts_toward_budget(self) -> bool:
-        """Every state but CANCELLED counts toward ``max_evals``."""
-        return self is not TrialState.CANCELLED
-
-
-BUDGETED_STATES = frozenset(s for s in TrialState if s.counts_toward_budget)
-FINISHED_STATES = frozenset(s for s in TrialState if s.is_finished)
-
-
-# Not slotted: `Trial.evolve` then copies the instance dict in one step, which costs a
-# third of writing each slot (the orchestrator makes several copies per trial).
-@attrs.frozen(slots=False)
-class Trial:
-    """One evaluation of the objective, as stored.
-
-    ``assignment`` maps each active label to its raw value (a choice's option index).
-    ``params`` is the evaluated space; it is filled in by `asyncopt.open_study` and
-    `asyncopt.minimize`, not by storages. Times are Unix timestamps in seconds.
+    Valid: a non-empty `str` of at most `MAX_STUDY_NAME` characters without NUL. Checked
+    before any query, so a name can never be a query operator or reach another study.
     """
+    if not isinstance(name, str):
+        raise StudyNameError(f"a study name must be a string, got {type(name).__name__}")
+    if not name:
+        raise StudyNameError("a study name must not be empty")
+    if "\0" in name:
+        raise StudyNameError(f"a study name must not contain NUL, got {name!r}")
+    if len(name) > MAX_STUDY_NAME:
+        raise StudyNameError(
+            f"a study name must be at most {MAX_STUDY_NAME} characters, got {len(name)}"
+        )
+    return name
 
-    study: str
+
+def _check_tid(tid: object) -> int:
+    if isinstance(tid, bool) or not isinstance(tid, int):
+        raise TypeError(f"a tid must be an int, got {tid!r}")
+    return tid
+
+
+def _check_budget(budget: object) -> int | None:
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int)):
+        raise TypeError(f"a budget must be an int or None, got {budget!r}")
+    return budget
+
+
+def _check_seconds(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number of seconds, got {value!r}")
+    return float(value)
+
+
+def _check_worker(worker: object) -> str:
+    if not isinstance(worker, str) or not worker:
+        raise TypeError(f"a worker must be a non-empty string, got {worker!r}")
+    return worker
+
+
+def new_worker_id() -> str:
+    """A worker identity ``host:pid:random``, unique across machines and restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def current_event_loop() -> str:
+    """The name of the running event loop (``"asyncio"`` or ``"trio"``)."""
+    try:
+        import sniffio
+    except ImportError:  # trio requires sniffio, so without it only asyncio can be running
+        return "asyncio"
+    return sniffio.current_async_library()
+
+
+# -- the units of a batch ------------------------------------------------------------------
+
+
+@attrs.frozen
+class Finish:
+    """The outcome of a trial held by the calling worker (OK, FAIL or CANCELLED)."""
+
     tid: int
-    state: TrialState = attrs.field(converter=TrialState)
-    assignment: Mapping[str, int | float]
+    state: TrialState
     loss: float | None = None
     result: Mapping[str, Any] | None = None
     error: str | None = None
-    created_at: float | None = None
     started_at: float | None = None
-    finished_at: float | None = None
-    lease_expires_at: float | None = None
-    worker: str | None = None
+
+
+@attrs.frozen
+class NewTrial:
+    """A trial to create RUNNING for the calling worker."""
+
+    assignment: Mapping[str, int | float]
     seed: int | None = None
-    retry_of: int | None = None
-    seq: int = 0
-    params: Any = attrs.field(default=None, eq=False, repr=False)
-
-    def evolve(self, **changes: Any) -> Trial:
-        """A copy with ``changes`` applied (like `attrs.evolve`, without re-validation).
-
-        Backends and the orchestrator make several copies per trial; this is the fast path.
-        """
-        if not _TRIAL_FIELDS.issuperset(changes):
-            unknown = sorted(set(changes) - _TRIAL_FIELDS)
-            raise TypeError(f"Trial has no field {unknown[0]!r}")
-        fields = self.__dict__.copy()
-        fields.update(changes)
-        copy = object.__new__(Trial)
-        object.__setattr__(copy, "__dict__", fields)
-        return copy
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds from start to finish, when both are known."""
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return self.finished_at - self.started_at
-
-    def to_dict(self) -> dict[str, Any]:
-        """The stored fields as a JSON-serializable dict (``params`` excluded)."""
-        data = attrs.asdict(self, recurse=False, filter=lambda a, _: a.name != "params")
-        data["state"] = self.state.name
-        data["assignment"] = dict(self.assignment)
-        data["result"] = None if self.result is None else dict(self.result)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Trial:
-        """Inverse of `to_dict`."""
-        fields = dict(data)
-        state = fields.pop("state")
-        fields["state"] = TrialState[state] if isinstance(state, str) else TrialState(state)
-        return cls(**fields)
-
-
-def loss_rank(trial: Trial) -> tuple[float, int]:
-    """The order of OK trials, best first: lower loss, then lower tid."""
-    assert trial.loss is not None
-    return trial.loss, trial.tid
-
-
-def best_of(trials: Iterable[Trial]) -> Trial | None:
-    """The OK trial with the lowest loss (lowest tid on ties), or None if there is none."""
-    return min(
-        (t for t in trials if t.state is TrialState.OK and t.loss is not None),
-        key=loss_rank,
-        default=None,
-    )
-
-
-def finishing_state(state: TrialState | int) -> TrialState:
-    """``state`` as a `TrialState` a trial can be finished with, or `TrialStateError`."""
-    state = TrialState(state)
-    if not state.is_finished:
-        raise TrialStateError(f"cannot finish a trial as {state.name}")
-    return state
-
-
-def checked_start(started_at: float | None) -> float | None:
-    """A finish's ``started_at`` as a float; TypeError or ValueError naming it if it is not
-    a finite number of seconds."""
-    if started_at is None:
-        return None
-    if isinstance(started_at, bool) or not isinstance(started_at, (int, float)):
-        raise TypeError(f"started_at must be a number of seconds, got {started_at!r}")
-    if not math.isfinite(started_at):
-        raise ValueError(f"started_at must be a finite number of seconds, got {started_at!r}")
-    return float(started_at)
-
-
-_TRIAL_FIELDS = frozenset(field.name for field in attrs.fields(Trial))
 
 
 @attrs.frozen
-class StudyRecord:
-    """A study: its name, the space it searches (fingerprint and JSON description), its seed."""
+class Batch:
+    """What `Storage.finish_and_create` did.
 
-    name: str
-    fingerprint: str
-    space: Mapping[str, Any] = attrs.field(eq=False, repr=False)
-    seed: int
-    created_at: float
-
-
-@attrs.frozen
-class Handover:
-    """A held trial's outcome, and the assignment of the trial its worker runs next.
-
-    The unit of `StorageContext.finish_and_create_many`.
+    ``finished``: one entry per `Finish`, in order: the finished trial, or the
+    `TrialError` that refused it (then nothing else changed for it). ``created``: the
+    new trials, in order, until the budget was spent (may be fewer, or none).
+    ``changed``: the trials changed after ``since``, read after the finishes and the
+    creations (so including them), ordered by ``seq``.
     """
+
+    finished: list[Trial | TrialError]
+    created: list[Trial]
+    changed: list[Trial]
+
+
+@attrs.frozen
+class StoredFinish:
+    """A checked `Finish` as backends receive it: ``result`` normalized, and as JSON text."""
 
     tid: int
     state: TrialState
     loss: float | None
     result: Mapping[str, Any] | None
+    result_json: str | None
     error: str | None
-    assignment: Mapping[str, int | float]
-    seed: int | None
-    started_at: float | None = None
+    started_at: float | None
+
+    def changes(self, now: float) -> dict[str, Any]:
+        """The fields of the trial this finish changes, finishing it at ``now``."""
+        changes: dict[str, Any] = {
+            "state": self.state,
+            "loss": self.loss,
+            "result": self.result,
+            "error": self.error,
+            "finished_at": now,
+            "lease_expires_at": None,
+        }
+        if self.started_at is not None:
+            changes["started_at"] = self.started_at
+        return changes
 
 
-_OpenedStorage = TypeVar("_OpenedStorage", bound="StorageContext")
+def _stored_finish(finish: Finish) -> StoredFinish | TrialError:
+    """``finish`` checked (`TrialStateError` for a state it cannot finish with)."""
+    if not isinstance(finish, Finish):
+        raise TypeError(f"expected a Finish, got {type(finish).__name__}")
+    tid = _check_tid(finish.tid)
+    try:
+        state = TrialState(finish.state)
+    except ValueError:
+        return TrialStateError(f"cannot finish trial {tid} as {finish.state!r}")
+    if not state.is_finished:
+        return TrialStateError(f"cannot finish a trial as {state.name}")
+    loss = finish.loss
+    if loss is not None:
+        if isinstance(loss, bool) or not isinstance(loss, (int, float)):
+            loss = _plain_float(loss, "loss")
+        loss = float(loss)
+    started_at = finish.started_at
+    if started_at is not None:
+        if isinstance(started_at, bool) or not isinstance(started_at, (int, float)):
+            raise TypeError(f"started_at must be a number of seconds, got {started_at!r}")
+        started_at = _check_seconds(started_at, "started_at")
+    if finish.error is not None and not isinstance(finish.error, str):
+        raise TypeError(f"an error must be text, got {finish.error!r}")
+    text = result_json(finish.result)
+    result = None if text is None else json.loads(text)
+    return StoredFinish(tid, state, loss, result, text, finish.error, started_at)
 
 
-class StorageContext:
-    """Base for backends: ``async with storage:`` opens it and closes it at the end."""
+def _plain_float(value: Any, what: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must be a number, got {value!r}") from None
 
+
+def _stored_new(new: NewTrial) -> NewTrial:
+    if not isinstance(new, NewTrial):
+        raise TypeError(f"expected a NewTrial, got {type(new).__name__}")
+    seed = new.seed
+    if seed is not None:
+        seed = _check_seed(seed)
+    return NewTrial(plain_assignment(new.assignment), seed)
+
+
+def _check_seed(seed: object) -> int:
+    if isinstance(seed, bool):
+        raise TypeError(f"a seed must be an int, got {seed!r}")
+    try:
+        value: int = int(seed)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise TypeError(f"a seed must be an int, got {seed!r}") from None
+    return value
+
+
+# -- the shared rules --------------------------------------------------------------------
+
+
+def refusal(
+    study: str, tid: int, worker: str, state: TrialState | None, holder: str | None
+) -> TrialError | None:
+    """Why ``worker`` may not finish trial ``tid`` (found in ``state``, held by
+    ``holder``; ``state`` None when there is no such trial), or None if it may."""
+    if state is None:
+        return TrialNotFoundError(f"study {study!r} has no trial {tid}")
+    if state is not TrialState.RUNNING:
+        return TrialStateError(
+            f"trial {tid} of study {study!r} is {state.name}, not RUNNING; it cannot be finished"
+        )
+    if holder != worker:
+        return LeaseLostError(
+            f"trial {tid} of study {study!r} is held by another worker ({holder})"
+        )
+    return None
+
+
+def lease_lost(state: TrialState | None, holder: str | None, worker: str) -> bool:
+    """Whether a renewal by ``worker`` finds the lease of a trial (in ``state``, held by
+    ``holder``; ``state`` None when there is none) lost to someone else.
+
+    A trial ``worker`` finished itself (OK or FAIL) is done, not lost: a finish and a
+    renewal that cross must not read as a reap.
+    """
+    mine = holder == worker and state in (TrialState.RUNNING, TrialState.OK, TrialState.FAIL)
+    return not mine
+
+
+def reap_changes(holder: str | None, now: float) -> dict[str, Any]:
+    """The fields a reap changes in a RUNNING trial whose lease passed."""
+    return {
+        "state": TrialState.CANCELLED,
+        "finished_at": now,
+        "lease_expires_at": None,
+        "error": f"lease expired: worker {holder} stopped renewing it",
+    }
+
+
+def requeues(trial: Trial) -> bool:
+    """Whether reaping ``trial`` queues it again: once, so not when it is itself a retry."""
+    return trial.retry_of is None
+
+
+def room(budget: int | None, budgeted: int) -> int | None:
+    """How many more budgeted trials the study may take (None: no limit)."""
+    return None if budget is None else max(0, budget - budgeted)
+
+
+def new_trial(
+    study: str,
+    tid: int,
+    state: TrialState,
+    assignment: Mapping[str, int | float],
+    *,
+    now: float,
+    seq: int,
+    worker: str | None = None,
+    lease: float | None = None,
+    seed: int | None = None,
+    retry_of: int | None = None,
+) -> Trial:
+    """A new trial's record: RUNNING for ``worker`` (leased until now + ``lease``) or QUEUED."""
+    running = state is TrialState.RUNNING
+    return Trial(
+        study=study,
+        tid=tid,
+        state=state,
+        assignment=assignment,
+        created_at=now,
+        started_at=now if running else None,
+        lease_expires_at=now + lease if running and lease is not None else None,
+        worker=worker if running else None,
+        seed=seed,
+        retry_of=retry_of,
+        seq=seq,
+    )
+
+
+def check_fingerprint(record: StudyRecord, fingerprint: str) -> StudyRecord:
+    """``record`` if its space has ``fingerprint``, else `StudyMismatchError`."""
+    if record.fingerprint != fingerprint:
+        raise StudyMismatchError(
+            f"study {record.name!r} exists with a different space "
+            f"(fingerprint {record.fingerprint[:12]}, this space {fingerprint[:12]})"
+        )
+    return record
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How long and how often an operation that hit a passing failure is tried again.
+
+    The waits grow from ``first`` by ``factor`` up to ``longest`` seconds, each scaled by a
+    random factor in [0.5, 1.5) when ``jitter`` is set, until ``timeout`` seconds have
+    passed since the first failure. Each backend says which failures pass.
+    """
+
+    first: float
+    longest: float
+    timeout: float
+    factor: float = 2.0
+    jitter: bool = True
+
+    def waits(self) -> Iterator[float]:
+        """The waits before each retry, until the timeout; each is at most the time left."""
+        deadline = time.monotonic() + self.timeout
+        wait = self.first
+        while (left := deadline - time.monotonic()) > 0:
+            scaled = wait * random.uniform(0.5, 1.5) if self.jitter else wait
+            yield min(scaled, left)
+            wait = min(wait * self.factor, self.longest)
+
+
+@attrs.frozen
+class ErrorRule:
+    """One row of a backend's driver-error table.
+
+    ``matches`` tells whether a driver exception falls under the rule; the first rule that
+    matches gives the asyncopt ``error`` class and its ``message``, a format string with
+    ``{where}`` (the redacted storage URL or path) and ``{detail}`` (the driver's text).
+    """
+
+    matches: Callable[[BaseException], bool]
+    error: type[StorageError]
+    message: str
+
+
+def translate(
+    exc: BaseException, rules: Sequence[ErrorRule], where: str, detail: str
+) -> StorageError:
+    """The asyncopt error for driver exception ``exc`` by the first matching rule."""
+    for rule in rules:
+        if rule.matches(exc):
+            return rule.error(rule.message.format(where=where, detail=detail))
+    return StorageError(f"{where}: {type(exc).__name__}: {detail}")
+
+
+# -- the base ------------------------------------------------------------------------------
+
+_OpenedStorage = TypeVar("_OpenedStorage", bound="Storage")
+
+
+class Storage(abc.ABC):
+    """What every backend provides. All methods are coroutines; use ``async with``.
+
+    Budgets: ``budget`` is the most trials in budgeted states (all but CANCELLED) the
+    study may hold; None means unlimited. Leases: ``lease`` is a duration in seconds
+    from now; a RUNNING trial whose lease has passed may be reaped by anyone.
+    Study names are checked by `check_study_name` (`StudyNameError`), tids must be ints.
+    """
+
+    #: Its coroutines never yield to the event loop, so no cancellation can interrupt
+    #: them: callers need no shielded cancel scope around its writes.
+    never_yields: ClassVar[bool] = False
+    #: `finish_and_create` and `claim_trials` cost one round trip (one transaction)
+    #: whatever the number of trials, so batching them pays.
+    one_round_trip: ClassVar[bool] = False
+
+    # -- identity and lifetime -----------------------------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """The storage URL with any password and secret replaced by ``***``."""
+
+    @abc.abstractmethod
     async def open(self) -> None:
         """Connect, create the schema if needed. Idempotent."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def aclose(self) -> None:
         """Release connections. Idempotent."""
-        raise NotImplementedError
-
-    async def finish_and_read(
-        self,
-        study: str,
-        tid: int,
-        *,
-        since: int,
-        worker: str,
-        state: TrialState,
-        loss: float | None = None,
-        result: Mapping[str, Any] | None = None,
-        error: str | None = None,
-        started_at: float | None = None,
-    ) -> tuple[Trial, list[Trial]]:
-        """`Storage.finish_trial`, then `Storage.trials_since` from ``since``.
-
-        The finished trial is among the changes read. Backends that can do both in one
-        round trip override this; if the finish is refused, nothing is read.
-        """
-        return await finish_then_read(
-            cast(Storage, self),
-            study,
-            tid,
-            since=since,
-            worker=worker,
-            state=state,
-            loss=loss,
-            result=result,
-            error=error,
-            started_at=started_at,
-        )
-
-    async def finish_and_create_many(
-        self,
-        study: str,
-        handovers: Sequence[Handover],
-        *,
-        since: int,
-        worker: str,
-        budget: int | None,
-        lease: float,
-    ) -> tuple[list[tuple[Trial, Trial | None] | TrialError], list[Trial]]:
-        """Finish several trials, read the changes, then create the trials that follow them.
-
-        Each handover's trial is finished as `Storage.finish_trial` would; one that is
-        refused gets its `TrialError` in its place and creates nothing. Then the changes
-        since ``since`` are read (the finished trials are among them, the new ones are
-        not). Then, in order, each finished handover's ``assignment`` is created for
-        ``worker`` as `Storage.create_trial` would: the new trial, or None once the budget
-        is spent. Returns the per-handover results and the changes. Backends that can do
-        it all in one round trip override this.
-        """
-        return await finish_read_create_many(
-            cast(Storage, self),
-            study,
-            handovers,
-            since=since,
-            worker=worker,
-            budget=budget,
-            lease=lease,
-        )
 
     async def __aenter__(self: _OpenedStorage) -> _OpenedStorage:
         await self.open()
@@ -310,130 +458,10 @@ class StorageContext:
     ) -> None:
         await self.aclose()
 
+    def _no_study(self, name: str) -> StudyNotFoundError:
+        return StudyNotFoundError(f"no study named {name!r} in {self.url}")
 
-async def finish_then_read(
-    storage: Storage,
-    study: str,
-    tid: int,
-    *,
-    since: int,
-    worker: str,
-    state: TrialState,
-    loss: float | None = None,
-    result: Mapping[str, Any] | None = None,
-    error: str | None = None,
-    started_at: float | None = None,
-) -> tuple[Trial, list[Trial]]:
-    """`Storage.finish_trial`, then `Storage.trials_since` from ``since``, on any storage."""
-    trial = await storage.finish_trial(
-        study,
-        tid,
-        worker=worker,
-        state=state,
-        loss=loss,
-        result=result,
-        error=error,
-        started_at=started_at,
-    )
-    return trial, await storage.trials_since(study, since)
-
-
-async def finish_read_create_many(
-    storage: Storage,
-    study: str,
-    handovers: Sequence[Handover],
-    *,
-    since: int,
-    worker: str,
-    budget: int | None,
-    lease: float,
-) -> tuple[list[tuple[Trial, Trial | None] | TrialError], list[Trial]]:
-    """`StorageContext.finish_and_create_many` on any storage, one call at a time."""
-    finished: list[Trial | TrialError] = []
-    for handover in handovers:
-        try:
-            finished.append(
-                await storage.finish_trial(
-                    study,
-                    handover.tid,
-                    worker=worker,
-                    state=handover.state,
-                    loss=handover.loss,
-                    result=handover.result,
-                    error=handover.error,
-                    started_at=handover.started_at,
-                )
-            )
-        except TrialError as exc:
-            finished.append(exc)
-    changed = await storage.trials_since(study, since)
-    results: list[tuple[Trial, Trial | None] | TrialError] = []
-    for handover, trial in zip(handovers, finished):
-        if isinstance(trial, TrialError):
-            results.append(trial)
-            continue
-        created = await storage.create_trial(
-            study,
-            handover.assignment,
-            budget=budget,
-            worker=worker,
-            lease=lease,
-            seed=handover.seed,
-        )
-        results.append((trial, created))
-    return results, changed
-
-
-def finish_and_read_of(storage: Storage) -> Callable[..., Awaitable[tuple[Trial, list[Trial]]]]:
-    """``storage.finish_and_read`` when it has one, else the generic two-call form."""
-    method: Callable[..., Awaitable[tuple[Trial, list[Trial]]]] | None = getattr(
-        storage, "finish_and_read", None
-    )
-    return method or functools.partial(finish_then_read, storage)
-
-
-def new_worker_id() -> str:
-    """A worker identity ``host:pid:random``, unique across machines and restarts."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-@runtime_checkable
-class Storage(Protocol):
-    """What every backend provides. All methods are coroutines; use ``async with``.
-
-    Budgets: ``budget`` is the most trials in budgeted states (all but CANCELLED) the
-    study may hold; None means unlimited. Leases: ``lease`` is a duration in seconds
-    from now; a RUNNING trial whose lease has passed may be reaped by anyone.
-
-    Backends built on `StorageContext` also offer ``finish_and_read`` (a finish and an
-    incremental read in one round trip) and ``finish_and_create_many`` (several finishes,
-    the read and the creation of the trials that follow them, in one round trip);
-    `asyncopt.open_study` uses them when present.
-    A backend whose coroutines never yield to the event loop may set the class attribute
-    ``never_yields = True``: its writes then need (and get) no shielded cancel scope.
-    """
-
-    @property
-    def url(self) -> str:
-        """The storage URL with any password replaced by ``***``."""
-        ...
-
-    async def __aenter__(self) -> Storage: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-    async def open(self) -> None:
-        """Connect, create the schema if needed. Idempotent."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release connections. Idempotent."""
-        ...
+    # -- studies -------------------------------------------------------------------------
 
     async def create_study(
         self, name: str, *, fingerprint: str, space: Mapping[str, Any], seed: int
@@ -442,19 +470,32 @@ class Storage(Protocol):
 
         Raises `StudyMismatchError` if it exists with another fingerprint; nothing changes.
         """
-        ...
+        name = check_study_name(name)
+        if not isinstance(fingerprint, str) or not fingerprint:
+            raise TypeError(f"a fingerprint must be a non-empty string, got {fingerprint!r}")
+        description = json.loads(to_json(dict(space), "space description"))
+        record = StudyRecord(name, fingerprint, description, _check_seed(seed), time.time())
+        return check_fingerprint(await self._create_study(record), fingerprint)
 
     async def get_study(self, name: str) -> StudyRecord:
         """The study; `StudyNotFoundError` if there is none."""
-        ...
+        name = check_study_name(name)
+        record = await self._get_study(name)
+        if record is None:
+            raise self._no_study(name)
+        return record
 
     async def list_studies(self) -> list[StudyRecord]:
         """Every study, by name."""
-        ...
+        return await self._list_studies()
 
     async def delete_study(self, name: str) -> None:
         """Delete the study and its trials; `StudyNotFoundError` if there is none."""
-        ...
+        name = check_study_name(name)
+        if not await self._delete_study(name):
+            raise self._no_study(name)
+
+    # -- trials --------------------------------------------------------------------------
 
     async def create_trial(
         self,
@@ -471,22 +512,10 @@ class Storage(Protocol):
         Returns None, creating nothing, when the study already holds ``budget``
         budgeted trials.
         """
-        ...
-
-    async def enqueue_trials(
-        self,
-        study: str,
-        assignments: Sequence[Mapping[str, int | float]],
-        *,
-        budget: int | None,
-        seeds: Sequence[int | None] | None = None,
-    ) -> list[Trial]:
-        """Atomically add QUEUED trials, in order, as many as the budget allows."""
-        ...
-
-    async def claim_trial(self, study: str, *, worker: str, lease: float) -> Trial | None:
-        """Atomically move the lowest-tid QUEUED trial to RUNNING for ``worker``, or None."""
-        ...
+        batch = await self._checked_batch(
+            study, [], [NewTrial(assignment, seed)], None, worker, budget, lease
+        )
+        return batch.created[0] if batch.created else None
 
     async def finish_trial(
         self,
@@ -507,13 +536,116 @@ class Storage(Protocol):
         Raises `TrialNotFoundError`, `TrialStateError` (not RUNNING: already finished,
         or still queued) or `LeaseLostError` (held by another worker).
         """
-        ...
+        finish = Finish(tid, state, loss, result, error, started_at)
+        batch = await self._checked_batch(study, [finish], [], None, worker, None, 1.0)
+        [finished] = batch.finished
+        if isinstance(finished, TrialError):
+            raise finished
+        return finished
+
+    async def finish_and_create(
+        self,
+        study: str,
+        finishes: Sequence[Finish],
+        new: Sequence[NewTrial],
+        *,
+        since: int,
+        worker: str,
+        budget: int | None,
+        lease: float,
+    ) -> Batch:
+        """Finish trials held by ``worker``, create trials for it, and read the changes.
+
+        Each `Finish` is applied as `finish_trial` would; one that is refused gets its
+        `TrialError` in its place and changes nothing. Then the `NewTrial` entries are
+        created RUNNING for ``worker``, in order, while the study holds fewer than
+        ``budget`` budgeted trials. Then the trials changed after ``since`` are read
+        (the finished and created ones among them). Backends with ``one_round_trip`` do
+        it all in one transaction.
+        """
+        if isinstance(since, bool) or not isinstance(since, int):
+            raise TypeError(f"since must be an int seq, got {since!r}")
+        return await self._checked_batch(study, finishes, new, since, worker, budget, lease)
+
+    async def _checked_batch(
+        self,
+        study: str,
+        finishes: Sequence[Finish],
+        new: Sequence[NewTrial],
+        since: int | None,
+        worker: str,
+        budget: int | None,
+        lease: float,
+    ) -> Batch:
+        study = check_study_name(study)
+        worker = _check_worker(worker)
+        budget = _check_budget(budget)
+        lease = _check_seconds(lease, "lease")
+        checked = [_stored_finish(finish) for finish in finishes]
+        stored = [c for c in checked if not isinstance(c, TrialError)]
+        batch = await self._batch(
+            study,
+            stored,
+            [_stored_new(n) for n in new],
+            since=since,
+            worker=worker,
+            budget=budget,
+            lease=lease,
+        )
+        if len(stored) == len(checked):
+            return batch
+        results = iter(batch.finished)
+        finished = [c if isinstance(c, TrialError) else next(results) for c in checked]
+        return Batch(finished, batch.created, batch.changed)
+
+    async def enqueue_trials(
+        self,
+        study: str,
+        assignments: Sequence[Mapping[str, int | float]],
+        *,
+        budget: int | None,
+        seeds: Sequence[int | None] | None = None,
+    ) -> list[Trial]:
+        """Atomically add QUEUED trials, in order, as many as the budget allows."""
+        study = check_study_name(study)
+        budget = _check_budget(budget)
+        if seeds is not None and len(seeds) != len(assignments):
+            raise ValueError(f"{len(assignments)} assignments but {len(seeds)} seeds")
+        new = [
+            _stored_new(NewTrial(a, None if seeds is None else seeds[i]))
+            for i, a in enumerate(assignments)
+        ]
+        return await self._enqueue(study, new, budget=budget)
+
+    async def claim_trials(
+        self, study: str, *, worker: str, lease: float, limit: int
+    ) -> list[Trial]:
+        """Atomically move up to ``limit`` QUEUED trials (lowest tids first) to RUNNING
+        for ``worker``; each queued trial goes to exactly one claimant."""
+        study = check_study_name(study)
+        worker = _check_worker(worker)
+        lease = _check_seconds(lease, "lease")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"limit must be a non-negative int, got {limit!r}")
+        if limit == 0:
+            return []
+        return await self._claim(study, worker=worker, lease=lease, limit=limit)
+
+    async def claim_trial(self, study: str, *, worker: str, lease: float) -> Trial | None:
+        """Atomically move the lowest-tid QUEUED trial to RUNNING for ``worker``, or None."""
+        claimed = await self.claim_trials(study, worker=worker, lease=lease, limit=1)
+        return claimed[0] if claimed else None
 
     async def renew_leases(
         self, study: str, tids: Sequence[int], *, worker: str, lease: float
     ) -> list[int]:
-        """Extend the leases of ``worker``'s RUNNING trials; returns the tids it no longer holds."""
-        ...
+        """Extend the leases of ``worker``'s RUNNING trials; returns the tids whose lease it
+        lost to someone else (reaped, held by another worker, queued, or gone), by
+        `lease_lost`: not those it finished itself meanwhile."""
+        study = check_study_name(study)
+        worker = _check_worker(worker)
+        lease = _check_seconds(lease, "lease")
+        return await self._renew(study, [_check_tid(t) for t in tids], worker=worker, lease=lease)
 
     async def reap_expired(self, study: str) -> list[Trial]:
         """Mark CANCELLED every RUNNING trial whose lease has passed.
@@ -522,16 +654,90 @@ class Storage(Protocol):
         trial with ``retry_of`` set to the reaped tid (that does not change the budget
         count). Returns the reaped trials. Safe to call concurrently: a trial is reaped once.
         """
-        ...
+        return await self._reap(check_study_name(study))
 
     async def get_trial(self, study: str, tid: int) -> Trial:
         """One trial; `TrialNotFoundError` if there is none."""
-        ...
+        study = check_study_name(study)
+        tid = _check_tid(tid)
+        trial = await self._get_trial(study, tid)
+        if trial is None:
+            raise TrialNotFoundError(f"study {study!r} has no trial {tid}")
+        return trial
 
     async def trials_since(self, study: str, seq: int = 0) -> list[Trial]:
         """Trials changed after sequence number ``seq`` (all with 0), ordered by ``seq``."""
-        ...
+        study = check_study_name(study)
+        if isinstance(seq, bool) or not isinstance(seq, int):
+            raise TypeError(f"seq must be an int, got {seq!r}")
+        return await self._trials_since(study, seq)
 
     async def count_trials(self, study: str, *, budgeted: bool = True) -> int:
         """Number of budgeted trials (or of all trials with ``budgeted=False``)."""
-        ...
+        return await self._count(check_study_name(study), budgeted=bool(budgeted))
+
+    # -- the primitives each backend implements (arguments already checked) ----------------
+
+    @abc.abstractmethod
+    async def _create_study(self, record: StudyRecord) -> StudyRecord:
+        """Insert ``record`` unless a study of its name exists; return the stored one."""
+
+    @abc.abstractmethod
+    async def _get_study(self, name: str) -> StudyRecord | None:
+        """The study, or None."""
+
+    @abc.abstractmethod
+    async def _list_studies(self) -> list[StudyRecord]:
+        """Every study, by name."""
+
+    @abc.abstractmethod
+    async def _delete_study(self, name: str) -> bool:
+        """Delete the study and its trials; False if there was none."""
+
+    @abc.abstractmethod
+    async def _batch(
+        self,
+        study: str,
+        finishes: Sequence[StoredFinish],
+        new: Sequence[NewTrial],
+        *,
+        since: int | None,
+        worker: str,
+        budget: int | None,
+        lease: float,
+    ) -> Batch:
+        """`finish_and_create` with checked values (``since`` None: read nothing).
+
+        Refusals come from `refusal`, finished fields from `StoredFinish.changes`, new
+        trials from `new_trial`. Raises `StudyNotFoundError` for an unknown study.
+        """
+
+    @abc.abstractmethod
+    async def _enqueue(
+        self, study: str, new: Sequence[NewTrial], *, budget: int | None
+    ) -> list[Trial]:
+        """`enqueue_trials` with checked values."""
+
+    @abc.abstractmethod
+    async def _claim(self, study: str, *, worker: str, lease: float, limit: int) -> list[Trial]:
+        """`claim_trials` with checked values (``limit`` >= 1)."""
+
+    @abc.abstractmethod
+    async def _renew(self, study: str, tids: list[int], *, worker: str, lease: float) -> list[int]:
+        """`renew_leases` with checked values."""
+
+    @abc.abstractmethod
+    async def _reap(self, study: str) -> list[Trial]:
+        """`reap_expired`: fields from `reap_changes`, retries decided by `requeues`."""
+
+    @abc.abstractmethod
+    async def _get_trial(self, study: str, tid: int) -> Trial | None:
+        """The trial, or None (`StudyNotFoundError` for an unknown study)."""
+
+    @abc.abstractmethod
+    async def _trials_since(self, study: str, seq: int) -> list[Trial]:
+        """`trials_since` with checked values."""
+
+    @abc.abstractmethod
+    async def _count(self, study: str, *, budgeted: bool) -> int:
+        """`count_trials` with checked values."""

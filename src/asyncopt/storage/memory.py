@@ -2,30 +2,33 @@
 
 Every operation runs without awaiting at all, so it is atomic under any interleaving of
 tasks (and costs no trip through the event loop). Each open of ``memory://`` is a new,
-empty storage; pass the instance itself to share it between calls.
+empty storage; pass the instance itself to share it between calls. Values pass through
+the same normalization as every backend's (`asyncopt.trial`), so what is read back is
+what SQLite and MongoDB would give.
 """
 
 from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from asyncopt.errors import (
-    LeaseLostError,
-    StudyMismatchError,
-    StudyNotFoundError,
-    TrialNotFoundError,
-    TrialStateError,
-)
+from asyncopt.errors import TrialError
 from asyncopt.storage.base import (
-    StorageContext,
+    Batch,
+    NewTrial,
+    Storage,
+    StoredFinish,
     StudyRecord,
     Trial,
     TrialState,
-    checked_start,
-    finishing_state,
+    lease_lost,
+    new_trial,
+    reap_changes,
+    refusal,
+    requeues,
+    room,
 )
 from asyncopt.storage.urls import StorageURL
 
@@ -41,12 +44,11 @@ class _Study:
         self.changes: list[tuple[int, int]] = []
 
 
-class MemoryStorage(StorageContext):
+class MemoryStorage(Storage):
     """A `Storage` in this process's memory; lost when the process ends."""
 
-    #: Its coroutines never yield to the event loop, so no cancellation can interrupt
-    #: them: callers need no shielded scope around its writes.
     never_yields = True
+    one_round_trip = True
 
     def __init__(self) -> None:
         self._studies: dict[str, _Study] = {}
@@ -77,33 +79,21 @@ class MemoryStorage(StorageContext):
         try:
             return self._studies[name]
         except KeyError:
-            raise StudyNotFoundError(f"no study named {name!r} in memory://") from None
+            raise self._no_study(name) from None
 
-    async def create_study(
-        self, name: str, *, fingerprint: str, space: Mapping[str, Any], seed: int
-    ) -> StudyRecord:
-        existing = self._studies.get(name)
-        if existing is not None:
-            if existing.record.fingerprint != fingerprint:
-                raise StudyMismatchError(
-                    f"study {name!r} exists with a different space "
-                    f"(fingerprint {existing.record.fingerprint[:12]}, "
-                    f"this space {fingerprint[:12]})"
-                )
-            return existing.record
-        record = StudyRecord(name, fingerprint, dict(space), int(seed), time.time())
-        self._studies[name] = _Study(record)
-        return record
+    async def _create_study(self, record: StudyRecord) -> StudyRecord:
+        existing = self._studies.setdefault(record.name, _Study(record))
+        return existing.record
 
-    async def get_study(self, name: str) -> StudyRecord:
-        return self._study(name).record
+    async def _get_study(self, name: str) -> StudyRecord | None:
+        study = self._studies.get(name)
+        return None if study is None else study.record
 
-    async def list_studies(self) -> list[StudyRecord]:
+    async def _list_studies(self) -> list[StudyRecord]:
         return [self._studies[name].record for name in sorted(self._studies)]
 
-    async def delete_study(self, name: str) -> None:
-        self._study(name)
-        del self._studies[name]
+    async def _delete_study(self, name: str) -> bool:
+        return self._studies.pop(name, None) is not None
 
     # -- trials ----------------------------------------------------------------------------
 
@@ -121,190 +111,124 @@ class MemoryStorage(StorageContext):
             study.trials.append(trial)
         else:
             study.trials[trial.tid] = trial
+        if trial.state is TrialState.CANCELLED:
+            study.budgeted -= 1
         return trial
 
-    def _new_trial(
-        self,
-        study: _Study,
-        assignment: Mapping[str, int | float],
-        state: TrialState,
-        *,
-        now: float,
-        worker: str | None = None,
-        lease: float | None = None,
-        seed: int | None = None,
-        retry_of: int | None = None,
+    def _add(
+        self, study: _Study, state: TrialState, new: NewTrial, now: float, **more: Any
     ) -> Trial:
-        running = state is TrialState.RUNNING
-        trial = Trial(
-            study=study.record.name,
-            tid=len(study.trials),
-            state=state,
-            assignment=dict(assignment),
-            created_at=now,
-            started_at=now if running else None,
-            lease_expires_at=now + lease if running and lease is not None else None,
-            worker=worker if running else None,
-            seed=seed,
-            retry_of=retry_of,
+        trial = new_trial(
+            study.record.name,
+            len(study.trials),
+            state,
+            new.assignment,
+            now=now,
             seq=self._next_seq(),
+            seed=new.seed,
+            **more,
         )
         study.budgeted += 1
         return self._put(study, trial)
 
-    async def create_trial(
+    async def _batch(
         self,
         study: str,
-        assignment: Mapping[str, int | float],
+        finishes: Sequence[StoredFinish],
+        new: Sequence[NewTrial],
         *,
-        budget: int | None,
+        since: int | None,
         worker: str,
-        lease: float,
-        seed: int | None = None,
-    ) -> Trial | None:
-        record = self._study(study)
-        if budget is not None and record.budgeted >= budget:
-            return None
-        return self._new_trial(
-            record,
-            assignment,
-            TrialState.RUNNING,
-            now=time.time(),
-            worker=worker,
-            lease=lease,
-            seed=seed,
-        )
-
-    async def enqueue_trials(
-        self,
-        study: str,
-        assignments: Sequence[Mapping[str, int | float]],
-        *,
         budget: int | None,
-        seeds: Sequence[int | None] | None = None,
+        lease: float,
+    ) -> Batch:
+        record = self._study(study)
+        now = time.time()
+        finished: list[Trial | TrialError] = []
+        for finish in finishes:
+            trial = self._trial(record, finish.tid)
+            refused = refusal(
+                study,
+                finish.tid,
+                worker,
+                None if trial is None else trial.state,
+                None if trial is None else trial.worker,
+            )
+            if refused is not None:
+                finished.append(refused)
+                continue
+            assert trial is not None
+            finished.append(self._store(record, trial, **finish.changes(now)))
+        left = room(budget, record.budgeted)
+        count = len(new) if left is None else min(left, len(new))
+        created = [
+            self._add(record, TrialState.RUNNING, n, now, worker=worker, lease=lease)
+            for n in new[:count]
+        ]
+        changed = [] if since is None else self._since(record, since)
+        return Batch(finished, created, changed)
+
+    async def _enqueue(
+        self, study: str, new: Sequence[NewTrial], *, budget: int | None
     ) -> list[Trial]:
         record = self._study(study)
+        left = room(budget, record.budgeted)
+        count = len(new) if left is None else min(left, len(new))
         now = time.time()
-        created = []
-        for i, assignment in enumerate(assignments):
-            if budget is not None and record.budgeted >= budget:
-                break
-            seed = seeds[i] if seeds is not None else None
-            created.append(
-                self._new_trial(record, assignment, TrialState.QUEUED, now=now, seed=seed)
-            )
-        return created
+        return [self._add(record, TrialState.QUEUED, n, now) for n in new[:count]]
 
-    async def claim_trial(self, study: str, *, worker: str, lease: float) -> Trial | None:
+    async def _claim(self, study: str, *, worker: str, lease: float, limit: int) -> list[Trial]:
         record = self._study(study)
+        claimed: list[Trial] = []
         for trial in record.trials:
+            if len(claimed) == limit:
+                break
             if trial.state is TrialState.QUEUED:
                 now = time.time()
-                return self._store(
-                    record,
-                    trial,
-                    state=TrialState.RUNNING,
-                    started_at=now,
-                    lease_expires_at=now + lease,
-                    worker=worker,
+                claimed.append(
+                    self._store(
+                        record,
+                        trial,
+                        state=TrialState.RUNNING,
+                        started_at=now,
+                        lease_expires_at=now + lease,
+                        worker=worker,
+                    )
                 )
-        return None
+        return claimed
 
-    def _trial(self, record: _Study, tid: int) -> Trial:
-        if not 0 <= tid < len(record.trials):
-            raise TrialNotFoundError(f"study {record.record.name!r} has no trial {tid}")
-        return record.trials[tid]
+    def _trial(self, record: _Study, tid: int) -> Trial | None:
+        return record.trials[tid] if 0 <= tid < len(record.trials) else None
 
-    async def finish_trial(
-        self,
-        study: str,
-        tid: int,
-        *,
-        worker: str,
-        state: TrialState,
-        loss: float | None = None,
-        result: Mapping[str, Any] | None = None,
-        error: str | None = None,
-        started_at: float | None = None,
-    ) -> Trial:
-        state = finishing_state(state)
-        started_at = checked_start(started_at)
+    async def _renew(self, study: str, tids: list[int], *, worker: str, lease: float) -> list[int]:
         record = self._study(study)
-        trial = self._trial(record, tid)
-        if trial.state is not TrialState.RUNNING:
-            raise TrialStateError(
-                f"trial {tid} of study {study!r} is {trial.state.name}, not RUNNING; "
-                "it cannot be finished"
-            )
-        if trial.worker != worker:
-            raise LeaseLostError(
-                f"trial {tid} of study {study!r} is held by another worker ({trial.worker})"
-            )
-        if state is TrialState.CANCELLED:
-            record.budgeted -= 1
-        return self._store(
-            record,
-            trial,
-            state=state,
-            loss=loss,
-            result=None if result is None else dict(result),
-            error=error,
-            started_at=trial.started_at if started_at is None else started_at,
-            finished_at=time.time(),
-            lease_expires_at=None,
-        )
-
-    async def renew_leases(
-        self, study: str, tids: Sequence[int], *, worker: str, lease: float
-    ) -> list[int]:
-        record = self._study(study)
-        now = time.time()
+        expires = time.time() + lease
         lost = []
         for tid in tids:
-            if not 0 <= tid < len(record.trials):
+            trial = self._trial(record, tid)
+            if trial is not None and trial.state is TrialState.RUNNING and trial.worker == worker:
+                self._store(record, trial, lease_expires_at=expires)
+            elif trial is None or lease_lost(trial.state, trial.worker, worker):
                 lost.append(tid)
-                continue
-            trial = record.trials[tid]
-            if trial.state is not TrialState.RUNNING or trial.worker != worker:
-                lost.append(tid)
-                continue
-            self._store(record, trial, lease_expires_at=now + lease)
         return lost
 
-    async def reap_expired(self, study: str) -> list[Trial]:
+    async def _reap(self, study: str) -> list[Trial]:
         record = self._study(study)
         now = time.time()
         reaped = []
         for trial in list(record.trials):
             expires = trial.lease_expires_at
             if trial.state is TrialState.RUNNING and expires is not None and expires < now:
-                record.budgeted -= 1
-                reaped.append(
-                    self._store(
-                        record,
-                        trial,
-                        state=TrialState.CANCELLED,
-                        finished_at=now,
-                        lease_expires_at=None,
-                        error=f"lease expired: worker {trial.worker} stopped renewing it",
-                    )
-                )
-                if trial.retry_of is None:
-                    self._new_trial(
-                        record,
-                        trial.assignment,
-                        TrialState.QUEUED,
-                        now=now,
-                        seed=trial.seed,
-                        retry_of=trial.tid,
-                    )
+                reaped.append(self._store(record, trial, **reap_changes(trial.worker, now)))
+                if requeues(trial):
+                    retry = NewTrial(trial.assignment, trial.seed)
+                    self._add(record, TrialState.QUEUED, retry, now, retry_of=trial.tid)
         return reaped
 
-    async def get_trial(self, study: str, tid: int) -> Trial:
+    async def _get_trial(self, study: str, tid: int) -> Trial | None:
         return self._trial(self._study(study), tid)
 
-    async def trials_since(self, study: str, seq: int = 0) -> list[Trial]:
-        record = self._study(study)
+    def _since(self, record: _Study, seq: int) -> list[Trial]:
         start = bisect.bisect_right(record.changes, (seq, len(record.trials)))
         changed = []
         for change, tid in record.changes[start:]:
@@ -313,6 +237,9 @@ class MemoryStorage(StorageContext):
                 changed.append(trial)
         return changed
 
-    async def count_trials(self, study: str, *, budgeted: bool = True) -> int:
+    async def _trials_since(self, study: str, seq: int) -> list[Trial]:
+        return self._since(self._study(study), seq)
+
+    async def _count(self, study: str, *, budgeted: bool) -> int:
         record = self._study(study)
         return record.budgeted if budgeted else len(record.trials)

@@ -66,14 +66,12 @@ machines' clocks synchronised (NTP) so that leases expire when they should.
 from __future__ import annotations
 
 import contextlib
-import json
 import random
+import re
 import secrets
 import time
 from collections.abc import Generator, Mapping, Sequence
-from numbers import Integral
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.from_thread
@@ -82,24 +80,36 @@ import attrs
 
 from asyncopt.errors import (
     AsyncoptError,
-    LeaseLostError,
     StorageError,
     StorageUnavailableError,
     StorageURLError,
-    StudyMismatchError,
-    StudyNotFoundError,
-    TrialNotFoundError,
-    TrialStateError,
+    TrialError,
 )
 from asyncopt.storage.base import (
-    StorageContext,
+    Batch,
+    ErrorRule,
+    NewTrial,
+    RetryPolicy,
+    Storage,
+    StoredFinish,
     StudyRecord,
     Trial,
     TrialState,
-    checked_start,
-    finishing_state,
+    current_event_loop,
+    lease_lost,
+    reap_changes,
+    refusal,
+    requeues,
+    translate,
 )
 from asyncopt.storage.urls import StorageURL
+from asyncopt.trial import (
+    decode_big_int,
+    encode_big_int,
+    study_from_document,
+    to_json,
+    trial_from_document,
+)
 
 try:
     import pymongo
@@ -165,67 +175,20 @@ def _token() -> str:
     return secrets.token_hex(8)
 
 
-def _encode_int(value: int | None) -> int | str | None:
-    # BSON integers are 64-bit; larger seeds are kept exactly as decimal strings.
-    if value is None:
-        return None
-    value = int(value)
-    return value if -_INT64 <= value < _INT64 else str(value)
-
-
-def _decode_int(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
-def _encode_number(value: Any) -> int | float:
-    if isinstance(value, Integral) and not isinstance(value, bool):
-        return int(value)
-    return float(value)
-
-
 def _encode_assignment(assignment: Mapping[str, int | float]) -> list[list[Any]]:
     # Pairs rather than a sub-document: labels may contain "." or start with "$".
-    return [[str(label), _encode_number(value)] for label, value in assignment.items()]
-
-
-def _encode_result(result: Mapping[str, Any] | None) -> str | None:
-    if result is None:
-        return None
-    try:
-        return json.dumps(dict(result))
-    except (TypeError, ValueError) as exc:
-        raise StorageError(f"a trial result must be JSON-serializable: {exc}") from None
+    return [[label, value] for label, value in assignment.items()]
 
 
 def _trial(doc: Mapping[str, Any], *, seq: int | None = None) -> Trial:
-    result = doc.get("result")
-    return Trial(
-        study=doc["study"],
-        tid=int(doc["tid"]),
-        state=TrialState(doc["state"]),
-        assignment=dict(doc["assignment"]),
-        loss=doc.get("loss"),
-        result=None if result is None else json.loads(result),
-        error=doc.get("error"),
-        created_at=doc.get("created_at"),
-        started_at=doc.get("started_at"),
-        finished_at=doc.get("finished_at"),
-        lease_expires_at=doc.get("lease_expires_at"),
-        worker=doc.get("worker"),
-        seed=_decode_int(doc.get("seed")),
-        retry_of=_decode_int(doc.get("retry_of")),
-        seq=int(doc.get("seq") or 0) if seq is None else seq,
-    )
+    """The trial of a stored document (``seq`` overrides the stored one)."""
+    if seq is None:
+        seq = doc.get("seq") or 0
+    return trial_from_document(str(doc.get("study")), {**doc, "seq": seq})
 
 
 def _study(doc: Mapping[str, Any]) -> StudyRecord:
-    return StudyRecord(
-        name=doc["_id"],
-        fingerprint=doc["fingerprint"],
-        space=json.loads(doc["space"]),
-        seed=int(doc["seed"]),  # an int, or a decimal string beyond 64 bits
-        created_at=float(doc["created_at"]),
-    )
+    return study_from_document({**doc, "name": doc.get("_id")})
 
 
 def _set_if(condition: Mapping[str, Any], fields: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -255,18 +218,9 @@ def _is_retry_duplicate(exc: DuplicateKeyError) -> bool:
     return "retry_of" in pattern or "study_retry_of" in str(details.get("errmsg", exc))
 
 
-def _current_library() -> str:
-    try:
-        import sniffio
-    except ImportError:  # pragma: no cover - trio depends on sniffio; without it, asyncio
-        return "asyncio"
-    return sniffio.current_async_library()
-
-
-def _attempt(call: _Call, retry_timeout: float | None) -> _Step[Any]:
-    """One call, retried with back-off while the connection is down (``retry_timeout``)."""
-    delay = 0.05
-    deadline = time.monotonic() + (retry_timeout or 0.0)
+def _attempt(call: _Call, retry: RetryPolicy | None) -> _Step[Any]:
+    """One call, tried again after waits while the connection is down (``retry``)."""
+    waits = None
     dropped = False
     while True:
         try:
@@ -277,15 +231,19 @@ def _attempt(call: _Call, retry_timeout: float | None) -> _Step[Any]:
             return (yield call)
         except AutoReconnect:
             # Includes server selection and network timeouts: a server that was reachable
-            # may come back (a replica set elects a new primary in seconds).
-            if retry_timeout is None or time.monotonic() + delay > deadline:
+            # may come back (a replica set elects a new primary in seconds, a restarted
+            # server in a few more).
+            if retry is None:
+                raise
+            waits = waits or retry.waits()
+            wait = next(waits, None)
+            if wait is None:
                 raise
             dropped = True
-            yield _Sleep(delay)
-            delay = min(delay * 2, 2.0)
+            yield _Sleep(wait)
 
 
-def _with_retries(step: _Step[T], retry_timeout: float | None) -> _Step[T]:
+def _with_retries(step: _Step[T], retry: RetryPolicy | None) -> _Step[T]:
     """The operation ``step`` with each of its calls made through `_attempt`.
 
     Duplicate-key errors go back to the operation, which decides what they mean.
@@ -304,7 +262,7 @@ def _with_retries(step: _Step[T], retry_timeout: float | None) -> _Step[T]:
                 yield request
                 continue
             try:
-                value = yield from _attempt(request, retry_timeout)
+                value = yield from _attempt(request, retry)
             except (DuplicateKeyError, BulkWriteError) as exc:
                 error = exc
     finally:
@@ -392,22 +350,91 @@ def _sleep_unless_cancelled(seconds: float) -> None:
 
 def _check_options(url: StorageURL) -> None:
     """Refuse unknown or invalid URL options up front (PyMongo would only warn)."""
-    query = urlsplit(url.raw).query
-    for option in filter(None, query.replace(";", "&").split("&")):
+    for option in filter(None, re.split("[&;]", url.raw_query)):
         try:
             split_options(option, validate=True, warn=False)
         except (ConfigurationError, ValueError, TypeError) as exc:
             name = option.partition("=")[0]
             raise StorageURLError(
-                f"invalid option {name!r} in MongoDB URL {url.redacted}: {exc}"
+                f"invalid option {name!r} in MongoDB URL {url.redacted}: {url.scrub(str(exc))}"
             ) from None
 
 
-def _default_client_options() -> dict[str, Any]:
-    return {"appname": "asyncopt"}
+#: How long opening waits for a server unless the URL says (``serverSelectionTimeoutMS``).
+SERVER_SELECTION_TIMEOUT = 5.0
 
 
-class MongoStorage(StorageContext):
+def _client_options(url: StorageURL) -> dict[str, Any]:
+    """What asyncopt asks of the client unless the URL's options say otherwise."""
+    given = {name.lower() for name in url.query}
+    options: dict[str, Any] = {"appname": "asyncopt"}
+    if "serverselectiontimeoutms" not in given:
+        options["serverSelectionTimeoutMS"] = int(SERVER_SELECTION_TIMEOUT * 1000)
+    # Journaled writes: an acknowledged trial survives a crash of the server.
+    if not given & {"journal", "w", "j"}:
+        options["journal"] = True
+    return options
+
+
+def _selection_seconds(url: StorageURL | None) -> float:
+    if url is None:
+        return SERVER_SELECTION_TIMEOUT
+    for name, value in url.query.items():
+        if name.lower() == "serverselectiontimeoutms":
+            return float(value) / 1000
+    return SERVER_SELECTION_TIMEOUT
+
+
+def _has_code(*codes: int) -> Any:
+    return lambda exc: isinstance(exc, OperationFailure) and exc.code in codes
+
+
+#: PyMongo errors → asyncopt errors; ``{where}`` is the redacted URL.
+ERRORS = (
+    ErrorRule(
+        lambda exc: isinstance(exc, ServerSelectionTimeoutError),
+        StorageUnavailableError,
+        "cannot reach MongoDB at {where} (no server answered within the server selection "
+        "timeout; set serverSelectionTimeoutMS in the URL to wait longer)",
+    ),
+    ErrorRule(
+        lambda exc: isinstance(exc, AutoReconnect),
+        StorageUnavailableError,
+        "lost the connection to MongoDB at {where} and could not reconnect: {detail}",
+    ),
+    ErrorRule(
+        # PyMongo's URI parser raises plain ValueError (an unescaped password, say).
+        lambda exc: isinstance(exc, (ConfigurationError, ValueError, TypeError)),
+        StorageURLError,
+        "bad MongoDB configuration for {where}: {detail}",
+    ),
+    ErrorRule(
+        lambda exc: isinstance(exc, DuplicateKeyError),
+        StorageError,
+        "duplicate key in MongoDB at {where}: {detail}",
+    ),
+    ErrorRule(
+        _has_code(_AUTH_FAILED),
+        StorageUnavailableError,
+        "MongoDB at {where} refused the credentials (authentication failed)",
+    ),
+    ErrorRule(
+        _has_code(_UNAUTHORIZED), StorageError, "not authorized on MongoDB at {where}: {detail}"
+    ),
+    ErrorRule(
+        _has_code(*_TIMEOUT_CODES),
+        StorageUnavailableError,
+        "MongoDB at {where} timed out: {detail}",
+    ),
+    ErrorRule(
+        lambda exc: isinstance(exc, BSONError),
+        StorageError,
+        "cannot encode a document for MongoDB at {where}: {detail}",
+    ),
+)
+
+
+class MongoStorage(Storage):
     """A `Storage` in a MongoDB database, shared by any number of processes and machines.
 
     Build it from a URL (``mongodb://[user:password@]host[:port][,host...]/database?options``
@@ -415,7 +442,9 @@ class MongoStorage(StorageContext):
     ``MongoStorage(client=pymongo.MongoClient(...), database="tuning")``. A synchronous
     ``MongoClient`` works under asyncio and trio; an ``AsyncMongoClient`` only under
     asyncio. A client you pass is yours to close. URL options go to PyMongo unchanged
-    (``serverSelectionTimeoutMS``, ``authSource``, ``replicaSet``, ``tls``...).
+    (``serverSelectionTimeoutMS``, ``authSource``, ``replicaSet``, ``tls``...); unless they
+    say otherwise, writes are journaled (``journal=true``) and opening gives up after
+    `SERVER_SELECTION_TIMEOUT` seconds without a server.
 
     ``retry_timeout`` bounds, in seconds, how long an operation keeps retrying after the
     connection drops before raising `StorageUnavailableError`.
@@ -451,7 +480,7 @@ class MongoStorage(StorageContext):
         self._given_client = client
         self._client: Any = None
         self._driver: _AsyncDriver | _ThreadDriver | None = None
-        self._retry_timeout = float(retry_timeout)
+        self._retry = RetryPolicy(0.05, 2.0, float(retry_timeout), jitter=False)
         self._known_studies: set[str] = set()
         self._highest_tid: dict[str, int] = {}
         self._released: dict[str, int] = {}
@@ -468,7 +497,7 @@ class MongoStorage(StorageContext):
 
     @property
     def url(self) -> str:
-        """The URL with the password replaced by ``***`` (for a client: its seed hosts)."""
+        """The URL with secrets replaced by ``***`` (for a client: its seed hosts)."""
         if self._url is not None:
             return self._url.redacted
         hosts = ",".join(
@@ -482,58 +511,31 @@ class MongoStorage(StorageContext):
 
     # -- connection --------------------------------------------------------------------------
 
-    def _scrub(self, text: str) -> str:
-        password = self._url.password if self._url is not None else None
-        if password:
-            text = text.replace(password, "***")
-        return text
-
-    def _translate(self, exc: Exception) -> StorageError:
-        where = self.url
-        detail = self._scrub(str(exc))
-        if isinstance(exc, ServerSelectionTimeoutError):
-            return StorageUnavailableError(f"cannot reach MongoDB at {where}: {detail}")
-        if isinstance(exc, AutoReconnect):
-            return StorageUnavailableError(
-                f"lost the connection to MongoDB at {where} and could not reconnect "
-                f"within {self._retry_timeout:g} s: {detail}"
-            )
-        if isinstance(exc, ConfigurationError):
-            return StorageURLError(f"bad MongoDB configuration for {where}: {detail}")
-        if isinstance(exc, DuplicateKeyError):
-            return StorageError(f"duplicate key in MongoDB at {where}: {detail}")
-        if isinstance(exc, OperationFailure):
-            if exc.code == _AUTH_FAILED:
-                return StorageUnavailableError(
-                    f"MongoDB at {where} refused the credentials (authentication failed)"
-                )
-            if exc.code == _UNAUTHORIZED:
-                return StorageError(f"not authorized on MongoDB at {where}: {detail}")
-            if exc.code in _TIMEOUT_CODES:
-                return StorageUnavailableError(f"MongoDB at {where} timed out: {detail}")
-        if isinstance(exc, BSONError):
-            return StorageError(f"cannot encode a document for MongoDB at {where}: {detail}")
-        return StorageError(f"MongoDB at {where} failed: {type(exc).__name__}: {detail}")
+    def _translate(self, exc: BaseException) -> StorageError:
+        detail = str(exc)
+        if self._url is not None:
+            detail = self._url.scrub(detail)
+        return translate(exc, ERRORS, self.url, detail)
 
     def _make_client(self, asynchronous: bool) -> Any:
         assert self._url is not None
-        options = _default_client_options()
+        options = _client_options(self._url)
         try:
             if asynchronous:
                 return pymongo.AsyncMongoClient(self._url.raw, **options)
             return pymongo.MongoClient(self._url.raw, **options)
-        except PyMongoError as exc:
+        except (PyMongoError, ValueError, TypeError) as exc:
             raise self._translate(exc) from None
 
     async def open(self) -> None:
         """Connect, check the server answers, and create the indexes. Idempotent.
 
         Raises `StorageUnavailableError` when the server cannot be reached within the
-        URL's ``serverSelectionTimeoutMS`` or refuses the credentials.
+        server selection timeout or refuses the credentials.
         """
         if self._driver is not None:
             return
-        library = _current_library()
+        library = current_event_loop()
         client = self._given_client
         if client is not None:
             if isinstance(client, pymongo.AsyncMongoClient):
@@ -617,7 +619,7 @@ class MongoStorage(StorageContext):
             step.close()
             raise StorageError(f"{self!r} is not open; use `async with` or `await open()`")
         try:
-            return await driver.run(_with_retries(step, self._retry_timeout if retry else None))
+            return await driver.run(_with_retries(step, self._retry if retry else None))
         except AsyncoptError:
             raise
         except (PyMongoError, BSONError) as exc:
@@ -630,66 +632,48 @@ class MongoStorage(StorageContext):
             return
         doc = yield _Call("studies", "find_one", ({"_id": name}, {"_id": 1}))
         if doc is None:
-            raise StudyNotFoundError(f"no study named {name!r} in {self.url}")
+            raise self._no_study(name)
         self._known_studies.add(name)
 
-    async def create_study(
-        self, name: str, *, fingerprint: str, space: Mapping[str, Any], seed: int
-    ) -> StudyRecord:
-        """Create the study, or load it if it exists; `StudyMismatchError` on another space."""
-        return await self._run(self._create_study(name, fingerprint, space, seed))
+    async def _create_study(self, record: StudyRecord) -> StudyRecord:
+        return await self._run(self._insert_study(record))
 
-    def _create_study(
-        self, name: str, fingerprint: str, space: Mapping[str, Any], seed: int
-    ) -> _Step[StudyRecord]:
+    def _insert_study(self, record: StudyRecord) -> _Step[StudyRecord]:
         doc = {
-            "_id": name,
-            "fingerprint": fingerprint,
-            "space": json.dumps(dict(space)),
-            "seed": _encode_int(seed),
-            "created_at": time.time(),
+            "_id": record.name,
+            "fingerprint": record.fingerprint,
+            "space": to_json(record.space, "space description"),
+            "seed": encode_big_int(record.seed),
+            "created_at": record.created_at,
         }
         try:
             yield _Call("studies", "insert_one", (doc,))
         except DuplicateKeyError:
-            existing = yield _Call("studies", "find_one", ({"_id": name},))
+            existing = yield _Call("studies", "find_one", ({"_id": record.name},))
             if existing is None:  # deleted in between: try again from scratch
-                return (yield from self._create_study(name, fingerprint, space, seed))
+                return (yield from self._insert_study(record))
             record = _study(existing)
-            if record.fingerprint != fingerprint:
-                raise StudyMismatchError(
-                    f"study {name!r} exists with a different space "
-                    f"(fingerprint {record.fingerprint[:12]}, this space {fingerprint[:12]})"
-                ) from None
-            self._known_studies.add(name)
-            return record
-        self._known_studies.add(name)
-        return _study(doc)
+        self._known_studies.add(record.name)
+        return record
 
-    async def get_study(self, name: str) -> StudyRecord:
-        """The study; `StudyNotFoundError` if there is none."""
-        return await self._run(self._get_study(name))
+    async def _get_study(self, name: str) -> StudyRecord | None:
+        return await self._run(self._find_study(name))
 
-    def _get_study(self, name: str) -> _Step[StudyRecord]:
+    def _find_study(self, name: str) -> _Step[StudyRecord | None]:
         doc = yield _Call("studies", "find_one", ({"_id": name},))
         if doc is None:
-            raise StudyNotFoundError(f"no study named {name!r} in {self.url}")
+            return None
         self._known_studies.add(name)
         return _study(doc)
 
-    async def list_studies(self) -> list[StudyRecord]:
-        """Every study, by name."""
-        return await self._run(self._list_studies())
-
-    def _list_studies(self) -> _Step[list[StudyRecord]]:
-        docs = yield _Call("studies", "find", ({},), {"sort": [("_id", 1)]})
+    async def _list_studies(self) -> list[StudyRecord]:
+        docs = await self._run(_one(_Call("studies", "find", ({},), {"sort": [("_id", 1)]})))
         return [_study(doc) for doc in docs]
 
-    async def delete_study(self, name: str) -> None:
-        """Delete the study and its trials; `StudyNotFoundError` if there is none."""
-        await self._run(self._delete_study(name))
+    async def _delete_study(self, name: str) -> bool:
+        return await self._run(self._remove_study(name))
 
-    def _delete_study(self, name: str) -> _Step[None]:
+    def _remove_study(self, name: str) -> _Step[bool]:
         yield _Call("trials", "delete_many", ({"study": name},))
         deleted = yield _Call("studies", "delete_one", ({"_id": name},))
         self._known_studies.discard(name)
@@ -697,8 +681,7 @@ class MongoStorage(StorageContext):
         self._released.pop(name, None)
         # A creator that read the study before it went may still have added a trial.
         yield _Call("trials", "delete_many", ({"study": name},))
-        if deleted.deleted_count == 0:
-            raise StudyNotFoundError(f"no study named {name!r} in {self.url}")
+        return bool(deleted.deleted_count)
 
     # -- sequence numbers --------------------------------------------------------------------
 
@@ -737,6 +720,32 @@ class MongoStorage(StorageContext):
 
     # -- creating trials ---------------------------------------------------------------------
 
+    def _budgeted_below(self, study: str, tid: int, budget: int) -> _Step[int | None]:
+        """The tid at which a trial may be created within ``budget`` (``tid`` normally), or
+        None when the budget is spent.
+
+        Trials 0..tid-1 exist unless a server crash lost one (a gap), so the study
+        normally holds ``tid`` minus the trials that gave up their slot (CANCELLED: few,
+        counted through the index); that count only grows, so an earlier count errs on
+        the safe side and is read again only when it would refuse the trial. Before
+        refusing, the trials that really exist are counted: if a write was lost, the
+        lowest missing tid is reused, so the study still reaches its budget exactly.
+        """
+        released = self._released.get(study)
+        if released is None or tid - released >= budget:
+            released = yield from self._count_released(study)
+            self._released[study] = released
+        if tid - released < budget:
+            return tid
+        existing = yield _Call("trials", "count_documents", ({"study": study},))
+        if existing >= tid or existing - released >= budget:
+            return None
+        docs = yield _Call(
+            "trials", "find", ({"study": study}, {"tid": 1, "_id": 0}), {"sort": [("tid", 1)]}
+        )
+        present = {int(doc["tid"]) for doc in docs}
+        return next(t for t in range(tid + 1) if t not in present)
+
     def _insert_trial(
         self,
         study: str,
@@ -756,9 +765,10 @@ class MongoStorage(StorageContext):
         """
         collisions = 0
         encoded = _encode_assignment(assignment)
-        # ``known`` is a tid known to be committed (so are all lower ones: tids are dense
-        # and inserted in order). Starting from the highest one this storage has seen
-        # saves reading the highest tid while it is current; a collision reads it again.
+        # ``known`` is a tid known to be committed (so are all lower ones but lost
+        # writes: tids are inserted in order). Starting from the highest one this storage
+        # has seen saves reading the highest tid while it is current; a collision reads
+        # it again.
         known = self._highest_tid.get(study)
         while True:
             if known is None:
@@ -771,16 +781,10 @@ class MongoStorage(StorageContext):
                 known = -1 if top is None else int(top["tid"])
             tid = known + 1
             if budget is not None:
-                # Trials 0..tid-1 exist, so the budgeted ones are tid minus those that
-                # gave up their slot (CANCELLED: few, and counted through the index).
-                # That count only grows, so an earlier count errs on the safe side; it
-                # is read again only when it would refuse the trial.
-                released = self._released.get(study)
-                if released is None or tid - released >= budget:
-                    released = yield from self._count_released(study)
-                    self._released[study] = released
-                if tid - released >= budget:
+                allowed = yield from self._budgeted_below(study, tid, budget)
+                if allowed is None:
                     return None
+                tid = allowed
             now = time.time()
             running = state is TrialState.RUNNING
             doc: dict[str, Any] = {
@@ -797,7 +801,7 @@ class MongoStorage(StorageContext):
                 "finished_at": None,
                 "lease_expires_at": now + lease if running and lease is not None else None,
                 "worker": worker if running else None,
-                "seed": _encode_int(seed),
+                "seed": encode_big_int(seed),
                 "retry_of": retry_of,
                 "seq": None,
                 "budgeted": True,
@@ -819,7 +823,7 @@ class MongoStorage(StorageContext):
                 # round trip first; after a few collisions read the highest tid afresh.
                 self._saw_tid(study, tid)
                 collisions += 1
-                known = None if collisions % 4 == 0 else tid
+                known = None if collisions % 4 == 0 else max(tid, known)
                 round_trip = time.monotonic() - attempt_started
                 yield _Sleep(random.uniform(0, min(round_trip * min(collisions, 4), 1.0)))
                 continue
@@ -827,68 +831,25 @@ class MongoStorage(StorageContext):
             [seq] = yield from self._stamp([doc])
             return _trial(doc, seq=seq)
 
-    async def create_trial(
-        self,
-        study: str,
-        assignment: Mapping[str, int | float],
-        *,
-        budget: int | None,
-        worker: str,
-        lease: float,
-        seed: int | None = None,
-    ) -> Trial | None:
-        """Atomically create a RUNNING trial with the next tid, if the budget allows."""
-        return await self._run(self._create_trial(study, assignment, budget, worker, lease, seed))
-
-    def _create_trial(
-        self,
-        study: str,
-        assignment: Mapping[str, int | float],
-        budget: int | None,
-        worker: str,
-        lease: float,
-        seed: int | None,
-    ) -> _Step[Trial | None]:
-        yield from self._require_study(study)
-        return (
-            yield from self._insert_trial(
-                study,
-                assignment,
-                TrialState.RUNNING,
-                budget=budget,
-                worker=worker,
-                lease=lease,
-                seed=seed,
-            )
-        )
-
-    async def enqueue_trials(
-        self,
-        study: str,
-        assignments: Sequence[Mapping[str, int | float]],
-        *,
-        budget: int | None,
-        seeds: Sequence[int | None] | None = None,
+    async def _enqueue(
+        self, study: str, new: Sequence[NewTrial], *, budget: int | None
     ) -> list[Trial]:
-        """Add QUEUED trials, in order, each only if the budget allows it."""
-        return await self._run(self._enqueue(study, list(assignments), budget, seeds))
+        return await self._run(self._insert_many(study, new, TrialState.QUEUED, budget))
 
-    def _enqueue(
+    def _insert_many(
         self,
         study: str,
-        assignments: list[Mapping[str, int | float]],
+        new: Sequence[NewTrial],
+        state: TrialState,
         budget: int | None,
-        seeds: Sequence[int | None] | None,
+        worker: str | None = None,
+        lease: float | None = None,
     ) -> _Step[list[Trial]]:
         yield from self._require_study(study)
         created: list[Trial] = []
-        for i, assignment in enumerate(assignments):
+        for n in new:
             trial = yield from self._insert_trial(
-                study,
-                assignment,
-                TrialState.QUEUED,
-                budget=budget,
-                seed=seeds[i] if seeds is not None else None,
+                study, n.assignment, state, budget=budget, worker=worker, lease=lease, seed=n.seed
             )
             if trial is None:
                 break
@@ -897,94 +858,92 @@ class MongoStorage(StorageContext):
 
     # -- changing trials ---------------------------------------------------------------------
 
-    async def claim_trial(self, study: str, *, worker: str, lease: float) -> Trial | None:
-        """Atomically move the lowest-tid QUEUED trial to RUNNING for ``worker``, or None."""
-        return await self._run(self._claim(study, worker, lease))
+    async def _claim(self, study: str, *, worker: str, lease: float, limit: int) -> list[Trial]:
+        return await self._run(self._claim_many(study, worker, lease, limit))
 
-    def _claim(self, study: str, worker: str, lease: float) -> _Step[Trial | None]:
+    def _claim_many(self, study: str, worker: str, lease: float, limit: int) -> _Step[list[Trial]]:
         yield from self._require_study(study)
-        now = time.time()
-        op = _token()
-        doc = yield _Call(
-            "trials",
-            "find_one_and_update",
-            (
-                {"study": study, "state": _QUEUED},
-                {
-                    "$set": {
-                        "state": _RUNNING,
-                        "started_at": now,
-                        "lease_expires_at": now + lease,
-                        "worker": worker,
-                        "seq": None,
-                        "op": op,
-                    }
-                },
-            ),
-            {"sort": [("tid", 1)], "return_document": ReturnDocument.AFTER},
-            recover=_Call("trials", "find_one", ({"study": study, "op": op},)),
-        )
-        if doc is None:
-            return None
-        [seq] = yield from self._stamp([doc])
-        return _trial(doc, seq=seq)
+        claimed: list[Trial] = []
+        while len(claimed) < limit:
+            now = time.time()
+            op = _token()
+            doc = yield _Call(
+                "trials",
+                "find_one_and_update",
+                (
+                    {"study": study, "state": _QUEUED},
+                    {
+                        "$set": {
+                            "state": _RUNNING,
+                            "started_at": now,
+                            "lease_expires_at": now + lease,
+                            "worker": worker,
+                            "seq": None,
+                            "op": op,
+                        }
+                    },
+                ),
+                {"sort": [("tid", 1)], "return_document": ReturnDocument.AFTER},
+                recover=_Call("trials", "find_one", ({"study": study, "op": op},)),
+            )
+            if doc is None:
+                break
+            [seq] = yield from self._stamp([doc])
+            claimed.append(_trial(doc, seq=seq))
+        return claimed
 
-    async def finish_trial(
+    async def _batch(
         self,
         study: str,
-        tid: int,
+        finishes: Sequence[StoredFinish],
+        new: Sequence[NewTrial],
         *,
+        since: int | None,
         worker: str,
-        state: TrialState,
-        loss: float | None = None,
-        result: Mapping[str, Any] | None = None,
-        error: str | None = None,
-        started_at: float | None = None,
-    ) -> Trial:
-        """Record the outcome of a RUNNING trial held by ``worker``.
-
-        Raises `TrialNotFoundError`, `TrialStateError` (not RUNNING) or `LeaseLostError`
-        (held by another worker). A retry after a lost acknowledgement is recognised and
-        returns the recorded trial.
-        """
-        state = finishing_state(state)
-        encoded = _encode_result(result)
-        started_at = checked_start(started_at)
+        budget: int | None,
+        lease: float,
+    ) -> Batch:
         return await self._run(
-            self._finish(study, tid, worker, state, loss, encoded, error, started_at)
+            self._finish_and_create(study, finishes, new, since, worker, budget, lease)
         )
 
-    def _finish(
+    def _finish_and_create(
         self,
         study: str,
-        tid: int,
+        finishes: Sequence[StoredFinish],
+        new: Sequence[NewTrial],
+        since: int | None,
         worker: str,
-        state: TrialState,
-        loss: float | None,
-        result: str | None,
-        error: str | None,
-        started_at: float | None,
-    ) -> _Step[Trial]:
+        budget: int | None,
+        lease: float,
+    ) -> _Step[Batch]:
         yield from self._require_study(study)
+        finished: list[Trial | TrialError] = []
+        for finish in finishes:
+            finished.append((yield from self._finish(study, finish, worker)))
+        created = yield from self._insert_many(
+            study, new, TrialState.RUNNING, budget, worker=worker, lease=lease
+        )
+        changed = [] if since is None else (yield from self._read_since(study, since))
+        return Batch(finished, created, changed)
+
+    def _finish(self, study: str, finish: StoredFinish, worker: str) -> _Step[Trial | TrialError]:
         op = _token()
+        fields = finish.changes(time.time())
+        fields["state"] = int(finish.state)
+        fields["result"] = finish.result_json
         # Retrying this after a lost acknowledgement is harmless: the first attempt's
         # token in the returned document shows that it applied.
         doc = yield _Call(
             "trials",
             "find_one_and_update",
             (
-                {"study": study, "tid": tid},
+                {"study": study, "tid": finish.tid},
                 _set_if(
                     _held_by(worker),
                     {
-                        "state": int(state),
-                        "loss": None if loss is None else float(loss),
-                        "result": result,
-                        "error": error,
-                        **({} if started_at is None else {"started_at": started_at}),
-                        "finished_at": time.time(),
-                        "lease_expires_at": None,
-                        "budgeted": state is not TrialState.CANCELLED,
+                        **fields,
+                        "budgeted": finish.state is not TrialState.CANCELLED,
                         "seq": None,
                         "op": op,
                     },
@@ -992,28 +951,25 @@ class MongoStorage(StorageContext):
             ),
             {"return_document": ReturnDocument.AFTER},
         )
-        if doc is None:
-            raise TrialNotFoundError(f"study {study!r} has no trial {tid}")
-        if doc.get("op") != op:
-            found = TrialState(doc["state"])
-            if found is not TrialState.RUNNING:
-                raise TrialStateError(
-                    f"trial {tid} of study {study!r} is {found.name}, not RUNNING; "
-                    "it cannot be finished"
-                )
-            raise LeaseLostError(
-                f"trial {tid} of study {study!r} is held by another worker ({doc['worker']})"
+        if doc is None or doc.get("op") != op:
+            refused = refusal(
+                study,
+                finish.tid,
+                worker,
+                None if doc is None else TrialState(doc["state"]),
+                None if doc is None else doc.get("worker"),
             )
+            assert refused is not None
+            return refused
         [seq] = yield from self._stamp([doc])
         return _trial(doc, seq=seq)
 
-    async def renew_leases(
-        self, study: str, tids: Sequence[int], *, worker: str, lease: float
-    ) -> list[int]:
-        """Extend the leases of ``worker``'s RUNNING trials; returns the tids it no longer holds."""
-        return await self._run(self._renew(study, list(tids), worker, lease))
+    async def _renew(self, study: str, tids: list[int], *, worker: str, lease: float) -> list[int]:
+        return await self._run(self._renew_many(study, tids, worker, lease))
 
-    def _renew(self, study: str, tids: list[int], worker: str, lease: float) -> _Step[list[int]]:
+    def _renew_many(
+        self, study: str, tids: list[int], worker: str, lease: float
+    ) -> _Step[list[int]]:
         yield from self._require_study(study)
         if not tids:
             return []
@@ -1032,22 +988,31 @@ class MongoStorage(StorageContext):
         current = yield _Call(
             "trials",
             "find",
-            ({"study": study, "tid": {"$in": tids}}, {"_id": 1, "op": 1, "tid": 1}),
+            (
+                {"study": study, "tid": {"$in": tids}},
+                {"_id": 1, "op": 1, "tid": 1, "state": 1, "worker": 1},
+            ),
         )
         renewed = [doc for doc in current if doc.get("op") == op]
         yield from self._stamp(sorted(renewed, key=lambda doc: doc["tid"]))
         held = {int(doc["tid"]) for doc in renewed}
-        return [tid for tid in tids if tid not in held]
+        found = {int(doc["tid"]): doc for doc in current}
+        return [
+            tid
+            for tid in tids
+            if tid not in held
+            and (
+                tid not in found
+                or lease_lost(TrialState(found[tid]["state"]), found[tid].get("worker"), worker)
+            )
+        ]
 
-    async def reap_expired(self, study: str) -> list[Trial]:
-        """Mark CANCELLED every RUNNING trial whose lease has passed, queueing each retry once.
+    async def _reap(self, study: str) -> list[Trial]:
+        return await self._run(self._reap_all(study))
 
-        Also finishes reaps interrupted by a crash and stamps changes a crashed writer
-        left without a seq.
-        """
-        return await self._run(self._reap(study))
-
-    def _reap(self, study: str) -> _Step[list[Trial]]:
+    def _reap_all(self, study: str) -> _Step[list[Trial]]:
+        """Reap, and finish reaps interrupted by a crash, and stamp changes a crashed
+        writer left without a seq."""
         yield from self._require_study(study)
         now = time.time()
         # Narrow indexed queries (RUNNING, CANCELLED, unstamped); the rest is filtered here.
@@ -1082,7 +1047,7 @@ class MongoStorage(StorageContext):
 
     def _reap_one(self, doc: Mapping[str, Any], now: float) -> _Step[Trial | None]:
         op = _token()
-        requeue = doc.get("retry_of") is None
+        requeue = requeues(_trial(doc))
         expired = {
             "$and": [
                 {"$eq": ["$state", _RUNNING]},
@@ -1090,6 +1055,8 @@ class MongoStorage(StorageContext):
                 {"$lt": ["$lease_expires_at", now]},
             ]
         }
+        fields = reap_changes(doc.get("worker"), now)
+        fields["state"] = int(fields["state"])
         cancelled = yield _Call(
             "trials",
             "find_one_and_update",
@@ -1097,16 +1064,8 @@ class MongoStorage(StorageContext):
                 {"_id": doc["_id"]},
                 _set_if(
                     expired,
-                    {
-                        "state": _CANCELLED,
-                        "finished_at": now,
-                        "lease_expires_at": None,
-                        "error": f"lease expired: worker {doc.get('worker')} stopped renewing it",
-                        # The slot passes to the retry once it is queued.
-                        "budgeted": requeue,
-                        "seq": None,
-                        "op": op,
-                    },
+                    # The slot passes to the retry once it is queued.
+                    {**fields, "budgeted": requeue, "seq": None, "op": op},
                 ),
             ),
             {"return_document": ReturnDocument.AFTER},
@@ -1125,34 +1084,29 @@ class MongoStorage(StorageContext):
             dict(doc["assignment"]),
             TrialState.QUEUED,
             budget=None,
-            seed=_decode_int(doc.get("seed")),
+            seed=decode_big_int(doc.get("seed")),
             retry_of=int(doc["tid"]),
         )
         yield _Call("trials", "update_one", ({"_id": doc["_id"]}, {"$set": {"budgeted": False}}))
 
     # -- reading trials ----------------------------------------------------------------------
 
-    async def get_trial(self, study: str, tid: int) -> Trial:
-        """One trial; `TrialNotFoundError` if there is none."""
-        return await self._run(self._get_trial(study, tid))
+    async def _get_trial(self, study: str, tid: int) -> Trial | None:
+        return await self._run(self._find_trial(study, tid))
 
-    def _get_trial(self, study: str, tid: int) -> _Step[Trial]:
+    def _find_trial(self, study: str, tid: int) -> _Step[Trial | None]:
         yield from self._require_study(study)
         doc = yield _Call("trials", "find_one", ({"study": study, "tid": tid},))
-        if doc is None:
-            raise TrialNotFoundError(f"study {study!r} has no trial {tid}")
-        return _trial(doc)
+        return None if doc is None else _trial(doc)
 
-    async def trials_since(self, study: str, seq: int = 0) -> list[Trial]:
-        """Trials changed after ``seq`` (all with 0), ordered by ``seq``.
+    async def _trials_since(self, study: str, seq: int) -> list[Trial]:
+        """A trial may be returned again by a later call (see the module docstring); pass
+        the highest ``seq`` you have read, and apply records idempotently."""
+        return await self._run(self._read_since(study, seq, check=True))
 
-        A trial may be returned again by a later call (see the module docstring); pass
-        the highest ``seq`` you have read, and apply records idempotently.
-        """
-        return await self._run(self._trials_since(study, seq))
-
-    def _trials_since(self, study: str, since: int) -> _Step[list[Trial]]:
-        yield from self._require_study(study)
+    def _read_since(self, study: str, since: int, *, check: bool = False) -> _Step[list[Trial]]:
+        if check:
+            yield from self._require_study(study)
         counter = yield _Call("counters", "find_one", ({"_id": _SEQ_ID},))
         high = 0 if counter is None else int(counter["value"])
         # Unstamped first: one stamped while we read it is then caught by the second query.
@@ -1165,17 +1119,16 @@ class MongoStorage(StorageContext):
         )
         latest: dict[int, Trial] = {}
         for doc in [*unstamped, *changed]:
-            tid = int(doc["tid"])
-            self._saw_tid(study, tid)
-            # The later read wins; a change not stamped yet is reported at ``high``.
-            latest.pop(tid, None)
             stamped = doc.get("seq") is not None
-            latest[tid] = _trial(doc) if stamped else _trial(doc, seq=max(high, since))
+            # The later read wins; a change not stamped yet is reported at ``high``.
+            trial = _trial(doc) if stamped else _trial(doc, seq=max(high, since))
+            self._saw_tid(study, trial.tid)
+            latest.pop(trial.tid, None)
+            latest[trial.tid] = trial
         return sorted(latest.values(), key=lambda trial: (trial.seq, trial.tid))
 
-    async def count_trials(self, study: str, *, budgeted: bool = True) -> int:
-        """Number of budgeted trials (or of all trials with ``budgeted=False``)."""
-        return await self._run(self._count(study, budgeted))
+    async def _count(self, study: str, *, budgeted: bool) -> int:
+        return await self._run(self._count_trials(study, budgeted))
 
     def _count_released(self, study: str) -> _Step[int]:
         """Trials that gave up their budget slot (CANCELLED, retry queued if any)."""
@@ -1185,9 +1138,14 @@ class MongoStorage(StorageContext):
         )
         return sum(1 for doc in cancelled if not doc.get("budgeted"))
 
-    def _count(self, study: str, budgeted: bool) -> _Step[int]:
+    def _count_trials(self, study: str, budgeted: bool) -> _Step[int]:
         yield from self._require_study(study)
         total = yield _Call("trials", "count_documents", ({"study": study},))
         if budgeted:
             total -= yield from self._count_released(study)
         return int(total)
+
+
+def _one(call: _Call) -> _Step[Any]:
+    """An operation of one driver call."""
+    return (yield call)

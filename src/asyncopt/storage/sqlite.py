@@ -12,47 +12,50 @@ URL options (query string):
   per commit.
 - ``timeout=SECONDS`` (default 60): how long an operation may wait for another process's
   write lock before `asyncopt.errors.StorageUnavailableError` is raised.
+- ``mode=ro``: open the file read-only (as ``open_storage(url, read_only=True)`` does):
+  it must exist, nothing is created or written, and it may sit on a read-only file system.
 
 Every ``sqlite3`` error is translated into an `asyncopt.errors.StorageError` subclass that
-names the file; a database written by a newer asyncopt is refused, never rewritten.
+names the file; a database written by a newer asyncopt is refused, never rewritten. A
+file deleted or replaced while the storage is open is noticed after the next transaction,
+which then raises instead of reporting success.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 import anyio
 
-from asyncopt.errors import (
-    LeaseLostError,
-    StorageError,
-    StorageUnavailableError,
-    StorageURLError,
-    StudyMismatchError,
-    StudyNotFoundError,
-    TrialError,
-    TrialNotFoundError,
-    TrialStateError,
-)
-from asyncopt.storage._sqlite_conn import Runner, open_runner
+from asyncopt.errors import StorageError, StorageUnavailableError, StorageURLError, TrialError
+from asyncopt.storage._sqlite_conn import ConnectionThread
 from asyncopt.storage.base import (
-    Handover,
-    StorageContext,
+    Batch,
+    ErrorRule,
+    NewTrial,
+    RetryPolicy,
+    Storage,
+    StoredFinish,
     StudyRecord,
     Trial,
     TrialState,
-    checked_start,
-    finishing_state,
+    lease_lost,
+    new_trial,
+    reap_changes,
+    refusal,
+    requeues,
+    room,
+    translate,
 )
 from asyncopt.storage.urls import StorageURL
+from asyncopt.trial import encode_big_int, study_from_document, to_json, trial_from_document
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStorage"]
 
@@ -62,16 +65,68 @@ SCHEMA_VERSION = 1
 """The layout of the tables this version of asyncopt reads and writes."""
 
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
-_OPTIONS = ("synchronous", "timeout")
-_FIRST_BACKOFF = 0.0002
-_MAX_BACKOFF = 0.005
-_INT64 = range(-(2**63), 2**63)
+_OPTIONS = ("synchronous", "timeout", "mode")
+_MODES = ("rw", "ro")
+# SQLite's own busy handler sleeps whole milliseconds, far longer than a commit here
+# takes, so waiting for another process's lock is done with short jittered waits.
+_FIRST_WAIT = 0.0002
+_LONGEST_WAIT = 0.005
 
 _PAGE_SIZE = 1024
 
 # SQLite primary result codes (the low byte of an extended code).
 _PERM, _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT = 3, 5, 6, 8, 10, 11
 _FULL, _CANTOPEN, _NOTADB = 13, 14, 26
+
+
+def _code(exc: BaseException) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+def _is(codes: tuple[int, ...], *words: str) -> Callable[[BaseException], bool]:
+    def matches(exc: BaseException) -> bool:
+        code = _code(exc)
+        if code is not None:
+            return code in codes
+        message = str(exc).lower()
+        return any(word in message for word in words)
+
+    return matches
+
+
+_is_busy = _is((_BUSY, _LOCKED), "locked", "busy")
+
+#: sqlite3 errors → asyncopt errors; ``{where}`` is the file's path.
+ERRORS = (
+    ErrorRule(
+        _is((_NOTADB,), "not a database"),
+        StorageUnavailableError,
+        "{where} is not an SQLite database (or is encrypted): {detail}",
+    ),
+    ErrorRule(
+        _is((_CORRUPT,), "malformed"),
+        StorageUnavailableError,
+        "the SQLite database {where} is corrupted ({detail}); restore it from a backup",
+    ),
+    ErrorRule(
+        _is((_READONLY,), "readonly"),
+        StorageUnavailableError,
+        "cannot write to the SQLite database {where} ({detail}); "
+        "the file and its directory must be writable (or open it read-only to read it)",
+    ),
+    ErrorRule(
+        _is((_CANTOPEN, _PERM), "unable to open"),
+        StorageUnavailableError,
+        "cannot open the SQLite database {where}: {detail}",
+    ),
+    ErrorRule(
+        _is((_IOERR, _FULL), "disk"),
+        StorageUnavailableError,
+        "I/O error on the SQLite database {where}: {detail}",
+    ),
+    ErrorRule(lambda exc: True, StorageError, "SQLite error on {where}: {detail}"),
+)
 
 _SCHEMA = (
     """CREATE TABLE asyncopt_meta (
@@ -116,10 +171,23 @@ _SCHEMA = (
     "CREATE INDEX asyncopt_trials_cancelled ON asyncopt_trials (study_id) WHERE state = 4",
 )
 
-_COLUMNS = (
-    "tid, state, assignment, loss, result, error, created_at, started_at, finished_at, "
-    "lease_expires_at, worker, seed, retry_of, seq"
+_FIELDS = (
+    "tid",
+    "state",
+    "assignment",
+    "loss",
+    "result",
+    "error",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "lease_expires_at",
+    "worker",
+    "seed",
+    "retry_of",
+    "seq",
 )
+_COLUMNS = ", ".join(_FIELDS)
 _STUDY_ID = "(SELECT id FROM asyncopt_studies WHERE name = ?)"
 # The last seq given out. Deleting a study records its highest seq as a floor, so seqs
 # never go back.
@@ -127,15 +195,6 @@ _LAST_SEQ = (
     "max(coalesce((SELECT max(seq) FROM asyncopt_trials), 0), "
     "(SELECT value FROM asyncopt_meta WHERE key = 'seq_floor'))"
 )
-
-
-def _since_of(study_id: str) -> str:
-    return (
-        f"SELECT {_COLUMNS} FROM asyncopt_trials INDEXED BY asyncopt_trials_by_seq "
-        f"WHERE study_id = {study_id} AND seq > ? ORDER BY seq"
-    )
-
-
 # The study's id, its number of trials (tids are dense) and of cancelled trials, and the
 # last seq.
 _SQL_STUDY = (
@@ -145,75 +204,30 @@ _SQL_STUDY = (
     f"WHERE t.study_id = s.id AND t.state = 4), {_LAST_SEQ} "
     "FROM asyncopt_studies s WHERE s.name = ?"
 )
-# Trials changed after a seq, of the study named ? or of the study with id ?.
-_SQL_SINCE = _since_of(_STUDY_ID)
-_SQL_SINCE_BY_ID = _since_of("?")
-# Finish a RUNNING trial held by a worker: (state, loss, result, error, started_at or NULL
-# to keep it, finished_at, seq, study id, tid, worker).
+_SQL_SINCE = (
+    f"SELECT {_COLUMNS} FROM asyncopt_trials INDEXED BY asyncopt_trials_by_seq "
+    "WHERE study_id = ? AND seq > ? ORDER BY seq"
+)
+# Finish a trial: (state, loss, result, error, started_at or NULL to keep it,
+# finished_at, seq, study id, tid).
 _SQL_FINISH = (
     "UPDATE asyncopt_trials SET state = ?, loss = ?, result = ?, error = ?, "
     "started_at = COALESCE(?, started_at), finished_at = ?, lease_expires_at = NULL, seq = ? "
-    "WHERE study_id = ? AND tid = ? AND state = 1 AND worker = ?"
+    "WHERE study_id = ? AND tid = ?"
 )
-_SQL_TRIAL_BY_ID = f"SELECT {_COLUMNS} FROM asyncopt_trials WHERE study_id = ? AND tid = ?"
+_SQL_HOLDER = "SELECT state, worker FROM asyncopt_trials WHERE study_id = ? AND tid = ?"
+_SQL_TRIAL = f"SELECT {_COLUMNS} FROM asyncopt_trials WHERE study_id = ? AND tid = ?"
 _SQL_STUDY_RECORD = (
     "SELECT name, fingerprint, space, seed, created_at FROM asyncopt_studies WHERE name = ?"
 )
 _SQL_INSERT_TRIAL = (
-    "INSERT INTO asyncopt_trials (study_id, tid, state, assignment, created_at, started_at, "
-    "lease_expires_at, worker, seed, retry_of, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO asyncopt_trials (study_id, {_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SQL_LAST_SEQ = f"SELECT {_LAST_SEQ}"
 
-# What `_Ops.finish` records of a trial: its tid, state, loss, result (JSON text), error
-# and start time (None keeps the stored one).
-_Outcome = tuple[
-    int, "TrialState | int", "float | None", "str | None", "str | None", "float | None"
-]
-# What `_Ops.finish` needs to create the next trial: the assignment as JSON text, the seed.
-_NewTrial = tuple[str, "int | None"]
-
 
 # -- values in and out -------------------------------------------------------------------
-
-
-def _json_default(value: Any) -> Any:
-    item = getattr(value, "item", None)  # numpy scalars
-    if callable(item):
-        return item()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _dumps(value: Any, what: str) -> str:
-    try:
-        return json.dumps(value, separators=(",", ":"), default=_json_default)
-    except (TypeError, ValueError) as exc:
-        raise StorageError(f"cannot store the {what}: {exc}") from None
-
-
-def _outcome_of(
-    tid: int,
-    state: TrialState,
-    loss: float | None,
-    result: Mapping[str, Any] | None,
-    error: str | None,
-    started_at: float | None,
-) -> _Outcome:
-    """A finish's arguments as `_Ops.finish` takes them (checked before any SQL runs)."""
-    text = None if result is None else _dumps(dict(result), "result")
-    return tid, state, loss, text, error, checked_start(started_at)
-
-
-def _int_in(value: int | None) -> int | str | None:
-    # Seeds may exceed SQLite's 64-bit integers; those are kept as decimal text.
-    if value is None:
-        return None
-    value = int(value)
-    return value if value in _INT64 else str(value)
-
-
-def _int_out(value: int | str | None) -> int | None:
-    return None if value is None else int(value)
 
 
 def _loss_in(loss: float | None) -> float | str | None:
@@ -221,137 +235,41 @@ def _loss_in(loss: float | None) -> float | str | None:
     # also keeps -0.0 a float) so it reads back as NaN.
     if loss is None:
         return None
-    loss = float(loss)
     return "NaN" if math.isnan(loss) else loss
 
 
-def _loss_out(value: float | str | None) -> float | None:
-    return None if value is None else float(value)
+def _row_of(study_id: int, trial: Trial) -> tuple[Any, ...]:
+    """The parameters of `_SQL_INSERT_TRIAL` for ``trial``."""
+    return (
+        study_id,
+        trial.tid,
+        int(trial.state),
+        to_json(trial.assignment, "assignment"),
+        _loss_in(trial.loss),
+        None if trial.result is None else to_json(trial.result, "result"),
+        trial.error,
+        trial.created_at,
+        trial.started_at,
+        trial.finished_at,
+        trial.lease_expires_at,
+        trial.worker,
+        encode_big_int(trial.seed),
+        trial.retry_of,
+        trial.seq,
+    )
 
 
 def _trial(study: str, row: Sequence[Any]) -> Trial:
-    return Trial(
-        study=study,
-        tid=row[0],
-        state=TrialState(row[1]),
-        assignment=json.loads(row[2]),
-        loss=_loss_out(row[3]),
-        result=None if row[4] is None else json.loads(row[4]),
-        error=row[5],
-        created_at=row[6],
-        started_at=row[7],
-        finished_at=row[8],
-        lease_expires_at=row[9],
-        worker=row[10],
-        seed=_int_out(row[11]),
-        retry_of=row[12],
-        seq=row[13],
-    )
-
-
-def _refusal(study: str, tid: int, worker: str, row: Sequence[Any] | None) -> TrialError | None:
-    """Why trial ``tid`` (its row, or None) cannot be finished by ``worker``, if it cannot."""
-    if row is None:
-        return TrialNotFoundError(f"study {study!r} has no trial {tid}")
-    state = TrialState(row[1])
-    if state is not TrialState.RUNNING:
-        return TrialStateError(
-            f"trial {tid} of study {study!r} is {state.name}, not RUNNING; it cannot be finished"
-        )
-    if row[10] != worker:
-        return LeaseLostError(
-            f"trial {tid} of study {study!r} is held by another worker ({row[10]})"
-        )
-    return None
-
-
-def _trials_by_tid(n: int) -> str:
-    """The query of ``n`` trials of the study with id ?, by tid."""
-    marks = ", ".join("?" * n)
-    return f"SELECT {_COLUMNS} FROM asyncopt_trials WHERE study_id = ? AND tid IN ({marks})"
-
-
-def _new_row(
-    study_id: int, tid: int, assignment: str, worker: str, lease: float, seed: int | None, seq: int
-) -> tuple[Any, ...]:
-    """The parameters of `_SQL_INSERT_TRIAL` for a new RUNNING trial."""
-    now = time.time()
-    return (
-        study_id,
-        tid,
-        TrialState.RUNNING,
-        assignment,
-        now,
-        now,
-        now + lease,
-        worker,
-        _int_in(seed),
-        None,
-        seq,
-    )
-
-
-def _created(study: str, row: Sequence[Any]) -> Trial:
-    """The trial of a row of `_SQL_INSERT_TRIAL`'s parameters."""
-    _, tid, state, assignment, created_at, started_at, expires, worker, seed, retry_of, seq = row
-    return Trial(
-        study=study,
-        tid=tid,
-        state=state,
-        assignment=json.loads(assignment),
-        created_at=created_at,
-        started_at=started_at,
-        lease_expires_at=expires,
-        worker=worker,
-        seed=_int_out(seed),
-        retry_of=retry_of,
-        seq=seq,
-    )
+    return trial_from_document(study, dict(zip(_FIELDS, row)))
 
 
 def _record(row: Sequence[Any]) -> StudyRecord:
-    return StudyRecord(row[0], row[1], json.loads(row[2]), int(row[3]), row[4])
+    return study_from_document(
+        dict(zip(("name", "fingerprint", "space", "seed", "created_at"), row))
+    )
 
 
-# -- errors ------------------------------------------------------------------------------
-
-
-def _code(exc: sqlite3.Error) -> int | None:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return None if code is None else int(code) & 0xFF
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    code = _code(exc)
-    if code is not None:
-        return code in (_BUSY, _LOCKED)
-    message = str(exc).lower()
-    return "locked" in message or "busy" in message
-
-
-def _translate(exc: sqlite3.Error, path: str) -> StorageError:
-    """The asyncopt error for a sqlite3 error on ``path``."""
-    code = _code(exc)
-    message = str(exc)
-    lowered = message.lower()
-    if code == _NOTADB or "not a database" in lowered:
-        return StorageUnavailableError(
-            f"{path} is not an SQLite database (or is encrypted): {message}"
-        )
-    if code == _CORRUPT or "malformed" in lowered:
-        return StorageUnavailableError(
-            f"the SQLite database {path} is corrupted ({message}); restore it from a backup"
-        )
-    if code == _READONLY or "readonly" in lowered:
-        return StorageUnavailableError(
-            f"cannot write to the SQLite database {path} ({message}); "
-            "the file and its directory must be writable"
-        )
-    if code in (_CANTOPEN, _PERM) or "unable to open" in lowered:
-        return StorageUnavailableError(f"cannot open the SQLite database {path}: {message}")
-    if code in (_IOERR, _FULL) or "disk" in lowered:
-        return StorageUnavailableError(f"I/O error on the SQLite database {path}: {message}")
-    return StorageError(f"SQLite error on {path}: {message}")
+# -- running transactions ----------------------------------------------------------------
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -361,32 +279,25 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 def _run(
-    conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], path: str, timeout: float
+    conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], path: str, retry: RetryPolicy
 ) -> T:
-    """Run ``fn`` (one whole transaction) on the connection's thread; retry while busy.
-
-    SQLite's own busy handler sleeps whole milliseconds, far longer than a commit here
-    takes, so the wait is done here with a short jittered exponential backoff.
-    """
-    backoff = _FIRST_BACKOFF
-    deadline: float | None = None
+    """Run ``fn`` (one whole transaction) on the connection's thread; retry while busy."""
+    waits: Iterator[float] | None = None
     while True:
         try:
             return fn(conn)
         except sqlite3.Error as exc:
             _rollback(conn)
             if not _is_busy(exc):
-                raise _translate(exc, path) from None
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + timeout
-            if now >= deadline:
+                raise translate(exc, ERRORS, path, str(exc)) from None
+            waits = waits or retry.waits()
+            wait = next(waits, None)
+            if wait is None:
                 raise StorageUnavailableError(
-                    f"gave up after waiting {timeout:g} s for the write lock of {path}; "
+                    f"gave up after waiting {retry.timeout:g} s for the write lock of {path}; "
                     "another process kept it (raise ?timeout= in the URL to wait longer)"
                 ) from None
-            time.sleep(min(backoff * random.uniform(0.5, 1.5), deadline - now))
-            backoff = min(backoff * 2, _MAX_BACKOFF)
+            time.sleep(wait)
         except BaseException:
             _rollback(conn)
             raise
@@ -404,10 +315,19 @@ def _write(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
+def _identity(path: str) -> tuple[int, int] | None:
+    """What tells this file from another at the same path (None when there is none)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 # -- opening -----------------------------------------------------------------------------
 
 
-def _check_path(path: str) -> None:
+def _check_path(path: str, read_only: bool) -> None:
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
         raise StorageUnavailableError(
@@ -415,10 +335,21 @@ def _check_path(path: str) -> None:
         )
     if os.path.isdir(path):
         raise StorageUnavailableError(f"cannot open the SQLite database {path}: it is a directory")
+    if read_only:
+        if not os.path.exists(path):
+            raise StorageUnavailableError(
+                f"no SQLite database at {path} (a read-only open creates nothing)"
+            )
+        if not os.access(path, os.R_OK):
+            raise StorageUnavailableError(
+                f"cannot open the SQLite database {path}: permission denied "
+                "(the file must be readable)"
+            )
+        return
     if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
         raise StorageUnavailableError(
             f"cannot open the SQLite database {path}: permission denied "
-            "(the file must be readable and writable)"
+            "(the file must be readable and writable; open it read-only to read it)"
         )
     if not os.access(directory, os.W_OK | os.X_OK):
         raise StorageUnavailableError(
@@ -450,12 +381,17 @@ def _schema_version(conn: sqlite3.Connection, path: str) -> int | None:
     return version
 
 
-def _prepare(conn: sqlite3.Connection, path: str, synchronous: str) -> None:
+def _prepare(conn: sqlite3.Connection, path: str, synchronous: str | None) -> None:
+    """Check the file, then (unless read-only: ``synchronous`` None) set it up for writing."""
     # Read before writing anything: a file that is not a database, is corrupted or comes
     # from a newer asyncopt is refused untouched.
     version = _schema_version(conn, path)
     if version is not None:
         conn.execute("SELECT count(*) FROM asyncopt_studies").fetchone()
+    if synchronous is None:
+        if version is None:
+            raise StorageUnavailableError(f"{path} holds no asyncopt studies (no asyncopt tables)")
+        return
     if version is None:
         # Small pages for a new file: a commit appends every page it touches to the WAL,
         # and a trial's row and index entries are small, so 1 KiB pages write (and later
@@ -485,59 +421,51 @@ def _next_seq(conn: sqlite3.Connection) -> int:
 
 
 class _Ops:
-    """The SQL of every operation; ``where`` names the storage in error messages."""
+    """The SQL of every operation; ``missing`` makes the error for an unknown study."""
 
-    def __init__(self, where: str) -> None:
-        self.where = where
-
-    def _missing(self, study: str) -> StudyNotFoundError:
-        return StudyNotFoundError(f"no study named {study!r} in {self.where}")
+    def __init__(self, missing: Callable[[str], StorageError]) -> None:
+        self.missing = missing
 
     def study_row(self, conn: sqlite3.Connection, study: str) -> tuple[int, int, int, int]:
         """The study's id, number of trials, of budgeted trials, and the next seq."""
         row = conn.execute(_SQL_STUDY, (study,)).fetchone()
         if row is None:
-            raise self._missing(study)
+            raise self.missing(study)
         study_id, n_trials, n_cancelled, last_seq = row
         return study_id, n_trials, n_trials - n_cancelled, last_seq + 1
 
-    def _check_study(self, conn: sqlite3.Connection, study: str) -> None:
-        if (
-            conn.execute("SELECT 1 FROM asyncopt_studies WHERE name = ?", (study,)).fetchone()
-            is None
-        ):
-            raise self._missing(study)
+    def study_id(self, conn: sqlite3.Connection, study: str) -> int:
+        row = conn.execute("SELECT id FROM asyncopt_studies WHERE name = ?", (study,)).fetchone()
+        if row is None:
+            raise self.missing(study)
+        study_id: int = row[0]
+        return study_id
 
     # studies
 
-    def create_study(
-        self, conn: sqlite3.Connection, name: str, fingerprint: str, space: str, seed: int
-    ) -> StudyRecord:
-        row = conn.execute(_SQL_STUDY_RECORD, (name,)).fetchone()
+    def create_study(self, conn: sqlite3.Connection, record: StudyRecord) -> StudyRecord:
+        row = conn.execute(_SQL_STUDY_RECORD, (record.name,)).fetchone()
         if row is None:
             with _write(conn):
-                row = conn.execute(_SQL_STUDY_RECORD, (name,)).fetchone()
+                row = conn.execute(_SQL_STUDY_RECORD, (record.name,)).fetchone()
                 if row is None:
-                    created_at = time.time()
                     conn.execute(
                         "INSERT INTO asyncopt_studies (name, fingerprint, space, seed, "
                         "created_at) VALUES (?, ?, ?, ?, ?)",
-                        (name, fingerprint, space, _int_in(seed), created_at),
+                        (
+                            record.name,
+                            record.fingerprint,
+                            to_json(record.space, "space description"),
+                            encode_big_int(record.seed),
+                            record.created_at,
+                        ),
                     )
-                    return StudyRecord(name, fingerprint, json.loads(space), seed, created_at)
-        record = _record(row)
-        if record.fingerprint != fingerprint:
-            raise StudyMismatchError(
-                f"study {name!r} exists with a different space "
-                f"(fingerprint {record.fingerprint[:12]}, this space {fingerprint[:12]})"
-            )
-        return record
-
-    def get_study(self, conn: sqlite3.Connection, name: str) -> StudyRecord:
-        row = conn.execute(_SQL_STUDY_RECORD, (name,)).fetchone()
-        if row is None:
-            raise self._missing(name)
+                    return record
         return _record(row)
+
+    def get_study(self, conn: sqlite3.Connection, name: str) -> StudyRecord | None:
+        row = conn.execute(_SQL_STUDY_RECORD, (name,)).fetchone()
+        return None if row is None else _record(row)
 
     def list_studies(self, conn: sqlite3.Connection) -> list[StudyRecord]:
         rows = conn.execute(
@@ -545,87 +473,125 @@ class _Ops:
         ).fetchall()
         return [_record(row) for row in rows]
 
-    def delete_study(self, conn: sqlite3.Connection, name: str) -> None:
+    def delete_study(self, conn: sqlite3.Connection, name: str) -> bool:
         with _write(conn):
-            study_id = self.study_row(conn, name)[0]
+            row = conn.execute("SELECT id FROM asyncopt_studies WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return False
             conn.execute(
                 "UPDATE asyncopt_meta SET value = ? WHERE key = 'seq_floor'",
                 (_next_seq(conn) - 1,),
             )
-            conn.execute("DELETE FROM asyncopt_trials WHERE study_id = ?", (study_id,))
-            conn.execute("DELETE FROM asyncopt_studies WHERE id = ?", (study_id,))
+            conn.execute("DELETE FROM asyncopt_trials WHERE study_id = ?", (row[0],))
+            conn.execute("DELETE FROM asyncopt_studies WHERE id = ?", (row[0],))
+        return True
 
     # trials
 
-    def create_trial(
+    def batch(
         self,
         conn: sqlite3.Connection,
         study: str,
-        assignment: str,
-        budget: int | None,
+        finishes: Sequence[StoredFinish],
+        new: Sequence[NewTrial],
+        since: int | None,
         worker: str,
+        budget: int | None,
         lease: float,
-        seed: int | None,
-    ) -> Trial | None:
+    ) -> Batch:
+        """Finish, create, then read, in one transaction (the write lock is held for a few
+        statements: rows become trials after the commit)."""
+        refusals: list[TrialError | None] = []
         with _write(conn):
             study_id, n_trials, n_budgeted, seq = self.study_row(conn, study)
-            if budget is not None and n_budgeted >= budget:
-                return None
-            row = _new_row(study_id, n_trials, assignment, worker, lease, seed, seq)
-            conn.execute(_SQL_INSERT_TRIAL, row)
-        return _created(study, row)
+            now = time.time()
+            for finish in finishes:
+                row = conn.execute(_SQL_HOLDER, (study_id, finish.tid)).fetchone()
+                refused = refusal(
+                    study,
+                    finish.tid,
+                    worker,
+                    None if row is None else TrialState(row[0]),
+                    None if row is None else row[1],
+                )
+                refusals.append(refused)
+                if refused is not None:
+                    continue
+                conn.execute(
+                    _SQL_FINISH,
+                    (
+                        int(finish.state),
+                        _loss_in(finish.loss),
+                        finish.result_json,
+                        finish.error,
+                        finish.started_at,
+                        now,
+                        seq,
+                        study_id,
+                        finish.tid,
+                    ),
+                )
+                seq += 1
+                if finish.state is TrialState.CANCELLED:
+                    n_budgeted -= 1
+            left = room(budget, n_budgeted)
+            created = [
+                new_trial(
+                    study,
+                    n_trials + i,
+                    TrialState.RUNNING,
+                    n.assignment,
+                    now=now,
+                    seq=seq + i,
+                    worker=worker,
+                    lease=lease,
+                    seed=n.seed,
+                )
+                for i, n in enumerate(new if left is None else new[:left])
+            ]
+            conn.executemany(_SQL_INSERT_TRIAL, [_row_of(study_id, t) for t in created])
+            if since is not None:
+                rows = conn.execute(_SQL_SINCE, (study_id, since)).fetchall()
+            else:
+                done = [f.tid for f, refused in zip(finishes, refusals) if refused is None]
+                marks = ", ".join("?" * len(done))
+                rows = conn.execute(
+                    f"SELECT {_COLUMNS} FROM asyncopt_trials "
+                    f"WHERE study_id = ? AND tid IN ({marks})",
+                    (study_id, *done),
+                ).fetchall()
+        changed = [_trial(study, row) for row in rows]
+        by_tid = {trial.tid: trial for trial in changed}
+        finished: list[Trial | TrialError] = [
+            by_tid[f.tid] if refused is None else refused for f, refused in zip(finishes, refusals)
+        ]
+        return Batch(finished, created, changed if since is not None else [])
 
-    def enqueue_trials(
-        self,
-        conn: sqlite3.Connection,
-        study: str,
-        assignments: list[str],
-        budget: int | None,
-        seeds: list[int | None],
+    def enqueue(
+        self, conn: sqlite3.Connection, study: str, new: Sequence[NewTrial], budget: int | None
     ) -> list[Trial]:
         with _write(conn):
             study_id, n_trials, n_budgeted, first = self.study_row(conn, study)
-            count = len(assignments)
-            if budget is not None:
-                count = max(0, min(count, budget - n_budgeted))
-            if count == 0:
-                return []
+            left = room(budget, n_budgeted)
             now = time.time()
-            conn.executemany(
-                _SQL_INSERT_TRIAL,
-                [
-                    (
-                        study_id,
-                        n_trials + i,
-                        TrialState.QUEUED,
-                        assignments[i],
-                        now,
-                        None,
-                        None,
-                        None,
-                        _int_in(seeds[i]),
-                        None,
-                        first + i,
-                    )
-                    for i in range(count)
-                ],
-            )
-        return [
-            Trial(
-                study=study,
-                tid=n_trials + i,
-                state=TrialState.QUEUED,
-                assignment=json.loads(assignments[i]),
-                created_at=now,
-                seed=seeds[i],
-                seq=first + i,
-            )
-            for i in range(count)
-        ]
+            queued = [
+                new_trial(
+                    study,
+                    n_trials + i,
+                    TrialState.QUEUED,
+                    n.assignment,
+                    now=now,
+                    seq=first + i,
+                    seed=n.seed,
+                )
+                for i, n in enumerate(new if left is None else new[:left])
+            ]
+            conn.executemany(_SQL_INSERT_TRIAL, [_row_of(study_id, t) for t in queued])
+        return queued
 
-    def claim_trial(
-        self, conn: sqlite3.Connection, study: str, worker: str, lease: float
-    ) -> Trial | None:
+    def claim(
+        self, conn: sqlite3.Connection, study: str, worker: str, lease: float, limit: int
+    ) -> list[Trial]:
         # Look without the lock first: most calls find the queue empty.
         probe = conn.execute(
             f"SELECT 1 FROM asyncopt_trials INDEXED BY asyncopt_trials_queued "
@@ -633,135 +599,52 @@ class _Ops:
             (study,),
         ).fetchone()
         if probe is None:
-            self._check_study(conn, study)
-            return None
+            self.study_id(conn, study)
+            return []
         with _write(conn):
             study_id, _, _, seq = self.study_row(conn, study)
-            row = conn.execute(
+            rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM asyncopt_trials INDEXED BY asyncopt_trials_queued "
-                "WHERE study_id = ? AND state = 0 "
-                "ORDER BY tid LIMIT 1",
-                (study_id,),
-            ).fetchone()
-            if row is None:
-                return None
-            trial = _trial(study, row)
+                "WHERE study_id = ? AND state = 0 ORDER BY tid LIMIT ?",
+                (study_id, limit),
+            ).fetchall()
             now = time.time()
-            conn.execute(
+            claimed = [
+                _trial(study, row).evolve(
+                    state=TrialState.RUNNING,
+                    started_at=now,
+                    lease_expires_at=now + lease,
+                    worker=worker,
+                    seq=seq + i,
+                )
+                for i, row in enumerate(rows)
+            ]
+            conn.executemany(
                 "UPDATE asyncopt_trials SET state = ?, started_at = ?, lease_expires_at = ?, "
                 "worker = ?, seq = ? WHERE study_id = ? AND tid = ?",
-                (TrialState.RUNNING, now, now + lease, worker, seq, study_id, trial.tid),
+                [
+                    (TrialState.RUNNING, now, now + lease, worker, t.seq, study_id, t.tid)
+                    for t in claimed
+                ],
             )
-        return Trial(
-            study=study,
-            tid=trial.tid,
-            state=TrialState.RUNNING,
-            assignment=trial.assignment,
-            created_at=trial.created_at,
-            started_at=now,
-            lease_expires_at=now + lease,
-            worker=worker,
-            seed=trial.seed,
-            retry_of=trial.retry_of,
-            seq=seq,
-        )
+        return claimed
 
-    def finish(
-        self,
-        conn: sqlite3.Connection,
-        study: str,
-        worker: str,
-        outcomes: Sequence[_Outcome],
-        since: int | None,
-        then_create: Sequence[_NewTrial] = (),
-        budget: int | None = None,
-        lease: float = 0.0,
-    ) -> tuple[list[Trial | TrialError], list[Trial], list[Trial | None]]:
-        """Finish trials, then read and create in the same transaction.
-
-        A refused finish (also one into an unfinished state) gives its `TrialError` in
-        its place. With ``since``, the changes after it are read; with ``then_create``
-        (one per outcome), the trial that follows each finished one is created for
-        ``worker`` within ``budget`` (after the read, so it is not among the changes).
-        The write lock is held for a few statements: rows become trials after the commit.
-        A trial the update does not find RUNNING for ``worker`` is read again, to say why.
-        """
-        refusals: list[TrialError | None] = []
-        new_rows: list[tuple[Any, ...] | None] = []
-        with _write(conn):
-            study_id, n_trials, n_budgeted, seq = self.study_row(conn, study)
-            for tid, state, loss, result, error, started_at in outcomes:
-                try:
-                    state = finishing_state(state)
-                except TrialStateError as exc:
-                    refusals.append(exc)
-                    continue
-                done = conn.execute(
-                    _SQL_FINISH,
-                    (
-                        state,
-                        _loss_in(loss),
-                        result,
-                        error,
-                        started_at,
-                        time.time(),
-                        seq,
-                        study_id,
-                        tid,
-                        worker,
-                    ),
-                )
-                if done.rowcount == 1:
-                    refusals.append(None)
-                    seq += 1
-                    if state is TrialState.CANCELLED:
-                        n_budgeted -= 1
-                    continue
-                row = conn.execute(_SQL_TRIAL_BY_ID, (study_id, tid)).fetchone()
-                refusals.append(_refusal(study, tid, worker, row))
-            if since is not None:
-                rows = conn.execute(_SQL_SINCE_BY_ID, (study_id, since)).fetchall()
-            else:
-                tids = [o[0] for o, refused in zip(outcomes, refusals) if refused is None]
-                rows = conn.execute(_trials_by_tid(len(tids)), (study_id, *tids)).fetchall()
-            for refused, (assignment, new_seed) in zip(refusals, then_create):
-                if refused is not None or (budget is not None and n_budgeted >= budget):
-                    new_rows.append(None)
-                    continue
-                new_rows.append(
-                    _new_row(study_id, n_trials, assignment, worker, lease, new_seed, seq)
-                )
-                n_trials += 1
-                n_budgeted += 1
-                seq += 1
-            conn.executemany(_SQL_INSERT_TRIAL, [row for row in new_rows if row is not None])
-        changed = [_trial(study, row) for row in rows]
-        by_tid = {trial.tid: trial for trial in changed}
-        finished = [
-            by_tid[o[0]] if refused is None else refused for o, refused in zip(outcomes, refusals)
-        ]
-        created = [None if row is None else _created(study, row) for row in new_rows]
-        return finished, changed if since is not None else [], created
-
-    def renew_leases(
+    def renew(
         self, conn: sqlite3.Connection, study: str, tids: list[int], worker: str, lease: float
     ) -> list[int]:
         if not tids:
-            self._check_study(conn, study)
+            self.study_id(conn, study)
             return []
         with _write(conn):
-            study_id = self.study_row(conn, study)[0]
+            study_id = self.study_id(conn, study)
             held = []
             lost = []
             for tid in tids:
-                row = conn.execute(
-                    "SELECT state, worker FROM asyncopt_trials WHERE study_id = ? AND tid = ?",
-                    (study_id, tid),
-                ).fetchone()
-                if row is None or row[0] != TrialState.RUNNING or row[1] != worker:
-                    lost.append(tid)
-                else:
+                row = conn.execute(_SQL_HOLDER, (study_id, tid)).fetchone()
+                if row is not None and row[0] == TrialState.RUNNING and row[1] == worker:
                     held.append(tid)
+                elif row is None or lease_lost(TrialState(row[0]), row[1], worker):
+                    lost.append(tid)
             if held:
                 expires = time.time() + lease
                 first = _next_seq(conn)
@@ -772,7 +655,7 @@ class _Ops:
                 )
         return lost
 
-    def reap_expired(self, conn: sqlite3.Connection, study: str) -> list[Trial]:
+    def reap(self, conn: sqlite3.Connection, study: str) -> list[Trial]:
         probe = conn.execute(
             f"SELECT 1 FROM asyncopt_trials INDEXED BY asyncopt_trials_leased "
             f"WHERE study_id = {_STUDY_ID} AND state = 1 "
@@ -780,11 +663,11 @@ class _Ops:
             (study, time.time()),
         ).fetchone()
         if probe is None:
-            self._check_study(conn, study)
+            self.study_id(conn, study)
             return []
         reaped = []
         with _write(conn):
-            study_id, n_trials, _, _ = self.study_row(conn, study)
+            study_id, n_trials, _, seq = self.study_row(conn, study)
             now = time.time()
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM asyncopt_trials INDEXED BY asyncopt_trials_leased "
@@ -794,59 +677,39 @@ class _Ops:
             ).fetchall()
             for row in rows:
                 trial = _trial(study, row)
-                error = f"lease expired: worker {trial.worker} stopped renewing it"
-                seq = _next_seq(conn)
+                cancelled = trial.evolve(seq=seq, **reap_changes(trial.worker, now))
+                seq += 1
                 conn.execute(
                     "UPDATE asyncopt_trials SET state = ?, finished_at = ?, "
                     "lease_expires_at = NULL, error = ?, seq = ? WHERE study_id = ? AND tid = ?",
-                    (TrialState.CANCELLED, now, error, seq, study_id, trial.tid),
+                    (cancelled.state, now, cancelled.error, cancelled.seq, study_id, trial.tid),
                 )
-                reaped.append(
-                    trial.evolve(
-                        state=TrialState.CANCELLED,
-                        error=error,
-                        finished_at=now,
-                        lease_expires_at=None,
+                reaped.append(cancelled)
+                if requeues(trial):
+                    retry = new_trial(
+                        study,
+                        n_trials,
+                        TrialState.QUEUED,
+                        trial.assignment,
+                        now=now,
                         seq=seq,
+                        seed=trial.seed,
+                        retry_of=trial.tid,
                     )
-                )
-                if trial.retry_of is None:
-                    conn.execute(
-                        _SQL_INSERT_TRIAL,
-                        (
-                            study_id,
-                            n_trials,
-                            TrialState.QUEUED,
-                            row[2],
-                            now,
-                            None,
-                            None,
-                            None,
-                            row[11],
-                            trial.tid,
-                            _next_seq(conn),
-                        ),
-                    )
+                    conn.execute(_SQL_INSERT_TRIAL, _row_of(study_id, retry))
                     n_trials += 1
+                    seq += 1
         return reaped
 
-    def get_trial(self, conn: sqlite3.Connection, study: str, tid: int) -> Trial:
-        row = conn.execute(
-            f"SELECT {_COLUMNS} FROM asyncopt_trials WHERE study_id = {_STUDY_ID} AND tid = ?",
-            (study, tid),
-        ).fetchone()
-        if row is None:
-            self._check_study(conn, study)
-            raise TrialNotFoundError(f"study {study!r} has no trial {tid}")
-        return _trial(study, row)
+    def get_trial(self, conn: sqlite3.Connection, study: str, tid: int) -> Trial | None:
+        row = conn.execute(_SQL_TRIAL, (self.study_id(conn, study), tid)).fetchone()
+        return None if row is None else _trial(study, row)
 
     def trials_since(self, conn: sqlite3.Connection, study: str, seq: int) -> list[Trial]:
-        rows = conn.execute(_SQL_SINCE, (study, seq)).fetchall()
-        if not rows:
-            self._check_study(conn, study)
+        rows = conn.execute(_SQL_SINCE, (self.study_id(conn, study), seq)).fetchall()
         return [_trial(study, row) for row in rows]
 
-    def count_trials(self, conn: sqlite3.Connection, study: str, budgeted: bool) -> int:
+    def count(self, conn: sqlite3.Connection, study: str, budgeted: bool) -> int:
         _, n_trials, n_budgeted, _ = self.study_row(conn, study)
         return n_budgeted if budgeted else n_trials
 
@@ -854,15 +717,28 @@ class _Ops:
 # -- the storage -------------------------------------------------------------------------
 
 
-class SQLiteStorage(StorageContext):
+def _option(url: StorageURL, name: str, default: str, allowed: Sequence[str]) -> str:
+    value = url.query.get(name, default).lower()
+    if value not in allowed:
+        raise StorageURLError(
+            f"{url.redacted!r}: {name} must be one of {', '.join(allowed)}, got {value!r}"
+        )
+    return value
+
+
+class SQLiteStorage(Storage):
     """A `Storage` in one SQLite file, safe to share between processes on one machine.
 
     ``path`` is the database file (created if missing; its directory must exist).
     ``synchronous`` is ``"normal"`` (survives process crashes) or ``"full"`` (also power
     loss). ``timeout`` is how many seconds an operation waits for another process's write
-    lock before giving up. Open it with ``async with`` (or `open` / `aclose`); failures
-    to open raise `asyncopt.errors.StorageUnavailableError` naming the file and the cause.
+    lock before giving up. ``read_only`` opens an existing file for reading only (on a
+    read-only file system too); writes then raise. Open it with ``async with`` (or
+    `open` / `aclose`); failures to open raise `asyncopt.errors.StorageUnavailableError`
+    naming the file and the cause.
     """
+
+    one_round_trip = True
 
     def __init__(
         self,
@@ -870,6 +746,7 @@ class SQLiteStorage(StorageContext):
         *,
         synchronous: str = "normal",
         timeout: float = 60.0,
+        read_only: bool = False,
         url: str | None = None,
     ) -> None:
         path = os.fspath(path)
@@ -881,10 +758,12 @@ class SQLiteStorage(StorageContext):
             raise StorageURLError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self._path = path
         self._synchronous = synchronous.lower()
-        self._timeout = float(timeout)
+        self._retry = RetryPolicy(_FIRST_WAIT, _LONGEST_WAIT, float(timeout))
+        self._read_only = bool(read_only)
         self._url = url if url is not None else f"sqlite:///{path}"
-        self._ops = _Ops(self._url)
-        self._runner: Runner | None = None
+        self._ops = _Ops(self._no_study)
+        self._thread: ConnectionThread | None = None
+        self._identity: tuple[int, int] | None = None
         self._open_lock: anyio.Lock | None = None
 
     @classmethod
@@ -913,12 +792,8 @@ class SQLiteStorage(StorageContext):
                 f"{shown!r}: unknown option {unknown[0]!r} for sqlite:// "
                 f"(known: {', '.join(_OPTIONS)})"
             )
-        synchronous = url.query.get("synchronous", "normal")
-        if synchronous.lower() not in _SYNCHRONOUS:
-            raise StorageURLError(
-                f"{shown!r}: synchronous must be one of {', '.join(_SYNCHRONOUS)}, "
-                f"got {synchronous!r}"
-            )
+        synchronous = _option(url, "synchronous", "normal", tuple(_SYNCHRONOUS))
+        mode = _option(url, "mode", "rw", _MODES)
         timeout_text = url.query.get("timeout", "60")
         try:
             timeout = float(timeout_text)
@@ -928,7 +803,13 @@ class SQLiteStorage(StorageContext):
             raise StorageURLError(
                 f"{shown!r}: timeout must be a positive number of seconds, got {timeout_text!r}"
             )
-        return cls(path, synchronous=synchronous, timeout=timeout, url=url.raw)
+        return cls(
+            path,
+            synchronous=synchronous,
+            timeout=timeout,
+            read_only=url.read_only or mode == "ro",
+            url=url.raw,
+        )
 
     @property
     def url(self) -> str:
@@ -945,24 +826,40 @@ class SQLiteStorage(StorageContext):
         """The durability setting: ``"normal"`` or ``"full"``."""
         return self._synchronous
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the file is open for reading only."""
+        return self._read_only
+
     def __repr__(self) -> str:
-        return f"SQLiteStorage({self._path!r})"
+        return f"SQLiteStorage({self._path!r}{', read_only=True' if self._read_only else ''})"
 
     def _connect(self) -> sqlite3.Connection:
         # Runs on the connection's thread: resolving and checking the path touch the disk.
         path = self._path = os.path.abspath(self._path)
-        _check_path(path)
+        _check_path(path, self._read_only)
+        if not self._read_only:
+            conn = self._connect_as(path, path, _SYNCHRONOUS[self._synchronous], uri=False)
+        else:
+            # A WAL file needs its shared-memory file; on a read-only file system that
+            # cannot be made, and the file can then only be read as immutable.
+            uri = f"file:{urllib.request.pathname2url(path)}?mode=ro"
+            try:
+                conn = self._connect_as(path, uri, None, uri=True)
+            except StorageUnavailableError:
+                conn = self._connect_as(path, f"{uri}&immutable=1", None, uri=True)
+        self._identity = _identity(path)
+        return conn
+
+    def _connect_as(
+        self, path: str, target: str, synchronous: str | None, *, uri: bool
+    ) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(target, timeout=0, isolation_level=None, uri=uri)
         except sqlite3.Error as exc:
-            raise _translate(exc, path) from None
+            raise translate(exc, ERRORS, path, str(exc)) from None
         try:
-            _run(
-                conn,
-                lambda c: _prepare(c, path, _SYNCHRONOUS[self._synchronous]),
-                path,
-                self._timeout,
-            )
+            _run(conn, lambda c: _prepare(c, path, synchronous), path, self._retry)
         except BaseException:
             conn.close()
             raise
@@ -978,188 +875,93 @@ class SQLiteStorage(StorageContext):
         if self._open_lock is None:
             self._open_lock = anyio.Lock()
         async with self._open_lock:
-            if self._runner is not None:
+            if self._thread is not None:
                 return
             with anyio.CancelScope(shield=True):
-                self._runner = await open_runner(self._connect)
+                thread = ConnectionThread()
+                await thread.start(lambda: self._connect())
+                self._thread = thread
 
     async def aclose(self) -> None:
         """Close the connection. Idempotent."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
             with anyio.CancelScope(shield=True):
-                await runner.close()
+                await thread.close()
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        runner = self._runner
-        if runner is None:
+        thread = self._thread
+        if thread is None:
             raise StorageError(f"{self._url} is not open; use `async with` or `await open()`")
-        path, timeout = self._path, self._timeout
+        path, retry, identity = self._path, self._retry, self._identity
 
         def operation(conn: sqlite3.Connection) -> T:
-            return _run(conn, fn, path, timeout)
+            result = _run(conn, fn, path, retry)
+            # Checked after the transaction, so that a write into a file that is gone is
+            # reported instead of its success.
+            if _identity(path) != identity:
+                raise StorageUnavailableError(
+                    f"the SQLite database {path} was deleted or replaced while open; "
+                    "what was written since is lost"
+                )
+            return result
 
         # Each call is one transaction; let it finish so its outcome is never lost to a
         # cancellation (the cancellation is delivered at the caller's next checkpoint).
         with anyio.CancelScope(shield=True):
-            result = await runner.call(operation)
+            result = await thread.call(operation)
         return result
 
     # -- studies ---------------------------------------------------------------------------
 
-    async def create_study(
-        self, name: str, *, fingerprint: str, space: Mapping[str, Any], seed: int
-    ) -> StudyRecord:
-        """Create the study, or load it; `StudyMismatchError` if its space differs."""
-        text = _dumps(dict(space), "space description")
-        seed = int(seed)
-        return await self._call(lambda c: self._ops.create_study(c, name, fingerprint, text, seed))
+    async def _create_study(self, record: StudyRecord) -> StudyRecord:
+        return await self._call(lambda c: self._ops.create_study(c, record))
 
-    async def get_study(self, name: str) -> StudyRecord:
-        """The study; `StudyNotFoundError` if there is none."""
+    async def _get_study(self, name: str) -> StudyRecord | None:
         return await self._call(lambda c: self._ops.get_study(c, name))
 
-    async def list_studies(self) -> list[StudyRecord]:
-        """Every study, by name."""
+    async def _list_studies(self) -> list[StudyRecord]:
         return await self._call(self._ops.list_studies)
 
-    async def delete_study(self, name: str) -> None:
-        """Delete the study and its trials; `StudyNotFoundError` if there is none."""
-        await self._call(lambda c: self._ops.delete_study(c, name))
+    async def _delete_study(self, name: str) -> bool:
+        return await self._call(lambda c: self._ops.delete_study(c, name))
 
     # -- trials ----------------------------------------------------------------------------
 
-    async def create_trial(
+    async def _batch(
         self,
         study: str,
-        assignment: Mapping[str, int | float],
+        finishes: Sequence[StoredFinish],
+        new: Sequence[NewTrial],
         *,
-        budget: int | None,
+        since: int | None,
         worker: str,
+        budget: int | None,
         lease: float,
-        seed: int | None = None,
-    ) -> Trial | None:
-        """Atomically create a RUNNING trial with the next tid, if the budget allows."""
-        text = _dumps(dict(assignment), "assignment")
+    ) -> Batch:
         return await self._call(
-            lambda c: self._ops.create_trial(c, study, text, budget, worker, lease, seed)
+            lambda c: self._ops.batch(c, study, finishes, new, since, worker, budget, lease)
         )
 
-    async def enqueue_trials(
-        self,
-        study: str,
-        assignments: Sequence[Mapping[str, int | float]],
-        *,
-        budget: int | None,
-        seeds: Sequence[int | None] | None = None,
+    async def _enqueue(
+        self, study: str, new: Sequence[NewTrial], *, budget: int | None
     ) -> list[Trial]:
-        """Atomically add QUEUED trials, in order, as many as the budget allows."""
-        texts = [_dumps(dict(a), "assignment") for a in assignments]
-        seed_list: list[int | None] = [None] * len(texts) if seeds is None else list(seeds)
-        return await self._call(
-            lambda c: self._ops.enqueue_trials(c, study, texts, budget, seed_list)
-        )
+        return await self._call(lambda c: self._ops.enqueue(c, study, new, budget))
 
-    async def claim_trial(self, study: str, *, worker: str, lease: float) -> Trial | None:
-        """Atomically move the lowest-tid QUEUED trial to RUNNING for ``worker``, or None."""
-        return await self._call(lambda c: self._ops.claim_trial(c, study, worker, lease))
+    async def _claim(self, study: str, *, worker: str, lease: float, limit: int) -> list[Trial]:
+        return await self._call(lambda c: self._ops.claim(c, study, worker, lease, limit))
 
-    async def finish_trial(
-        self,
-        study: str,
-        tid: int,
-        *,
-        worker: str,
-        state: TrialState,
-        loss: float | None = None,
-        result: Mapping[str, Any] | None = None,
-        error: str | None = None,
-        started_at: float | None = None,
-    ) -> Trial:
-        """Record the outcome of a RUNNING trial held by ``worker``.
+    async def _renew(self, study: str, tids: list[int], *, worker: str, lease: float) -> list[int]:
+        return await self._call(lambda c: self._ops.renew(c, study, tids, worker, lease))
 
-        Raises `TrialNotFoundError`, `TrialStateError` or `LeaseLostError`.
-        """
-        outcome = _outcome_of(tid, state, loss, result, error, started_at)
-        trial, _ = await self._finish_one(study, worker, outcome, None)
-        return trial
+    async def _reap(self, study: str) -> list[Trial]:
+        return await self._call(lambda c: self._ops.reap(c, study))
 
-    async def finish_and_read(
-        self,
-        study: str,
-        tid: int,
-        *,
-        since: int,
-        worker: str,
-        state: TrialState,
-        loss: float | None = None,
-        result: Mapping[str, Any] | None = None,
-        error: str | None = None,
-        started_at: float | None = None,
-    ) -> tuple[Trial, list[Trial]]:
-        """`finish_trial` then `trials_since(study, since)` in one transaction."""
-        outcome = _outcome_of(tid, state, loss, result, error, started_at)
-        return await self._finish_one(study, worker, outcome, since)
-
-    async def _finish_one(
-        self, study: str, worker: str, outcome: _Outcome, since: int | None
-    ) -> tuple[Trial, list[Trial]]:
-        finished, changed, _ = await self._call(
-            lambda c: self._ops.finish(c, study, worker, [outcome], since)
-        )
-        trial = finished[0]
-        if isinstance(trial, TrialError):
-            raise trial
-        return trial, changed
-
-    async def finish_and_create_many(
-        self,
-        study: str,
-        handovers: Sequence[Handover],
-        *,
-        since: int,
-        worker: str,
-        budget: int | None,
-        lease: float,
-    ) -> tuple[list[tuple[Trial, Trial | None] | TrialError], list[Trial]]:
-        """Finish, read and create the following trials, all in one transaction.
-
-        See `StorageContext.finish_and_create_many`.
-        """
-        outcomes = [
-            _outcome_of(h.tid, h.state, h.loss, h.result, h.error, h.started_at) for h in handovers
-        ]
-        then_create = [(_dumps(dict(h.assignment), "assignment"), h.seed) for h in handovers]
-        finished, changed, created = await self._call(
-            lambda c: self._ops.finish(
-                c, study, worker, outcomes, since, then_create, budget, lease
-            )
-        )
-        results: list[tuple[Trial, Trial | None] | TrialError] = [
-            trial if isinstance(trial, TrialError) else (trial, new)
-            for trial, new in zip(finished, created)
-        ]
-        return results, changed
-
-    async def renew_leases(
-        self, study: str, tids: Sequence[int], *, worker: str, lease: float
-    ) -> list[int]:
-        """Extend ``worker``'s leases; returns the tids it no longer holds."""
-        tid_list = [int(tid) for tid in tids]
-        return await self._call(lambda c: self._ops.renew_leases(c, study, tid_list, worker, lease))
-
-    async def reap_expired(self, study: str) -> list[Trial]:
-        """Cancel RUNNING trials whose lease passed; queue each non-retry once again."""
-        return await self._call(lambda c: self._ops.reap_expired(c, study))
-
-    async def get_trial(self, study: str, tid: int) -> Trial:
-        """One trial; `TrialNotFoundError` if there is none."""
+    async def _get_trial(self, study: str, tid: int) -> Trial | None:
         return await self._call(lambda c: self._ops.get_trial(c, study, tid))
 
-    async def trials_since(self, study: str, seq: int = 0) -> list[Trial]:
-        """Trials changed after sequence number ``seq`` (all with 0), ordered by ``seq``."""
+    async def _trials_since(self, study: str, seq: int) -> list[Trial]:
         return await self._call(lambda c: self._ops.trials_since(c, study, seq))
 
-    async def count_trials(self, study: str, *, budgeted: bool = True) -> int:
-        """Number of budgeted trials (or of all trials with ``budgeted=False``)."""
-        return await self._call(lambda c: self._ops.count_trials(c, study, budgeted))
+    async def _count(self, study: str, *, budgeted: bool) -> int:
+        return await self._call(lambda c: self._ops.count(c, study, budgeted))

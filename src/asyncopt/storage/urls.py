@@ -8,6 +8,7 @@ A factory takes a `StorageURL` and returns an unopened `Storage`.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -23,7 +24,15 @@ import attrs
 from asyncopt.errors import StorageURLError
 from asyncopt.storage.base import Storage
 
-__all__ = ["StorageURL", "known_schemes", "open_storage", "register_backend", "resolve_backend"]
+__all__ = [
+    "StorageURL",
+    "known_schemes",
+    "open_storage",
+    "redact",
+    "register_backend",
+    "resolve_backend",
+    "scrub",
+]
 
 StorageFactory = Callable[["StorageURL"], Storage]
 
@@ -45,13 +54,128 @@ _REGISTERED: dict[str, StorageFactory] = {}
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 
 
-def _redact(url: str) -> str:
-    return re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", url)
+# Query options whose value is a secret (matched in the lowercased option name).
+_SECRET_WORDS = ("pass", "secret", "token", "key")
+
+
+@attrs.frozen
+class _Parts:
+    scheme: str
+    userinfo: str | None
+    hosts: str
+    path: str
+    query: str
+
+
+def _split(url: str) -> _Parts:
+    """``scheme://[userinfo@]hosts[/path][?query]``, the user-info ending at the LAST ``@``.
+
+    A password may hold unescaped ``/``, ``@`` or ``:``; an ``@`` inside the query options
+    (after a ``?`` and an ``=``) does not end the user-info.
+    """
+    scheme, _, rest = url.partition("://")
+    at = rest.rfind("@")
+    query_start = rest.find("?")
+    while at != -1 and query_start != -1 and query_start < at and "=" in rest[query_start:at]:
+        at = rest.rfind("@", 0, query_start)
+    userinfo = rest[:at] if at != -1 else None
+    location = rest[at + 1 :]
+    location, _, query = location.partition("?")
+    hosts, slash, path = location.partition("/")
+    return _Parts(scheme, userinfo, hosts, slash + path, query)
+
+
+def _is_secret(option: str) -> bool:
+    name = option.lower()
+    return any(word in name for word in _SECRET_WORDS)
+
+
+def redact(url: str) -> str:
+    """``url`` with the password and every secret query option replaced by ``***``.
+
+    Parsed, not pattern-matched: the user-info ends at the last ``@`` (so a password with
+    unescaped ``/`` or ``@`` is hidden whole), and an option whose name contains
+    ``pass``, ``secret``, ``token`` or ``key`` has its value hidden.
+    """
+    if "://" not in url:
+        return url
+    parts = _split(url)
+    shown = f"{parts.scheme}://"
+    if parts.userinfo is not None:
+        user, colon, _ = parts.userinfo.partition(":")
+        shown += f"{user}:***@" if colon else f"{user}@"
+    shown += parts.hosts + parts.path
+    if parts.query:
+        options = []
+        for option in re.split("([&;])", parts.query):
+            name, equals, value = option.partition("=")
+            if equals and _is_secret(name):
+                option = f"{name}=***"
+            elif equals:
+                option = f"{name}={_redact_properties(value)}"
+            options.append(option)
+        shown += "?" + "".join(options)
+    return shown
+
+
+def _properties(value: str) -> list[tuple[str, str]]:
+    """The ``KEY:value`` pairs of an option like ``authMechanismProperties``."""
+    pairs = []
+    for item in unquote(value).split(","):
+        key, colon, inner = item.partition(":")
+        if colon:
+            pairs.append((key, inner))
+    return pairs
+
+
+def _redact_properties(value: str) -> str:
+    """``value`` with the secret ``KEY:value`` pairs (``AWS_SESSION_TOKEN:...``) hidden."""
+    secret = [inner for key, inner in _properties(value) if _is_secret(key) and inner]
+    if not secret:
+        return value
+    return ",".join(
+        f"{key}:***" if colon and _is_secret(key) else item
+        for item in unquote(value).split(",")
+        for key, colon, _ in [item.partition(":")]
+    )
+
+
+def secrets_of(url: str) -> list[str]:
+    """The secret parts of ``url`` (password, secret option values), raw and unescaped,
+    longest first: what `scrub` removes from a driver's messages."""
+    if "://" not in url:
+        return []
+    parts = _split(url)
+    found = []
+    if parts.userinfo is not None and ":" in parts.userinfo:
+        found.append(parts.userinfo.partition(":")[2])
+    for name, value in parse_qsl(parts.query.replace(";", "&"), keep_blank_values=True):
+        if _is_secret(name):
+            found.append(value)
+    for option in re.split("[&;]", parts.query):
+        name, _, value = option.partition("=")
+        if _is_secret(name):
+            found.append(value)
+        found += [inner for key, inner in _properties(value) if _is_secret(key)]
+    found += [unquote(secret) for secret in found]
+    return sorted({s for s in found if s}, key=len, reverse=True)
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (a driver's message about ``url``) with the URL's secrets replaced by ``***``."""
+    text = text.replace(url, redact(url))
+    for secret in secrets_of(url):
+        text = text.replace(secret, "***")
+    return text
 
 
 @attrs.frozen(repr=False)
 class StorageURL:
-    """A parsed storage URL; the password is kept but never shown."""
+    """A parsed storage URL; the password and secret options are kept but never shown.
+
+    ``read_only`` asks the backend to open the storage for reading only (see
+    `open_storage`).
+    """
 
     raw: str = attrs.field(repr=False)
     scheme: str
@@ -60,43 +184,65 @@ class StorageURL:
     host: str | None
     port: int | None
     path: str
-    query: Mapping[str, str] = attrs.field(eq=False)
+    query: Mapping[str, str] = attrs.field(eq=False, repr=False)
+    read_only: bool = False
 
     @classmethod
-    def parse(cls, url: str) -> StorageURL:
+    def parse(cls, url: str, *, read_only: bool = False) -> StorageURL:
         """Parse ``scheme://[user[:password]@]host[:port]/path?query``."""
         if not isinstance(url, str):
             raise StorageURLError(f"a storage URL must be a string, got {type(url).__name__}")
         match = _SCHEME.match(url)
         if match is None:
             raise StorageURLError(
-                f"{_redact(url)!r} is not a storage URL (expected scheme://..., "
+                f"{redact(url)!r} is not a storage URL (expected scheme://..., "
                 f"one of {', '.join(known_schemes())})"
             )
-        try:
-            parts = urlsplit(url)
-            # A host list (mongodb://h1:1,h2:2/db) keeps its ports in ``host``.
-            hosts = parts.netloc.rpartition("@")[2]
-            port = None if "," in hosts else parts.port
-        except ValueError as exc:
-            hint = " (for an in-process storage use memory://)" if ":memory:" in url else ""
-            raise StorageURLError(f"malformed storage URL {_redact(url)!r}: {exc}{hint}") from None
+        parts = _split(url)
+        username = password = None
+        if parts.userinfo is not None:
+            user, colon, secret = parts.userinfo.partition(":")
+            username = unquote(user) or None
+            password = unquote(secret) if colon else None
+        hosts = parts.hosts
+        host: str | None = hosts.lower() or None
+        port = None
+        # A host list (mongodb://h1:1,h2:2/db) keeps its ports in ``host``.
+        if "," not in hosts:
+            try:
+                split = urlsplit(f"//{hosts}")
+                host, port = split.hostname, split.port
+            except ValueError as exc:
+                hint = " (for an in-process storage use memory://)" if ":memory:" in url else ""
+                raise StorageURLError(
+                    f"malformed storage URL {redact(url)!r}: {exc}{hint}"
+                ) from None
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         return cls(
             raw=url,
             scheme=match.group(1).lower(),
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            host=hosts.lower() if "," in hosts else parts.hostname,
+            username=username,
+            password=password,
+            host=host,
             port=port,
             path=unquote(parts.path),
             query=query,
+            read_only=read_only,
         )
 
     @property
+    def raw_query(self) -> str:
+        """The query string as written (secrets included: never show it)."""
+        return _split(self.raw).query
+
+    @property
     def redacted(self) -> str:
-        """The URL with the password replaced by ``***``."""
-        return _redact(self.raw)
+        """The URL with the password and secret options replaced by ``***``."""
+        return redact(self.raw)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with this URL's secrets replaced by ``***``."""
+        return scrub(text, self.raw)
 
     def __str__(self) -> str:
         return self.redacted
@@ -150,23 +296,29 @@ def resolve_backend(scheme: str) -> StorageFactory:
     raise StorageURLError(f"unknown storage scheme {scheme!r} (known: {', '.join(known)}){hint}")
 
 
-def storage_from_url(url: str) -> Storage:
-    """An unopened storage for ``url``."""
-    parsed = StorageURL.parse(url)
+def storage_from_url(url: str, *, read_only: bool = False) -> Storage:
+    """An unopened storage for ``url`` (for reading only with ``read_only``)."""
+    parsed = StorageURL.parse(url, read_only=read_only)
     return resolve_backend(parsed.scheme)(parsed)
 
 
 @asynccontextmanager
-async def open_storage(storage: str | Storage = "memory://") -> AsyncIterator[Storage]:
+async def open_storage(
+    storage: str | Storage = "memory://", *, read_only: bool = False
+) -> AsyncIterator[Storage]:
     """Open a storage by URL (or take a `Storage` instance) for the ``async with`` block.
 
     A URL's storage is opened here and closed at the end of the block. An instance is
     opened if needed and left open for its owner (``memory://`` instances keep their data
-    between calls this way). Unknown schemes raise `StorageURLError`.
+    between calls this way). With ``read_only``, a backend that can opens the storage for
+    reading only (SQLite: the file must exist, nothing is created or written, a read-only
+    file system is fine). Unknown schemes raise `StorageURLError`.
     """
     if isinstance(storage, str):
         # Resolving may import a backend and scan entry points: file I/O, off the loop.
-        instance = await anyio.to_thread.run_sync(storage_from_url, storage)
+        instance = await anyio.to_thread.run_sync(
+            functools.partial(storage_from_url, storage, read_only=read_only)
+        )
         await instance.open()
         try:
             yield instance
