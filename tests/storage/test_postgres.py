@@ -32,7 +32,7 @@ from asyncopt.errors import (
     StorageURLError,
     TrialStateError,
 )
-from asyncopt.storage.base import TrialState
+from asyncopt.storage.base import Finish, NewTrial, TrialState
 from asyncopt.storage.postgres import DEFAULT_SCHEMA, SCHEMA_VERSION, PostgresStorage
 from asyncopt.storage.urls import StorageURL, open_storage, storage_from_url
 from postgres_server import PostgresServer, running_server, with_schema
@@ -397,23 +397,16 @@ async def test_finish_is_refused_twice_even_in_one_call(pg: PostgresStorage) -> 
     study = await _study(pg)
     trial = await pg.create_trial(study, {"x": 0.5}, budget=None, worker="a", lease=60)
     assert trial is not None
-    handover = ao.storage.base.Handover(
-        tid=trial.tid,
-        state=TrialState.OK,
-        loss=1.0,
-        result=None,
-        error=None,
-        assignment={"x": 0.1},
-        seed=None,
+    finish = Finish(trial.tid, TrialState.OK, loss=1.0)
+    batch = await pg.finish_and_create(
+        study, [finish, finish], [NewTrial({"x": 0.1})], since=0, worker="a", budget=None, lease=60
     )
-    results, _ = await pg.finish_and_create_many(
-        study, [handover, handover], since=0, worker="a", budget=None, lease=60
-    )
-    first, second = results
-    assert isinstance(first, tuple)
-    assert first[0].state is TrialState.OK
-    assert first[1] is not None
+    first, second = batch.finished
+    assert isinstance(first, ao.Trial)
+    assert first.state is TrialState.OK
     assert isinstance(second, TrialStateError)
+    assert [t.tid for t in batch.created] == [1]
+    assert [t.tid for t in batch.changed] == [0, 1]
     assert await pg.count_trials(study) == 2
 
 

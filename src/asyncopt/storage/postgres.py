@@ -46,41 +46,41 @@ and any libpq connection parameter (``connect_timeout``, ``sslmode``, ``applicat
 from __future__ import annotations
 
 import contextlib
-import json
-import math
-import random
 import re
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from asyncopt.errors import (
-    LeaseLostError,
     StorageError,
     StorageUnavailableError,
     StorageURLError,
-    StudyMismatchError,
-    StudyNotFoundError,
     TrialError,
-    TrialNotFoundError,
-    TrialStateError,
 )
 from asyncopt.storage.base import (
-    Handover,
-    StorageContext,
+    Batch,
+    ErrorRule,
+    NewTrial,
+    RetryPolicy,
+    Storage,
+    StoredFinish,
     StudyRecord,
     Trial,
     TrialState,
-    checked_start,
-    finishing_state,
+    lease_lost,
+    reap_changes,
+    refusal,
+    requeues,
+    room,
+    translate,
 )
-from asyncopt.storage.sqlite import _dumps
 from asyncopt.storage.urls import StorageURL
+from asyncopt.trial import study_from_document, to_json, trial_from_document
 
 try:
     import psycopg
@@ -89,7 +89,7 @@ try:
 except ImportError as exc:  # pragma: no cover - the registry turns this into an install hint
     raise ImportError(f"the PostgreSQL storage needs psycopg 3 ({exc})") from exc
 
-__all__ = ["DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresStorage"]
+__all__ = ["DEFAULT_SCHEMA", "ERRORS", "SCHEMA_VERSION", "PostgresStorage"]
 
 T = TypeVar("T")
 
@@ -103,9 +103,9 @@ _OPTIONS = ("schema", "pool_size", "retry_timeout")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _TABLES = ("meta", "studies", "trials")
 
-_QUEUED, _RUNNING, _CANCELLED = (int(s) for s in (TrialState.QUEUED, TrialState.RUNNING, 4))
-# SQLSTATEs worth another attempt: the transaction was rolled back by the server.
-_RETRY_STATES = frozenset(
+# SQLSTATEs after which the transaction was certainly rolled back by the server, and
+# which pass: another attempt may succeed.
+_PASSING = frozenset(
     {
         "40001",  # serialization_failure
         "40P01",  # deadlock_detected
@@ -115,16 +115,65 @@ _RETRY_STATES = frozenset(
         "53300",  # too_many_connections
     }
 )
-_AUTH_STATES = frozenset({"28P01", "28000"})
-_FIRST_BACKOFF = 0.05
-_MAX_BACKOFF = 2.0
+_CREDENTIALS = frozenset({"28P01", "28000"})
 
-_COLUMNS = (
-    "tid, state, assignment, loss, result, error, created_at, started_at, finished_at, "
-    "lease_expires_at, worker, seed, retry_of, seq"
+
+def _state(*states: str) -> Callable[[BaseException], bool]:
+    return lambda exc: getattr(exc, "sqlstate", None) in states
+
+
+def _refused_credentials(exc: BaseException) -> bool:
+    return _state(*_CREDENTIALS)(exc) or "authentication failed" in str(exc)
+
+
+#: psycopg errors → asyncopt errors; ``{where}`` is the redacted URL.
+ERRORS = (
+    ErrorRule(
+        _refused_credentials,
+        StorageUnavailableError,
+        "PostgreSQL at {where} refused the credentials (check the user and password): {detail}",
+    ),
+    ErrorRule(_state("3D000"), StorageUnavailableError, "PostgreSQL at {where}: {detail}"),
+    ErrorRule(
+        lambda exc: isinstance(exc, psycopg.errors.InsufficientPrivilege),
+        StorageUnavailableError,
+        "PostgreSQL at {where} refused: {detail}",
+    ),
+    ErrorRule(
+        lambda exc: isinstance(exc, psycopg.errors.ReadOnlySqlTransaction),
+        StorageError,
+        "{where} was opened for reading only: {detail}",
+    ),
+    ErrorRule(
+        lambda exc: isinstance(exc, psycopg.OperationalError) or _state(*_PASSING)(exc),
+        StorageUnavailableError,
+        "cannot reach PostgreSQL at {where}: {detail}",
+    ),
+    ErrorRule(lambda exc: True, StorageError, "PostgreSQL error at {where}: {detail}"),
 )
 
-# The schema, each statement a string with {s} for the quoted schema name.
+_FIELDS = (
+    "tid",
+    "state",
+    "assignment",
+    "loss",
+    "result",
+    "error",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "lease_expires_at",
+    "worker",
+    "seed",
+    "retry_of",
+    "seq",
+)
+# Seeds are numeric (beyond 64 bits); read as text, the form the record codec takes.
+_COLUMNS = ", ".join("seed::text" if f == "seed" else f for f in _FIELDS)
+_T_COLUMNS = ", ".join("t.seed::text" if f == "seed" else f"t.{f}" for f in _FIELDS)
+_STUDY_COLUMNS = "name, fingerprint, space, seed::text, created_at"
+
+# The schema, each statement with {s} for the quoted schema name.
 _SCHEMA = (
     "CREATE TABLE {s}.meta (key text PRIMARY KEY, value text NOT NULL)",
     "CREATE SEQUENCE {s}.seq",
@@ -163,75 +212,14 @@ _SCHEMA = (
 )
 
 
-# -- values in and out -------------------------------------------------------------------
-
-
-def _int_out(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
 def _trial(study: str, row: Sequence[Any]) -> Trial:
-    return Trial(
-        study=study,
-        tid=row[0],
-        state=TrialState(row[1]),
-        assignment=json.loads(row[2]),
-        loss=row[3],
-        result=None if row[4] is None else json.loads(row[4]),
-        error=row[5],
-        created_at=row[6],
-        started_at=row[7],
-        finished_at=row[8],
-        lease_expires_at=row[9],
-        worker=row[10],
-        seed=_int_out(row[11]),
-        retry_of=row[12],
-        seq=row[13],
-    )
+    return trial_from_document(study, dict(zip(_FIELDS, row)))
 
 
 def _record(row: Sequence[Any]) -> StudyRecord:
-    return StudyRecord(row[0], row[1], json.loads(row[2]), int(row[3]), row[4])
-
-
-def _refusal(study: str, tid: int, worker: str, found: tuple[int, str] | None) -> TrialError:
-    """Why trial ``tid`` (its state and worker, or None) could not be finished by ``worker``."""
-    if found is None:
-        return TrialNotFoundError(f"study {study!r} has no trial {tid}")
-    state = TrialState(found[0])
-    if state is not TrialState.RUNNING:
-        return TrialStateError(
-            f"trial {tid} of study {study!r} is {state.name}, not RUNNING; it cannot be finished"
-        )
-    return LeaseLostError(f"trial {tid} of study {study!r} is held by another worker ({found[1]})")
-
-
-# What `_Ops.finish` records of a trial: its tid, state, loss, result (JSON text), error
-# and start time (None keeps the stored one).
-_Outcome = tuple[int, TrialState, "float | None", "str | None", "str | None", "float | None"]
-
-
-def _outcome_of(
-    tid: int,
-    state: TrialState,
-    loss: float | None,
-    result: Mapping[str, Any] | None,
-    error: str | None,
-    started_at: float | None,
-) -> _Outcome:
-    """A finish's arguments, checked and encoded before any SQL runs."""
-    text = None if result is None else _dumps(dict(result), "result")
-    return (
-        int(tid),
-        finishing_state(state),
-        None if loss is None else float(loss),
-        text,
-        error,
-        checked_start(started_at),
+    return study_from_document(
+        dict(zip(("name", "fingerprint", "space", "seed", "created_at"), row))
     )
-
-
-# -- errors ------------------------------------------------------------------------------
 
 
 class _Retry(Exception):
@@ -243,34 +231,6 @@ class _Retry(Exception):
         self.error = error
 
 
-def _message(exc: BaseException, password: str | None) -> str:
-    text = str(exc).strip().replace("\n", " ")
-    if password:
-        text = text.replace(password, "***")
-    return text
-
-
-def _translate(exc: psycopg.Error, where: str, password: str | None) -> StorageError:
-    """The asyncopt error for a psycopg error (the one table for this driver)."""
-    message = _message(exc, password)
-    state = exc.sqlstate
-    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-        return StorageUnavailableError(f"PostgreSQL at {where} refused: {message}")
-    if state in _AUTH_STATES or "authentication failed" in message:
-        return StorageUnavailableError(
-            f"PostgreSQL at {where} refused the credentials (check the user and password): "
-            f"{message}"
-        )
-    if state == "3D000":
-        return StorageUnavailableError(f"PostgreSQL at {where}: {message}")
-    if isinstance(exc, psycopg.OperationalError) or state in _RETRY_STATES:
-        return StorageUnavailableError(f"cannot reach PostgreSQL at {where}: {message}")
-    return StorageError(f"PostgreSQL error at {where}: {message}")
-
-
-# -- the SQL of every operation (each runs whole on a worker thread) ----------------------
-
-
 class _Session:
     """A connection for one operation; remembers whether a COMMIT was sent."""
 
@@ -279,6 +239,7 @@ class _Session:
         self.committing = False
 
     def execute(self, query: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        """Run one statement."""
         return self.conn.execute(query, params)
 
     @contextlib.contextmanager
@@ -296,22 +257,25 @@ class _Session:
         self.committing = False
 
 
-class _Ops:
-    """Every operation as a function of a connection; ``where`` names the storage."""
+# -- the SQL of every operation (each runs whole on a worker thread) ----------------------
 
-    def __init__(self, schema: str, where: str) -> None:
-        self.where = where
-        s = f'"{schema}"'
+
+class _Ops:
+    """Every operation as a function of a `_Session`; ``missing`` makes the error for an
+    unknown study, ``where`` names the storage."""
+
+    def __init__(self, schema: str, where: str, missing: Callable[[str], StorageError]) -> None:
         self.schema = schema
-        self.lock_study = (
+        self.where = where
+        self.missing = missing
+        s = self.s = f'"{schema}"'
+        self.sql_lock = (
             f"SELECT id, n_trials, n_released FROM {s}.studies WHERE name = %s FOR NO KEY UPDATE"
         )
-        self.study_id = f"(SELECT id FROM {s}.studies WHERE name = %s)"
-        self.study_record = (
-            f"SELECT name, fingerprint, space, seed, created_at FROM {s}.studies WHERE name = %s"
-        )
-        self.set_counters = f"UPDATE {s}.studies SET n_trials = %s, n_released = %s WHERE id = %s"
-        self.insert = (
+        self.sql_study_id = f"SELECT id FROM {s}.studies WHERE name = %s"
+        self.sql_record = f"SELECT {_STUDY_COLUMNS} FROM {s}.studies WHERE name = %s"
+        self.sql_counters = f"UPDATE {s}.studies SET n_trials = %s, n_released = %s WHERE id = %s"
+        self.sql_insert = (
             f"INSERT INTO {s}.trials (study_id, tid, state, assignment, created_at, started_at, "
             "lease_expires_at, worker, seed, retry_of, seq) "
             "SELECT %s, t.tid, t.state, t.assignment, %s, t.started_at, t.lease_expires_at, "
@@ -321,6 +285,7 @@ class _Ops:
             "AS t(tid, state, assignment, started_at, lease_expires_at, worker, seed, retry_of, i) "
             f"ORDER BY t.i RETURNING {_COLUMNS}"
         )
+        # Finish the listed trials that are RUNNING for the worker, each with its outcome.
         self.sql_finish = (
             f"UPDATE {s}.trials t SET state = o.state, loss = o.loss, result = o.result, "
             "error = o.error, started_at = COALESCE(o.started_at, t.started_at), "
@@ -328,104 +293,110 @@ class _Ops:
             "FROM unnest(%s::bigint[], %s::smallint[], %s::float8[], %s::text[], %s::text[], "
             "%s::float8[]) AS o(tid, state, loss, result, error, started_at) "
             "WHERE t.study_id = %s AND t.tid = o.tid AND t.state = 1 AND t.worker = %s "
-            f"RETURNING {', '.join('t.' + c for c in _COLUMNS.split(', '))}"
+            f"RETURNING {_T_COLUMNS}"
         )
-        self.since = (
+        self.sql_holders = (
+            f"SELECT tid, state, worker FROM {s}.trials WHERE study_id = %s AND tid = ANY(%s)"
+        )
+        self.sql_since = (
             f"SELECT {_COLUMNS} FROM {s}.trials WHERE study_id = %s AND seq > %s ORDER BY seq"
         )
-        self.s = s
 
-    def _missing(self, study: str) -> StudyNotFoundError:
-        return StudyNotFoundError(f"no study named {study!r} in {self.where}")
-
-    def _lock(self, conn: _Session, study: str) -> tuple[int, int, int]:
+    def lock(self, session: _Session, study: str) -> tuple[int, int, int]:
         """Lock the study's row (to the commit); its id and counters as last committed."""
-        row = conn.execute(self.lock_study, (study,)).fetchone()
+        row = session.execute(self.sql_lock, (study,)).fetchone()
         if row is None:
-            raise self._missing(study)
+            raise self.missing(study)
         return row[0], row[1], row[2]
 
-    def _check_study(self, conn: _Session, study: str) -> int:
-        row = conn.execute(f"SELECT id FROM {self.s}.studies WHERE name = %s", (study,)).fetchone()
+    def study_id(self, session: _Session, study: str) -> int:
+        row = session.execute(self.sql_study_id, (study,)).fetchone()
         if row is None:
-            raise self._missing(study)
+            raise self.missing(study)
         study_id: int = row[0]
         return study_id
 
-    def _insert(
+    def insert(
         self,
-        conn: _Session,
+        session: _Session,
         study: str,
         study_id: int,
         first_tid: int,
         state: TrialState,
-        assignments: Sequence[str],
-        seeds: Sequence[int | None],
+        new: Sequence[NewTrial],
         *,
         worker: str | None = None,
         lease: float | None = None,
-        retry_of: Sequence[int | None] | None = None,
+        retry_of: Sequence[int] | None = None,
     ) -> list[Trial]:
-        n = len(assignments)
+        """Insert trials with tids from ``first_tid`` (RUNNING for ``worker``, or QUEUED)."""
+        n = len(new)
         if n == 0:
             return []
         now = time.time()
         running = state is TrialState.RUNNING
-        rows = conn.execute(
-            self.insert,
+        rows = session.execute(
+            self.sql_insert,
             (
                 study_id,
                 now,
                 list(range(first_tid, first_tid + n)),
                 [int(state)] * n,
-                list(assignments),
+                [to_json(t.assignment, "assignment") for t in new],
                 [now if running else None] * n,
                 [now + lease if running and lease is not None else None] * n,
                 [worker if running else None] * n,
-                [None if seed is None else int(seed) for seed in seeds],
+                [t.seed for t in new],
                 list(retry_of) if retry_of is not None else [None] * n,
             ),
         ).fetchall()
         return [_trial(study, row) for row in rows]
 
-    # schema
+    # the schema
 
-    def prepare(self, conn: _Session) -> None:
-        """Check the schema is ours (or absent), creating it if needed, touching nothing else."""
-        with conn.transaction():
-            # Serialize creators of this schema across processes (released at commit).
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"asyncopt:{self.schema}",))
-            exists = conn.execute(
+    def prepare(self, session: _Session, read_only: bool) -> None:
+        """Check the schema is ours (or absent: then create it), touching nothing else."""
+        with session.transaction():
+            if not read_only:
+                # Creators of this schema in other processes wait here (until the commit).
+                session.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"asyncopt:{self.schema}",)
+                )
+            exists = session.execute(
                 "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
             ).fetchone()
             tables = {
                 row[0]
-                for row in conn.execute(
+                for row in session.execute(
                     "SELECT c.relname FROM pg_class c "
                     "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
                     (self.schema,),
                 )
             }
             if tables:
-                self._check_version(conn, tables)
+                self._check_version(session, tables)
                 return
+            if read_only:
+                raise StorageUnavailableError(
+                    f"{self.where} holds no asyncopt studies (no schema {self.schema!r})"
+                )
             if exists is None:
-                conn.execute(f"CREATE SCHEMA {self.s}")
+                session.execute(f"CREATE SCHEMA {self.s}")
             for statement in _SCHEMA:
-                conn.execute(statement.format(s=self.s))
-            conn.execute(
+                session.execute(statement.format(s=self.s))
+            session.execute(
                 f"INSERT INTO {self.s}.meta (key, value) VALUES ('schema_version', %s)",
                 (str(SCHEMA_VERSION),),
             )
 
-    def _check_version(self, conn: _Session, tables: set[str]) -> None:
+    def _check_version(self, session: _Session, tables: set[str]) -> None:
         foreign = f"schema {self.schema!r} at {self.where}"
         if "meta" not in tables:
             raise StorageError(
                 f"{foreign} holds tables that are not asyncopt's; not touching it "
                 "(name another schema with ?schema=...)"
             )
-        row = conn.execute(
+        row = session.execute(
             f"SELECT value FROM {self.s}.meta WHERE key = 'schema_version'"
         ).fetchone()
         if row is None or not str(row[0]).isdigit():
@@ -441,296 +412,258 @@ class _Ops:
 
     # studies
 
-    def create_study(
-        self, conn: _Session, name: str, fingerprint: str, space: str, seed: int
-    ) -> StudyRecord:
-        row = conn.execute(
+    def create_study(self, session: _Session, record: StudyRecord) -> StudyRecord:
+        row = session.execute(
             f"INSERT INTO {self.s}.studies (name, fingerprint, space, seed, created_at) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING "
-            "RETURNING name, fingerprint, space, seed, created_at",
-            (name, fingerprint, space, seed, time.time()),
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING 1",
+            (
+                record.name,
+                record.fingerprint,
+                to_json(record.space, "space description"),
+                record.seed,
+                record.created_at,
+            ),
         ).fetchone()
-        if row is None:
-            row = conn.execute(self.study_record, (name,)).fetchone()
-            if row is None:  # deleted between the two statements
-                raise self._missing(name)
-        record = _record(row)
-        if record.fingerprint != fingerprint:
-            raise StudyMismatchError(
-                f"study {name!r} exists with a different space "
-                f"(fingerprint {record.fingerprint[:12]}, this space {fingerprint[:12]})"
-            )
-        return record
+        if row is not None:
+            return record
+        found = self.get_study(session, record.name)
+        if found is None:  # deleted between the two statements
+            raise self.missing(record.name)
+        return found
 
-    def get_study(self, conn: _Session, name: str) -> StudyRecord:
-        row = conn.execute(self.study_record, (name,)).fetchone()
-        if row is None:
-            raise self._missing(name)
-        return _record(row)
+    def get_study(self, session: _Session, name: str) -> StudyRecord | None:
+        row = session.execute(self.sql_record, (name,)).fetchone()
+        return None if row is None else _record(row)
 
-    def list_studies(self, conn: _Session) -> list[StudyRecord]:
-        rows = conn.execute(
-            f"SELECT name, fingerprint, space, seed, created_at FROM {self.s}.studies "
-            'ORDER BY name COLLATE "C"'
+    def list_studies(self, session: _Session) -> list[StudyRecord]:
+        rows = session.execute(
+            f'SELECT {_STUDY_COLUMNS} FROM {self.s}.studies ORDER BY name COLLATE "C"'
         ).fetchall()
         return [_record(row) for row in rows]
 
-    def delete_study(self, conn: _Session, name: str) -> None:
-        with conn.transaction():
-            study_id = self._lock(conn, name)[0]
-            conn.execute(f"DELETE FROM {self.s}.trials WHERE study_id = %s", (study_id,))
-            conn.execute(f"DELETE FROM {self.s}.studies WHERE id = %s", (study_id,))
+    def delete_study(self, session: _Session, name: str) -> bool:
+        with session.transaction():
+            row = session.execute(self.sql_lock, (name,)).fetchone()
+            if row is None:
+                return False
+            session.execute(f"DELETE FROM {self.s}.trials WHERE study_id = %s", (row[0],))
+            session.execute(f"DELETE FROM {self.s}.studies WHERE id = %s", (row[0],))
+        return True
 
     # trials
 
-    def create_trial(
+    def batch(
         self,
-        conn: _Session,
+        session: _Session,
         study: str,
-        assignment: str,
-        budget: int | None,
+        finishes: Sequence[StoredFinish],
+        new: Sequence[NewTrial],
+        since: int | None,
         worker: str,
+        budget: int | None,
         lease: float,
-        seed: int | None,
-    ) -> Trial | None:
-        with conn.transaction():
-            study_id, n_trials, n_released = self._lock(conn, study)
-            if budget is not None and n_trials - n_released >= budget:
-                return None
-            [trial] = self._insert(
-                conn,
+    ) -> Batch:
+        """Finish, create, then read, in one transaction holding the study's lock."""
+        with session.transaction():
+            study_id, n_trials, n_released = self.lock(session, study)
+            done: dict[int, Trial] = {}
+            if finishes:
+                rows = session.execute(
+                    self.sql_finish,
+                    (
+                        time.time(),
+                        [f.tid for f in finishes],
+                        [int(f.state) for f in finishes],
+                        [f.loss for f in finishes],
+                        [f.result_json for f in finishes],
+                        [f.error for f in finishes],
+                        [f.started_at for f in finishes],
+                        study_id,
+                        worker,
+                    ),
+                ).fetchall()
+                done = {row[0]: _trial(study, row) for row in rows}
+            cancelled = sum(1 for t in done.values() if t.state is TrialState.CANCELLED)
+            n_released += cancelled
+            # Why the others were refused, as of now. A tid given twice in one call is
+            # finished once; the second time it is finished already.
+            holders = {tid: (t.state, t.worker) for tid, t in done.items()}
+            refused = [f.tid for f in finishes if f.tid not in done]
+            if refused:
+                for tid, state, holder in session.execute(self.sql_holders, (study_id, refused)):
+                    holders[tid] = (TrialState(state), holder)
+            finished: list[Trial | TrialError] = []
+            for f in finishes:
+                trial = done.pop(f.tid, None)
+                if trial is None:
+                    state, holder = holders.get(f.tid, (None, None))
+                    refused_because = refusal(study, f.tid, worker, state, holder)
+                    assert refused_because is not None  # the update found it not finishable
+                    finished.append(refused_because)
+                else:
+                    finished.append(trial)
+            left = room(budget, n_trials - n_released)
+            created = self.insert(
+                session,
                 study,
                 study_id,
                 n_trials,
                 TrialState.RUNNING,
-                [assignment],
-                [seed],
+                new if left is None else new[:left],
                 worker=worker,
                 lease=lease,
             )
-            conn.execute(self.set_counters, (n_trials + 1, n_released, study_id))
-        return trial
+            if created or cancelled:
+                session.execute(self.sql_counters, (n_trials + len(created), n_released, study_id))
+            changed = []
+            if since is not None:
+                changed = [
+                    _trial(study, row) for row in session.execute(self.sql_since, (study_id, since))
+                ]
+        return Batch(finished, created, changed)
 
-    def enqueue_trials(
-        self,
-        conn: _Session,
-        study: str,
-        assignments: list[str],
-        budget: int | None,
-        seeds: list[int | None],
+    def enqueue(
+        self, session: _Session, study: str, new: Sequence[NewTrial], budget: int | None
     ) -> list[Trial]:
-        with conn.transaction():
-            study_id, n_trials, n_released = self._lock(conn, study)
-            count = len(assignments)
-            if budget is not None:
-                count = max(0, min(count, budget - (n_trials - n_released)))
-            if count == 0:
-                return []
-            trials = self._insert(
-                conn,
+        with session.transaction():
+            study_id, n_trials, n_released = self.lock(session, study)
+            left = room(budget, n_trials - n_released)
+            queued = self.insert(
+                session,
                 study,
                 study_id,
                 n_trials,
                 TrialState.QUEUED,
-                assignments[:count],
-                seeds[:count],
+                new if left is None else new[:left],
             )
-            conn.execute(self.set_counters, (n_trials + count, n_released, study_id))
-        return trials
+            if queued:
+                session.execute(self.sql_counters, (n_trials + len(queued), n_released, study_id))
+        return queued
 
-    def claim_trial(self, conn: _Session, study: str, worker: str, lease: float) -> Trial | None:
+    def claim(
+        self, session: _Session, study: str, worker: str, lease: float, limit: int
+    ) -> list[Trial]:
         # Look without a lock first: most calls find the queue empty.
-        probe = conn.execute(
-            f"SELECT 1 FROM {self.s}.trials WHERE study_id = {self.study_id} AND state = 0 LIMIT 1",
+        probe = session.execute(
+            f"SELECT 1 FROM {self.s}.trials WHERE study_id = ({self.sql_study_id}) "
+            "AND state = 0 LIMIT 1",
             (study,),
         ).fetchone()
         if probe is None:
-            self._check_study(conn, study)
-            return None
-        with conn.transaction():
-            study_id = self._lock(conn, study)[0]
+            self.study_id(session, study)
+            return []
+        with session.transaction():
+            study_id = self.lock(session, study)[0]
             now = time.time()
-            row = conn.execute(
+            rows = session.execute(
                 f"UPDATE {self.s}.trials SET state = 1, started_at = %s, lease_expires_at = %s, "
                 f"worker = %s, seq = nextval('{self.s}.seq') "
-                "WHERE study_id = %s AND tid = ("
+                "WHERE study_id = %s AND tid IN ("
                 f"SELECT tid FROM {self.s}.trials WHERE study_id = %s AND state = 0 "
-                "ORDER BY tid LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                "ORDER BY tid LIMIT %s FOR UPDATE SKIP LOCKED) "
                 f"RETURNING {_COLUMNS}",
-                (now, now + lease, worker, study_id, study_id),
-            ).fetchone()
-        return None if row is None else _trial(study, row)
-
-    def finish(
-        self,
-        conn: _Session,
-        study: str,
-        worker: str,
-        outcomes: Sequence[_Outcome],
-        since: int | None,
-        then_create: Sequence[tuple[str, int | None]] = (),
-        budget: int | None = None,
-        lease: float = 0.0,
-    ) -> tuple[list[Trial | TrialError], list[Trial], list[Trial | None]]:
-        """Finish trials, then read the changes and create the following trials, at once.
-
-        A refused finish gives its `TrialError` in its place. With ``since``, the changes
-        after it are read; with ``then_create`` (one per outcome), the trial that follows
-        each finished one is created for ``worker`` within ``budget`` (after the read, so
-        it is not among the changes).
-        """
-        with conn.transaction():
-            study_id, n_trials, n_released = self._lock(conn, study)
-            rows = conn.execute(
-                self.sql_finish,
-                (
-                    time.time(),
-                    [o[0] for o in outcomes],
-                    [int(o[1]) for o in outcomes],
-                    [o[2] for o in outcomes],
-                    [o[3] for o in outcomes],
-                    [o[4] for o in outcomes],
-                    [o[5] for o in outcomes],
-                    study_id,
-                    worker,
-                ),
+                (now, now + lease, worker, study_id, study_id, limit),
             ).fetchall()
-            done = {row[0]: _trial(study, row) for row in rows}
-            cancelled = sum(1 for t in done.values() if t.state is TrialState.CANCELLED)
-            n_released += cancelled
-            # Why the others were refused: their state and worker as of now (a tid given
-            # twice in one call is finished once; the second time it is finished already).
-            found = {tid: (int(t.state), t.worker or "") for tid, t in done.items()}
-            refused = [o[0] for o in outcomes if o[0] not in done]
-            if refused:
-                for row in conn.execute(
-                    f"SELECT tid, state, worker FROM {self.s}.trials "
-                    "WHERE study_id = %s AND tid = ANY(%s)",
-                    (study_id, refused),
-                ):
-                    found[row[0]] = (row[1], row[2])
-            finished: list[Trial | TrialError] = []
-            for o in outcomes:
-                trial = done.pop(o[0], None)
-                finished.append(trial or _refusal(study, o[0], worker, found.get(o[0])))
-            changed = []
-            if since is not None:
-                changed = [
-                    _trial(study, row) for row in conn.execute(self.since, (study_id, since))
-                ]
-            creating = [
-                new
-                for new, result in zip(then_create, finished)
-                if not isinstance(result, TrialError)
-            ]
-            if budget is not None:
-                del creating[max(0, budget - (n_trials - n_released)) :]
-            new_trials = self._insert(
-                conn,
-                study,
-                study_id,
-                n_trials,
-                TrialState.RUNNING,
-                [new[0] for new in creating],
-                [new[1] for new in creating],
-                worker=worker,
-                lease=lease,
-            )
-            if new_trials or cancelled:
-                conn.execute(self.set_counters, (n_trials + len(new_trials), n_released, study_id))
-        pending = iter(new_trials)
-        created = [
-            None if isinstance(result, TrialError) else next(pending, None) for result in finished
-        ]
-        return finished, changed, created
+        return sorted((_trial(study, row) for row in rows), key=lambda t: t.tid)
 
-    def renew_leases(
-        self, conn: _Session, study: str, tids: list[int], worker: str, lease: float
+    def renew(
+        self, session: _Session, study: str, tids: list[int], worker: str, lease: float
     ) -> list[int]:
         if not tids:
-            self._check_study(conn, study)
+            self.study_id(session, study)
             return []
-        with conn.transaction():
-            study_id = self._lock(conn, study)[0]
+        with session.transaction():
+            study_id = self.lock(session, study)[0]
             held = {
                 row[0]
-                for row in conn.execute(
+                for row in session.execute(
                     f"UPDATE {self.s}.trials SET lease_expires_at = %s, "
                     f"seq = nextval('{self.s}.seq') WHERE study_id = %s AND tid = ANY(%s) "
                     "AND state = 1 AND worker = %s RETURNING tid",
                     (time.time() + lease, study_id, tids, worker),
                 )
             }
-        return [tid for tid in tids if tid not in held]
+            others = [tid for tid in tids if tid not in held]
+            found: dict[int, tuple[TrialState, str | None]] = {}
+            if others:
+                for tid, state, holder in session.execute(self.sql_holders, (study_id, others)):
+                    found[tid] = (TrialState(state), holder)
+        return [
+            tid
+            for tid in others
+            if tid not in found or lease_lost(found[tid][0], found[tid][1], worker)
+        ]
 
-    def reap_expired(self, conn: _Session, study: str) -> list[Trial]:
-        expired = (
-            f"FROM {self.s}.trials WHERE study_id = %s AND state = 1 AND lease_expires_at < %s"
-        )
-        probe = conn.execute(
-            f"SELECT 1 FROM {self.s}.trials WHERE study_id = {self.study_id} AND state = 1 "
-            "AND lease_expires_at < %s LIMIT 1",
+    def reap(self, session: _Session, study: str) -> list[Trial]:
+        probe = session.execute(
+            f"SELECT 1 FROM {self.s}.trials WHERE study_id = ({self.sql_study_id}) "
+            "AND state = 1 AND lease_expires_at < %s LIMIT 1",
             (study, time.time()),
         ).fetchone()
         if probe is None:
-            self._check_study(conn, study)
+            self.study_id(session, study)
             return []
-        with conn.transaction():
-            study_id, n_trials, n_released = self._lock(conn, study)
+        with session.transaction():
+            study_id, n_trials, n_released = self.lock(session, study)
             now = time.time()
-            rows = conn.execute(
-                f"UPDATE {self.s}.trials SET state = 4, finished_at = %s, lease_expires_at = NULL, "
-                "error = 'lease expired: worker ' || coalesce(worker, '?') "
-                f"|| ' stopped renewing it', seq = nextval('{self.s}.seq') "
-                f"WHERE (study_id, tid) IN (SELECT study_id, tid {expired} FOR UPDATE) "
-                f"RETURNING {_COLUMNS}",
-                (now, study_id, now),
-            ).fetchall()
-            reaped = sorted((_trial(study, row) for row in rows), key=lambda t: t.tid)
-            retried = [t for t in reaped if t.retry_of is None]
-            self._insert(
-                conn,
+            expired = [
+                _trial(study, row)
+                for row in session.execute(
+                    f"SELECT {_COLUMNS} FROM {self.s}.trials WHERE study_id = %s AND state = 1 "
+                    "AND lease_expires_at < %s ORDER BY tid",
+                    (study_id, now),
+                )
+            ]
+            reaped = []
+            for trial in expired:
+                changes = reap_changes(trial.worker, now)
+                [seq] = session.execute(
+                    f"UPDATE {self.s}.trials SET state = %s, finished_at = %s, "
+                    f"lease_expires_at = NULL, error = %s, seq = nextval('{self.s}.seq') "
+                    "WHERE study_id = %s AND tid = %s RETURNING seq",
+                    (int(changes["state"]), now, changes["error"], study_id, trial.tid),
+                ).fetchone() or (None,)
+                reaped.append(trial.evolve(seq=seq, **changes))
+            retried = [t for t in expired if requeues(t)]
+            self.insert(
+                session,
                 study,
                 study_id,
                 n_trials,
                 TrialState.QUEUED,
-                [_dumps(dict(t.assignment), "assignment") for t in retried],
-                [t.seed for t in retried],
+                [NewTrial(t.assignment, t.seed) for t in retried],
                 retry_of=[t.tid for t in retried],
             )
             if reaped:
-                conn.execute(
-                    self.set_counters,
+                session.execute(
+                    self.sql_counters,
                     (n_trials + len(retried), n_released + len(reaped), study_id),
                 )
         return reaped
 
-    def get_trial(self, conn: _Session, study: str, tid: int) -> Trial:
-        row = conn.execute(
-            f"SELECT {_COLUMNS} FROM {self.s}.trials WHERE study_id = {self.study_id} AND tid = %s",
-            (study, tid),
+    def get_trial(self, session: _Session, study: str, tid: int) -> Trial | None:
+        row = session.execute(
+            f"SELECT {_COLUMNS} FROM {self.s}.trials WHERE study_id = %s AND tid = %s",
+            (self.study_id(session, study), tid),
         ).fetchone()
-        if row is None:
-            self._check_study(conn, study)
-            raise TrialNotFoundError(f"study {study!r} has no trial {tid}")
-        return _trial(study, row)
+        return None if row is None else _trial(study, row)
 
-    def trials_since(self, conn: _Session, study: str, seq: int) -> list[Trial]:
-        rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM {self.s}.trials WHERE study_id = {self.study_id} "
+    def trials_since(self, session: _Session, study: str, seq: int) -> list[Trial]:
+        rows = session.execute(
+            f"SELECT {_COLUMNS} FROM {self.s}.trials WHERE study_id = ({self.sql_study_id}) "
             "AND seq > %s ORDER BY seq",
             (study, seq),
         ).fetchall()
         if not rows:
-            self._check_study(conn, study)
+            self.study_id(session, study)
         return [_trial(study, row) for row in rows]
 
-    def count_trials(self, conn: _Session, study: str, budgeted: bool) -> int:
-        row = conn.execute(
+    def count(self, session: _Session, study: str, budgeted: bool) -> int:
+        row = session.execute(
             f"SELECT n_trials, n_released FROM {self.s}.studies WHERE name = %s", (study,)
         ).fetchone()
         if row is None:
-            raise self._missing(study)
+            raise self.missing(study)
         return int(row[0] - row[1]) if budgeted else int(row[0])
 
 
@@ -800,21 +733,24 @@ def _positive(url: StorageURL, name: str, default: float, *, integer: bool = Fal
     try:
         value = int(text) if integer else float(text)
     except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
+        value = float("nan")
+    if not 0 < value < float("inf"):
         kind = "a positive integer" if integer else "a positive number of seconds"
         raise StorageURLError(f"{url.redacted!r}: {name} must be {kind}, got {text!r}")
     return value
 
 
-class PostgresStorage(StorageContext):
+class PostgresStorage(Storage):
     """A `Storage` in a PostgreSQL database, shared by any number of processes and machines.
 
-    Make it with `from_url` (or `asyncopt.open_storage`) from
-    ``postgresql://user:password@host:port/dbname?options``; see the module docstring for
-    the options. Open it with ``async with``; failures to connect raise
-    `asyncopt.errors.StorageUnavailableError` within seconds.
+    Made from ``postgresql://user:password@host:port/dbname?options`` by `from_url` (or
+    `asyncopt.open_storage`); the module docstring lists the options. Open it with
+    ``async with``: failures to connect raise `asyncopt.errors.StorageUnavailableError`
+    within ``connect_timeout`` seconds; a schema that is not asyncopt's, or is newer,
+    raises `asyncopt.errors.StorageError` and is left untouched.
     """
+
+    one_round_trip = True
 
     def __init__(
         self,
@@ -827,12 +763,10 @@ class PostgresStorage(StorageContext):
     ) -> None:
         self._conninfo = conninfo
         self._url = url
-        self._password = url.password
-        self._where = f"{url.host or 'localhost'}:{url.port or 5432}{url.path or '/'}"
         self._schema = schema
         self._pool_size = pool_size
-        self._retry_timeout = retry_timeout
-        self._ops = _Ops(schema, url.redacted)
+        self._retry = RetryPolicy(0.05, 2.0, retry_timeout)
+        self._ops = _Ops(schema, url.redacted, self._no_study)
         self._pool: _Pool | None = None
         self._open_lock: anyio.Lock | None = None
 
@@ -855,20 +789,24 @@ class PostgresStorage(StorageContext):
         if url.path.strip("/").count("/"):
             raise StorageURLError(f"{shown!r}: the path names one database, as /dbname")
         # Everything else goes to libpq, which knows its own parameters.
-        raw = re.sub(r"^[A-Za-z]+", "postgresql", url.raw.split("?", 1)[0])
+        base = re.sub(r"^[A-Za-z]+", "postgresql", url.raw.split("?", 1)[0])
         libpq = {k: v for k, v in url.query.items() if k not in _OPTIONS}
         libpq.setdefault("connect_timeout", "5")
+        if url.read_only:
+            libpq["options"] = (
+                libpq.get("options", "") + " -c default_transaction_read_only=on"
+            ).strip()
         try:
-            conninfo = psycopg.conninfo.make_conninfo(raw, **libpq)
+            conninfo = psycopg.conninfo.make_conninfo(base, **libpq)
         except psycopg.ProgrammingError as exc:
-            raise StorageURLError(f"{shown!r}: {_message(exc, url.password)}") from None
+            raise StorageURLError(f"{shown!r}: {url.scrub(str(exc))}") from None
         return cls(
             conninfo, url=url, schema=schema, pool_size=pool_size, retry_timeout=retry_timeout
         )
 
     @property
     def url(self) -> str:
-        """The URL, with any password replaced by ``***``."""
+        """The URL, with the password (and any secret option) replaced by ``***``."""
         return self._url.redacted
 
     @property
@@ -879,36 +817,41 @@ class PostgresStorage(StorageContext):
     def __repr__(self) -> str:
         return f"PostgresStorage({self.url!r})"
 
+    # -- connections -------------------------------------------------------------------------
+
+    def _translate(self, exc: BaseException) -> StorageError:
+        detail = self._url.scrub(str(exc).strip().replace("\n", " "))
+        return translate(exc, ERRORS, self.url, detail)
+
     def _connect(self) -> psycopg.Connection[Any]:
         try:
             return psycopg.connect(self._conninfo, autocommit=True)
         except psycopg.Error as exc:
-            error = _translate(exc, self._where, self._password)
-            if exc.sqlstate in _AUTH_STATES or exc.sqlstate == "3D000":
+            error = self._translate(exc)
+            if not isinstance(error, StorageUnavailableError) or _refused_credentials(exc):
+                raise error from None
+            if exc.sqlstate == "3D000":
                 raise error from None
             raise _Retry(error) from None
 
     async def open(self) -> None:
-        """Connect, check the schema is ours and create it if needed. Idempotent.
-
-        Raises `asyncopt.errors.StorageUnavailableError` when the server cannot be
-        reached or refuses the credentials, and `asyncopt.errors.StorageError` when the
-        schema holds something else or was written by a newer asyncopt (nothing changed).
-        """
+        """Connect, check the schema is ours and create it if needed. Idempotent."""
         if self._open_lock is None:
             self._open_lock = anyio.Lock()
         async with self._open_lock:
             if self._pool is not None:
                 return
             pool = _Pool(self._connect, self._pool_size)
+            read_only = self._url.read_only
             with anyio.CancelScope(shield=True):
                 try:
-                    await self._attempt(pool, self._ops.prepare, write=True)
+                    # No retries: an unreachable server is reported at once.
+                    await self._attempt(pool, lambda s: self._ops.prepare(s, read_only))
                 except _Retry as retry:
-                    pool.close()
+                    await anyio.to_thread.run_sync(pool.close)
                     raise retry.error from None
                 except BaseException:
-                    pool.close()
+                    await anyio.to_thread.run_sync(pool.close)
                     raise
             self._pool = pool
 
@@ -919,10 +862,10 @@ class PostgresStorage(StorageContext):
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(pool.close)
 
-    async def _attempt(self, pool: _Pool, fn: Callable[[_Session], T], *, write: bool) -> T:
+    async def _attempt(self, pool: _Pool, fn: Callable[[_Session], T]) -> T:
         """One attempt of ``fn`` on a pooled connection, on a worker thread.
 
-        Raises `_Retry` when the attempt certainly did not take effect (or only read).
+        Raises `_Retry` when the attempt certainly did not take effect.
         """
 
         def attempt() -> T:
@@ -931,12 +874,12 @@ class PostgresStorage(StorageContext):
             try:
                 return fn(session)
             except psycopg.Error as exc:
-                error = _translate(exc, self._where, self._password)
-                if exc.sqlstate in _RETRY_STATES:
+                error = self._translate(exc)
+                if exc.sqlstate in _PASSING:
                     raise _Retry(error) from None
-                if isinstance(exc, psycopg.OperationalError) and not (write and session.committing):
+                if isinstance(exc, psycopg.OperationalError) and not session.committing:
                     # The connection dropped: the server rolls back what was not committed.
-                    # Only a write whose COMMIT was in flight has an unknown outcome.
+                    # Only a transaction whose COMMIT was in flight has an unknown outcome.
                     raise _Retry(error) from None
                 raise error from None
             finally:
@@ -945,193 +888,74 @@ class PostgresStorage(StorageContext):
         async with pool.slots:
             return await anyio.to_thread.run_sync(attempt)
 
-    async def _call(self, fn: Callable[[_Session], T], *, write: bool = True) -> T:
+    async def _call(self, fn: Callable[[_Session], T]) -> T:
         pool = self._pool
         if pool is None:
             raise StorageError(f"{self.url} is not open; use `async with` or `await open()`")
-        delay = _FIRST_BACKOFF
-        deadline = time.monotonic() + self._retry_timeout
+        waits: Iterator[float] | None = None
         # Each call is one transaction; let it finish so its outcome is never lost to a
         # cancellation (the cancellation is delivered at the caller's next checkpoint).
         with anyio.CancelScope(shield=True):
             while True:
                 try:
-                    result = await self._attempt(pool, fn, write=write)
+                    result = await self._attempt(pool, fn)
                     break
                 except _Retry as retry:
-                    if time.monotonic() + delay > deadline:
+                    waits = waits or self._retry.waits()
+                    wait = next(waits, None)
+                    if wait is None:
                         raise retry.error from None
-                await anyio.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, _MAX_BACKOFF)
+                await anyio.sleep(wait)
         return result
 
-    # -- studies ---------------------------------------------------------------------------
+    # -- the primitives ------------------------------------------------------------------
 
-    async def create_study(
-        self, name: str, *, fingerprint: str, space: Mapping[str, Any], seed: int
-    ) -> StudyRecord:
-        """Create the study, or load it; `StudyMismatchError` if its space differs."""
-        text = _dumps(dict(space), "space description")
-        seed = int(seed)
-        return await self._call(lambda c: self._ops.create_study(c, name, fingerprint, text, seed))
+    async def _create_study(self, record: StudyRecord) -> StudyRecord:
+        return await self._call(lambda s: self._ops.create_study(s, record))
 
-    async def get_study(self, name: str) -> StudyRecord:
-        """The study; `StudyNotFoundError` if there is none."""
-        return await self._call(lambda c: self._ops.get_study(c, name), write=False)
+    async def _get_study(self, name: str) -> StudyRecord | None:
+        return await self._call(lambda s: self._ops.get_study(s, name))
 
-    async def list_studies(self) -> list[StudyRecord]:
-        """Every study, by name."""
-        return await self._call(self._ops.list_studies, write=False)
+    async def _list_studies(self) -> list[StudyRecord]:
+        return await self._call(self._ops.list_studies)
 
-    async def delete_study(self, name: str) -> None:
-        """Delete the study and its trials; `StudyNotFoundError` if there is none."""
-        await self._call(lambda c: self._ops.delete_study(c, name))
+    async def _delete_study(self, name: str) -> bool:
+        return await self._call(lambda s: self._ops.delete_study(s, name))
 
-    # -- trials ----------------------------------------------------------------------------
-
-    async def create_trial(
+    async def _batch(
         self,
         study: str,
-        assignment: Mapping[str, int | float],
+        finishes: Sequence[StoredFinish],
+        new: Sequence[NewTrial],
         *,
-        budget: int | None,
+        since: int | None,
         worker: str,
+        budget: int | None,
         lease: float,
-        seed: int | None = None,
-    ) -> Trial | None:
-        """Atomically create a RUNNING trial with the next tid, if the budget allows."""
-        text = _dumps(dict(assignment), "assignment")
+    ) -> Batch:
         return await self._call(
-            lambda c: self._ops.create_trial(c, study, text, budget, worker, lease, seed)
+            lambda s: self._ops.batch(s, study, finishes, new, since, worker, budget, lease)
         )
 
-    async def enqueue_trials(
-        self,
-        study: str,
-        assignments: Sequence[Mapping[str, int | float]],
-        *,
-        budget: int | None,
-        seeds: Sequence[int | None] | None = None,
+    async def _enqueue(
+        self, study: str, new: Sequence[NewTrial], *, budget: int | None
     ) -> list[Trial]:
-        """Atomically add QUEUED trials, in order, as many as the budget allows."""
-        texts = [_dumps(dict(a), "assignment") for a in assignments]
-        seed_list: list[int | None] = [None] * len(texts) if seeds is None else list(seeds)
-        return await self._call(
-            lambda c: self._ops.enqueue_trials(c, study, texts, budget, seed_list)
-        )
+        return await self._call(lambda s: self._ops.enqueue(s, study, new, budget))
 
-    async def claim_trial(self, study: str, *, worker: str, lease: float) -> Trial | None:
-        """Atomically move the lowest-tid QUEUED trial to RUNNING for ``worker``, or None."""
-        return await self._call(lambda c: self._ops.claim_trial(c, study, worker, lease))
+    async def _claim(self, study: str, *, worker: str, lease: float, limit: int) -> list[Trial]:
+        return await self._call(lambda s: self._ops.claim(s, study, worker, lease, limit))
 
-    async def finish_trial(
-        self,
-        study: str,
-        tid: int,
-        *,
-        worker: str,
-        state: TrialState,
-        loss: float | None = None,
-        result: Mapping[str, Any] | None = None,
-        error: str | None = None,
-        started_at: float | None = None,
-    ) -> Trial:
-        """Record the outcome of a RUNNING trial held by ``worker``.
+    async def _renew(self, study: str, tids: list[int], *, worker: str, lease: float) -> list[int]:
+        return await self._call(lambda s: self._ops.renew(s, study, tids, worker, lease))
 
-        Raises `TrialNotFoundError`, `TrialStateError` or `LeaseLostError`.
-        """
-        outcome = _outcome_of(tid, state, loss, result, error, started_at)
-        trial, _ = await self._finish_one(study, worker, outcome, None)
-        return trial
+    async def _reap(self, study: str) -> list[Trial]:
+        return await self._call(lambda s: self._ops.reap(s, study))
 
-    async def finish_and_read(
-        self,
-        study: str,
-        tid: int,
-        *,
-        since: int,
-        worker: str,
-        state: TrialState,
-        loss: float | None = None,
-        result: Mapping[str, Any] | None = None,
-        error: str | None = None,
-        started_at: float | None = None,
-    ) -> tuple[Trial, list[Trial]]:
-        """`finish_trial` then `trials_since(study, since)` in one transaction."""
-        outcome = _outcome_of(tid, state, loss, result, error, started_at)
-        return await self._finish_one(study, worker, outcome, since)
+    async def _get_trial(self, study: str, tid: int) -> Trial | None:
+        return await self._call(lambda s: self._ops.get_trial(s, study, tid))
 
-    async def _finish_one(
-        self, study: str, worker: str, outcome: _Outcome, since: int | None
-    ) -> tuple[Trial, list[Trial]]:
-        finished, changed, _ = await self._call(
-            lambda c: self._ops.finish(c, study, worker, [outcome], since)
-        )
-        trial = finished[0]
-        if isinstance(trial, TrialError):
-            raise trial
-        return trial, changed
+    async def _trials_since(self, study: str, seq: int) -> list[Trial]:
+        return await self._call(lambda s: self._ops.trials_since(s, study, seq))
 
-    async def finish_and_create_many(
-        self,
-        study: str,
-        handovers: Sequence[Handover],
-        *,
-        since: int,
-        worker: str,
-        budget: int | None,
-        lease: float,
-    ) -> tuple[list[tuple[Trial, Trial | None] | TrialError], list[Trial]]:
-        """Finish, read and create the following trials, all in one transaction.
-
-        See `StorageContext.finish_and_create_many`.
-        """
-        outcomes: list[_Outcome | TrialStateError] = []
-        for h in handovers:
-            try:
-                outcomes.append(
-                    _outcome_of(h.tid, h.state, h.loss, h.result, h.error, h.started_at)
-                )
-            except TrialStateError as exc:
-                outcomes.append(exc)
-        valid = [o for o in outcomes if not isinstance(o, TrialStateError)]
-        then_create = [
-            (_dumps(dict(h.assignment), "assignment"), h.seed)
-            for h, o in zip(handovers, outcomes)
-            if not isinstance(o, TrialStateError)
-        ]
-        finished, changed, created = await self._call(
-            lambda c: self._ops.finish(c, study, worker, valid, since, then_create, budget, lease)
-        )
-        done = iter(zip(finished, created))
-        results: list[tuple[Trial, Trial | None] | TrialError] = []
-        for o in outcomes:
-            if isinstance(o, TrialStateError):
-                results.append(o)
-                continue
-            trial, new = next(done)
-            results.append(trial if isinstance(trial, TrialError) else (trial, new))
-        return results, changed
-
-    async def renew_leases(
-        self, study: str, tids: Sequence[int], *, worker: str, lease: float
-    ) -> list[int]:
-        """Extend ``worker``'s leases; returns the tids it no longer holds."""
-        tid_list = [int(tid) for tid in tids]
-        return await self._call(lambda c: self._ops.renew_leases(c, study, tid_list, worker, lease))
-
-    async def reap_expired(self, study: str) -> list[Trial]:
-        """Cancel RUNNING trials whose lease passed; queue each non-retry once again."""
-        return await self._call(lambda c: self._ops.reap_expired(c, study))
-
-    async def get_trial(self, study: str, tid: int) -> Trial:
-        """One trial; `TrialNotFoundError` if there is none."""
-        return await self._call(lambda c: self._ops.get_trial(c, study, tid), write=False)
-
-    async def trials_since(self, study: str, seq: int = 0) -> list[Trial]:
-        """Trials changed after sequence number ``seq`` (all with 0), ordered by ``seq``."""
-        return await self._call(lambda c: self._ops.trials_since(c, study, seq), write=False)
-
-    async def count_trials(self, study: str, *, budgeted: bool = True) -> int:
-        """Number of budgeted trials (or of all trials with ``budgeted=False``)."""
-        return await self._call(lambda c: self._ops.count_trials(c, study, budgeted), write=False)
+    async def _count(self, study: str, *, budgeted: bool) -> int:
+        return await self._call(lambda s: self._ops.count(s, study, budgeted))
