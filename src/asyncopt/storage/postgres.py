@@ -212,6 +212,11 @@ _SCHEMA = (
 )
 
 
+def _one_line(text: str) -> str:
+    """A driver's (multi-line) message on one line."""
+    return " ".join(text.split())
+
+
 def _trial(study: str, row: Sequence[Any]) -> Trial:
     return trial_from_document(study, dict(zip(_FIELDS, row)))
 
@@ -799,7 +804,7 @@ class PostgresStorage(Storage):
         try:
             conninfo = psycopg.conninfo.make_conninfo(base, **libpq)
         except psycopg.ProgrammingError as exc:
-            raise StorageURLError(f"{shown!r}: {url.scrub(str(exc))}") from None
+            raise StorageURLError(f"{shown!r}: {_one_line(url.scrub(str(exc)))}") from None
         return cls(
             conninfo, url=url, schema=schema, pool_size=pool_size, retry_timeout=retry_timeout
         )
@@ -820,7 +825,7 @@ class PostgresStorage(Storage):
     # -- connections -------------------------------------------------------------------------
 
     def _translate(self, exc: BaseException) -> StorageError:
-        detail = self._url.scrub(str(exc).strip().replace("\n", " "))
+        detail = _one_line(self._url.scrub(str(exc)))
         return translate(exc, ERRORS, self.url, detail)
 
     def _connect(self) -> psycopg.Connection[Any]:
