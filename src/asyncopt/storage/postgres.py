@@ -99,7 +99,8 @@ DEFAULT_SCHEMA = "asyncopt"
 SCHEMA_VERSION = 1
 """The layout of the tables this version of asyncopt reads and writes."""
 
-_OPTIONS = ("schema", "pool_size", "retry_timeout")
+_OPTIONS = ("schema", "pool_size", "retry_timeout", "synchronous_commit")
+_SYNCHRONOUS_COMMIT = ("on", "off", "local", "remote_write", "remote_apply")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _TABLES = ("meta", "studies", "trials")
 
@@ -797,10 +798,19 @@ class PostgresStorage(Storage):
         base = re.sub(r"^[A-Za-z]+", "postgresql", url.raw.split("?", 1)[0])
         libpq = {k: v for k, v in url.query.items() if k not in _OPTIONS}
         libpq.setdefault("connect_timeout", "5")
+        settings = []
+        synchronous_commit = url.query.get("synchronous_commit")
+        if synchronous_commit is not None:
+            if synchronous_commit not in _SYNCHRONOUS_COMMIT:
+                raise StorageURLError(
+                    f"{shown!r}: synchronous_commit must be one of "
+                    f"{', '.join(_SYNCHRONOUS_COMMIT)}, got {synchronous_commit!r}"
+                )
+            settings.append(f"-c synchronous_commit={synchronous_commit}")
         if url.read_only:
-            libpq["options"] = (
-                libpq.get("options", "") + " -c default_transaction_read_only=on"
-            ).strip()
+            settings.append("-c default_transaction_read_only=on")
+        if settings:
+            libpq["options"] = " ".join([libpq.get("options", ""), *settings]).strip()
         try:
             conninfo = psycopg.conninfo.make_conninfo(base, **libpq)
         except psycopg.ProgrammingError as exc:
