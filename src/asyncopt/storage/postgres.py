@@ -218,6 +218,10 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _tid(trial: Trial) -> int:
+    return trial.tid
+
+
 def _trial(study: str, row: Sequence[Any]) -> Trial:
     return trial_from_document(study, dict(zip(_FIELDS, row)))
 
@@ -262,6 +266,13 @@ class _Session:
         self.conn.execute("COMMIT")
         self.committing = False
 
+    def write(self, query: str, params: Any) -> psycopg.Cursor[Any]:
+        """Run one statement that is a transaction of its own (it commits as it ends)."""
+        self.committing = True
+        cursor = self.conn.execute(query, params)
+        self.committing = False
+        return cursor
+
 
 # -- the SQL of every operation (each runs whole on a worker thread) ----------------------
 
@@ -291,15 +302,42 @@ class _Ops:
             "AS t(tid, state, assignment, started_at, lease_expires_at, worker, seed, retry_of, i) "
             f"ORDER BY t.i RETURNING {_COLUMNS}"
         )
-        # Finish the listed trials that are RUNNING for the worker, each with its outcome.
-        self.sql_finish = (
-            f"UPDATE {s}.trials t SET state = o.state, loss = o.loss, result = o.result, "
-            "error = o.error, started_at = COALESCE(o.started_at, t.started_at), "
-            f"finished_at = %s, lease_expires_at = NULL, seq = nextval('{s}.seq') "
-            "FROM unnest(%s::bigint[], %s::smallint[], %s::float8[], %s::text[], %s::text[], "
-            "%s::float8[]) AS o(tid, state, loss, result, error, started_at) "
-            "WHERE t.study_id = %s AND t.tid = o.tid AND t.state = 1 AND t.worker = %s "
-            f"RETURNING {_T_COLUMNS}"
+        # A whole batch in one statement (its own transaction): lock the study's row,
+        # finish the listed trials RUNNING for the worker, then create as many new trials
+        # as the budget leaves room for (after the finishes: a CANCELLED one gives its
+        # slot back), advancing the counters. Rows: (1, finished trial) and (2, created).
+        # Every CTE that touches trials joins the locked row, so its seqs are taken under
+        # the lock; the finishes' conditions are checked again on the latest committed
+        # rows (PostgreSQL re-evaluates an UPDATE's WHERE on a row changed meanwhile).
+        self.sql_batch = (
+            "WITH s AS ("
+            f"SELECT id, n_trials, n_released FROM {s}.studies WHERE name = %(study)s "
+            "FOR NO KEY UPDATE), "
+            f"f AS (UPDATE {s}.trials t SET state = o.state, loss = o.loss, "
+            "result = o.result, error = o.error, "
+            "started_at = COALESCE(o.started_at, t.started_at), finished_at = %(now)s, "
+            f"lease_expires_at = NULL, seq = nextval('{s}.seq') "
+            "FROM s, unnest(%(tids)s::bigint[], %(states)s::smallint[], %(losses)s::float8[], "
+            "%(results)s::text[], %(errors)s::text[], %(starts)s::float8[]) "
+            "AS o(tid, state, loss, result, error, started_at) "
+            "WHERE t.study_id = s.id AND t.tid = o.tid AND t.state = 1 "
+            f"AND t.worker = %(worker)s RETURNING {_T_COLUMNS}), "
+            "k AS (SELECT s.id, s.n_trials AS first, "
+            "s.n_released + (SELECT count(*) FROM f WHERE f.state = 4) AS released FROM s), "
+            "r AS (SELECT k.*, LEAST(%(n_new)s::bigint, GREATEST(0, coalesce("
+            "%(budget)s::bigint - (k.first - k.released), %(n_new)s::bigint))) AS added FROM k), "
+            f"c AS (UPDATE {s}.studies SET n_trials = r.first + r.added, n_released = r.released "
+            "FROM r WHERE studies.id = r.id AND (r.added > 0 OR r.released > studies.n_released) "
+            "RETURNING 1), "
+            f"i AS (INSERT INTO {s}.trials (study_id, tid, state, assignment, created_at, "
+            "started_at, lease_expires_at, worker, seed, seq) "
+            "SELECT r.id, r.first + u.i - 1, 1, u.assignment, %(now)s, %(now)s, %(expires)s, "
+            f"%(worker)s, u.seed, nextval('{s}.seq') FROM r, "
+            "unnest(%(assignments)s::text[], %(seeds)s::numeric[]) WITH ORDINALITY "
+            f"AS u(assignment, seed, i) WHERE u.i <= r.added RETURNING {_COLUMNS}) "
+            f"SELECT 1, * FROM f UNION ALL SELECT 2, * FROM i "
+            "UNION ALL SELECT 3, count(*), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+            "NULL, NULL, NULL, NULL, NULL FROM c"
         )
         self.sql_holders = (
             f"SELECT tid, state, worker FROM {s}.trials WHERE study_id = %s AND tid = ANY(%s)"
@@ -469,63 +507,56 @@ class _Ops:
         budget: int | None,
         lease: float,
     ) -> Batch:
-        """Finish, create, then read, in one transaction holding the study's lock."""
-        with session.transaction():
-            study_id, n_trials, n_released = self.lock(session, study)
-            done: dict[int, Trial] = {}
-            if finishes:
-                rows = session.execute(
-                    self.sql_finish,
-                    (
-                        time.time(),
-                        [f.tid for f in finishes],
-                        [int(f.state) for f in finishes],
-                        [f.loss for f in finishes],
-                        [f.result_json for f in finishes],
-                        [f.error for f in finishes],
-                        [f.started_at for f in finishes],
-                        study_id,
-                        worker,
-                    ),
-                ).fetchall()
-                done = {row[0]: _trial(study, row) for row in rows}
-            cancelled = sum(1 for t in done.values() if t.state is TrialState.CANCELLED)
-            n_released += cancelled
+        """Finish and create in one statement (one transaction), then read the changes."""
+        now = time.time()
+        rows = session.write(
+            self.sql_batch,
+            {
+                "study": study,
+                "now": now,
+                "expires": now + lease,
+                "worker": worker,
+                "tids": [f.tid for f in finishes],
+                "states": [int(f.state) for f in finishes],
+                "losses": [f.loss for f in finishes],
+                "results": [f.result_json for f in finishes],
+                "errors": [f.error for f in finishes],
+                "starts": [f.started_at for f in finishes],
+                "n_new": len(new),
+                "budget": budget,
+                "assignments": [to_json(n.assignment, "assignment") for n in new],
+                "seeds": [n.seed for n in new],
+            },
+        ).fetchall()
+        done = {row[1]: _trial(study, row[1:]) for row in rows if row[0] == 1}
+        created = sorted((_trial(study, row[1:]) for row in rows if row[0] == 2), key=_tid)
+        study_id: int | None = None
+        if not done and not created:
+            study_id = self.study_id(session, study)  # the study exists: nothing was due
+        finished: list[Trial | TrialError] = []
+        if len(done) < len(finishes):
             # Why the others were refused, as of now. A tid given twice in one call is
             # finished once; the second time it is finished already.
             holders = {tid: (t.state, t.worker) for tid, t in done.items()}
             refused = [f.tid for f in finishes if f.tid not in done]
-            if refused:
-                for tid, state, holder in session.execute(self.sql_holders, (study_id, refused)):
-                    holders[tid] = (TrialState(state), holder)
-            finished: list[Trial | TrialError] = []
+            if study_id is None:
+                study_id = self.study_id(session, study)
+            for tid, state, holder in session.execute(self.sql_holders, (study_id, refused)):
+                holders.setdefault(tid, (TrialState(state), holder))
             for f in finishes:
                 trial = done.pop(f.tid, None)
                 if trial is None:
                     state, holder = holders.get(f.tid, (None, None))
-                    refused_because = refusal(study, f.tid, worker, state, holder)
-                    assert refused_because is not None  # the update found it not finishable
-                    finished.append(refused_because)
+                    why = refusal(study, f.tid, worker, state, holder)
+                    assert why is not None  # the statement found it not finishable
+                    finished.append(why)
                 else:
                     finished.append(trial)
-            left = room(budget, n_trials - n_released)
-            created = self.insert(
-                session,
-                study,
-                study_id,
-                n_trials,
-                TrialState.RUNNING,
-                new if left is None else new[:left],
-                worker=worker,
-                lease=lease,
-            )
-            if created or cancelled:
-                session.execute(self.sql_counters, (n_trials + len(created), n_released, study_id))
-            changed = []
-            if since is not None:
-                changed = [
-                    _trial(study, row) for row in session.execute(self.sql_since, (study_id, since))
-                ]
+        else:
+            finished = [done[f.tid] for f in finishes]
+        changed = []
+        if since is not None:
+            changed = self.trials_since(session, study, since)
         return Batch(finished, created, changed)
 
     def enqueue(
