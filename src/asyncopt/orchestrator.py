@@ -22,7 +22,7 @@ import anyio.to_thread
 import attrs
 
 from asyncopt._groups import single_error
-from asyncopt.errors import AllTrialsFailed, TrialError, TrialStateError
+from asyncopt.errors import AllTrialsFailed, TrialError, TrialNotFoundError, TrialStateError
 from asyncopt.outcome import Outcome, from_exception, from_value
 from asyncopt.progress import ProgressFactory, make_reporter
 from asyncopt.storage.base import Storage
@@ -276,8 +276,10 @@ class _Run:
                     budget=self.max_evals,
                 )
             for (ahead, _, _), result in zip(passengers, results):
-                if isinstance(result, TrialStateError):
-                    continue  # the lease was lost (reaped and requeued): the retry counts
+                if isinstance(result, (TrialStateError, TrialNotFoundError)):
+                    # The lease was lost (reaped and requeued: the retry counts), or the
+                    # trial vanished in a server crash (the study fills the gap).
+                    continue
                 if isinstance(result, TrialError):
                     raise result
                 finished.append(result[0])
@@ -418,8 +420,9 @@ class _Run:
         with self.study.shielded():
             try:
                 return await self.study.finish_and_ask(trial.tid, outcome, budget=self.max_evals)
-            except TrialStateError:
-                # Our lease was lost (the trial was reaped and requeued): the retry counts.
+            except (TrialStateError, TrialNotFoundError):
+                # Our lease was lost (the trial was reaped and requeued: the retry counts),
+                # or the trial vanished in a server crash (the study fills the gap).
                 return None, None
         return None, None  # pragma: no cover - a shielded scope does not swallow exceptions
 
@@ -427,8 +430,9 @@ class _Run:
         with self.study.shielded():
             try:
                 return await self.study.finish(trial.tid, outcome)
-            except TrialStateError:
-                # Our lease was lost (the trial was reaped and requeued): the retry counts.
+            except (TrialStateError, TrialNotFoundError):
+                # Our lease was lost (the trial was reaped and requeued: the retry counts),
+                # or the trial vanished in a server crash (the study fills the gap).
                 return None
         return None  # pragma: no cover - a shielded scope does not swallow exceptions
 

@@ -29,6 +29,7 @@ from asyncopt.errors import (
     StorageError,
     StudyMismatchError,
     TrialError,
+    TrialNotFoundError,
     TrialStateError,
 )
 from asyncopt.history import History, HistoryBuilder
@@ -483,9 +484,10 @@ class Study:
                 lease=self.lease,
             )
             [trial] = batch.finished
-            if isinstance(trial, TrialError):
-                raise trial
             self._read(batch.changed)
+            if isinstance(trial, TrialError):
+                self._note_vanished(tid, trial)
+                raise trial
             self._finish_read_at = time.monotonic()
         finally:
             if outcome.state.is_finished:
@@ -648,6 +650,7 @@ class Study:
             for handover, result in zip(batch, done.finished):
                 self._held.discard(handover.tid)
                 if isinstance(result, TrialError):
+                    self._note_vanished(handover.tid, result)
                     handover.undo()
                     handover.settle(error=result)
                     continue
@@ -660,6 +663,20 @@ class Study:
             for spare, _ in created:
                 self._take(spare)
                 await self.finish(spare.tid, _UNRUN)
+
+    def _note_vanished(self, tid: int, error: TrialError) -> None:
+        """Say so when a trial this worker held is gone from the storage.
+
+        Only a write lost by a crashed server does that; the storage then fills the tid
+        gap with a later trial, so the study still reaches its budget.
+        """
+        if isinstance(error, TrialNotFoundError) and tid in self._held:
+            logger.warning(
+                "study %r: trial %d vanished from the storage (a write lost in a server "
+                "crash?); its outcome is not recorded and another trial takes its place",
+                self.name,
+                tid,
+            )
 
     def _fall_back(self, handover: _Handover) -> None:
         handover.stage = _Stage.FALLBACK
