@@ -579,3 +579,25 @@ def test_the_cli_reads_and_writes_a_postgres_study(
     capsys.readouterr()
     assert main(["studies", postgres_url]) == 0
     assert "cli" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("assignment", "'not json'"), ("result", "'[1, 2]'"), ("seed", "0.5")],
+)
+async def test_a_tampered_row_is_a_storage_error_naming_study_tid_and_field(
+    pg: PostgresStorage, postgres_url: str, field: str, value: str
+) -> None:
+    study = await _study(pg)
+    trial = await pg.create_trial(study, {"x": 0.5}, budget=None, worker="w", lease=60, seed=3)
+    assert trial is not None
+    await pg.finish_trial(study, trial.tid, worker="w", state=TrialState.OK, loss=1.0)
+    with psycopg.connect(_plain(postgres_url), autocommit=True) as conn:
+        conn.execute(f"UPDATE {_schema(postgres_url)}.trials SET {field} = {value}")
+    with pytest.raises(StorageError) as info:
+        await pg.trials_since(study)
+    message = str(info.value)
+    assert "trial 0" in message
+    assert "'s'" in message
+    assert repr(field) in message
+    assert info.value.__cause__ is None
