@@ -25,8 +25,15 @@ it). So, per study:
   are taken under the lock and the lock is held to the commit, so a study's changes
   commit in ``seq`` order, and a reader that passes the highest ``seq`` it has read never
   misses a change;
-- claims pick the lowest queued tid with ``FOR UPDATE SKIP LOCKED``, reaps pick expired
-  leases with ``FOR UPDATE``: every read-modify-write sees the latest committed rows.
+- claims pick the lowest queued tids with ``FOR UPDATE SKIP LOCKED``, and reaps read the
+  expired leases after taking the lock: every read-modify-write sees the latest rows.
+
+The orchestrator's hot path, a batch (record the outcomes of a process's finished
+workers, create their next trials), is one statement that is its own transaction (the
+lock, the finishes, the budget count, the inserts, the counters), followed by one read of
+the changes in a statement of its own (it must see what committed while the lock was
+awaited). Statements are planned once per connection: a batch took longer to plan than
+to run.
 
 Failures
     Driver errors become `asyncopt.errors.StorageError` subclasses, passwords never
@@ -35,12 +42,15 @@ Failures
     credentials. Later, a server that goes away (restarts, fails over) is waited for, and
     serialization failures and deadlocks are retried, with jittered exponential back-off
     for up to ``retry_timeout`` seconds (default 30). A transaction whose connection
-    dropped while its COMMIT was in flight may or may not have been recorded: that one is
-    not retried but raised as `StorageUnavailableError` (leases then sort it out).
+    dropped while its COMMIT (or its one statement) was in flight may or may not have been
+    recorded: that one is not retried but raised as `StorageUnavailableError` (leases
+    then sort it out).
 
 URL options (query string): ``schema``, ``pool_size`` (default 4), ``retry_timeout``,
-and any libpq connection parameter (``connect_timeout``, ``sslmode``, ``application_name``,
-...). Times are each client's clock: keep the machines' clocks synchronised (NTP).
+``synchronous_commit`` (``off``: commits that do not wait for the disk, at the risk of
+losing the last moments' trials if the server crashes), and any libpq connection
+parameter (``connect_timeout``, ``sslmode``, ``application_name``, ...). Times are each
+client's clock: keep the machines' clocks synchronised (NTP).
 """
 
 from __future__ import annotations
