@@ -30,7 +30,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def types(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[mongo,plot]", "mypy")
+    session.install("-e", ".[mongo,postgres,plot]", "mypy")
     session.run("mypy", "--strict", "src")
 
 
@@ -51,5 +51,6 @@ def bench(session: nox.Session) -> None:
         "benchmarks/bench_quality.py",
         "benchmarks/bench_storage.py",
         "benchmarks/bench_mongo.py",
+        "benchmarks/bench_postgres.py",
     ):
         session.run("python", script, *session.posargs)

@@ -8,7 +8,13 @@ import pytest
 from blockbuster import blockbuster_ctx
 
 # The session's MongoDB server and a fresh database per test (tests/ is on sys.path).
-from mongo_server import flaky_proxy, mongodb_server_url, mongodb_url  # noqa: F401
+from mongo_server import (  # noqa: F401
+    flaky_proxy,
+    mongodb_server_url,
+    mongodb_url,
+    restartable_server,
+)
+from postgres_server import postgres_server_url, postgres_url  # noqa: F401
 
 
 @pytest.fixture(

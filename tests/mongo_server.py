@@ -1,7 +1,10 @@
 """The MongoDB server the test suite runs against.
 
 By default a SecantusDB server (a MongoDB-wire-compatible server from PyPI) is started as
-a subprocess on a free loopback port, once per test session, with in-memory storage.
+a subprocess on a free loopback port, once per test session, with in-memory storage and
+the durability of a production server: a journaled write is synced before it is
+acknowledged (``--sync-on-commit``), as mongod does for ``j: true``. `Server` starts one
+on a storage path of its own, which a test may kill (SIGKILL) and start again.
 With ``ASYNCOPT_TEST_MONGODB_URL`` set (e.g. ``mongodb://127.0.0.1:27017``), the tests use
 that server instead. Each test gets a database of its own, dropped afterwards.
 """
@@ -42,7 +45,7 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, ""))
 
 
-def _server_command(port: int) -> list[str]:
+def _server_command(port: int, storage_path: str = ":memory:") -> list[str]:
     executable = Path(sys.executable).with_name("secantusd-py")
     program = [str(executable)] if executable.exists() else [sys.executable, "-m", "secantus"]
     found = shutil.which("secantusd-py")
@@ -55,7 +58,8 @@ def _server_command(port: int) -> list[str]:
         "--port",
         str(port),
         "--storage-path",
-        ":memory:",
+        storage_path,
+        "--sync-on-commit",
         "--log-level",
         "WARNING",
     ]
@@ -114,6 +118,56 @@ def running_server() -> Iterator[str]:
             process.kill()
             process.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class Server:
+    """A SecantusDB server with a persistent storage path, killed and restarted at will."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = _free_port()
+        self.url = f"mongodb://127.0.0.1:{self.port}/"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        """Start (or restart) it on the same port and data, and wait until it answers."""
+        self.starts += 1
+        log = self.workdir / f"server-{self.starts}.log"
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                _server_command(self.port, str(self.workdir / "data")),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
+        _wait_until_ready(self.url, self.process, log)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush; what was not synced is lost."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def restartable_server(tmp_path: Path) -> Iterator[Server]:
+    """A started `Server` on a storage path under ``tmp_path``, stopped after the test."""
+    server = Server(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

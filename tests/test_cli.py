@@ -120,12 +120,14 @@ def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'study.db'}"
 
 
-@pytest.fixture(params=["sqlite", "mongodb"])
+@pytest.fixture(params=["sqlite", "mongodb", "postgresql"])
 def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A storage many processes can share: a SQLite file, or a database on the test server."""
-    if request.param == "mongodb":
-        mongodb_url: str = request.getfixturevalue("mongodb_url")
-        return mongodb_url
+    """A storage many processes can share: a SQLite file, or a database on a test server."""
+    if request.param in ("mongodb", "postgresql"):
+        server_url: str = request.getfixturevalue(
+            "mongodb_url" if request.param == "mongodb" else "postgres_url"
+        )
+        return server_url
     return f"sqlite:///{tmp_path / 'shared.db'}"
 
 

@@ -25,7 +25,7 @@ import attrs
 from asyncopt._groups import BaseExceptionGroup, leaves, one_error
 from asyncopt._log import log_finished
 from asyncopt._table import trials_dataframe
-from asyncopt.errors import AllTrialsFailed, TrialError, TrialStateError
+from asyncopt.errors import AllTrialsFailed, TrialError, TrialNotFoundError, TrialStateError
 from asyncopt.outcome import Outcome, from_exception, from_value
 from asyncopt.progress import ProgressFactory, make_reporter
 from asyncopt.space.compile import CompiledSpace
@@ -214,8 +214,10 @@ class _Run:
             self.outcomes[:0] = [o for o in outcomes if o[0].tid in self.study._held]
             raise
         for result in finished:
-            if isinstance(result, TrialStateError):
-                continue  # the lease was lost (reaped and requeued): the retry counts
+            if isinstance(result, (TrialStateError, TrialNotFoundError)):
+                # The lease was lost (reaped and requeued: the retry counts), or the trial
+                # vanished in a server crash (the storage fills the gap).
+                continue
             if isinstance(result, TrialError):
                 raise result
             await self.after(result)

@@ -34,6 +34,7 @@ from asyncopt.errors import (
     StorageError,
     StudyMismatchError,
     TrialError,
+    TrialNotFoundError,
 )
 from asyncopt.history import History, HistoryBuilder
 from asyncopt.outcome import Outcome, from_value
@@ -380,12 +381,29 @@ class Study:
                 if isinstance(result, TrialError):
                     known = before[tid]
                     if known is not None and self._trials[tid].seq == known.seq:
+                        if isinstance(result, TrialNotFoundError):
+                            known = self._vanished(known)
                         self._apply([known], replace=True)  # nothing newer replaced it
                     finished.append(result)
                 else:
                     self._apply([result])
                     finished.append(self._with_params(result))
             return finished, taken + created
+
+    def _vanished(self, trial: Trial) -> Trial:
+        """The local record of a held trial that is gone from the storage.
+
+        Only a write lost by a crashed server does that; the storage then fills the tid
+        gap with a later trial, so the study still reaches its budget. Locally the trial
+        ends (CANCELLED), so nobody waits for it.
+        """
+        logger.warning(
+            "study %r: trial %d vanished from the storage (a write lost in a server crash?); "
+            "its outcome is not recorded and another trial takes its place",
+            self.name,
+            trial.tid,
+        )
+        return trial.evolve(state=TrialState.CANCELLED, error="vanished from the storage")
 
     def _provisional(self, tid: int, outcome: Outcome) -> Trial:
         known = self._trials[tid]

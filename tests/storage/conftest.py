@@ -36,16 +36,24 @@ def _mongodb(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
     return url
 
 
+def _postgresql(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
+    # A fresh schema on the session's test server (tests/postgres_server.py).
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Target]] = {
     "memory": _memory,
     "sqlite": _sqlite,
     "mongodb": _mongodb,
+    "postgresql": _postgresql,
 }
 """Every backend the conformance suite runs against: name → storage target factory."""
 
 SHARED_BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
     "sqlite": lambda request, tmp_path: f"sqlite:///{tmp_path / 'shared.db'}",
     "mongodb": lambda request, tmp_path: _mongodb(request, tmp_path),  # type: ignore[return-value]
+    "postgresql": lambda request, tmp_path: _postgresql(request, tmp_path),  # type: ignore[return-value]
 }
 """Backends several OS processes can share: name → URL factory (multi-process, crash tests)."""
 

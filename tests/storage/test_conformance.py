@@ -1098,3 +1098,25 @@ async def test_a_result_that_is_not_json_is_refused_and_changes_nothing(storage:
             "s", trial.tid, worker="w1", state=TrialState.OK, loss=1, result={"f": object()}
         )
     assert await storage.get_trial("s", trial.tid) == trial
+
+
+async def test_a_closed_study_refuses_ask_and_creates_nothing(storage: Storage) -> None:
+    import asyncopt as ao
+
+    space = {"x": ao.hp.uniform("x", 0, 1)}
+    async with ao.open_study(storage, "s", space, algo=ao.rand.suggest, seed=1) as study:
+        assert await study.ask() is not None
+    with pytest.raises(StorageError, match="closed"):
+        await study.ask()
+    trials = await storage.trials_since("s")
+    assert [t.state for t in trials] == [TrialState.CANCELLED]
+
+
+@pytest.mark.parametrize("name", ["", "s\0", "s" * (MAX_STUDY_NAME + 1)])
+async def test_open_study_applies_the_same_name_rule(storage: Storage, name: str) -> None:
+    import asyncopt as ao
+
+    with pytest.raises(StudyNameError):
+        async with ao.open_study(storage, name, {"x": ao.hp.uniform("x", 0, 1)}):
+            pass
+    assert await storage.list_studies() == []

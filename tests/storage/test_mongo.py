@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import pymongo
 import pytest
 
@@ -480,3 +481,31 @@ async def test_finish_is_refused_twice_but_a_lease_holder_is_told_why(mongo: Mon
     await mongo.finish_trial(study, trial.tid, worker="a", state=TrialState.OK, loss=1.0)
     with pytest.raises(TrialStateError, match="not RUNNING"):
         await mongo.finish_trial(study, trial.tid, worker="a", state=TrialState.OK, loss=1.0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("state", 9), ("assignment", "oops"), ("loss", "cheap"), ("result", "{"), ("seed", 1.5)],
+)
+async def test_a_tampered_document_is_a_storage_error_naming_study_tid_and_field(
+    mongodb_url: str, mongo: MongoStorage, field: str, value: object
+) -> None:
+    study = await _study(mongo)
+    for _ in range(3):
+        await mongo.create_trial(study, {"x": 0.5}, budget=None, worker="w", lease=60)
+
+    def tamper() -> None:
+        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(mongodb_url)
+        try:
+            client[_database(mongodb_url)]["trials"].update_one(
+                {"study": study, "tid": 1}, {"$set": {field: value}}
+            )
+        finally:
+            client.close()
+
+    await anyio.to_thread.run_sync(tamper)
+    with pytest.raises(StorageError) as info:
+        await mongo.trials_since(study)
+    message = str(info.value)
+    assert f"trial 1 of study {study!r}" in message
+    assert repr(field) in message

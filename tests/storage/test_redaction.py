@@ -33,6 +33,8 @@ SHAPES = [
         "AWS_SESSION_TOKEN:***",
     ),
     ("mongodb://bob:pw@h1:1,h2:2/db?appname=a@b", ["pw"], "bob:***@h1:1,h2:2/db"),
+    ("postgresql://alice:hunter2@127.0.0.1:1/db", ["hunter2"], "alice:***@127.0.0.1:1/db"),
+    ("postgres://alice:p@ss@127.0.0.1:1/db?sslpassword=k3y", ["p@ss", "k3y"], "127.0.0.1:1/db"),
 ]
 IDS = [f"shape{i}" for i in range(len(SHAPES))]
 

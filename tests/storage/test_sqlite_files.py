@@ -175,3 +175,57 @@ def test_the_cli_names_a_missing_path_and_creates_nothing(tmp_path: Path) -> Non
     assert result.stderr.count("\n") == 1
     assert str(path) in result.stderr
     assert not path.exists()
+
+
+# -- tampered rows ------------------------------------------------------------------------------
+
+TAMPERED = [
+    ("assignment", "'{not json'"),
+    ("assignment", "'[1, 2]'"),
+    ("state", "9"),
+    ("loss", "'cheap'"),
+    ("result", "'{\"a\": '"),
+    ("seed", "'many'"),
+    ("worker", "x'00ff'"),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), TAMPERED, ids=lambda v: str(v))
+async def test_a_tampered_row_is_a_storage_error_naming_study_tid_and_field(
+    tmp_path: Path, field: str, value: str
+) -> None:
+    path = tmp_path / "study.db"
+    await _study_file(path)
+
+    def tamper() -> None:
+        import sqlite3
+
+        with sqlite3.connect(path) as conn:
+            conn.execute(f"UPDATE asyncopt_trials SET {field} = {value} WHERE tid = 3")
+        conn.close()
+
+    await anyio.to_thread.run_sync(tamper)
+    async with open_storage(f"sqlite:///{path}") as storage:
+        with pytest.raises(StorageError) as info:
+            await storage.trials_since("s")
+    message = str(info.value)
+    assert "trial 3" in message
+    assert "'s'" in message
+    assert repr(field) in message
+    assert info.value.__cause__ is None
+
+
+def test_the_cli_prints_a_tampered_row_as_one_line(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "study.db"
+    anyio.run(_study_file, path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE asyncopt_trials SET assignment = '{oops' WHERE tid = 2")
+    conn.close()
+    for command in (["trials", "s"], ["best", "s"], ["studies"]):
+        result = _cli(command[0], f"sqlite:///{path}", *command[1:])
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "trial 2 of study 's'" in result.stderr
+        assert "'assignment'" in result.stderr

@@ -951,6 +951,8 @@ class MongoStorage(Storage):
             ),
             {"return_document": ReturnDocument.AFTER},
         )
+        if doc is None and finish.tid <= self._highest_tid.get(study, -1):
+            yield from self._record_lost(study, finish.tid, worker)
         if doc is None or doc.get("op") != op:
             refused = refusal(
                 study,
@@ -963,6 +965,31 @@ class MongoStorage(Storage):
             return refused
         [seq] = yield from self._stamp([doc])
         return _trial(doc, seq=seq)
+
+    def _record_lost(self, study: str, tid: int, worker: str) -> _Step[None]:
+        """Fill the place of trial ``tid``, which existed but is gone (a write a crashed
+        server lost), with a CANCELLED record that holds no budget slot: tids stay dense,
+        every reader learns the trial ended, and the budget counts what exists."""
+        now = time.time()
+        doc = {
+            "_id": ObjectId(),
+            "study": study,
+            "tid": tid,
+            "state": _CANCELLED,
+            "assignment": [],
+            "created_at": now,
+            "finished_at": now,
+            "error": f"lost by the storage (a server crash?); noticed by worker {worker}",
+            "seq": None,
+            "budgeted": False,
+            "op": _token(),
+        }
+        try:
+            yield _Call("trials", "insert_one", (doc,))
+        except DuplicateKeyError:
+            return  # another worker filled the place first
+        self._released.pop(study, None)
+        yield from self._stamp([doc])
 
     async def _renew(self, study: str, tids: list[int], *, worker: str, lease: float) -> list[int]:
         return await self._run(self._renew_many(study, tids, worker, lease))

@@ -41,8 +41,15 @@ _BUILTIN: dict[str, str] = {
     "sqlite": "asyncopt.storage.sqlite:SQLiteStorage.from_url",
     "mongodb": "asyncopt.storage.mongo:MongoStorage.from_url",
     "mongodb+srv": "asyncopt.storage.mongo:MongoStorage.from_url",
+    "postgresql": "asyncopt.storage.postgres:PostgresStorage.from_url",
+    "postgres": "asyncopt.storage.postgres:PostgresStorage.from_url",
 }
-_EXTRAS = {"mongodb": "mongo", "mongodb+srv": "mongo"}
+_EXTRAS = {
+    "mongodb": "mongo",
+    "mongodb+srv": "mongo",
+    "postgresql": "postgres",
+    "postgres": "postgres",
+}
 _REGISTERED: dict[str, StorageFactory] = {}
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 
