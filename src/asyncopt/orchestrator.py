@@ -379,21 +379,45 @@ async def minimize(
 ) -> OptimizationResult:
     """Search ``space`` for the assignment that minimizes ``objective``.
 
-    ``objective(params)`` receives the evaluated space and returns a loss or a mapping
-    with ``loss``/``status`` and JSON extras; it may be a coroutine function (awaited) or
-    a plain function (run on a worker thread). Up to ``concurrency`` calls run at once.
+    Trials run in batches: each pass records the results that arrived and fills every
+    free slot with one suggestion call and one storage round trip (see Concepts).
+    Running again with the same storage and study resumes it.
 
-    Stopping: ``max_evals`` is the study's total budget (trials of every worker and of
-    earlier runs count; CANCELLED ones do not); ``timeout`` seconds for this call, after
-    which nothing new starts and running trials are cancelled; ``loss_threshold`` and
-    ``early_stop(trials) -> bool`` stop starting new trials and let running ones finish.
-    ``trial_timeout`` fails a single slow call. ``points_to_evaluate`` (assignments, raw
-    values) are queued first when the study is new, and count toward ``max_evals``.
+    Args:
+        objective: ``objective(params)`` receives the evaluated space and returns a loss
+            or a mapping with ``loss``/``status`` and JSON extras; a coroutine function
+            (awaited) or a plain function (run on a daemon thread).
+        space: the search space (dicts, lists, constants and `hp` expressions).
+        algo: the suggest function (default: multivariate TPE, `asyncopt.tpe.suggest`).
+        max_evals: the study's total budget: trials of every worker and of earlier runs
+            count, CANCELLED ones do not.
+        concurrency: objective calls in flight at once in this process.
+        storage: a storage URL (``memory://``, ``sqlite:///file.db``, ``mongodb://...``,
+            ``postgresql://...``) or a `Storage`.
+        study: the study's name in the storage.
+        seed: the seed of a new study (random if None); an existing study keeps its own.
+        timeout: seconds for this call; then nothing new starts and running trials are
+            recorded CANCELLED.
+        trial_timeout: seconds for one objective call; a longer one is a FAIL trial.
+        loss_threshold: stop starting trials once the best loss is at or below it.
+        early_stop: ``early_stop(trials) -> bool`` (may be async), asked after each
+            result before any new trial starts; True stops the search.
+        callbacks: called (or awaited) with each finished trial.
+        points_to_evaluate: assignments (label -> raw value) queued first when the study
+            is new; they count toward ``max_evals``.
+        progress: True for a tqdm bar, or a factory of progress reporters.
+        lease: seconds a running trial's lease lasts without renewal (renewed every third).
+        catch: exception types that fail a trial; others end the search and are raised
+            after their trial is recorded.
 
-    The study lives in ``storage`` (a URL or a `Storage`) under the name ``study``;
-    running again resumes it. Exceptions in ``catch`` make FAIL trials; others propagate
-    after their trial is recorded. Raises `StudyMismatchError` when the stored study has
-    another space, `SpaceError` for a bad space, ValueError/TypeError for bad arguments.
+    Returns:
+        The study's trials and its best one.
+
+    Raises:
+        StudyMismatchError: the stored study has another space or seed.
+        SpaceError: the space is invalid.
+        AsyncoptError: several objective calls raised outside ``catch`` at once.
+        ValueError: an argument is out of range (TypeError: of the wrong type).
     """
     _check_number("max_evals", max_evals, integer=True, zero_ok=True)
     _check_number("concurrency", concurrency, integer=True)

@@ -172,8 +172,11 @@ class Study:
     async def ask(self, *, budget: int | None = None) -> Trial | None:
         """A RUNNING trial for this worker: a queued one if any, else a new suggestion.
 
-        With ``budget``, returns None (creating nothing) once the study holds ``budget``
-        budgeted trials. ``trial.params`` is the evaluated space.
+        ``trial.params`` is the evaluated space.
+
+        Args:
+            budget: the most budgeted trials the study may hold; None (creating nothing)
+                is returned once it is reached.
         """
         trials = await self.ask_many(1, budget=budget)
         return trials[0] if trials else None
@@ -181,7 +184,10 @@ class Study:
     async def ask_many(self, n: int, *, budget: int | None = None) -> list[Trial]:
         """Up to ``n`` RUNNING trials (queued ones first), proposed together in one call.
 
-        Fewer, or none, once the study holds ``budget`` budgeted trials.
+        Args:
+            n: how many trials to take.
+            budget: the most budgeted trials the study may hold; fewer trials, or none,
+                are returned once it is reached.
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative int, got {n!r}")
@@ -189,11 +195,16 @@ class Study:
         return created
 
     async def tell(self, tid: int, value: Any) -> Trial:
-        """Record the objective's value for trial ``tid`` (a loss or a result mapping).
+        """Record the objective's value for trial ``tid``.
 
-        A value that is not a finite loss or a valid mapping records a FAIL trial.
-        Raises `asyncopt.TrialError` subclasses for an unknown tid, a trial told twice
-        or a trial that was cancelled or is held by another worker.
+        Args:
+            tid: the trial's id, as `ask` gave it.
+            value: a loss or a result mapping; one that is not a finite loss or a valid
+                mapping records a FAIL trial with the reason.
+
+        Raises:
+            TrialError: (subclasses) an unknown tid, a trial told twice, or a trial that
+                was cancelled or is held by another worker.
         """
         [result] = await self.tell_many([(tid, value)])
         if isinstance(result, TrialError):
@@ -203,7 +214,11 @@ class Study:
     async def tell_many(self, values: Sequence[tuple[int, Any]]) -> list[Trial | TrialError]:
         """`tell` for several trials in one storage round trip.
 
-        Returns, in order, each finished trial or the `TrialError` that refused it.
+        Args:
+            values: (tid, loss or result mapping) pairs.
+
+        Returns:
+            In order, each finished trial or the `TrialError` that refused it.
         """
         for tid, _ in values:
             if isinstance(tid, bool) or not isinstance(tid, int):
@@ -214,7 +229,13 @@ class Study:
     async def enqueue(
         self, assignments: Sequence[Mapping[str, Any]], *, budget: int | None = None
     ) -> list[Trial]:
-        """Queue assignments (validated against the space) to be evaluated first."""
+        """Queue assignments to be evaluated first.
+
+        Args:
+            assignments: label -> raw value (a choice's option index), validated against
+                the space.
+            budget: the most budgeted trials the study may hold; extra ones are dropped.
+        """
         for assignment in assignments:
             self.space.check_assignment(assignment)
         queued = await self._storage.enqueue_trials(self.name, list(assignments), budget=budget)
@@ -508,12 +529,24 @@ async def open_study(
 ) -> AsyncIterator[Study]:
     """Open (creating if needed) the study ``name`` for ask/tell, as ``async with``.
 
-    ``space`` may be omitted for an existing study: it is rebuilt from the stored
-    description. ``seed`` fixes a new study's seed (random if None); an existing study
-    keeps its seed, and a different explicit seed raises `StudyMismatchError`. While the
-    block runs, the leases of asked trials are renewed every ``lease / 3`` seconds; at
-    its end, trials asked and never told are recorded CANCELLED.
-    Raises `StudyMismatchError` if the study exists with a different space.
+    While the block runs, the leases of asked trials are renewed every ``lease / 3``
+    seconds; at its end, trials asked and never told are recorded CANCELLED and the
+    handle refuses further writes.
+
+    Args:
+        storage: a storage URL or a `Storage`.
+        name: the study's name (a non-empty string without NUL).
+        space: the search space; may be omitted for an existing study (rebuilt from its
+            stored description).
+        algo: the suggest function (default: multivariate TPE).
+        seed: a new study's seed (random if None); an existing study keeps its seed, and
+            a different explicit one raises `StudyMismatchError`.
+        lease: seconds a trial's lease lasts without renewal.
+        worker: this handle's worker id (default ``host:pid:random``).
+
+    Raises:
+        StudyMismatchError: the study exists with a different space or seed.
+        StudyNotFoundError: ``space`` is omitted and there is no such study.
     """
     name = check_study_name(name)
     lease = check_lease(lease)

@@ -227,6 +227,12 @@ def suggest(
 
     Pure: the same space, history and generator state give the same proposals. With no
     OK trial in ``history`` this is random search.
+
+    Args:
+        space: the compiled space.
+        history: the study's trials (finished and pending).
+        rng: the random generator of this suggestion.
+        n: how many proposals.
     """
     return _DEFAULT(space, history, rng, n)
 
@@ -234,8 +240,12 @@ def suggest(
 def configure(*, avg_best_idx: float = 2.0, shrink_coef: float = 0.1) -> Anneal:
     """An annealing suggest function with other options.
 
-    ``avg_best_idx``: mean rank of the reference trial (1 is the best), finite and >= 1.
-    ``shrink_coef``: neighbourhood shrink rate, finite and > 0. Raises `ValueError` for an
-    invalid value, `TypeError` for an unknown option or a non-number.
+    Args:
+        avg_best_idx: mean rank of the reference trial (1 is the best), finite and >= 1.
+        shrink_coef: neighbourhood shrink rate, finite and > 0.
+
+    Raises:
+        ValueError: an invalid value.
+        TypeError: an unknown option or a non-number.
     """
     return Anneal(avg_best_idx=avg_best_idx, shrink_coef=shrink_coef)

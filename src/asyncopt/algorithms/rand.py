@@ -17,7 +17,14 @@ __all__ = ["configure", "suggest"]
 def suggest(
     space: CompiledSpace, history: History, rng: np.random.Generator, n: int = 1
 ) -> list[Assignment]:
-    """``n`` assignments drawn independently from the prior; ``history`` is not used."""
+    """``n`` assignments drawn independently from the prior.
+
+    Args:
+        space: the compiled space.
+        history: the study's trials (not used).
+        rng: the random generator of this suggestion.
+        n: how many proposals.
+    """
     return sample_assignments(space, rng, n)
 
 

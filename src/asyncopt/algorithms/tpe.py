@@ -222,27 +222,30 @@ class TPE:
 def configure(**options: Any) -> TPE:
     """A TPE suggest function with ``options``; invalid options raise here.
 
-    ``preset`` picks the family and its defaults: ``"default"`` (multivariate TPE) or
-    ``"hyperopt"`` (Hyperopt's TPE). ``multivariate=False`` without a preset means the
-    Hyperopt preset. The other options and their defaults (default / hyperopt):
+    Defaults are given as (default preset / hyperopt preset).
 
-    - ``gamma`` (0.1 / 0.25) and ``gamma_rule`` (``"linear"`` / ``"sqrt"``):
-      ``n_below = min(ceil(gamma * N), max_below)``, with ``sqrt(N)`` for ``"sqrt"``;
-    - ``max_below`` (25): the cap on ``n_below``;
-    - ``n_startup`` (10 / 20): prior draws until this many trials are OK;
-    - ``n_candidates`` (24): candidates drawn from ``l`` per proposal (per group);
-    - ``prior_weight`` (1.0): weight of the prior kernel;
-    - ``linear_forgetting`` (25): observations older than the newest this-many weigh less;
-      None turns forgetting off;
-    - ``magic_clip`` (True): clip kernel widths to ``[1/min(100, n+2), 1]`` of the prior's;
-    - ``constant_liar`` (True): each pending trial gets a loss predicted from its
-      nearest OK trials and is modelled with it (see the module docstring); False
-      ignores pending trials;
-    - ``liar_weight`` (1.0): the weight of a lie in ``g``: an earlier proposal of the
-      same call (``n > 1``), or a pending trial while no trial is OK.
+    Args:
+        **options: any of:
+            ``preset``: ``"default"`` (multivariate TPE) or ``"hyperopt"`` (Hyperopt's
+            TPE); ``multivariate=False`` without a preset means the Hyperopt preset.
+            ``gamma`` (0.1 / 0.25) and ``gamma_rule`` (``"linear"`` / ``"sqrt"``):
+            ``n_below = min(ceil(gamma * N), max_below)``, with ``sqrt(N)`` for ``"sqrt"``.
+            ``max_below`` (25): the cap on ``n_below``.
+            ``n_startup`` (10 / 20): prior draws until this many trials are OK.
+            ``n_candidates`` (24): candidates drawn from ``l`` per proposal (per group).
+            ``prior_weight`` (1.0): weight of the prior kernel.
+            ``linear_forgetting`` (25): observations older than the newest this-many
+            weigh less; None turns forgetting off.
+            ``magic_clip`` (True): clip kernel widths to ``[1/min(100, n+2), 1]`` of the
+            prior's.
+            ``constant_liar`` (True): each pending trial gets a loss predicted from its
+            nearest OK trials and is modelled with it; False ignores pending trials.
+            ``liar_weight`` (1.0): the weight of a lie in ``g``: an earlier proposal of
+            the same call (``n > 1``), or a pending trial while no trial is OK.
 
-    Raises TypeError for an unknown option or a value of the wrong type, ValueError for
-    a value out of range.
+    Raises:
+        TypeError: an unknown option or a value of the wrong type.
+        ValueError: a value out of range.
     """
     preset = options.pop("preset", None)
     if preset is None:

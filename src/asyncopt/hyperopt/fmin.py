@@ -82,27 +82,44 @@ def fmin(
 ) -> Any:
     """Minimize ``fn`` over ``space`` and block until done, as Hyperopt's ``fmin``.
 
-    Returns the best trial's raw values (``argmin``: choices as option indices) with
-    ``return_argmin=True``, else the space evaluated at them, or None when no trial
-    succeeded. ``algo`` is ``tpe.suggest`` (Hyperopt's TPE, the default),
-    ``anneal.suggest``, ``rand.suggest`` or ``mix.suggest`` of this package, with
-    Hyperopt's options through ``functools.partial``, or any asyncopt suggest function.
+    Called inside a running event loop (a notebook), the search runs on a helper thread
+    and the loop waits; in async code, ``await asyncopt.minimize(...)`` instead.
 
-    As in Hyperopt: ``trials`` (a `Trials`) is filled, and resumed when given again;
-    ``trials_save_file`` names an SQLite file the study is kept in (and resumed from);
-    ``rstate`` (a numpy Generator or RandomState) seeds a new study; ``timeout`` starts no
-    trial after that many seconds (the running one finishes and counts);
-    ``loss_threshold`` stops once a loss is below it; ``early_stop_fn(trials, *state)``
-    returns ``(stop, state)`` after each trial; an exception in ``fn`` is raised (after
-    its trial is recorded) unless ``catch_eval_exceptions``; ``points_to_evaluate``
-    (label -> raw value) run first. ``max_queue_len`` is accepted: suggestions here see the
-    trials in flight, so there is nothing to queue. ``pass_expr_memo_ctrl`` is refused.
+    Args:
+        fn: the objective: a loss or a result mapping for the evaluated space.
+        space: the search space.
+        algo: ``tpe.suggest`` (Hyperopt's TPE, the default), ``anneal.suggest``,
+            ``rand.suggest`` or ``mix.suggest`` of this package, with Hyperopt's options
+            through ``functools.partial``, or any asyncopt suggest function.
+        max_evals: the total number of trials (those already in ``trials`` count).
+        timeout: seconds after which no trial starts (the running one finishes, counts).
+        loss_threshold: stop once a loss is at or below it.
+        trials: a `Trials`, filled, and resumed when given again.
+        rstate: a numpy Generator or RandomState that seeds a new study.
+        allow_trials_fmin: accepted for compatibility.
+        pass_expr_memo_ctrl: refused (TypeError); use the ask/tell API instead.
+        catch_eval_exceptions: an exception in ``fn`` fails its trial instead of being
+            raised (after its trial is recorded).
+        verbose: False hides the progress bar.
+        return_argmin: return the raw values (choices as option indices), else the
+            space evaluated at them.
+        points_to_evaluate: assignments (label -> raw value) run first.
+        max_queue_len: accepted: suggestions here see the trials in flight.
+        show_progressbar: True, False or a Hyperopt progress callback.
+        early_stop_fn: ``early_stop_fn(trials, *state) -> (stop, state)`` after each trial.
+        trials_save_file: an SQLite file the study is kept in and resumed from.
+        concurrency: objective calls at once (asyncopt extra).
+        storage: a storage URL or instance when no ``trials`` is given (asyncopt extra).
+        study: the study's name when no ``trials`` is given (asyncopt extra).
+        backend: ``"asyncio"`` or ``"trio"`` (asyncopt extra).
+        trial_timeout: seconds after which a single call fails (asyncopt extra).
 
-    asyncopt extras: ``concurrency`` objective calls at once; ``storage`` and ``study``
-    (when no ``trials`` is given); ``backend`` (``"asyncio"`` or ``"trio"``);
-    ``trial_timeout`` (seconds) fails a single call that takes longer. Called inside
-    a running event loop (a notebook), the search runs on a helper thread and the loop
-    waits; in async code, ``await asyncopt.minimize(...)`` instead.
+    Returns:
+        The best trial's values (see ``return_argmin``), or None when no trial succeeded
+        and ``return_argmin`` is False.
+
+    Raises:
+        AllTrialsFailed: no trial succeeded and ``return_argmin`` is True.
     """
     if pass_expr_memo_ctrl or getattr(fn, "fmin_pass_expr_memo_ctrl", False):
         raise TypeError(

@@ -312,7 +312,17 @@ async def open_storage(
     opened if needed and left open for its owner (``memory://`` instances keep their data
     between calls this way). With ``read_only``, a backend that can opens the storage for
     reading only (SQLite: the file must exist, nothing is created or written, a read-only
-    file system is fine). Unknown schemes raise `StorageURLError`.
+    file system is fine).
+
+    Args:
+        storage: a URL (``memory://``, ``sqlite:///file.db``, ``mongodb://host/db``,
+            ``postgresql://user:password@host/db``) or a `Storage` instance.
+        read_only: open for reading only where the backend can.
+
+    Raises:
+        StorageURLError: an unknown scheme (with the known ones) or a malformed URL.
+        StorageError: the storage cannot be opened (the message names it, without
+            its password).
     """
     if isinstance(storage, str):
         # Resolving may import a backend and scan entry points: file I/O, off the loop.
