@@ -48,6 +48,7 @@ _MONGO_PLACEHOLDERS = (
     "mongodb://db1,db2,db3/?replicaSet=rs0",
 )
 
+_POSTGRES_PLACEHOLDER = "postgresql://tuner:secret@db.example:5432/tuning"
 
 # Pages whose snippets another test runs (and checks the output they show).
 RUN_ELSEWHERE = {"spaces.md": "tests/space/test_docs_spaces.py"}
@@ -77,10 +78,12 @@ def test_snippets_run(
     namespace: dict[str, object] = {"__name__": "__docs__"}
     exec(SETUP.get(page.name, ""), namespace)
     mongo = request.getfixturevalue("mongodb_url") if page.name == "distributed.md" else None
+    postgres = request.getfixturevalue("postgres_url") if page.name == "distributed.md" else None
     for number, source in enumerate(snippets(page)):
-        if mongo is not None:
+        if mongo is not None and postgres is not None:
             for placeholder in _MONGO_PLACEHOLDERS:
                 source = source.replace(placeholder, mongo)
+            source = source.replace(_POSTGRES_PLACEHOLDER, postgres)
             source = source.replace("max_evals=500", "max_evals=20")
         code = compile(
             source, f"{page.name} snippet {number}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
