@@ -148,8 +148,8 @@ class Study:
         self._lock = anyio.Lock()
         self._view_was_stale = False
         self._closed = False
-        # Duration of the last suggestion call, and how many trials it proposed.
-        self._suggest_seconds = (0.0, 1)
+        # How long the last suggestion call took.
+        self._suggest_seconds = 0.0
         self._best: Trial | None = None
         self._counts = dict.fromkeys(TrialState, 0)
         self._unfinished: set[int] = set()
@@ -456,12 +456,12 @@ class Study:
                 proposals = algo(self.space, history, rng, n)
             return proposals, time.perf_counter() - started
 
-        took, proposed = self._suggest_seconds
-        if took * max(1.0, n / proposed) > _THREAD_AFTER:
+        # Several proposals (a batch of a busy search) or a slow model: off the loop.
+        if n > 1 or self._suggest_seconds > _THREAD_AFTER:
             proposals, took = await anyio.to_thread.run_sync(run)
         else:
             proposals, took = run()
-        self._suggest_seconds = (took, n)
+        self._suggest_seconds = took
         return proposals
 
     # -- leases ----------------------------------------------------------------------------
