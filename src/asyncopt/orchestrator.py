@@ -7,6 +7,7 @@ record the outcome. Every write that must survive cancellation is shielded.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import inspect
@@ -161,7 +162,14 @@ class _Run:
         self.progress = progress
         self.threads = anyio.CapacityLimiter(concurrency)
         self.stopping = False
-        self.running = 0
+        self.running = 0  # trial tasks (busy slots)
+        # Trials taken one batch ahead, so that a slot whose call ends starts the next
+        # at once while its result is recorded: only where a round trip takes time
+        # (not `memory://`), and never where each suggestion must see every earlier
+        # result (one slot: reproducibility; ``early_stop``).
+        self.ready: collections.deque[Trial] = collections.deque()
+        waits = not type(study._storage).never_yields
+        self.spare = concurrency if waits and concurrency > 1 and early_stop is None else 0
         # Outcomes of finished objective calls, not yet recorded; `arrived` is set when
         # one is added.
         self.outcomes: list[tuple[Trial, Outcome]] = []
@@ -175,7 +183,7 @@ class _Run:
             outcomes, self.outcomes = self.outcomes, []
             self.stopping = self.stopping or self.reached_threshold(outcomes)
             # ``early_stop`` sees every trial before the next one starts.
-            wanted = self.concurrency - self.running
+            wanted = self.concurrency + self.spare - self.running - len(self.ready)
             if self.stopping or (self.early_stop is not None and outcomes):
                 wanted = 0
             starved = False
@@ -183,9 +191,10 @@ class _Run:
                 taken = await self.exchange(outcomes, wanted)
                 # A trial taken with a result that stops the search (read in the same
                 # round trip) never runs: `record_the_rest` cancels it.
-                for trial in [] if self.stopping else taken:
+                self.ready.extend([] if self.stopping else taken)
+                while self.ready and self.running < self.concurrency:
                     self.running += 1
-                    group.start_soon(self.run_trial, trial)
+                    group.start_soon(self.run_trial, self.ready.popleft())
                 starved = len(taken) < wanted
                 if self.early_stop is not None and outcomes:
                     continue
@@ -238,17 +247,23 @@ class _Run:
         )
 
     async def run_trial(self, trial: Trial) -> None:
+        """Run ``trial``, then the trials taken ahead, while the search goes on."""
         try:
-            outcome, escaping = await self.evaluate(trial)
+            while True:
+                outcome, escaping = await self.evaluate(trial)
+                self.outcomes.append((trial, outcome))
+                self.arrived.set()
+                if escaping is not None:
+                    self.escaped.append(escaping)
+                    self.stopping = True
+                    # Every other trial is cancelled; `minimize` records them and raises.
+                    raise _Escaped
+                self.stopping = self.stopping or self.reached_threshold([(trial, outcome)])
+                if self.stopping or not self.ready:
+                    return
+                trial = self.ready.popleft()
         finally:
             self.running -= 1
-        self.outcomes.append((trial, outcome))
-        self.arrived.set()
-        if escaping is not None:
-            self.escaped.append(escaping)
-            self.stopping = True
-            # Every other trial is cancelled; `minimize` records them and raises.
-            raise _Escaped
 
     async def record_the_rest(self) -> None:
         """Record the outcomes not yet recorded, and cancel trials taken but never run."""

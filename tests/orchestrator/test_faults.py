@@ -120,7 +120,11 @@ def test_a_hanging_sync_objective_times_out_and_the_process_exits(
         trials = anyio.run(stored, url)
         assert all("exceeded trial_timeout=0.2s" in (t.error or "") for t in trials)
     else:
-        assert finished.stdout.strip() == "['CANCELLED', 'CANCELLED']"
+        # The two running trials, and on SQLite the one taken ahead for the next free slot.
+        assert finished.stdout.strip() in (
+            "['CANCELLED', 'CANCELLED']",
+            "['CANCELLED', 'CANCELLED', 'CANCELLED']",
+        )
 
 
 async def test_a_timeout_error_raised_by_the_objective_is_an_ordinary_exception() -> None:
