@@ -208,12 +208,12 @@ _SQL_SINCE = (
     f"SELECT {_COLUMNS} FROM asyncopt_trials INDEXED BY asyncopt_trials_by_seq "
     "WHERE study_id = ? AND seq > ? ORDER BY seq"
 )
-# Finish a trial: (state, loss, result, error, started_at or NULL to keep it,
-# finished_at, seq, study id, tid).
+# Finish a RUNNING trial held by a worker: (state, loss, result, error, started_at or
+# NULL to keep it, finished_at, seq, study id, tid, worker).
 _SQL_FINISH = (
     "UPDATE asyncopt_trials SET state = ?, loss = ?, result = ?, error = ?, "
     "started_at = COALESCE(?, started_at), finished_at = ?, lease_expires_at = NULL, seq = ? "
-    "WHERE study_id = ? AND tid = ?"
+    "WHERE study_id = ? AND tid = ? AND state = 1 AND worker = ?"
 )
 _SQL_HOLDER = "SELECT state, worker FROM asyncopt_trials WHERE study_id = ? AND tid = ?"
 _SQL_TRIAL = f"SELECT {_COLUMNS} FROM asyncopt_trials WHERE study_id = ? AND tid = ?"
@@ -506,18 +506,7 @@ class _Ops:
             study_id, n_trials, n_budgeted, seq = self.study_row(conn, study)
             now = time.time()
             for finish in finishes:
-                row = conn.execute(_SQL_HOLDER, (study_id, finish.tid)).fetchone()
-                refused = refusal(
-                    study,
-                    finish.tid,
-                    worker,
-                    None if row is None else TrialState(row[0]),
-                    None if row is None else row[1],
-                )
-                refusals.append(refused)
-                if refused is not None:
-                    continue
-                conn.execute(
+                updated = conn.execute(
                     _SQL_FINISH,
                     (
                         int(finish.state),
@@ -529,11 +518,26 @@ class _Ops:
                         seq,
                         study_id,
                         finish.tid,
+                        worker,
                     ),
                 )
-                seq += 1
-                if finish.state is TrialState.CANCELLED:
-                    n_budgeted -= 1
+                if updated.rowcount == 1:
+                    refusals.append(None)
+                    seq += 1
+                    if finish.state is TrialState.CANCELLED:
+                        n_budgeted -= 1
+                    continue
+                # Not RUNNING for this worker: read it again to say why.
+                row = conn.execute(_SQL_HOLDER, (study_id, finish.tid)).fetchone()
+                refused = refusal(
+                    study,
+                    finish.tid,
+                    worker,
+                    None if row is None else TrialState(row[0]),
+                    None if row is None else row[1],
+                )
+                assert refused is not None
+                refusals.append(refused)
             left = room(budget, n_budgeted)
             created = [
                 new_trial(
@@ -560,7 +564,9 @@ class _Ops:
                     f"WHERE study_id = ? AND tid IN ({marks})",
                     (study_id, *done),
                 ).fetchall()
-        changed = [_trial(study, row) for row in rows]
+        # The trials just created are known: their rows need no decoding.
+        fresh = {trial.seq: trial for trial in created}
+        changed = [fresh.get(row[-1]) or _trial(study, row) for row in rows]
         by_tid = {trial.tid: trial for trial in changed}
         finished: list[Trial | TrialError] = [
             by_tid[f.tid] if refused is None else refused for f, refused in zip(finishes, refusals)
