@@ -38,11 +38,11 @@ from asyncopt.errors import StorageError, StorageUnavailableError, StorageURLErr
 from asyncopt.storage._sqlite_conn import ConnectionThread
 from asyncopt.storage.base import (
     Batch,
+    BatchRequest,
     ErrorRule,
     NewTrial,
     RetryPolicy,
     Storage,
-    StoredFinish,
     StudyRecord,
     Trial,
     TrialState,
@@ -488,19 +488,10 @@ class _Ops:
 
     # trials
 
-    def batch(
-        self,
-        conn: sqlite3.Connection,
-        study: str,
-        finishes: Sequence[StoredFinish],
-        new: Sequence[NewTrial],
-        since: int | None,
-        worker: str,
-        budget: int | None,
-        lease: float,
-    ) -> Batch:
+    def batch(self, conn: sqlite3.Connection, study: str, request: BatchRequest) -> Batch:
         """Finish, create, then read, in one transaction (the write lock is held for a few
         statements: rows become trials after the commit)."""
+        finishes, new, since, worker = request.finishes, request.new, request.since, request.worker
         refusals: list[TrialError | None] = []
         with _write(conn):
             study_id, n_trials, n_budgeted, seq = self.study_row(conn, study)
@@ -538,7 +529,7 @@ class _Ops:
                 )
                 assert refused is not None
                 refusals.append(refused)
-            left = room(budget, n_budgeted)
+            left = room(request.budget, n_budgeted)
             created = [
                 new_trial(
                     study,
@@ -548,7 +539,7 @@ class _Ops:
                     now=now,
                     seq=seq + i,
                     worker=worker,
-                    lease=lease,
+                    lease=request.lease,
                     seed=n.seed,
                 )
                 for i, n in enumerate(new if left is None else new[:left])
@@ -934,20 +925,8 @@ class SQLiteStorage(Storage):
 
     # -- trials ----------------------------------------------------------------------------
 
-    async def _batch(
-        self,
-        study: str,
-        finishes: Sequence[StoredFinish],
-        new: Sequence[NewTrial],
-        *,
-        since: int | None,
-        worker: str,
-        budget: int | None,
-        lease: float,
-    ) -> Batch:
-        return await self._call(
-            lambda c: self._ops.batch(c, study, finishes, new, since, worker, budget, lease)
-        )
+    async def _batch(self, study: str, request: BatchRequest) -> Batch:
+        return await self._call(lambda c: self._ops.batch(c, study, request))
 
     async def _enqueue(
         self, study: str, new: Sequence[NewTrial], *, budget: int | None
