@@ -190,10 +190,26 @@ def test_studies_csv_and_json(
 
 
 def test_studies_of_an_empty_storage(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    async def create_empty() -> None:
+        async with ao.open_storage(url):
+            pass
+
+    anyio.run(create_empty)
     code, out, err = run_cli(capsys, "studies", url)
     assert code == 0
     assert out == ""
     assert "no studies" in err
+
+
+def test_a_read_command_on_a_missing_file_names_it_and_creates_nothing(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(capsys, "studies", url)
+    assert code == 2
+    assert out == ""
+    assert url.removeprefix("sqlite:///") in err
+    assert "creates nothing" in err
+    assert not Path(url.removeprefix("sqlite:///")).exists()
 
 
 # -- trials --------------------------------------------------------------------------------

@@ -202,6 +202,8 @@ def result_json(result: Mapping[str, Any] | None) -> str | None:
 
 
 def _number(label: str, value: Any) -> int | float:
+    if type(value) is float or type(value) is int:  # the common case, without ABC checks
+        return value
     if isinstance(value, bool):
         raise StorageError(f"cannot store the assignment: {label!r} is a bool, not a number")
     if isinstance(value, Integral):
@@ -337,18 +339,38 @@ def trial_from_document(study: str, document: Mapping[str, Any]) -> Trial:
         raise StorageError(
             f"study {study!r} holds a trial whose field 'tid' cannot be read: {exc}"
         ) from None
-    fields: dict[str, Any] = {"study": study, "tid": tid}
-    for name, decode in _DECODERS.items():
-        value = document.get(name)
-        try:
-            fields[name] = decode(value)
-        except (TypeError, ValueError, KeyError) as exc:
-            raise StorageError(
-                f"trial {tid} of study {study!r}: its stored field {name!r} cannot be read "
-                f"({type(exc).__name__}: {exc})"
-            ) from None
+    get: Callable[[str], Any] = document.get
+    try:
+        # Every field at once; on a failure, the loop below names the field.
+        fields = {
+            "study": study,
+            "tid": tid,
+            "state": TrialState(get("state")),
+            "assignment": _assignment(get("assignment")),
+            "loss": _loss(get("loss")),
+            "result": _result(get("result")),
+            "error": _optional_str(get("error")),
+            "created_at": _optional_float(get("created_at")),
+            "started_at": _optional_float(get("started_at")),
+            "finished_at": _optional_float(get("finished_at")),
+            "lease_expires_at": _optional_float(get("lease_expires_at")),
+            "worker": _optional_str(get("worker")),
+            "seed": decode_big_int(get("seed")),
+            "retry_of": _optional_int(get("retry_of")),
+            "seq": _int(get("seq")),
+            "params": None,
+        }
+    except (TypeError, ValueError, KeyError):
+        for name, decode in _DECODERS.items():
+            try:
+                decode(get(name))
+            except (TypeError, ValueError, KeyError) as exc:
+                raise StorageError(
+                    f"trial {tid} of study {study!r}: its stored field {name!r} cannot be "
+                    f"read ({type(exc).__name__}: {exc})"
+                ) from None
+        raise  # pragma: no cover - the loop decodes the same fields the same way
     trial = object.__new__(Trial)
-    fields["params"] = None
     object.__setattr__(trial, "__dict__", fields)
     return trial
 

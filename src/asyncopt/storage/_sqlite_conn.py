@@ -90,6 +90,7 @@ class ConnectionThread:
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._connection: sqlite3.Connection | None = None
+        self._hand_over: Callable[..., Awaitable[Any]] = _asyncio_call
         self._thread = threading.Thread(target=self._work, name="asyncopt-sqlite", daemon=True)
 
     def _work(self) -> None:
@@ -103,15 +104,14 @@ class ConnectionThread:
                 deliver(value, None)
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn(connection)`` run on the connection's thread."""
-        if current_event_loop() == "trio":
-            result: T = await _trio_call()(self._jobs, fn)
-        else:
-            result = await _asyncio_call(self._jobs, fn)
+        """``fn(connection)`` run on the connection's thread (from the loop that started it)."""
+        result: T = await self._hand_over(self._jobs, fn)
         return result
 
     async def start(self, connect: Callable[[], sqlite3.Connection]) -> None:
         """Start the thread and connect there; a failure to connect ends the thread."""
+        trio = current_event_loop() == "trio"
+        self._hand_over = _trio_call() if trio else _asyncio_call
         self._thread.start()
 
         def connect_here(_: Any) -> None:

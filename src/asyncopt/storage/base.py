@@ -63,6 +63,7 @@ __all__ = [
     "STATUS_FAIL",
     "STATUS_OK",
     "Batch",
+    "BatchRequest",
     "ErrorRule",
     "Finish",
     "LeaseLostError",
@@ -186,6 +187,19 @@ class Batch:
     finished: list[Trial | TrialError]
     created: list[Trial]
     changed: list[Trial]
+
+
+@attrs.frozen
+class BatchRequest:
+    """`Storage.finish_and_create`'s checked arguments, as a backend's ``_batch`` gets them
+    (``since`` None: read nothing)."""
+
+    finishes: Sequence[StoredFinish]
+    new: Sequence[NewTrial]
+    since: int | None
+    worker: str
+    budget: int | None
+    lease: float
 
 
 @attrs.frozen
@@ -583,15 +597,8 @@ class Storage(abc.ABC):
         lease = _check_seconds(lease, "lease")
         checked = [_stored_finish(finish) for finish in finishes]
         stored = [c for c in checked if not isinstance(c, TrialError)]
-        batch = await self._batch(
-            study,
-            stored,
-            [_stored_new(n) for n in new],
-            since=since,
-            worker=worker,
-            budget=budget,
-            lease=lease,
-        )
+        new = [_stored_new(n) for n in new]
+        batch = await self._batch(study, BatchRequest(stored, new, since, worker, budget, lease))
         if len(stored) == len(checked):
             return batch
         results = iter(batch.finished)
@@ -695,18 +702,8 @@ class Storage(abc.ABC):
         """Delete the study and its trials; False if there was none."""
 
     @abc.abstractmethod
-    async def _batch(
-        self,
-        study: str,
-        finishes: Sequence[StoredFinish],
-        new: Sequence[NewTrial],
-        *,
-        since: int | None,
-        worker: str,
-        budget: int | None,
-        lease: float,
-    ) -> Batch:
-        """`finish_and_create` with checked values (``since`` None: read nothing).
+    async def _batch(self, study: str, request: BatchRequest) -> Batch:
+        """`finish_and_create` with checked values.
 
         Refusals come from `refusal`, finished fields from `StoredFinish.changes`, new
         trials from `new_trial`. Raises `StudyNotFoundError` for an unknown study.

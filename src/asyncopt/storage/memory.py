@@ -17,9 +17,9 @@ from typing import Any
 from asyncopt.errors import TrialError
 from asyncopt.storage.base import (
     Batch,
+    BatchRequest,
     NewTrial,
     Storage,
-    StoredFinish,
     StudyRecord,
     Trial,
     TrialState,
@@ -131,21 +131,12 @@ class MemoryStorage(Storage):
         study.budgeted += 1
         return self._put(study, trial)
 
-    async def _batch(
-        self,
-        study: str,
-        finishes: Sequence[StoredFinish],
-        new: Sequence[NewTrial],
-        *,
-        since: int | None,
-        worker: str,
-        budget: int | None,
-        lease: float,
-    ) -> Batch:
+    async def _batch(self, study: str, request: BatchRequest) -> Batch:
+        worker, lease = request.worker, request.lease
         record = self._study(study)
         now = time.time()
         finished: list[Trial | TrialError] = []
-        for finish in finishes:
+        for finish in request.finishes:
             trial = self._trial(record, finish.tid)
             refused = refusal(
                 study,
@@ -159,12 +150,14 @@ class MemoryStorage(Storage):
                 continue
             assert trial is not None
             finished.append(self._store(record, trial, **finish.changes(now)))
-        left = room(budget, record.budgeted)
+        new = request.new
+        left = room(request.budget, record.budgeted)
         count = len(new) if left is None else min(left, len(new))
         created = [
             self._add(record, TrialState.RUNNING, n, now, worker=worker, lease=lease)
             for n in new[:count]
         ]
+        since = request.since
         changed = [] if since is None else self._since(record, since)
         return Batch(finished, created, changed)
 

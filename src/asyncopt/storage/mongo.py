@@ -87,6 +87,7 @@ from asyncopt.errors import (
 )
 from asyncopt.storage.base import (
     Batch,
+    BatchRequest,
     ErrorRule,
     NewTrial,
     RetryPolicy,
@@ -252,10 +253,9 @@ def _with_retries(step: _Step[T], retry: RetryPolicy | None) -> _Step[T]:
     error: BaseException | None = None
     try:
         while True:
-            try:
-                request = step.send(value) if error is None else step.throw(error)
-            except StopIteration as stop:
-                result: T = stop.value
+            done, request = _resume(step, value, error)
+            if done:
+                result: T = request
                 return result
             value, error = None, None
             if isinstance(request, _Sleep):
@@ -273,6 +273,15 @@ def _target(database: Any, call: _Call) -> Any:
     return database[call.collection] if call.collection else database
 
 
+def _resume(step: _Step[T], value: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """Send ``value`` into ``step`` (or throw ``error``): (True, its result) once it ends,
+    else (False, its next request)."""
+    try:
+        return False, (step.send(value) if error is None else step.throw(error))
+    except StopIteration as stop:
+        return True, stop.value
+
+
 class _AsyncDriver:
     """Runs operations with an `AsyncMongoClient` on the asyncio loop."""
 
@@ -283,10 +292,9 @@ class _AsyncDriver:
         value: Any = None
         error: BaseException | None = None
         while True:
-            try:
-                request = step.send(value) if error is None else step.throw(error)
-            except StopIteration as stop:
-                result: T = stop.value
+            done, request = _resume(step, value, error)
+            if done:
+                result: T = request
                 return result
             value, error = None, None
             if isinstance(request, _Sleep):
@@ -295,8 +303,7 @@ class _AsyncDriver:
             target = _target(self.database, request)
             try:
                 if request.method == "find":
-                    cursor = target.find(*request.args, **request.kwargs)
-                    value = await cursor.to_list(None)
+                    value = await target.find(*request.args, **request.kwargs).to_list(None)
                 else:
                     value = await getattr(target, request.method)(*request.args, **request.kwargs)
             except PyMongoError as exc:
@@ -317,10 +324,9 @@ class _ThreadDriver:
         value: Any = None
         error: BaseException | None = None
         while True:
-            try:
-                request = step.send(value) if error is None else step.throw(error)
-            except StopIteration as stop:
-                result: T = stop.value
+            done, request = _resume(step, value, error)
+            if done:
+                result: T = request
                 return result
             value, error = None, None
             if isinstance(request, _Sleep):
@@ -328,10 +334,9 @@ class _ThreadDriver:
                 continue
             target = _target(self.database, request)
             try:
+                value = getattr(target, request.method)(*request.args, **request.kwargs)
                 if request.method == "find":
-                    value = list(target.find(*request.args, **request.kwargs))
-                else:
-                    value = getattr(target, request.method)(*request.args, **request.kwargs)
+                    value = list(value)
             except PyMongoError as exc:
                 error = exc
 
@@ -892,38 +897,23 @@ class MongoStorage(Storage):
             claimed.append(_trial(doc, seq=seq))
         return claimed
 
-    async def _batch(
-        self,
-        study: str,
-        finishes: Sequence[StoredFinish],
-        new: Sequence[NewTrial],
-        *,
-        since: int | None,
-        worker: str,
-        budget: int | None,
-        lease: float,
-    ) -> Batch:
-        return await self._run(
-            self._finish_and_create(study, finishes, new, since, worker, budget, lease)
-        )
+    async def _batch(self, study: str, request: BatchRequest) -> Batch:
+        return await self._run(self._finish_and_create(study, request))
 
-    def _finish_and_create(
-        self,
-        study: str,
-        finishes: Sequence[StoredFinish],
-        new: Sequence[NewTrial],
-        since: int | None,
-        worker: str,
-        budget: int | None,
-        lease: float,
-    ) -> _Step[Batch]:
+    def _finish_and_create(self, study: str, request: BatchRequest) -> _Step[Batch]:
         yield from self._require_study(study)
         finished: list[Trial | TrialError] = []
-        for finish in finishes:
-            finished.append((yield from self._finish(study, finish, worker)))
+        for finish in request.finishes:
+            finished.append((yield from self._finish(study, finish, request.worker)))
         created = yield from self._insert_many(
-            study, new, TrialState.RUNNING, budget, worker=worker, lease=lease
+            study,
+            request.new,
+            TrialState.RUNNING,
+            request.budget,
+            worker=request.worker,
+            lease=request.lease,
         )
+        since = request.since
         changed = [] if since is None else (yield from self._read_since(study, since))
         return Batch(finished, created, changed)
 

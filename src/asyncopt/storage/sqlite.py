@@ -38,11 +38,11 @@ from asyncopt.errors import StorageError, StorageUnavailableError, StorageURLErr
 from asyncopt.storage._sqlite_conn import ConnectionThread
 from asyncopt.storage.base import (
     Batch,
+    BatchRequest,
     ErrorRule,
     NewTrial,
     RetryPolicy,
     Storage,
-    StoredFinish,
     StudyRecord,
     Trial,
     TrialState,
@@ -208,12 +208,12 @@ _SQL_SINCE = (
     f"SELECT {_COLUMNS} FROM asyncopt_trials INDEXED BY asyncopt_trials_by_seq "
     "WHERE study_id = ? AND seq > ? ORDER BY seq"
 )
-# Finish a trial: (state, loss, result, error, started_at or NULL to keep it,
-# finished_at, seq, study id, tid).
+# Finish a RUNNING trial held by a worker: (state, loss, result, error, started_at or
+# NULL to keep it, finished_at, seq, study id, tid, worker).
 _SQL_FINISH = (
     "UPDATE asyncopt_trials SET state = ?, loss = ?, result = ?, error = ?, "
     "started_at = COALESCE(?, started_at), finished_at = ?, lease_expires_at = NULL, seq = ? "
-    "WHERE study_id = ? AND tid = ?"
+    "WHERE study_id = ? AND tid = ? AND state = 1 AND worker = ?"
 )
 _SQL_HOLDER = "SELECT state, worker FROM asyncopt_trials WHERE study_id = ? AND tid = ?"
 _SQL_TRIAL = f"SELECT {_COLUMNS} FROM asyncopt_trials WHERE study_id = ? AND tid = ?"
@@ -267,6 +267,25 @@ def _record(row: Sequence[Any]) -> StudyRecord:
     return study_from_document(
         dict(zip(("name", "fingerprint", "space", "seed", "created_at"), row))
     )
+
+
+def _batch_of(
+    study: str,
+    request: BatchRequest,
+    refusals: Sequence[TrialError | None],
+    created: list[Trial],
+    rows: Sequence[Sequence[Any]],
+) -> Batch:
+    """The `Batch` of `_Ops.batch`'s outcome: ``rows`` read, and the trials created."""
+    # The trials just created are known: their rows need no decoding.
+    fresh = {trial.seq: trial for trial in created}
+    changed = [fresh.get(row[-1]) or _trial(study, row) for row in rows]
+    by_tid = {trial.tid: trial for trial in changed}
+    finished: list[Trial | TrialError] = [
+        by_tid[f.tid] if refused is None else refused
+        for f, refused in zip(request.finishes, refusals)
+    ]
+    return Batch(finished, created, changed if request.since is not None else [])
 
 
 # -- running transactions ----------------------------------------------------------------
@@ -489,35 +508,17 @@ class _Ops:
     # trials
 
     def batch(
-        self,
-        conn: sqlite3.Connection,
-        study: str,
-        finishes: Sequence[StoredFinish],
-        new: Sequence[NewTrial],
-        since: int | None,
-        worker: str,
-        budget: int | None,
-        lease: float,
-    ) -> Batch:
+        self, conn: sqlite3.Connection, study: str, request: BatchRequest
+    ) -> Callable[[], Batch]:
         """Finish, create, then read, in one transaction (the write lock is held for a few
         statements: rows become trials after the commit)."""
+        finishes, new, since, worker = request.finishes, request.new, request.since, request.worker
         refusals: list[TrialError | None] = []
         with _write(conn):
             study_id, n_trials, n_budgeted, seq = self.study_row(conn, study)
             now = time.time()
             for finish in finishes:
-                row = conn.execute(_SQL_HOLDER, (study_id, finish.tid)).fetchone()
-                refused = refusal(
-                    study,
-                    finish.tid,
-                    worker,
-                    None if row is None else TrialState(row[0]),
-                    None if row is None else row[1],
-                )
-                refusals.append(refused)
-                if refused is not None:
-                    continue
-                conn.execute(
+                updated = conn.execute(
                     _SQL_FINISH,
                     (
                         int(finish.state),
@@ -529,12 +530,27 @@ class _Ops:
                         seq,
                         study_id,
                         finish.tid,
+                        worker,
                     ),
                 )
-                seq += 1
-                if finish.state is TrialState.CANCELLED:
-                    n_budgeted -= 1
-            left = room(budget, n_budgeted)
+                if updated.rowcount == 1:
+                    refusals.append(None)
+                    seq += 1
+                    if finish.state is TrialState.CANCELLED:
+                        n_budgeted -= 1
+                    continue
+                # Not RUNNING for this worker: read it again to say why.
+                row = conn.execute(_SQL_HOLDER, (study_id, finish.tid)).fetchone()
+                refused = refusal(
+                    study,
+                    finish.tid,
+                    worker,
+                    None if row is None else TrialState(row[0]),
+                    None if row is None else row[1],
+                )
+                assert refused is not None
+                refusals.append(refused)
+            left = room(request.budget, n_budgeted)
             created = [
                 new_trial(
                     study,
@@ -544,7 +560,7 @@ class _Ops:
                     now=now,
                     seq=seq + i,
                     worker=worker,
-                    lease=lease,
+                    lease=request.lease,
                     seed=n.seed,
                 )
                 for i, n in enumerate(new if left is None else new[:left])
@@ -560,12 +576,9 @@ class _Ops:
                     f"WHERE study_id = ? AND tid IN ({marks})",
                     (study_id, *done),
                 ).fetchall()
-        changed = [_trial(study, row) for row in rows]
-        by_tid = {trial.tid: trial for trial in changed}
-        finished: list[Trial | TrialError] = [
-            by_tid[f.tid] if refused is None else refused for f, refused in zip(finishes, refusals)
-        ]
-        return Batch(finished, created, changed if since is not None else [])
+        # Rows become trials on the caller's thread (see `_batch_of`): the connection's
+        # thread does as little Python work as it can, so it waits less for the GIL.
+        return lambda: _batch_of(study, request, refusals, created, rows)
 
     def enqueue(
         self, conn: sqlite3.Connection, study: str, new: Sequence[NewTrial], budget: int | None
@@ -928,20 +941,9 @@ class SQLiteStorage(Storage):
 
     # -- trials ----------------------------------------------------------------------------
 
-    async def _batch(
-        self,
-        study: str,
-        finishes: Sequence[StoredFinish],
-        new: Sequence[NewTrial],
-        *,
-        since: int | None,
-        worker: str,
-        budget: int | None,
-        lease: float,
-    ) -> Batch:
-        return await self._call(
-            lambda c: self._ops.batch(c, study, finishes, new, since, worker, budget, lease)
-        )
+    async def _batch(self, study: str, request: BatchRequest) -> Batch:
+        decode = await self._call(lambda c: self._ops.batch(c, study, request))
+        return decode()
 
     async def _enqueue(
         self, study: str, new: Sequence[NewTrial], *, budget: int | None
