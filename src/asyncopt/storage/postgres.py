@@ -74,6 +74,7 @@ from asyncopt.errors import (
 )
 from asyncopt.storage.base import (
     Batch,
+    BatchRequest,
     ErrorRule,
     NewTrial,
     RetryPolicy,
@@ -986,19 +987,12 @@ class PostgresStorage(Storage):
     async def _delete_study(self, name: str) -> bool:
         return await self._call(lambda s: self._ops.delete_study(s, name))
 
-    async def _batch(
-        self,
-        study: str,
-        finishes: Sequence[StoredFinish],
-        new: Sequence[NewTrial],
-        *,
-        since: int | None,
-        worker: str,
-        budget: int | None,
-        lease: float,
-    ) -> Batch:
+    async def _batch(self, study: str, request: BatchRequest) -> Batch:
+        r = request
         return await self._call(
-            lambda s: self._ops.batch(s, study, finishes, new, since, worker, budget, lease)
+            lambda s: self._ops.batch(
+                s, study, r.finishes, r.new, r.since, r.worker, r.budget, r.lease
+            )
         )
 
     async def _enqueue(
