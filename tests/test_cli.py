@@ -876,10 +876,11 @@ def test_interrupted_worker_cancels_its_trials(
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             running = [t for t in stored_trials(url, "stop") if t.state is ao.TrialState.RUNNING]
-            if len(running) == 2:
+            # Two calls run; on SQLite each slot also holds its next trial, taken ahead.
+            if len(running) >= 2:
                 break
             time.sleep(0.05)
-        assert len(running) == 2
+        assert len(running) >= 2
         worker.send_signal(sent)
         _, err = worker.communicate(timeout=20)
     finally:
@@ -891,7 +892,8 @@ def test_interrupted_worker_cancels_its_trials(
     assert said in err
     states = [t.state for t in stored_trials(url, "stop")]
     assert states[0].is_finished
-    assert states[1:] == [ao.TrialState.CANCELLED, ao.TrialState.CANCELLED]
+    assert len(states) >= 3
+    assert set(states[1:]) == {ao.TrialState.CANCELLED}
 
 
 def test_a_worker_whose_sync_objective_hangs_exits_at_its_timeout(tmp_path: Path) -> None:
