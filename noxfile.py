@@ -47,6 +47,7 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[bench,mongo,test]")
     for script in (
         "benchmarks/bench_orchestrator.py",
+        "benchmarks/bench_fanout.py",
         "benchmarks/bench_suggest_speed.py",
         "benchmarks/bench_quality.py",
         "benchmarks/bench_storage.py",
