@@ -266,7 +266,7 @@ def test_trials_table_shows_extras_and_columns_pick(
 def test_trials_table_fits_the_terminal(
     url: str, finished: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli, "_terminal_width", lambda out: 40)
+    monkeypatch.setattr(cli, "terminal_width", lambda out: 40)
     code, out, err = run_cli(capsys, "trials", url, "done")
     assert code == 0
     assert max(len(line) for line in out.splitlines()) <= 40
@@ -275,7 +275,7 @@ def test_trials_table_fits_the_terminal(
     assert "more columns do not fit the terminal" in err
     assert "--columns" in err
     assert "error" in err.split("terminal: ")[1]  # the hidden ones are named
-    monkeypatch.setattr(cli, "_terminal_width", lambda out: None)
+    monkeypatch.setattr(cli, "terminal_width", lambda out: None)
     run_cli(capsys, "trials", url, "done")
     _, err = capsys.readouterr()
     assert err == ""

@@ -13,40 +13,46 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import csv
 import datetime
 import functools
 import importlib
 import importlib.util
-import io
 import json
-import logging
 import math
 import os
 import secrets
-import shutil
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, TextIO, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
+from asyncopt._cli_code import load_in_thread, stored_space
+from asyncopt._cli_output import (
+    cell,
+    cut,
+    fit,
+    iso,
+    logging_to_stderr,
+    silence_stdout,
+    terminal_width,
+    write_csv,
+    write_json,
+    write_table,
+)
 from asyncopt._log import first_line, log_finished
 from asyncopt._table import (
     Columns,
     MissingDependencyError,
     columns_dataframe,
     trial_columns,
-    utc,
 )
 from asyncopt.errors import (
     AllTrialsFailed,
     AsyncoptError,
     CommandError,
-    SpaceError,
     StudyMismatchError,
     StudyNotFoundError,
 )
@@ -85,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("asyncopt: error: --event-loop trio needs trio (pip install trio)", file=sys.stderr)
         return 2
     try:
-        with _logging_to_stderr(args.log_level):
+        with logging_to_stderr(args.log_level):
             status = anyio.run(functools.partial(command, args), backend=args.event_loop)
         sys.stdout.flush()  # a closed pipe shows here when the output was buffered
         return status
@@ -102,7 +108,7 @@ def _exit_status(exc: BaseException, *, url: str) -> int:
     """
     errors = list(_leaves(exc))
     if errors and all(isinstance(e, BrokenPipeError) for e in errors):
-        _silence_stdout()
+        silence_stdout()
         return _CLOSED_PIPE
     if any(isinstance(e, _Terminated) for e in errors):
         print("asyncopt: terminated (SIGTERM)", file=sys.stderr)
@@ -124,46 +130,6 @@ def _exit_status(exc: BaseException, *, url: str) -> int:
 _TERMINATED = 128 + signal.SIGTERM
 # 128 + SIGPIPE: what a shell reports for a program that wrote to a closed pipe.
 _CLOSED_PIPE = 128 + getattr(signal, "SIGPIPE", 13)
-
-
-def _silence_stdout() -> None:
-    """Point standard output at the null device, so exiting does not flush into the
-    closed pipe again (Python would print "Exception ignored ... BrokenPipeError")."""
-    try:
-        descriptor = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):
-        return  # not a real file (captured output): nothing will be flushed at exit
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, descriptor)
-    finally:
-        os.close(devnull)
-
-
-class _StderrHandler(logging.Handler):
-    """Writes records to whatever ``sys.stderr`` is when they are emitted."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            sys.stderr.write(self.format(record) + "\n")
-        except Exception:
-            self.handleError(record)
-
-
-@contextlib.contextmanager
-def _logging_to_stderr(level: str) -> Iterator[None]:
-    """While the command runs, show the ``asyncopt`` logger's records from ``level`` on."""
-    logger = logging.getLogger("asyncopt")
-    handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("[%(levelname)s %(asctime)s] %(message)s"))
-    previous = logger.level
-    logger.setLevel(level.upper())
-    logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
 
 
 def _leaves(exc: BaseException) -> Iterator[BaseException]:
@@ -403,171 +369,6 @@ async def _get_study(storage: Storage, name: str) -> StudyRecord:
         ) from None
 
 
-def _cell(value: Any, *, exact: bool = False) -> str:
-    """One table cell: numbers short (or exact, for CSV), times ISO 8601, structures JSON."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime.datetime):
-        return value.isoformat() if exact else value.isoformat(timespec="seconds")
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value) if exact else format(value, ".6g")
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, default=repr)
-    return str(value)
-
-
-def _iso(timestamp: float | None, *, exact: bool = False) -> str:
-    return _cell(utc(timestamp), exact=exact)
-
-
-def _write_table(rows: Sequence[Sequence[str]], header: Sequence[str], out: TextIO) -> None:
-    widths = [len(h) for h in header]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
-    for row in [header, *rows]:
-        line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths))
-        out.write(line.rstrip() + "\n")
-
-
-def _write_csv(rows: Sequence[Sequence[str]], header: Sequence[str], out: TextIO) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    out.write(buffer.getvalue())
-
-
-def _write_json(data: Any, out: TextIO) -> None:
-    out.write(json.dumps(data, indent=2, default=repr) + "\n")
-
-
-def _terminal_width(out: TextIO) -> int | None:
-    """The terminal's width when ``out`` is one; None (no limit) for a pipe or a file."""
-    try:
-        if not out.isatty():
-            return None
-    except (AttributeError, ValueError):
-        return None
-    return shutil.get_terminal_size().columns
-
-
-def _fit(header: list[str], rows: list[list[str]], width: int | None) -> tuple[int, list[str]]:
-    """How many leading columns fit in ``width`` characters, and the names of the others.
-
-    At least the first column is always shown.
-    """
-    if width is None:
-        return len(header), []
-    used = 0
-    for count, name in enumerate(header):
-        column = max([len(name), *(len(row[count]) for row in rows)])
-        used += column + (2 if count else 0)
-        if used > width and count > 0:
-            return count, header[count:]
-    return len(header), []
-
-
-# Longest cell of the table, in characters (CSV and JSON keep everything).
-_MAX_CELL = 40
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= _MAX_CELL else text[: _MAX_CELL - 1] + "…"
-
-
-def load_object(target: str, what: str) -> Any:
-    """Import ``module:attribute`` (dotted attributes allowed) from the current directory too.
-
-    Raises `CommandError` naming ``what`` when the target is malformed or cannot be found.
-    """
-    module_name, sep, attribute = target.partition(":")
-    if not sep or not module_name or not attribute:
-        raise CommandError(f"{what} must be given as module:name, got {target!r}")
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
-    importlib.invalidate_caches()
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
-            raise CommandError(
-                f"cannot import module {module_name!r} for the {what} "
-                f"(searched the current directory {cwd} and sys.path)"
-            ) from None
-        raise CommandError(f"importing module {module_name!r} failed: {exc}") from None
-    except Exception as exc:
-        raise CommandError(
-            f"importing module {module_name!r} failed: {type(exc).__name__}: {exc}"
-        ) from None
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise CommandError(
-                f"module {module_name!r} has no attribute {attribute!r} (the {what})"
-            ) from None
-    return obj
-
-
-async def _load_in_thread(target: str, what: str) -> Any:
-    # Importing user code reads files and may run arbitrary setup: keep it off the loop.
-    return await anyio.to_thread.run_sync(load_object, target, what)
-
-
-def _unregistered_functions(description: Any) -> list[str]:
-    """Scope function names the stored space uses that this process has not registered."""
-    from asyncopt.space.scope import lookup
-
-    names: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if "apply" in node:
-                names.add(str(node["apply"]))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(description)
-    missing = []
-    for name in sorted(names):
-        try:
-            lookup(name)
-        except SpaceError:
-            missing.append(name)
-    return missing
-
-
-def stored_space(record: StudyRecord) -> Any:
-    """The study's space rebuilt from its stored description.
-
-    Raises `CommandError` telling the user to pass ``--space module:space`` when the
-    description holds a constant that cannot be rebuilt or a function not registered here.
-    """
-    from asyncopt.space.compile import compile_space
-    from asyncopt.space.description import rebuild
-
-    hint = "pass --space module:space to load the space from your code"
-    missing = _unregistered_functions(dict(record.space))
-    if missing:
-        raise CommandError(
-            f"the stored space of study {record.name!r} uses scope functions not registered "
-            f"in this process ({', '.join(missing)}); {hint}"
-        )
-    try:
-        return compile_space(rebuild(dict(record.space)))
-    except SpaceError as exc:
-        reason = str(exc) if "--space" in str(exc) else f"{exc}; {hint}"
-        raise CommandError(
-            f"the stored space of study {record.name!r} cannot be rebuilt: {reason}"
-        ) from None
-
-
 # -- commands ------------------------------------------------------------------------------
 
 
@@ -587,16 +388,16 @@ async def _studies(args: argparse.Namespace) -> int:
             )
     out = sys.stdout
     if args.format == "json":
-        _write_json(rows, out)
+        write_json(rows, out)
         return 0
     if args.format == "csv":
-        _write_csv(
+        write_csv(
             [
                 [
                     row["name"],
                     str(row["trials"]),
-                    _cell(row["best_loss"], exact=True),
-                    _iso(row["created_at"], exact=True),
+                    cell(row["best_loss"], exact=True),
+                    iso(row["created_at"], exact=True),
                 ]
                 for row in rows
             ],
@@ -604,9 +405,9 @@ async def _studies(args: argparse.Namespace) -> int:
             out,
         )
     elif rows:
-        _write_table(
+        write_table(
             [
-                [row["name"], str(row["trials"]), _cell(row["best_loss"]), _iso(row["created_at"])]
+                [row["name"], str(row["trials"]), cell(row["best_loss"]), iso(row["created_at"])]
                 for row in rows
             ],
             ["name", "trials", "best_loss", "created_at"],
@@ -631,7 +432,7 @@ async def _study_space(record: StudyRecord, target: str | None) -> CompiledSpace
     if target is None:
         space: CompiledSpace = stored_space(record)
         return space
-    loaded = compile_space(await _load_in_thread(target, "space"))
+    loaded = compile_space(await load_in_thread(target, "space"))
     if loaded.fingerprint != record.fingerprint:
         raise StudyMismatchError(
             f"the space {target} is not the space of study {record.name!r} "
@@ -655,7 +456,7 @@ async def _trials(args: argparse.Namespace) -> int:
     record, trials = await _read_study(args.url, args.study)
     out = sys.stdout
     if args.format == "json":
-        _write_json([trial.to_dict() for trial in trials], out)
+        write_json([trial.to_dict() for trial in trials], out)
         return 0
     columns = trial_columns(trials, _space_or_none(record))
     if args.columns is not None:
@@ -673,13 +474,13 @@ async def _trials(args: argparse.Namespace) -> int:
             name for name in columns if name not in _DETAIL_COLUMNS and not name.endswith("_index")
         ]
     exact = args.format == "csv"
-    rows = [[_cell(columns[name][i], exact=exact) for name in names] for i in range(len(trials))]
+    rows = [[cell(columns[name][i], exact=exact) for name in names] for i in range(len(trials))]
     if args.format == "csv":
-        _write_csv(rows, names, out)
+        write_csv(rows, names, out)
         return 0
-    rows = [[_cut(cell) for cell in row] for row in rows]
-    shown, hidden = _fit(names, rows, _terminal_width(out))
-    _write_table([row[:shown] for row in rows], names[:shown], out)
+    rows = [[cut(cell) for cell in row] for row in rows]
+    shown, hidden = fit(names, rows, terminal_width(out))
+    write_table([row[:shown] for row in rows], names[:shown], out)
     if hidden:
         print(
             f"({len(hidden)} more columns do not fit the terminal: {', '.join(hidden)}; "
@@ -704,7 +505,7 @@ async def _best(args: argparse.Namespace) -> int:
         if key not in ("loss", "status", "error")
     }
     if args.format == "json":
-        _write_json(
+        write_json(
             {
                 "study": record.name,
                 "tid": best.tid,
@@ -727,7 +528,7 @@ async def _best(args: argparse.Namespace) -> int:
 
 
 async def _create(args: argparse.Namespace) -> int:
-    space = compile_space(await _load_in_thread(args.space, "space"))
+    space = compile_space(await load_in_thread(args.space, "space"))
     async with open_storage(args.url) as storage:
         try:
             existing: StudyRecord | None = await storage.get_study(args.study)
@@ -790,7 +591,7 @@ async def _ask(args: argparse.Namespace) -> int:
                 )
             # The trial outlives this process: `tell` finishes it, in another one.
             study.let_go(trial.tid)
-    _write_json(
+    write_json(
         {
             "study": record.name,
             "tid": trial.tid,
@@ -860,8 +661,8 @@ def _write_export(columns: Columns, space: CompiledSpace | None, path: str, kind
     count = len(columns["tid"])
     if kind == "csv":
         with open(path, "w", newline="", encoding="utf-8") as file:
-            rows = [[_cell(columns[n][i], exact=True) for n in names] for i in range(count)]
-            _write_csv(rows, names, file)
+            rows = [[cell(columns[n][i], exact=True) for n in names] for i in range(count)]
+            write_csv(rows, names, file)
     elif kind == "jsonl":
         with open(path, "w", encoding="utf-8") as file:
             for i in range(count):
@@ -981,13 +782,13 @@ async def _worker(args: argparse.Namespace) -> int:
             "a worker needs a stopping rule: --max-evals N (the study's total budget) "
             "and/or --timeout SECONDS"
         )
-    objective = await _load_in_thread(args.objective, "objective")
+    objective = await load_in_thread(args.objective, "objective")
     if not callable(objective):
         raise CommandError(f"{args.objective} is not callable ({type(objective).__name__})")
     algo = _algorithm(args.algo)
     async with open_storage(args.url) as storage:
         if args.space is not None:
-            space = await _load_in_thread(args.space, "space")
+            space = await load_in_thread(args.space, "space")
             try:
                 name = (await storage.get_study(args.study)).name
             except StudyNotFoundError:
