@@ -738,3 +738,75 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def _count(self, study: str, *, budgeted: bool) -> int:
         """`count_trials` with checked values."""
+
+
+_Result = TypeVar("_Result")
+
+
+class ConnectionStorage(Storage):
+    """A backend whose primitives are synchronous operations on a database connection.
+
+    ``_ops`` holds one method per primitive, each taking the connection (or session)
+    first; ``_call`` runs one of them as one transaction, off the event loop, and
+    translates its errors. The primitives are written here once, as those calls.
+    """
+
+    _ops: Any
+
+    @abc.abstractmethod
+    async def _call(self, fn: Callable[[Any], _Result]) -> _Result:
+        """``fn(connection)`` as one transaction, off the event loop."""
+
+    async def _create_study(self, record: StudyRecord) -> StudyRecord:
+        result: StudyRecord = await self._call(lambda c: self._ops.create_study(c, record))
+        return result
+
+    async def _get_study(self, name: str) -> StudyRecord | None:
+        result: StudyRecord | None = await self._call(lambda c: self._ops.get_study(c, name))
+        return result
+
+    async def _list_studies(self) -> list[StudyRecord]:
+        result: list[StudyRecord] = await self._call(self._ops.list_studies)
+        return result
+
+    async def _delete_study(self, name: str) -> bool:
+        result: bool = await self._call(lambda c: self._ops.delete_study(c, name))
+        return result
+
+    async def _batch(self, study: str, request: BatchRequest) -> Batch:
+        result: Batch = await self._call(lambda c: self._ops.batch(c, study, request))
+        return result
+
+    async def _enqueue(
+        self, study: str, new: Sequence[NewTrial], *, budget: int | None
+    ) -> list[Trial]:
+        result: list[Trial] = await self._call(lambda c: self._ops.enqueue(c, study, new, budget))
+        return result
+
+    async def _claim(self, study: str, *, worker: str, lease: float, limit: int) -> list[Trial]:
+        result: list[Trial] = await self._call(
+            lambda c: self._ops.claim(c, study, worker, lease, limit)
+        )
+        return result
+
+    async def _renew(self, study: str, tids: list[int], *, worker: str, lease: float) -> list[int]:
+        result: list[int] = await self._call(
+            lambda c: self._ops.renew(c, study, tids, worker, lease)
+        )
+        return result
+
+    async def _reap(self, study: str) -> list[Trial]:
+        result: list[Trial] = await self._call(lambda c: self._ops.reap(c, study))
+        return result
+
+    async def _get_trial(self, study: str, tid: int) -> Trial | None:
+        result: Trial | None = await self._call(lambda c: self._ops.get_trial(c, study, tid))
+        return result
+
+    async def _trials_since(self, study: str, seq: int) -> list[Trial]:
+        result: list[Trial] = await self._call(lambda c: self._ops.trials_since(c, study, seq))
+        return result
+
+    async def _count(self, study: str, *, budgeted: bool) -> int:
+        result: int = await self._call(lambda c: self._ops.count(c, study, budgeted))
+        return result

@@ -75,11 +75,10 @@ from asyncopt.errors import (
 from asyncopt.storage.base import (
     Batch,
     BatchRequest,
+    ConnectionStorage,
     ErrorRule,
     NewTrial,
     RetryPolicy,
-    Storage,
-    StoredFinish,
     StudyRecord,
     Trial,
     TrialState,
@@ -514,14 +513,11 @@ class _Ops:
         self,
         session: _Session,
         study: str,
-        finishes: Sequence[StoredFinish],
-        new: Sequence[NewTrial],
-        since: int | None,
-        worker: str,
-        budget: int | None,
-        lease: float,
+        request: BatchRequest,
     ) -> Batch:
         """Finish and create in one statement (one transaction), then read the changes."""
+        finishes, new, since = request.finishes, request.new, request.since
+        worker, budget, lease = request.worker, request.budget, request.lease
         now = time.time()
         rows = session.write(
             self.sql_batch,
@@ -791,7 +787,7 @@ def _positive(url: StorageURL, name: str, default: float, *, integer: bool = Fal
     return value
 
 
-class PostgresStorage(Storage):
+class PostgresStorage(ConnectionStorage):
     """A `Storage` in a PostgreSQL database, shared by any number of processes and machines.
 
     Made from ``postgresql://user:password@host:port/dbname?options`` by `from_url` (or
@@ -972,48 +968,3 @@ class PostgresStorage(Storage):
                         raise retry.error from None
                 await anyio.sleep(wait)
         return result
-
-    # -- the primitives ------------------------------------------------------------------
-
-    async def _create_study(self, record: StudyRecord) -> StudyRecord:
-        return await self._call(lambda s: self._ops.create_study(s, record))
-
-    async def _get_study(self, name: str) -> StudyRecord | None:
-        return await self._call(lambda s: self._ops.get_study(s, name))
-
-    async def _list_studies(self) -> list[StudyRecord]:
-        return await self._call(self._ops.list_studies)
-
-    async def _delete_study(self, name: str) -> bool:
-        return await self._call(lambda s: self._ops.delete_study(s, name))
-
-    async def _batch(self, study: str, request: BatchRequest) -> Batch:
-        r = request
-        return await self._call(
-            lambda s: self._ops.batch(
-                s, study, r.finishes, r.new, r.since, r.worker, r.budget, r.lease
-            )
-        )
-
-    async def _enqueue(
-        self, study: str, new: Sequence[NewTrial], *, budget: int | None
-    ) -> list[Trial]:
-        return await self._call(lambda s: self._ops.enqueue(s, study, new, budget))
-
-    async def _claim(self, study: str, *, worker: str, lease: float, limit: int) -> list[Trial]:
-        return await self._call(lambda s: self._ops.claim(s, study, worker, lease, limit))
-
-    async def _renew(self, study: str, tids: list[int], *, worker: str, lease: float) -> list[int]:
-        return await self._call(lambda s: self._ops.renew(s, study, tids, worker, lease))
-
-    async def _reap(self, study: str) -> list[Trial]:
-        return await self._call(lambda s: self._ops.reap(s, study))
-
-    async def _get_trial(self, study: str, tid: int) -> Trial | None:
-        return await self._call(lambda s: self._ops.get_trial(s, study, tid))
-
-    async def _trials_since(self, study: str, seq: int) -> list[Trial]:
-        return await self._call(lambda s: self._ops.trials_since(s, study, seq))
-
-    async def _count(self, study: str, *, budgeted: bool) -> int:
-        return await self._call(lambda s: self._ops.count(s, study, budgeted))

@@ -39,10 +39,10 @@ from asyncopt.storage._sqlite_conn import ConnectionThread
 from asyncopt.storage.base import (
     Batch,
     BatchRequest,
+    ConnectionStorage,
     ErrorRule,
     NewTrial,
     RetryPolicy,
-    Storage,
     StudyRecord,
     Trial,
     TrialState,
@@ -739,7 +739,7 @@ def _option(url: StorageURL, name: str, default: str, allowed: Sequence[str]) ->
     return value
 
 
-class SQLiteStorage(Storage):
+class SQLiteStorage(ConnectionStorage):
     """A `Storage` in one SQLite file, safe to share between processes on one machine.
 
     ``path`` is the database file (created if missing; its directory must exist).
@@ -925,45 +925,7 @@ class SQLiteStorage(Storage):
             result = await thread.call(operation)
         return result
 
-    # -- studies ---------------------------------------------------------------------------
-
-    async def _create_study(self, record: StudyRecord) -> StudyRecord:
-        return await self._call(lambda c: self._ops.create_study(c, record))
-
-    async def _get_study(self, name: str) -> StudyRecord | None:
-        return await self._call(lambda c: self._ops.get_study(c, name))
-
-    async def _list_studies(self) -> list[StudyRecord]:
-        return await self._call(self._ops.list_studies)
-
-    async def _delete_study(self, name: str) -> bool:
-        return await self._call(lambda c: self._ops.delete_study(c, name))
-
-    # -- trials ----------------------------------------------------------------------------
-
+    # Rows are decoded into trials after the commit, off the connection thread.
     async def _batch(self, study: str, request: BatchRequest) -> Batch:
-        decode = await self._call(lambda c: self._ops.batch(c, study, request))
+        decode: Callable[[], Batch] = await self._call(lambda c: self._ops.batch(c, study, request))
         return decode()
-
-    async def _enqueue(
-        self, study: str, new: Sequence[NewTrial], *, budget: int | None
-    ) -> list[Trial]:
-        return await self._call(lambda c: self._ops.enqueue(c, study, new, budget))
-
-    async def _claim(self, study: str, *, worker: str, lease: float, limit: int) -> list[Trial]:
-        return await self._call(lambda c: self._ops.claim(c, study, worker, lease, limit))
-
-    async def _renew(self, study: str, tids: list[int], *, worker: str, lease: float) -> list[int]:
-        return await self._call(lambda c: self._ops.renew(c, study, tids, worker, lease))
-
-    async def _reap(self, study: str) -> list[Trial]:
-        return await self._call(lambda c: self._ops.reap(c, study))
-
-    async def _get_trial(self, study: str, tid: int) -> Trial | None:
-        return await self._call(lambda c: self._ops.get_trial(c, study, tid))
-
-    async def _trials_since(self, study: str, seq: int) -> list[Trial]:
-        return await self._call(lambda c: self._ops.trials_since(c, study, seq))
-
-    async def _count(self, study: str, *, budgeted: bool) -> int:
-        return await self._call(lambda c: self._ops.count(c, study, budgeted))
