@@ -48,17 +48,21 @@ STATUS_FAIL = "fail"
 
 
 class TrialState(enum.IntEnum):
-    """Where a trial is in its life: QUEUED → RUNNING → OK | FAIL | CANCELLED."""
+    """Where a trial is in its life: QUEUED → RUNNING → OK | FAIL | PRUNED | CANCELLED.
+
+    The values are stored: a new state takes the next number, none is ever renumbered.
+    """
 
     QUEUED = 0
     RUNNING = 1
     OK = 2
     FAIL = 3
     CANCELLED = 4
+    PRUNED = 5
 
     @property
     def is_finished(self) -> bool:
-        """True for OK, FAIL and CANCELLED."""
+        """True for OK, FAIL, PRUNED and CANCELLED."""
         return self >= TrialState.OK
 
     @property
@@ -80,6 +84,8 @@ class Trial:
     ``assignment`` maps each active label to its raw value (a choice's option index).
     ``params`` is the evaluated space; it is filled in by `asyncopt.open_study` and
     `asyncopt.minimize`, not by storages. Times are Unix timestamps in seconds.
+    ``intermediate`` maps each reported step to its value (NaN for a non-finite one); a
+    PRUNED trial's ``loss`` is its last reported value.
     """
 
     study: str
@@ -97,6 +103,7 @@ class Trial:
     seed: int | None = None
     retry_of: int | None = None
     seq: int = 0
+    intermediate: Mapping[int, float] = attrs.field(factory=dict)
     params: Any = attrs.field(default=None, eq=False, repr=False)
 
     def evolve(self, **changes: Any) -> Trial:
@@ -122,12 +129,30 @@ class Trial:
             return None
         return self.finished_at - self.started_at
 
+    @property
+    def last_step(self) -> int | None:
+        """The largest reported step, or None before the first report."""
+        return max(self.intermediate, default=None)
+
+    @property
+    def last_value(self) -> float | None:
+        """The value reported at `last_step`, or None before the first report."""
+        step = self.last_step
+        return None if step is None else self.intermediate[step]
+
     def to_dict(self) -> dict[str, Any]:
-        """The stored fields as a JSON-serializable dict (``params`` excluded)."""
+        """The stored fields as a JSON-serializable dict (``params`` excluded).
+
+        ``intermediate`` becomes ``{"step": value}`` with NaN written as None.
+        """
         data = attrs.asdict(self, recurse=False, filter=lambda a, _: a.name != "params")
         data["state"] = self.state.name
         data["assignment"] = dict(self.assignment)
         data["result"] = None if self.result is None else dict(self.result)
+        data["intermediate"] = {
+            str(step): None if math.isnan(value) else value
+            for step, value in sorted(self.intermediate.items())
+        }
         return data
 
     @classmethod
@@ -136,6 +161,7 @@ class Trial:
         fields = dict(data)
         state = fields.pop("state")
         fields["state"] = TrialState[state] if isinstance(state, str) else TrialState(state)
+        fields["intermediate"] = _intermediate(fields.get("intermediate"))
         return cls(**fields)
 
 
@@ -308,6 +334,23 @@ def _result(value: Any) -> dict[str, Any] | None:
     return None if value is None else _mapping(value)
 
 
+def _intermediate(value: Any) -> dict[int, float]:
+    """Reported values as stored (a mapping or JSON text of step -> value; None as NaN)."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a mapping of step to value, got {type(value).__name__}")
+    # JSON and MongoDB keep the steps as decimal strings.
+    return {
+        int(step) if isinstance(step, str) and step.isdigit() else _int(step): (
+            math.nan if reported is None else float(reported)
+        )
+        for step, reported in value.items()
+    }
+
+
 _DECODERS: dict[str, Callable[[Any], Any]] = {
     "state": TrialState,
     "assignment": _assignment,
@@ -322,6 +365,7 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "seed": decode_big_int,
     "retry_of": _optional_int,
     "seq": _int,
+    "intermediate": _intermediate,
 }
 
 
@@ -358,6 +402,7 @@ def trial_from_document(study: str, document: Mapping[str, Any]) -> Trial:
             "seed": decode_big_int(get("seed")),
             "retry_of": _optional_int(get("retry_of")),
             "seq": _int(get("seq")),
+            "intermediate": _intermediate(get("intermediate")),
             "params": None,
         }
     except (TypeError, ValueError, KeyError):
