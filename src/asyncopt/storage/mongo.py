@@ -102,11 +102,13 @@ from asyncopt.storage.base import (
     refusal,
     requeues,
     translate,
+    unreported,
 )
 from asyncopt.storage.urls import StorageURL
 from asyncopt.trial import (
     decode_big_int,
     encode_big_int,
+    reported_value,
     study_from_document,
     to_json,
     trial_from_document,
@@ -956,6 +958,37 @@ class MongoStorage(Storage):
         [seq] = yield from self._stamp([doc])
         return _trial(doc, seq=seq)
 
+    async def _report(self, study: str, tid: int, worker: str, step: int, value: float) -> Trial:
+        return await self._run(self._record_report(study, tid, worker, step, value))
+
+    def _record_report(
+        self, study: str, tid: int, worker: str, step: int, value: float
+    ) -> _Step[Trial]:
+        op = _token()
+        # Reported values are a sub-document keyed by the step's decimal text (missing:
+        # none); a step already there keeps its first value.
+        field = f"intermediate.{step}"
+        unset = {"$eq": [{"$type": f"${field}"}, "missing"]}
+        yield from self._require_study(study)
+        # Retrying after a lost acknowledgement is harmless, as for `_finish`.
+        doc = yield _Call(
+            "trials",
+            "find_one_and_update",
+            (
+                {"study": study, "tid": tid},
+                _set_if(
+                    {"$and": [_held_by(worker), unset]},
+                    {field: reported_value(value), "seq": None, "op": op},
+                ),
+            ),
+            {"return_document": ReturnDocument.AFTER},
+        )
+        if doc is None or doc.get("op") != op:
+            current = None if doc is None else (yield from self._as_read(doc))
+            return unreported(study, tid, worker, current)
+        [seq] = yield from self._stamp([doc])
+        return _trial(doc, seq=seq)
+
     def _record_lost(self, study: str, tid: int, worker: str) -> _Step[None]:
         """Fill the place of trial ``tid``, which existed but is gone (a write a crashed
         server lost), with a CANCELLED record that holds no budget slot: tids stay dense,
@@ -1114,7 +1147,15 @@ class MongoStorage(Storage):
     def _find_trial(self, study: str, tid: int) -> _Step[Trial | None]:
         yield from self._require_study(study)
         doc = yield _Call("trials", "find_one", ({"study": study, "tid": tid},))
-        return None if doc is None else _trial(doc)
+        return None if doc is None else (yield from self._as_read(doc))
+
+    def _as_read(self, doc: Mapping[str, Any]) -> _Step[Trial]:
+        """The trial of a document just read; a change not stamped yet is reported with
+        the counter's value, as `_read_since` does."""
+        if doc.get("seq") is not None:
+            return _trial(doc)
+        counter = yield _Call("counters", "find_one", ({"_id": _SEQ_ID},))
+        return _trial(doc, seq=0 if counter is None else int(counter["value"]))
 
     async def _trials_since(self, study: str, seq: int) -> list[Trial]:
         """A trial may be returned again by a later call (see the module docstring); pass
