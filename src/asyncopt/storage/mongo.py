@@ -24,12 +24,13 @@ Dense tids and the budget
     other processes still work on it is not supported: they may add trials to it.)
 
 Conditional updates
-    Claims, outcomes, renewals and reaps are single-document updates. Their filters use
-    only indexed equality (``_id``, or ``study`` and ``tid``) and carry the rest of the
-    condition (state RUNNING, held by this worker, lease passed) in an update pipeline
-    (``$cond``), so that even a server with a simple query planner finds the document
-    through an index; the operation token written with the update tells whether it
-    applied.
+    Claims, outcomes, reported values, renewals and reaps are single-document updates.
+    Their filters use only indexed equality (``_id``, or ``study`` and ``tid``) and carry
+    the rest of the condition (state RUNNING, held by this worker, lease passed, step not
+    reported yet) in an update pipeline (``$cond``), so that even a server with a simple
+    query planner finds the document through an index; the operation token written with
+    the update tells whether it applied. Reported values are a sub-document
+    ``intermediate`` keyed by the step's decimal text (missing: none reported).
 
 Reaping
     An expired RUNNING trial is moved to CANCELLED by one conditional update (so exactly
@@ -965,8 +966,7 @@ class MongoStorage(Storage):
         self, study: str, tid: int, worker: str, step: int, value: float
     ) -> _Step[Trial]:
         op = _token()
-        # Reported values are a sub-document keyed by the step's decimal text (missing:
-        # none); a step already there keeps its first value.
+        # A step already there keeps its first value.
         field = f"intermediate.{step}"
         unset = {"$eq": [{"$type": f"${field}"}, "missing"]}
         yield from self._require_study(study)

@@ -12,7 +12,8 @@ created on first use with a schema version for later migrations: ``meta`` (the v
 ``studies`` (one row per study, with its counters), ``trials`` (primary key
 ``(study_id, tid)``; a unique index on ``(study_id, retry_of)`` so that a reaped trial is queued
 again at most once) and the sequence ``seq``. A schema that exists but holds anything
-else, or a newer version, is refused and left untouched.
+else, or a newer version, is refused and left untouched; an older version is upgraded in
+place by the first open for writing (a read-only open refuses it until then).
 
 Every change to a study's trials runs in a transaction that first locks the study's row
 (``SELECT ... FOR NO KEY UPDATE``, which returns the row as the previous holder committed

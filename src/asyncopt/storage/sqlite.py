@@ -16,7 +16,9 @@ URL options (query string):
   it must exist, nothing is created or written, and it may sit on a read-only file system.
 
 Every ``sqlite3`` error is translated into an `asyncopt.errors.StorageError` subclass that
-names the file; a database written by a newer asyncopt is refused, never rewritten. A
+names the file; a database written by a newer asyncopt is refused, never rewritten. One
+written by an older asyncopt is upgraded in place by the first open for writing (in one
+transaction); a read-only open refuses it until then, rather than misread it. A
 file deleted or replaced while the storage is open is noticed after the next transaction,
 which then raises instead of reporting success.
 """
