@@ -717,6 +717,10 @@ async def test_a_repeated_step_keeps_its_first_value_and_changes_nothing(
     assert again.intermediate == {3: 0.5}
     assert await storage.get_trial("s", trial.tid) == first
     assert await storage.trials_since("s", first.seq) == []
+    nan = await storage.report("s", trial.tid, worker="w1", step=4, value=math.nan)
+    kept = await storage.report("s", trial.tid, worker="w1", step=4, value=1.0)
+    assert kept.seq == nan.seq
+    assert math.isnan((await storage.get_trial("s", trial.tid)).intermediate[4])
 
 
 async def test_trials_since_returns_a_reported_trial(storage: Storage) -> None:

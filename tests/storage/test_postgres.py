@@ -23,6 +23,7 @@ from test_multiprocess import (
     start_worker,
     wait_for_lines,
 )
+from version_1 import check_opened_at_once, check_upgraded_study
 
 import asyncopt as ao
 from asyncopt.cli import main
@@ -366,20 +367,7 @@ async def test_a_version_1_schema_is_refused_read_only_and_upgraded_at_a_writing
     assert (version, "intermediate" in columns) == ("1", False)
 
     async with open_storage(postgres_url) as storage:
-        trials = await storage.trials_since("s")
-        assert [(t.tid, t.state, t.intermediate) for t in trials] == [
-            (0, TrialState.RUNNING, {}),
-            (1, TrialState.OK, {}),
-            (2, TrialState.CANCELLED, {}),
-        ]
-        assert trials[1].loss == 0.5
-        reported = await storage.report("s", 0, worker="w", step=1, value=0.25)
-        assert reported.intermediate == {1: 0.25}
-        assert reported.seq > trials[-1].seq
-        pruned = await storage.finish_trial("s", 0, worker="w", state=TrialState.PRUNED, loss=0.25)
-        assert pruned.intermediate == {1: 0.25}
-        assert await storage.count_trials("s") == 2
-        assert await storage.create_trial("s", {"x": 3}, budget=2, worker="w", lease=60) is None
+        pruned = await check_upgraded_study(storage)
     version, columns = version_and_columns(postgres_url)
     assert version == str(SCHEMA_VERSION) == "2"
     assert columns.count("intermediate") == 1
@@ -392,17 +380,7 @@ async def test_storages_opening_a_version_1_schema_at_once_upgrade_it_once(
 ) -> None:
     make_version_1_schema(postgres_url)
     storages = [storage_from_url(postgres_url) for _ in range(4)]
-    async with anyio.create_task_group() as tg:
-        for storage in storages:
-            tg.start_soon(storage.open)
-    try:
-        for step, storage in enumerate(storages):
-            await storage.report("s", 0, worker="w", step=step, value=step / 2)
-        trial = await storages[0].get_trial("s", 0)
-        assert trial.intermediate == {0: 0.0, 1: 0.5, 2: 1.0, 3: 1.5}
-    finally:
-        for storage in storages:
-            await storage.aclose()
+    await check_opened_at_once(storages)
     version, columns = version_and_columns(postgres_url)
     assert version == str(SCHEMA_VERSION)
     assert columns.count("intermediate") == 1

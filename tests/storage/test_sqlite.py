@@ -17,6 +17,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 import pytest
+from version_1 import check_opened_at_once, check_upgraded_study
 
 from asyncopt.errors import StorageError, StorageUnavailableError, StorageURLError
 from asyncopt.storage.base import TrialState
@@ -357,20 +358,7 @@ async def test_a_version_1_file_is_refused_read_only_and_upgraded_at_a_writing_o
     assert digest(path) == before
 
     async with SQLiteStorage(path) as storage:
-        trials = await storage.trials_since("s")
-        assert [(t.tid, t.state, t.intermediate) for t in trials] == [
-            (0, TrialState.RUNNING, {}),
-            (1, TrialState.OK, {}),
-            (2, TrialState.CANCELLED, {}),
-        ]
-        assert trials[1].loss == 0.5
-        reported = await storage.report("s", 0, worker="w", step=1, value=0.25)
-        assert reported.intermediate == {1: 0.25}
-        assert reported.seq == 4
-        pruned = await storage.finish_trial("s", 0, worker="w", state=TrialState.PRUNED, loss=0.25)
-        assert pruned.intermediate == {1: 0.25}
-        assert await storage.count_trials("s") == 2
-        assert await storage.create_trial("s", {"x": 3}, budget=2, worker="w", lease=60) is None
+        pruned = await check_upgraded_study(storage)
     version, columns = schema_of(path)
     assert version == SCHEMA_VERSION == 2
     assert columns[-1] == "intermediate"
@@ -384,17 +372,7 @@ async def test_processes_opening_a_version_1_file_at_once_upgrade_it_once(
     path = tmp_path / "old.db"
     make_version_1_file(path)
     storages = [SQLiteStorage(path) for _ in range(4)]
-    async with anyio.create_task_group() as group:
-        for storage in storages:
-            group.start_soon(storage.open)
-    try:
-        for step, storage in enumerate(storages):
-            await storage.report("s", 0, worker="w", step=step, value=step / 2)
-        trial = await storages[0].get_trial("s", 0)
-        assert trial.intermediate == {0: 0.0, 1: 0.5, 2: 1.0, 3: 1.5}
-    finally:
-        for storage in storages:
-            await storage.aclose()
+    await check_opened_at_once(storages)
     version, columns = schema_of(path)
     assert version == SCHEMA_VERSION
     assert columns.count("intermediate") == 1

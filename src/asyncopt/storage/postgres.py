@@ -613,7 +613,9 @@ class _Ops:
     def report(
         self, session: _Session, study: str, tid: int, worker: str, step: int, value: float
     ) -> Trial:
-        row = session.write(
+        # Its own transaction, and safe to retry when the connection drops mid-statement:
+        # an attempt that landed leaves the step reported, so the next changes nothing.
+        row = session.execute(
             self.sql_report,
             {
                 "study": study,
