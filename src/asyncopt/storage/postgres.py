@@ -662,14 +662,16 @@ class _Ops:
         with session.transaction():
             study_id = self.lock(session, study)[0]
             now = time.time()
+            # The picked tids are materialized: a plan that ran the LIMIT subquery again
+            # per updated row would pick the next queued trial each time.
             rows = session.execute(
-                f"UPDATE {self.s}.trials SET state = 1, started_at = %s, lease_expires_at = %s, "
-                f"worker = %s, seq = nextval('{self.s}.seq') "
-                "WHERE study_id = %s AND tid IN ("
-                f"SELECT tid FROM {self.s}.trials WHERE study_id = %s AND state = 0 "
-                "ORDER BY tid LIMIT %s FOR UPDATE SKIP LOCKED) "
-                f"RETURNING {_COLUMNS}",
-                (now, now + lease, worker, study_id, study_id, limit),
+                f"WITH picked AS MATERIALIZED (SELECT tid FROM {self.s}.trials "
+                "WHERE study_id = %s AND state = 0 ORDER BY tid LIMIT %s FOR UPDATE SKIP LOCKED) "
+                f"UPDATE {self.s}.trials t SET state = 1, started_at = %s, "
+                f"lease_expires_at = %s, worker = %s, seq = nextval('{self.s}.seq') "
+                "FROM picked WHERE t.study_id = %s AND t.tid = picked.tid "
+                f"RETURNING {_T_COLUMNS}",
+                (study_id, limit, now, now + lease, worker, study_id),
             ).fetchall()
         return sorted((_trial(study, row) for row in rows), key=lambda t: t.tid)
 
