@@ -325,6 +325,9 @@ def refusal(
     return None
 
 
+_HELD_OR_DONE = frozenset({TrialState.RUNNING, TrialState.OK, TrialState.FAIL, TrialState.PRUNED})
+
+
 def lease_lost(state: TrialState | None, holder: str | None, worker: str) -> bool:
     """Whether a renewal by ``worker`` finds the lease of a trial (in ``state``, held by
     ``holder``; ``state`` None when there is none) lost to someone else.
@@ -334,9 +337,6 @@ def lease_lost(state: TrialState | None, holder: str | None, worker: str) -> boo
     """
     mine = holder == worker and state in _HELD_OR_DONE
     return not mine
-
-
-_HELD_OR_DONE = frozenset({TrialState.RUNNING, TrialState.OK, TrialState.FAIL, TrialState.PRUNED})
 
 
 def reportable(trial: Trial | None, worker: str, step: int) -> bool:

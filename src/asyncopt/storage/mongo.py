@@ -965,12 +965,12 @@ class MongoStorage(Storage):
     def _record_report(
         self, study: str, tid: int, worker: str, step: int, value: float
     ) -> _Step[Trial]:
-        op = _token()
-        # A step already there keeps its first value.
-        field = f"intermediate.{step}"
-        unset = {"$eq": [{"$type": f"${field}"}, "missing"]}
         yield from self._require_study(study)
-        # Retrying after a lost acknowledgement is harmless, as for `_finish`.
+        op = _token()
+        field = f"intermediate.{step}"
+        # A step already reported keeps its first value. Retrying after a lost
+        # acknowledgement is harmless, as for `_finish`.
+        unset = {"$eq": [{"$type": f"${field}"}, "missing"]}
         doc = yield _Call(
             "trials",
             "find_one_and_update",
