@@ -19,7 +19,7 @@ weights from linear forgetting (`linear_forgetting_weights`), categorical rows f
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from asyncopt.space.distributions import Distribution
 __all__ = [
     "Axes",
     "Mixture",
+    "Points",
     "categorical_table",
     "clip_floor",
     "gap_bandwidths",
@@ -53,10 +54,13 @@ _FLOOR = 1e-300
 _EXPAND_REACH = 1e3
 # A kernel this many widths inside both ends of its support has mass 1 (to rounding).
 _WHOLE = 8.5
-# `_cell_log_mass` computes each distinct kernel once from this many kernels on.
+# `_cell_log_mass` computes each distinct kernel once above this many kernels.
 _FEW_KERNELS = 128
-# Below this many entries `_cell_log_mass` and `_kernel_log_mass` take the plain way.
+# Below this many entries `_kernel_log_mass` takes the plain way.
 _FEW_CELLS = 4096
+# Entries of a block of (points, kernels) log terms in `Mixture.log_pdf` (256 KiB).
+_BLOCK = 1 << 15
+_EVERY_ROW = slice(None)
 
 
 def _clip(values: Any, low: Any, high: Any) -> np.ndarray:
@@ -270,6 +274,39 @@ def _grid_round(values: np.ndarray | float, q: np.ndarray | float) -> np.ndarray
     return float(rounded) if np.ndim(rounded) == 0 else rounded
 
 
+class Points:
+    """Points at which to evaluate mixtures, prepared once for any mixture on their axes.
+
+    ``values`` are unit-axis values ``(m, Dn)``; ``cells`` the unit-axis ends of the grid
+    cells around them (as `Axes.cells`), or None; ``categories`` category indices ``(m,
+    Dc)``. On the ``quantized`` axes, when ``cells`` are given (the *exact* axes), a
+    mixture gives the mass of each point's cell instead of the density at the point.
+    """
+
+    def __init__(
+        self,
+        values: np.ndarray,
+        cells: tuple[np.ndarray, np.ndarray] | None,
+        categories: np.ndarray,
+        quantized: np.ndarray,
+    ) -> None:
+        exact = quantized if cells is not None else np.zeros(values.shape[1], dtype=bool)
+        self.continuous, self.exact = np.flatnonzero(~exact), np.flatnonzero(exact)
+        self.x = values[:, self.continuous]
+        self.features = _features(self.x)
+        self.categories = categories
+        # Per exact axis: its distinct cells (lower ends, upper ends) and each point's
+        # among them (points share cells, so each is computed once).
+        self.cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for d in self.exact:
+            assert cells is not None
+            distinct, where = np.unique(cells[0][:, d] + 1j * cells[1][:, d], return_inverse=True)
+            self.cells.append((distinct.real, distinct.imag, where.reshape(-1)))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
 class Mixture:
     """A weighted mixture of product kernels over numeric unit axes and categorical axes.
 
@@ -326,31 +363,33 @@ class Mixture:
             categories[:, j] = np.minimum(drawn, table.shape[1] - 1)
         return points, categories
 
-    def log_pdf(
-        self,
-        points: np.ndarray,
-        cells: tuple[np.ndarray, np.ndarray] | None,
-        categories: np.ndarray,
-        quantized: np.ndarray,
-    ) -> np.ndarray:
-        """Log density (mass on ``quantized`` axes, within ``cells``) of ``m`` points.
+    def log_pdf(self, at: Points, rows: slice = _EVERY_ROW) -> np.ndarray:
+        """Log density (mass on the exact grid axes of ``at``) at the points ``rows`` of ``at``.
 
-        ``points`` are unit-axis values ``(m, Dn)``; ``cells`` the unit-axis ends of the
-        grid cells around them (as `Axes.cells`; read on ``quantized`` axes only);
-        ``categories`` category indices ``(m, Dc)``.
+        The ``(points, K)`` log terms are summed over kernels a block of points at a time,
+        so that a block stays in the processor's cache however many points are asked.
         """
-        continuous = np.flatnonzero(~quantized) if cells is not None else slice(None)
-        total = _gaussian_log_terms(
-            points[:, continuous], self.mus[:, continuous], self.sigmas[:, continuous], self._offset
-        )
-        if cells is not None:
-            for d in np.flatnonzero(quantized):
-                total += _cell_log_mass(
-                    self.mus[:, d], self.sigmas[:, d], cells[0][:, d], cells[1][:, d]
-                )
-        for j, log_table in enumerate(self._log_tables):
-            total += log_table[categories[:, j]]
-        return logsumexp(total, axis=1)
+        start, stop, _ = rows.indices(len(at))
+        gaussian = _gaussian_log_terms(
+            at.x, at.features, self.mus[:, at.continuous], self.sigmas[:, at.continuous],
+            self._offset,
+        )  # fmt: skip
+        # Per categorical or exact grid axis: a (values, K) table of log terms and, per
+        # point, the row it reads.
+        lookups = [(table, at.categories[:, j]) for j, table in enumerate(self._log_tables)]
+        lookups += [
+            (_cell_log_mass(self.mus[:, d], self.sigmas[:, d], lower, upper), where)
+            for d, (lower, upper, where) in zip(at.exact, at.cells)
+        ]
+        result = np.empty(stop - start)
+        step = max(1, _BLOCK // max(1, len(self)))
+        for begin in range(start, stop, step):
+            block = slice(begin, min(begin + step, stop))
+            total = gaussian(block)
+            for table, index in lookups:
+                total += table[index[block]]
+            result[begin - start : block.stop - start] = logsumexp(total, axis=1)
+        return result
 
 
 def _kernel_log_mass(
@@ -379,19 +418,26 @@ def _kernel_log_mass_plain(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
     return result
 
 
-def _gaussian_log_terms(
-    x: np.ndarray, mus: np.ndarray, sigmas: np.ndarray, offset: np.ndarray
-) -> np.ndarray:
-    """``offset`` plus the log product-Gaussian density of each kernel at each point,
-    shape ``(m, K)``.
+def _features(x: np.ndarray) -> np.ndarray:
+    # Per point: the factors of the expanded sum of squares (see `_gaussian_log_terms`).
+    features: np.ndarray = np.concatenate([-0.5 * x * x, x, np.ones((len(x), 1))], axis=1)
+    return features
 
-    The sum of squares is expanded into one matrix product where its rounding cannot
-    matter (centres and points within `_EXPAND_REACH` of the narrowest width);
-    otherwise it is summed axis by axis (`_gaussian_log_terms_plain`, the oracle).
+
+def _gaussian_log_terms(
+    x: np.ndarray, features: np.ndarray, mus: np.ndarray, sigmas: np.ndarray, offset: np.ndarray
+) -> Callable[[slice], np.ndarray]:
+    """A function of a slice of the points ``x`` (with their `_features`): ``offset`` plus
+    the log product-Gaussian density of each kernel at each point, ``(points, K)``.
+
+    The sum of squares is expanded into one matrix product (coefficients computed once
+    for every slice) where its rounding cannot matter (centres and points within
+    `_EXPAND_REACH` of the narrowest width); otherwise it is summed axis by axis
+    (`_gaussian_log_terms_plain`, the oracle).
     """
     reach = max(float(np.abs(x).max(initial=0.0)), float(np.abs(mus).max(initial=0.0)))
     if not reach / float(sigmas.min(initial=1.0)) < _EXPAND_REACH:
-        return _gaussian_log_terms_plain(x, mus, sigmas, offset)
+        return lambda rows: _gaussian_log_terms_plain(x[rows], mus, sigmas, offset)
     inv_var = 1.0 / (sigmas * sigmas)
     d = x.shape[1]
     # One C-ordered (2d + 1, K) block of coefficients: a product with a strided operand
@@ -401,9 +447,7 @@ def _gaussian_log_terms(
     np.multiply(mus.T, inv_var.T, out=coefficients[d : 2 * d])
     square = (mus.T * coefficients[d : 2 * d]).sum(axis=0)
     coefficients[-1] = offset - (0.5 * square + np.log(sigmas.T).sum(axis=0) + d * _LOG_SQRT_2PI)
-    features = np.concatenate([-0.5 * x * x, x, np.ones((len(x), 1))], axis=1)
-    result: np.ndarray = features @ coefficients
-    return result
+    return lambda rows: features[rows] @ coefficients
 
 
 def _gaussian_log_terms_plain(
@@ -421,22 +465,14 @@ def _gaussian_log_terms_plain(
 def _cell_log_mass(mu: np.ndarray, sigma: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Log mass of kernels ``(mu, sigma)`` in cells ``[a, b]`` of one axis, ``(cells, K)``.
 
-    Candidates share cells, and kernels on a grid axis share few distinct ``(mu, sigma)``
-    pairs: each distinct cell and (with many kernels) each distinct pair is computed
-    once. `_cell_log_mass_plain` is the oracle.
+    Kernels on a grid axis share few distinct ``(mu, sigma)`` pairs: with many kernels
+    each distinct pair is computed once. `_cell_log_mass_plain` is the oracle.
     """
-    if len(mu) * len(a) <= _FEW_CELLS:
+    if len(mu) <= _FEW_KERNELS:
         return _cell_log_mass_plain(mu, sigma, a, b)
-    cells, where = np.unique(a + 1j * b, return_inverse=True)
-    inverse = None
-    if len(mu) > _FEW_KERNELS:
-        pairs, inverse = np.unique(mu + 1j * sigma, return_inverse=True)
-        mu, sigma = pairs.real, pairs.imag
-    table = _cell_log_mass_plain(mu, sigma, cells.real, cells.imag)
-    if inverse is not None:
-        table = table.take(inverse.reshape(-1), axis=1)
-    result: np.ndarray = table.take(where.reshape(-1), axis=0)
-    return result
+    pairs, inverse = np.unique(mu + 1j * sigma, return_inverse=True)
+    table: np.ndarray = _cell_log_mass_plain(pairs.real, pairs.imag, a, b)
+    return table.take(inverse.reshape(-1), axis=1)
 
 
 def _cell_log_mass_plain(
