@@ -152,13 +152,14 @@ def _neighbour_gaps(points: np.ndarray) -> np.ndarray:
     # contiguous rows, the fast way for numpy).
     rows = np.ascontiguousarray(points.T)
     order = np.argsort(rows, axis=1)
-    ordered = np.take_along_axis(rows, order, axis=1)
+    axis = np.arange(len(rows))[:, None]
+    ordered = rows[axis, order]
     gaps = np.diff(ordered, axis=1)
     widths = np.empty_like(ordered)
     widths[:, 0], widths[:, -1] = gaps[:, 0], gaps[:, -1]
     np.maximum(gaps[:, :-1], gaps[:, 1:], out=widths[:, 1:-1])
     result = np.empty_like(widths)
-    np.put_along_axis(result, order, widths, axis=1)
+    result[axis, order] = widths
     transposed: np.ndarray = result.T
     return transposed
 
@@ -405,12 +406,12 @@ def _kernel_log_mass(
     lower, upper = (lows - mus) / sigmas, (highs - mus) / sigmas
     if lower.size <= _FEW_CELLS:
         return _kernel_log_mass_plain(lower, upper)
-    near = ~((lower <= -_WHOLE) & (upper >= _WHOLE))
-    if near.all():
+    near = np.flatnonzero((lower > -_WHOLE) | (upper < _WHOLE))
+    if len(near) == lower.size:
         return _kernel_log_mass_plain(lower, upper)
-    result = np.zeros(mus.shape)
-    result[near] = _kernel_log_mass_plain(lower[near], upper[near])
-    return result
+    result = np.zeros(lower.size)
+    result[near] = _kernel_log_mass_plain(lower.ravel()[near], upper.ravel()[near])
+    return result.reshape(lower.shape)
 
 
 def _kernel_log_mass_plain(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
@@ -470,8 +471,12 @@ def _cell_log_mass(mu: np.ndarray, sigma: np.ndarray, a: np.ndarray, b: np.ndarr
     """
     if len(mu) <= _FEW_KERNELS:
         return _cell_log_mass_plain(mu, sigma, a, b)
-    pairs, inverse = np.unique(mu + 1j * sigma, return_inverse=True)
-    table: np.ndarray = _cell_log_mass_plain(pairs.real, pairs.imag, a, b)
+    # Distinct pairs from distinct centres and distinct widths (sorting floats, then
+    # integers, is much faster than sorting complex numbers).
+    centres, which_centre = np.unique(mu, return_inverse=True)
+    widths, which_width = np.unique(sigma, return_inverse=True)
+    pairs, inverse = np.unique(which_centre * len(widths) + which_width, return_inverse=True)
+    table = _cell_log_mass_plain(centres[pairs // len(widths)], widths[pairs % len(widths)], a, b)
     return table.take(inverse.reshape(-1), axis=1)
 
 
