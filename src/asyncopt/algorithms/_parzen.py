@@ -411,7 +411,8 @@ def _kernel_log_mass(
         return _kernel_log_mass_plain(lower, upper)
     result = np.zeros(lower.size)
     result[near] = _kernel_log_mass_plain(lower.ravel()[near], upper.ravel()[near])
-    return result.reshape(lower.shape)
+    shaped: np.ndarray = result.reshape(lower.shape)
+    return shaped
 
 
 def _kernel_log_mass_plain(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
@@ -477,7 +478,8 @@ def _cell_log_mass(mu: np.ndarray, sigma: np.ndarray, a: np.ndarray, b: np.ndarr
     widths, which_width = np.unique(sigma, return_inverse=True)
     pairs, inverse = np.unique(which_centre * len(widths) + which_width, return_inverse=True)
     table = _cell_log_mass_plain(centres[pairs // len(widths)], widths[pairs % len(widths)], a, b)
-    return table.take(inverse.reshape(-1), axis=1)
+    spread: np.ndarray = table.take(inverse.reshape(-1), axis=1)
+    return spread
 
 
 def _cell_log_mass_plain(
