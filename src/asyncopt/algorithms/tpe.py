@@ -95,6 +95,8 @@ _DENSE_CATEGORIES = 256
 # point: far below every clipped kernel width, the mass is the density times a width
 # shared by l and g.
 _FINE_CELL = 1e-6
+# The lies of a call are evaluated at the candidates of this many coming proposals at once.
+_LIE_WINDOW = 16
 
 _COMMON: dict[str, Any] = {
     "max_below": 25,
@@ -357,7 +359,7 @@ class _Part:
         """``log l - log g`` at candidates ``rows`` (of part ``k``) given their densities
         ``below`` and ``above`` (without the lies), the lies added to ``g``; NaN ranks last."""
         if self.lies:
-            lie_sum = candidates.lie_sum(k, self, rows.start)[rows]
+            lie_sum = candidates.lie_sum(k, self, rows)
             weight = self.lie[3]
             lied = weight * len(self.lies)
             above = np.logaddexp(
@@ -410,20 +412,26 @@ class _Candidates:
             (part.below.log_pdf(at), part.above.log_pdf(at)) for part, at in zip(parts, self.points)
         ]
         # Per part: how many of its lies are counted in the log of their summed densities
-        # at each candidate.
-        self.lie_sums = [(0, np.full(m, -np.inf)) for _ in parts]
+        # at the candidates of the coming proposals, up to which row, and those logs.
+        self.lie_sums = [(0, 0, np.full(m, -np.inf)) for _ in parts]
 
-    def lie_sum(self, k: int, part: _Part, start: int) -> np.ndarray:
-        """Log of the summed densities of part ``k``'s lies at the candidates, exact from
-        row ``start`` on (each lie is added once, at the rows not used yet)."""
-        counted, sums = self.lie_sums[k]
+    def lie_sum(self, k: int, part: _Part, rows: slice) -> np.ndarray:
+        """Log of the summed densities of part ``k``'s lies at the candidates ``rows``.
+
+        Lies are evaluated for the candidates of `_LIE_WINDOW` coming proposals at once
+        (every lie so far, in one mixture), then each new lie at the rest of that window.
+        """
+        counted, stop, sums = self.lie_sums[k]
+        if rows.stop > stop:
+            counted, stop = 0, min(len(sums), rows.start + _LIE_WINDOW * (rows.stop - rows.start))
+            sums[rows.start : stop] = -np.inf
         if counted < len(part.lies):
             new = part.lies[counted:]
-            rows = slice(start, None)
-            density = part.lie_mixture(new).log_pdf(self.points[k], rows) + math.log(len(new))
-            sums[rows] = np.logaddexp(sums[rows], density)
-            self.lie_sums[k] = (len(part.lies), sums)
-        return sums
+            window = slice(rows.start, stop)
+            density = part.lie_mixture(new).log_pdf(self.points[k], window) + math.log(len(new))
+            sums[window] = np.logaddexp(sums[window], density)
+        self.lie_sums[k] = (len(part.lies), stop, sums)
+        return sums[rows]
 
 
 class _Suggestion:
