@@ -214,21 +214,23 @@ def test_samples_follow_the_density() -> None:
 # -- fast paths against their plain oracles ----------------------------------------------
 
 
-def test_expanded_gaussian_terms_match_the_plain_sum() -> None:
+def test_expanded_terms_match_the_plain_sum() -> None:
     rng = np.random.default_rng(0)
     x, mus = rng.random((24, 6)), rng.random((300, 6))
     sigmas, offset = rng.uniform(0.01, 1.0, (300, 6)), rng.normal(size=300)
+    codes = rng.integers(0, 3, 24)
+    table = np.log(rng.dirichlet(np.ones(3), 300).T)
+    one_hot = [np.eye(3)[codes]]
     every, rows = slice(None), slice(5, 17)
-    fast = _parzen._gaussian_log_terms(x, _parzen._features(x), mus, sigmas, offset)
-    plain = _parzen._gaussian_log_terms_plain(x, mus, sigmas, offset)
+    plain = _parzen._gaussian_log_terms_plain(x, mus, sigmas, offset) + table[codes]
+    fast = _parzen._log_terms(x, _parzen._features(x), mus, sigmas, offset, one_hot, [table])
     assert np.allclose(fast(every), plain, rtol=1e-9, atol=1e-6)
     assert np.allclose(fast(rows), plain[rows], rtol=1e-9, atol=1e-6)
     # Far from the narrowest width the plain sum is taken.
     sigmas[0, 0] = 1e-9
-    far = _parzen._gaussian_log_terms(x, _parzen._features(x), mus, sigmas, offset)
-    assert np.array_equal(
-        far(rows), _parzen._gaussian_log_terms_plain(x[rows], mus, sigmas, offset)
-    )
+    far = _parzen._log_terms(x, _parzen._features(x), mus, sigmas, offset, one_hot, [table])
+    plain = _parzen._gaussian_log_terms_plain(x[rows], mus, sigmas, offset) + table[codes[rows]]
+    assert np.array_equal(far(rows), plain)
 
 
 def test_shared_cell_masses_match_the_plain_ones() -> None:

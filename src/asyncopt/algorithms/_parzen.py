@@ -371,25 +371,28 @@ class Mixture:
         so that a block stays in the processor's cache however many points are asked.
         """
         start, stop, _ = rows.indices(len(at))
-        gaussian = _gaussian_log_terms(
-            at.x, at.features, self.mus[:, at.continuous], self.sigmas[:, at.continuous],
-            self._offset,
+        asked = slice(start, stop)
+        # A categorical axis is a one-hot column per category, times the (categories, K)
+        # table of log probabilities: linear, like the expanded Gaussian terms.
+        one_hot = [np.eye(len(table))[at.categories[asked, j]]
+                   for j, table in enumerate(self._log_tables)]  # fmt: skip
+        terms = _log_terms(
+            at.x[asked], at.features[asked], self.mus[:, at.continuous],
+            self.sigmas[:, at.continuous], self._offset, one_hot, self._log_tables,
         )  # fmt: skip
-        # Per categorical or exact grid axis: a (values, K) table of log terms and, per
-        # point, the row it reads.
-        lookups = [(table, at.categories[:, j]) for j, table in enumerate(self._log_tables)]
-        lookups += [
-            (_cell_log_mass(self.mus[:, d], self.sigmas[:, d], lower, upper), where)
+        # Per exact grid axis: a (cells, K) table of log masses, and each point's cell.
+        cells = [
+            (_cell_log_mass(self.mus[:, d], self.sigmas[:, d], lower, upper), where[asked])
             for d, (lower, upper, where) in zip(at.exact, at.cells)
         ]
         result = np.empty(stop - start)
         step = max(1, _BLOCK // max(1, len(self)))
-        for begin in range(start, stop, step):
-            block = slice(begin, min(begin + step, stop))
-            total = gaussian(block)
-            for table, index in lookups:
+        for begin in range(0, stop - start, step):
+            block = slice(begin, begin + step)
+            total = terms(block)
+            for table, index in cells:
                 total += table[index[block]]
-            result[begin - start : block.stop - start] = logsumexp(total, axis=1)
+            result[block] = logsumexp(total, axis=1)
         return result
 
 
@@ -426,30 +429,44 @@ def _features(x: np.ndarray) -> np.ndarray:
     return features
 
 
-def _gaussian_log_terms(
-    x: np.ndarray, features: np.ndarray, mus: np.ndarray, sigmas: np.ndarray, offset: np.ndarray
+def _log_terms(
+    x: np.ndarray,
+    features: np.ndarray,
+    mus: np.ndarray,
+    sigmas: np.ndarray,
+    offset: np.ndarray,
+    one_hot: Sequence[np.ndarray] = (),
+    log_tables: Sequence[np.ndarray] = (),
 ) -> Callable[[slice], np.ndarray]:
     """A function of a slice of the points ``x`` (with their `_features`): ``offset`` plus
-    the log product-Gaussian density of each kernel at each point, ``(points, K)``.
+    the log product-Gaussian density of each kernel at each point, plus each categorical
+    axis's log probability (``one_hot`` columns per point times ``log_tables``, each
+    ``(categories, K)``), shape ``(points, K)``.
 
-    The sum of squares is expanded into one matrix product (coefficients computed once
-    for every slice) where its rounding cannot matter (centres and points within
-    `_EXPAND_REACH` of the narrowest width); otherwise it is summed axis by axis
-    (`_gaussian_log_terms_plain`, the oracle).
+    The sum of squares is expanded into one matrix product with the categorical terms
+    (coefficients computed once for every slice) where its rounding cannot matter
+    (centres and points within `_EXPAND_REACH` of the narrowest width); otherwise it is
+    summed axis by axis (`_gaussian_log_terms_plain`, the oracle).
     """
+    hot = np.concatenate([np.empty((len(x), 0)), *one_hot], axis=1)
+    categorical = np.concatenate([np.empty((0, len(mus))), *log_tables])
     reach = max(float(np.abs(x).max(initial=0.0)), float(np.abs(mus).max(initial=0.0)))
     if not reach / float(sigmas.min(initial=1.0)) < _EXPAND_REACH:
-        return lambda rows: _gaussian_log_terms_plain(x[rows], mus, sigmas, offset)
+        return lambda rows: (
+            _gaussian_log_terms_plain(x[rows], mus, sigmas, offset) + hot[rows] @ categorical
+        )
     inv_var = 1.0 / (sigmas * sigmas)
     d = x.shape[1]
-    # One C-ordered (2d + 1, K) block of coefficients: a product with a strided operand
-    # sends BLAS to its threaded path, which a busy machine makes many times slower.
-    coefficients = np.empty((2 * d + 1, len(mus)))
+    # One C-ordered block of coefficients: a product with a strided operand sends BLAS to
+    # its threaded path, which a busy machine makes many times slower.
+    coefficients = np.empty((2 * d + 1 + len(categorical), len(mus)))
     coefficients[:d] = inv_var.T
     np.multiply(mus.T, inv_var.T, out=coefficients[d : 2 * d])
     square = (mus.T * coefficients[d : 2 * d]).sum(axis=0)
-    coefficients[-1] = offset - (0.5 * square + np.log(sigmas.T).sum(axis=0) + d * _LOG_SQRT_2PI)
-    return lambda rows: features[rows] @ coefficients
+    coefficients[2 * d] = offset - (0.5 * square + np.log(sigmas.T).sum(axis=0) + d * _LOG_SQRT_2PI)
+    coefficients[2 * d + 1 :] = categorical
+    linear = np.concatenate([features, hot], axis=1)
+    return lambda rows: linear[rows] @ coefficients
 
 
 def _gaussian_log_terms_plain(
