@@ -498,14 +498,15 @@ class _Suggestion:
             proposals.append(proposal)
             self.made += 1
             if i < n - 1:
-                for index, (unit, codes) in rows.items():
+                for index, (raw, codes) in rows.items():
+                    unit = self.groups[index].axes.to_unit(raw[None, :])[0]
                     parts, observed = self._model(index)
                     for part in parts:
                         part.add_lie(unit, _compressed(codes, observed))
         return proposals
 
     def _one(self, from_prior: bool) -> tuple[Assignment, dict[int, tuple[np.ndarray, np.ndarray]]]:
-        # One proposal, and per active group its unit row and category codes.
+        # One proposal, and per active group its raw numeric values and category codes.
         assignment: Assignment = {}
         rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if from_prior:
@@ -516,10 +517,9 @@ class _Suggestion:
             if not from_prior:
                 rows[index] = self._decide(index, assignment)
                 continue
-            raw = np.asarray([[assignment[s.label] for s in group.numeric]], dtype=float)
+            raw = np.asarray([assignment[s.label] for s in group.numeric], dtype=float)
             codes = [assignment[s.label] - s.dist.offset for s in group.categorical]
-            unit = group.axes.to_unit(raw.reshape(1, len(group.numeric)))[0]
-            rows[index] = (unit, np.asarray(codes, dtype=np.intp))
+            rows[index] = (raw, np.asarray(codes, dtype=np.intp))
         return assignment, rows
 
     def _decide(self, index: int, assignment: Assignment) -> tuple[np.ndarray, np.ndarray]:
@@ -548,7 +548,7 @@ class _Suggestion:
             if seen is not None:
                 codes[j] = _decompress(int(codes[j]), seen, spec.dist.size, self.rng)
             assignment[spec.label] = int(codes[j]) + spec.dist.offset
-        return axes.to_unit(chosen[None, :])[0], codes
+        return chosen, codes
 
     def _model(self, index: int) -> tuple[list[_Part], list[np.ndarray | None]]:
         """The parts of group ``index`` (fitted once per call) and its compressed categories."""
