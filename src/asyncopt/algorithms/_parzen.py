@@ -424,7 +424,7 @@ def _kernel_log_mass_plain(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
 
 
 def _features(x: np.ndarray) -> np.ndarray:
-    # Per point: the factors of the expanded sum of squares (see `_gaussian_log_terms`).
+    # Per point: the factors of the expanded sum of squares (see `_log_terms`).
     features: np.ndarray = np.concatenate([-0.5 * x * x, x, np.ones((len(x), 1))], axis=1)
     return features
 
