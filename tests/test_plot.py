@@ -383,6 +383,27 @@ def test_timeline_edge_cases(case: str) -> None:
         assert len(ax.patches) == len(CASES[case])
 
 
+def test_intermediate_draws_a_curve_per_reporting_trial_and_marks_the_pruned() -> None:
+    trials = [
+        trial(0, loss=0.2, intermediate={0: 0.9, 1: 0.5, 2: 0.2}),
+        trial(1, TrialState.PRUNED, loss=0.8, intermediate={0: 1.0, 1: 0.8}),
+        trial(2, TrialState.FAIL, error="E: x"),  # reported nothing: left out
+    ]
+    ax = ap.plot_intermediate(trials, log_scale=True).axes[0]
+    assert ax.get_title(loc="left") == "2 trials reported values, 1 pruned"
+    curves = [(list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines]
+    assert curves == [([0, 1, 2], [0.9, 0.5, 0.2]), ([0, 1], [1.0, 0.8])]
+    [crosses] = ax.collections
+    assert crosses.get_offsets().tolist() == [[1.0, 0.8]]
+    assert ax.get_yscale() == "log"
+    assert ap.draw("intermediate", {"s": trials}, SPACE).axes[0].get_title(loc="left")
+
+
+def test_intermediate_without_reports_says_so() -> None:
+    ax = ap.plot_intermediate(study()).axes[0]
+    assert [t.get_text() for t in ax.texts] == ["no trial reported an intermediate value"]
+
+
 # -- every kind, every case ----------------------------------------------------------------
 
 

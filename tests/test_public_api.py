@@ -25,6 +25,15 @@ PUBLIC = {
     "open_study",
     "Study",
     "OptimizationResult",
+    # pruning (the pruners themselves also live in asyncopt.pruners)
+    "RunningTrial",
+    "SyncRunningTrial",
+    "TrialPruned",
+    "NopPruner",
+    "MedianPruner",
+    "PercentilePruner",
+    "SuccessiveHalving",
+    "Hyperband",
     # storage
     "open_storage",
     "Storage",

@@ -32,7 +32,8 @@ async def test_dataframe_columns_and_dtypes() -> None:
     result = await ao.minimize(objective, SPACE, max_evals=30, algo=ao.rand.suggest, seed=2)
     frame = result.to_dataframe()
     assert list(frame.columns) == [
-        "tid", "state", "loss", "started_at", "finished_at", "duration", "worker", "retry_of",
+        "tid", "state", "loss", "last_step", "last_value", "started_at", "finished_at",
+        "duration", "worker", "retry_of",
         "params_layers", "params_model", "params_depth", "params_x", "params_model_index",
         "result_accuracy", "result_note", "error",
     ]  # fmt: skip
@@ -43,7 +44,8 @@ async def test_dataframe_columns_and_dtypes() -> None:
     assert dtypes["started_at"].endswith("UTC]")
     assert dtypes["params_layers"] == dtypes["params_model_index"] == "Int64"
     assert dtypes["params_depth"] == "Int64"  # randint: an integer, missing where inactive
-    assert dtypes["retry_of"] == "Int64"
+    assert dtypes["retry_of"] == dtypes["last_step"] == "Int64"
+    assert dtypes["last_value"] == "float64"
     assert dtypes["result_accuracy"] == "float64"
     assert dtypes["params_model"] == dtypes["state"] == dtypes["error"] == "object"
 

@@ -12,9 +12,11 @@ from asyncopt.errors import StorageError as StorageError
 from asyncopt.errors import StorageURLError as StorageURLError
 from asyncopt.errors import StudyMismatchError as StudyMismatchError
 from asyncopt.errors import TrialError as TrialError
+from asyncopt.errors import TrialPruned as TrialPruned
 from asyncopt.history import History as History
 from asyncopt.orchestrator import OptimizationResult as OptimizationResult
 from asyncopt.orchestrator import minimize as minimize
+from asyncopt.pruners import NopPruner as NopPruner
 from asyncopt.space import hp as hp
 from asyncopt.space.compile import CompiledSpace as CompiledSpace
 from asyncopt.space.compile import compile_space as compile_space
@@ -23,7 +25,9 @@ from asyncopt.space.evaluate import space_eval as space_eval
 from asyncopt.space.scope import scope as scope
 from asyncopt.storage.base import Storage as Storage
 from asyncopt.storage.urls import open_storage as open_storage
+from asyncopt.study import RunningTrial as RunningTrial
 from asyncopt.study import Study as Study
+from asyncopt.study import SyncRunningTrial as SyncRunningTrial
 from asyncopt.study import open_study as open_study
 from asyncopt.trial import STATUS_FAIL as STATUS_FAIL
 from asyncopt.trial import STATUS_OK as STATUS_OK
@@ -39,16 +43,20 @@ __all__ = [
     "AsyncoptError",
     "CompiledSpace",
     "History",
+    "NopPruner",
     "ObjectiveError",
     "OptimizationResult",
+    "RunningTrial",
     "SpaceError",
     "Storage",
     "StorageError",
     "StorageURLError",
     "Study",
     "StudyMismatchError",
+    "SyncRunningTrial",
     "Trial",
     "TrialError",
+    "TrialPruned",
     "TrialState",
     "anneal",
     "compile_space",

@@ -58,6 +58,14 @@ def log_finished(trial: Trial) -> None:
                 first_line(trial.error) or "no error message",
                 _params_text(trial),
             )
+    elif trial.state is TrialState.PRUNED:
+        logger.info(
+            "trial %d of study %r was pruned at step %s with value %r",
+            trial.tid,
+            trial.study,
+            trial.last_step,
+            trial.last_value,
+        )
     elif trial.state is TrialState.CANCELLED:
         logger.info(
             "trial %d of study %r was cancelled: %s",

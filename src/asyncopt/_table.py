@@ -111,6 +111,8 @@ def trial_columns(trials: Sequence[Trial], space: CompiledSpace | None = None) -
         "tid": [t.tid for t in ordered],
         "state": [t.state.name for t in ordered],
         "loss": [t.loss for t in ordered],
+        "last_step": [t.last_step for t in ordered],
+        "last_value": [t.last_value for t in ordered],
         "started_at": [utc(t.started_at) for t in ordered],
         "finished_at": [utc(t.finished_at) for t in ordered],
         "duration": [t.duration for t in ordered],
@@ -158,8 +160,8 @@ def columns_dataframe(columns: Columns, space: CompiledSpace | None = None) -> A
             f"the DataFrame of trials needs pandas, which is not installed ({exc}); "
             "install it with `pip install asyncopt[pandas]`"
         ) from None
-    integer = {"retry_of"}
-    real = {"loss", "duration"}
+    integer = {"retry_of", "last_step"}
+    real = {"loss", "duration", "last_value"}
     for name in columns:
         if name.endswith("_index") and name.startswith("params_"):
             integer.add(name)

@@ -470,9 +470,10 @@ async def _trials(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         names = list(columns)
     else:
-        names = [
-            name for name in columns if name not in _DETAIL_COLUMNS and not name.endswith("_index")
-        ]
+        # The last reported step and value only for a study whose trials report them.
+        reported = any(trial.intermediate for trial in trials)
+        detail = _DETAIL_COLUMNS if reported else (*_DETAIL_COLUMNS, "last_step", "last_value")
+        names = [name for name in columns if name not in detail and not name.endswith("_index")]
     exact = args.format == "csv"
     rows = [[cell(columns[name][i], exact=exact) for name in names] for i in range(len(trials))]
     if args.format == "csv":
@@ -824,7 +825,8 @@ async def _worker(args: argparse.Namespace) -> int:
     print(
         f"worker done: ran {len(ran)} trials; study {name!r} has "
         f"{len(result.trials)} trials ({counts[TrialState.OK]} ok, "
-        f"{counts[TrialState.FAIL]} failed, {counts[TrialState.CANCELLED]} cancelled); "
+        f"{counts[TrialState.FAIL]} failed, {counts[TrialState.PRUNED]} pruned, "
+        f"{counts[TrialState.CANCELLED]} cancelled); "
         f"best loss {best_text}"
     )
     if not ran:

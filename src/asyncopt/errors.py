@@ -7,6 +7,7 @@ are translated at the storage boundary, so callers only ever catch these::
     ├── SpaceError               a bad search space (names the label)
     ├── ObjectiveError           an objective returned something unusable
     ├── AllTrialsFailed          a study has no successful trial to report
+    ├── TrialPruned              raised by an objective to end its trial PRUNED
     ├── TrialError               an ask/tell misuse (unknown tid, told twice, cancelled)
     ├── CommandError             a command-line misuse (asyncopt.cli)
     ├── MissingDependencyError   an optional package is not installed (asyncopt.plot)
@@ -39,6 +40,7 @@ __all__ = [
     "StudyNotFoundError",
     "TrialError",
     "TrialNotFoundError",
+    "TrialPruned",
     "TrialStateError",
 ]
 
@@ -61,6 +63,13 @@ class ObjectiveError(AsyncoptError):
 
 class AllTrialsFailed(AsyncoptError):
     """No trial of the study finished with status ``ok``."""
+
+
+class TrialPruned(AsyncoptError):
+    """Raised by an objective to end its trial as PRUNED, with its last reported value.
+
+    Not a failure: `asyncopt.minimize` catches it whatever ``catch`` holds.
+    """
 
 
 class TrialError(AsyncoptError):

@@ -26,17 +26,24 @@ import attrs
 from asyncopt._groups import BaseExceptionGroup, leaves, one_error
 from asyncopt._log import log_finished
 from asyncopt._table import trials_dataframe
-from asyncopt.errors import AllTrialsFailed, TrialError, TrialNotFoundError, TrialStateError
+from asyncopt.errors import (
+    AllTrialsFailed,
+    TrialError,
+    TrialNotFoundError,
+    TrialPruned,
+    TrialStateError,
+)
 from asyncopt.outcome import Outcome, from_exception, from_value
 from asyncopt.progress import ProgressFactory, make_reporter
+from asyncopt.pruners import Pruner
 from asyncopt.space.compile import CompiledSpace
 from asyncopt.storage.base import Storage
-from asyncopt.study import Study, SuggestFunction, open_study
+from asyncopt.study import RunningTrial, Study, SuggestFunction, SyncRunningTrial, open_study
 from asyncopt.trial import Trial, TrialState, best_of
 
 __all__ = ["OptimizationResult", "minimize"]
 
-Objective = Callable[[Any], Any]
+Objective = Callable[..., Any]
 Callback = Callable[[Trial], Any]
 EarlyStop = Callable[[tuple[Trial, ...]], Any]
 
@@ -104,6 +111,20 @@ def _is_async(function: Callable[..., Any]) -> bool:
     )
 
 
+def _takes_trial(function: Callable[..., Any]) -> bool:
+    """True when ``function`` takes a second positional argument (its `RunningTrial`)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: one argument
+        return False
+    positional = [
+        p
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
+
+
 def _check_number(
     name: str, value: float | None, *, integer: bool = False, zero_ok: bool = False
 ) -> None:
@@ -152,6 +173,7 @@ class _Run:
         self.study = study
         self.objective = objective
         self.objective_is_async = _is_async(objective)
+        self.objective_takes_trial = _takes_trial(objective)
         self.max_evals = max_evals
         self.concurrency = concurrency
         self.trial_timeout = trial_timeout
@@ -275,12 +297,16 @@ class _Run:
         if outcomes:
             await self.study._exchange(sorted(outcomes.items()), 0, None)
 
-    async def call_objective(self, params: Any) -> Any:
+    async def call_objective(self, trial: Trial, running: RunningTrial) -> Any:
+        arguments: tuple[Any, ...] = (trial.params,)
+        if self.objective_takes_trial:
+            handle = running if self.objective_is_async else SyncRunningTrial(running)
+            arguments = (trial.params, handle)
         if self.objective_is_async:
-            value = await self.objective(params)
+            value = await self.objective(*arguments)
         else:
             async with self.threads:
-                value = await _call_on_daemon_thread(self.objective, params)
+                value = await _call_on_daemon_thread(functools.partial(self.objective, *arguments))
         if inspect.isawaitable(value):
             value = await value
         return value
@@ -294,14 +320,19 @@ class _Run:
         """
         began = time.time()
         escaping: BaseException | None = None
+        running = RunningTrial(self.study, trial)
         try:
             with anyio.move_on_after(self.trial_timeout or math.inf) as scope:
-                value = await self.call_objective(trial.params)
+                value = await self.call_objective(trial, running)
             if scope.cancelled_caught:
                 error = f"TimeoutError: the objective exceeded trial_timeout={self.trial_timeout}s"
                 outcome = Outcome(TrialState.FAIL, error=error)
+            elif running.pruned:
+                outcome = self.study._pruned(trial.tid)
             else:
                 outcome = from_value(value)
+        except TrialPruned:
+            outcome = self.study._pruned(trial.tid)
         except anyio.get_cancelled_exc_class() as exc:
             if anyio.current_effective_deadline() == -math.inf:
                 self.outcomes.append((trial, Outcome(TrialState.CANCELLED, error="cancelled")))
@@ -321,7 +352,7 @@ class _Run:
     def done(self) -> int:
         """The study's finished trials that count toward the budget, as of the last read."""
         counts = self.study._counts
-        return counts[TrialState.OK] + counts[TrialState.FAIL]
+        return counts[TrialState.OK] + counts[TrialState.FAIL] + counts[TrialState.PRUNED]
 
     async def after(self, trial: Trial) -> None:
         log_finished(trial)
@@ -345,8 +376,8 @@ class _Escaped(Exception):
     """Raised by a trial task to stop the search; the escaping exception is on the run."""
 
 
-async def _call_on_daemon_thread(function: Callable[[Any], Any], argument: Any) -> Any:
-    """``function(argument)`` on a new daemon thread, awaited.
+async def _call_on_daemon_thread(function: Callable[[], Any]) -> Any:
+    """``function()`` on a new daemon thread, awaited.
 
     A daemon thread, unlike the event loops' thread pools, never keeps the process from
     exiting: a sync objective that hangs is abandoned when its trial times out or the
@@ -358,7 +389,7 @@ async def _call_on_daemon_thread(function: Callable[[Any], Any], argument: Any) 
 
     def call() -> None:
         try:
-            returned.append((True, function(argument)))
+            returned.append((True, function()))
         except BaseException as exc:  # SystemExit, KeyboardInterrupt: the caller decides
             returned.append((False, exc))
         with contextlib.suppress(anyio.RunFinishedError):
@@ -391,6 +422,7 @@ async def minimize(
     progress: bool | ProgressFactory = False,
     lease: float = 60.0,
     catch: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+    pruner: Pruner | None = None,
 ) -> OptimizationResult:
     """Search ``space`` for the assignment that minimizes ``objective``.
 
@@ -401,7 +433,10 @@ async def minimize(
     Args:
         objective: ``objective(params)`` receives the evaluated space and returns a loss
             or a mapping with ``loss``/``status`` and JSON extras; a coroutine function
-            (awaited) or a plain function (run on a daemon thread).
+            (awaited) or a plain function (run on a daemon thread). One that takes a
+            second argument gets its trial's handle (`RunningTrial`, or
+            `SyncRunningTrial` for a plain function) to report intermediate values and
+            ask the pruner; raising `TrialPruned` ends the trial PRUNED.
         space: the search space (dicts, lists, constants and `hp` expressions).
         algo: the suggest function (default: multivariate TPE, `asyncopt.tpe.suggest`).
         max_evals: the study's total budget: trials of every worker and of earlier runs
@@ -424,6 +459,8 @@ async def minimize(
         lease: seconds a running trial's lease lasts without renewal (renewed every third).
         catch: exception types that fail a trial; others end the search and are raised
             after their trial is recorded.
+        pruner: decides when a reporting trial stops early (default: `NopPruner`); see
+            `asyncopt.pruners`.
 
     Returns:
         The study's trials and its best one.
@@ -451,7 +488,9 @@ async def minimize(
         raise TypeError(f"objective must be callable, got {type(objective).__name__}")
     reporter = make_reporter(progress, max_evals, timeout)
     try:
-        async with open_study(storage, study, space, algo=algo, seed=seed, lease=lease) as handle:
+        async with open_study(
+            storage, study, space, algo=algo, seed=seed, lease=lease, pruner=pruner
+        ) as handle:
             if points_to_evaluate and not handle._trials:
                 await handle.enqueue(list(points_to_evaluate), budget=max_evals)
             run = _Run(

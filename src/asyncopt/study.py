@@ -22,6 +22,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 import numpy as np
 
@@ -38,6 +40,7 @@ from asyncopt.errors import (
 )
 from asyncopt.history import History, HistoryBuilder
 from asyncopt.outcome import Outcome, from_value
+from asyncopt.pruners import NopPruner, Pruner
 from asyncopt.space.compile import CompiledSpace, compile_space
 from asyncopt.space.description import rebuild
 from asyncopt.space.evaluate import Assignment, space_eval
@@ -46,8 +49,10 @@ from asyncopt.storage.urls import open_storage
 from asyncopt.trial import BUDGETED_STATES, StudyRecord, Trial, TrialState, best_of, loss_rank
 
 __all__ = [
+    "RunningTrial",
     "Study",
     "SuggestFunction",
+    "SyncRunningTrial",
     "default_algorithm",
     "open_study",
     "suggestion_rng",
@@ -130,11 +135,13 @@ class Study:
         *,
         lease: float,
         worker: str,
+        pruner: Pruner,
     ) -> None:
         self.space = space
         self._storage = storage
         self._record = record
         self._algo = algo
+        self._pruner = pruner
         # What TPE keeps between the suggestions of this study (never shared between them).
         self._tpe_state = algo.new_state() if isinstance(algo, TPE) else None
         self._lease = lease
@@ -194,19 +201,31 @@ class Study:
         _, created = await self._exchange([], n, budget)
         return created
 
-    async def tell(self, tid: int, value: Any) -> Trial:
+    async def tell(self, tid: int, value: Any = None, *, state: TrialState | None = None) -> Trial:
         """Record the objective's value for trial ``tid``.
 
         Args:
             tid: the trial's id, as `ask` gave it.
             value: a loss or a result mapping; one that is not a finite loss or a valid
                 mapping records a FAIL trial with the reason.
+            state: `TrialState.PRUNED` ends the trial PRUNED, its loss ``value`` if that
+                is a number, else its last reported value; None takes the state from
+                ``value``.
 
         Raises:
             TrialError: (subclasses) an unknown tid, a trial told twice, or a trial that
                 was cancelled or is held by another worker.
         """
-        [result] = await self.tell_many([(tid, value)])
+        if state is None:
+            outcome = from_value(value)
+        elif state is TrialState.PRUNED:
+            outcome = self._pruned(tid, value)
+        else:
+            raise ValueError(
+                f"tell takes state=TrialState.PRUNED or no state, not {state!r} (a failure "
+                "is told as {'status': 'fail'})"
+            )
+        [result] = await self._tell([(tid, outcome)])
         if isinstance(result, TrialError):
             raise result
         return result
@@ -220,11 +239,62 @@ class Study:
         Returns:
             In order, each finished trial or the `TrialError` that refused it.
         """
-        for tid, _ in values:
+        return await self._tell([(tid, from_value(v)) for tid, v in values])
+
+    async def _tell(self, outcomes: Sequence[tuple[int, Outcome]]) -> list[Trial | TrialError]:
+        for tid, _ in outcomes:
             if isinstance(tid, bool) or not isinstance(tid, int):
                 raise TypeError(f"tid must be an int, got {tid!r}")
-        finished, _ = await self._exchange([(tid, from_value(v)) for tid, v in values], 0, None)
+        finished, _ = await self._exchange(outcomes, 0, None)
         return finished
+
+    async def report(self, tid: int, value: float, step: int) -> Trial:
+        """Record an intermediate ``value`` of held trial ``tid`` at ``step``.
+
+        A step reported before keeps its first value (a warning says so). Other workers
+        see the value at their next read; the pruner sees it at once.
+
+        Args:
+            tid: the trial's id, as `ask` gave it.
+            value: the objective's loss so far (lower is better); a non-finite one is
+                stored as NaN.
+            step: a non-negative int: an epoch, an iteration, a number of examples.
+
+        Raises:
+            TrialError: (subclasses) an unknown tid, a finished trial, or a trial that is
+                held by another worker.
+        """
+        known = self._trials.get(tid)
+        trial = await self._storage.report(
+            self.name, tid, worker=self._worker, step=step, value=value
+        )
+        if known is not None and step in known.intermediate:
+            logger.warning(
+                "study %r: trial %d already reported step %d; its first value is kept",
+                self.name,
+                tid,
+                step,
+            )
+        self._apply([trial])
+        return self._with_params(trial)
+
+    async def should_prune(self, tid: int) -> bool:
+        """Whether the study's pruner would stop trial ``tid`` now, from what every worker
+        has reported so far."""
+        await self._refresh()
+        trial = self._trials.get(tid)
+        if trial is None:
+            raise TrialNotFoundError(f"study {self.name!r} has no trial {tid}")
+        return bool(self._pruner.should_prune(trial, tuple(self._trials.values())))
+
+    def _pruned(self, tid: int, value: Any = None) -> Outcome:
+        """The outcome that ends trial ``tid`` PRUNED: loss ``value`` if it is a finite
+        number, else the trial's last reported value (None without one)."""
+        loss = from_value(value).loss if value is not None else None
+        if loss is None and tid in self._trials:
+            last = self._trials[tid].last_value
+            loss = None if last is None or not math.isfinite(last) else last
+        return Outcome(TrialState.PRUNED, loss=loss)
 
     async def enqueue(
         self, assignments: Sequence[Mapping[str, Any]], *, budget: int | None = None
@@ -510,6 +580,69 @@ class Study:
             self._closed = True
 
 
+class RunningTrial:
+    """An objective's handle on its trial: given as the second argument to an async
+    objective that takes two.
+
+    ``await trial.report(value, step)`` records an intermediate value and
+    ``await trial.should_prune()`` asks the study's pruner; raise `asyncopt.TrialPruned`
+    (or return) once it says yes, and the trial ends PRUNED with its last value.
+    """
+
+    def __init__(self, study: Study, trial: Trial) -> None:
+        self._study = study
+        self.trial = trial
+        #: True once `should_prune` said yes: the trial ends PRUNED however it returns.
+        self.pruned = False
+
+    @property
+    def tid(self) -> int:
+        """The trial's id."""
+        return self.trial.tid
+
+    @property
+    def params(self) -> Any:
+        """The evaluated space the objective was called with."""
+        return self.trial.params
+
+    async def report(self, value: float, step: int) -> None:
+        """Record ``value`` (the loss so far) at ``step`` (a non-negative int)."""
+        await self._study.report(self.trial.tid, value, step)
+
+    async def should_prune(self) -> bool:
+        """Whether the pruner would stop this trial now."""
+        self.pruned = self.pruned or await self._study.should_prune(self.trial.tid)
+        return self.pruned
+
+
+class SyncRunningTrial:
+    """`RunningTrial` for a plain (sync) objective, which runs on its own thread: the
+    same methods, blocking while the event loop carries them out."""
+
+    def __init__(self, running: RunningTrial) -> None:
+        self._running = running
+        self._token = anyio.lowlevel.current_token()
+
+    @property
+    def tid(self) -> int:
+        """The trial's id."""
+        return self._running.tid
+
+    @property
+    def params(self) -> Any:
+        """The evaluated space the objective was called with."""
+        return self._running.params
+
+    def report(self, value: float, step: int) -> None:
+        """Record ``value`` (the loss so far) at ``step`` (a non-negative int)."""
+        anyio.from_thread.run(self._running.report, value, step, token=self._token)
+
+    def should_prune(self) -> bool:
+        """Whether the pruner would stop this trial now."""
+        pruned: bool = anyio.from_thread.run(self._running.should_prune, token=self._token)
+        return pruned
+
+
 def _finish(tid: int, outcome: Outcome) -> Finish:
     return Finish(
         tid, outcome.state, outcome.loss, outcome.result, outcome.error, outcome.started_at
@@ -526,6 +659,7 @@ async def open_study(
     seed: int | None = None,
     lease: float = 60.0,
     worker: str | None = None,
+    pruner: Pruner | None = None,
 ) -> AsyncIterator[Study]:
     """Open (creating if needed) the study ``name`` for ask/tell, as ``async with``.
 
@@ -543,6 +677,7 @@ async def open_study(
             a different explicit one raises `StudyMismatchError`.
         lease: seconds a trial's lease lasts without renewal.
         worker: this handle's worker id (default ``host:pid:random``).
+        pruner: what `Study.should_prune` asks (default: `NopPruner`, never prunes).
 
     Raises:
         StudyMismatchError: the study exists with a different space or seed.
@@ -550,6 +685,8 @@ async def open_study(
     """
     name = check_study_name(name)
     lease = check_lease(lease)
+    if pruner is not None and not callable(getattr(pruner, "should_prune", None)):
+        raise TypeError(f"pruner must have a should_prune method, got {type(pruner).__name__}")
     async with open_storage(storage) as store:
         if space is None:
             record = await store.get_study(name)
@@ -574,6 +711,7 @@ async def open_study(
             algo or default_algorithm(),
             lease=lease,
             worker=worker or new_worker_id(),
+            pruner=NopPruner() if pruner is None else pruner,
         )
         with single_error():
             async with anyio.create_task_group() as group:

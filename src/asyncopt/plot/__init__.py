@@ -1,5 +1,5 @@
 """Figures of a study: history, slice, parallel coordinates, contour, importances, EDF,
-timeline.
+timeline, intermediate values (learning curves).
 
 matplotlib is optional (``pip install asyncopt[plot]``); it is imported only when a plot
 is drawn. Each function returns a matplotlib ``Figure`` built on its own Agg canvas:
@@ -22,6 +22,7 @@ from asyncopt.plot._base import image_format as image_format
 from asyncopt.plot._base import save_figure as save_figure
 from asyncopt.plot._history import plot_edf as plot_edf
 from asyncopt.plot._history import plot_history as plot_history
+from asyncopt.plot._history import plot_intermediate as plot_intermediate
 from asyncopt.plot._params import param_importances as param_importances
 from asyncopt.plot._params import plot_contour as plot_contour
 from asyncopt.plot._params import plot_importance as plot_importance
@@ -41,6 +42,7 @@ __all__ = [
     "plot_edf",
     "plot_history",
     "plot_importance",
+    "plot_intermediate",
     "plot_parallel",
     "plot_slice",
     "plot_timeline",
@@ -50,7 +52,16 @@ __all__ = [
 ]
 
 #: The plot kinds of ``asyncopt plot --kind``, each a function name of this module.
-KINDS = ("history", "slice", "parallel", "contour", "importance", "edf", "timeline")
+KINDS = (
+    "history",
+    "slice",
+    "parallel",
+    "contour",
+    "importance",
+    "edf",
+    "timeline",
+    "intermediate",
+)
 
 #: The first plot of asyncopt, under its first name.
 plot_trials = plot_history
@@ -87,6 +98,8 @@ def draw(kind: str, studies: dict[str, Sequence[Trial]], space: Any, **options: 
         return plot_history(trials, title=title, log_scale=log_scale)
     if kind == "timeline":
         return plot_timeline(trials, title=title)
+    if kind == "intermediate":
+        return plot_intermediate(trials, title=title, log_scale=log_scale)
     if kind == "slice":
         return plot_slice(trials, space, params=params, title=title, log_scale=log_scale)
     if kind == "parallel":

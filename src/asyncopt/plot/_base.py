@@ -33,6 +33,7 @@ STATE_COLOURS = {
     TrialState.OK: "tab:blue",
     TrialState.FAIL: "tab:red",
     TrialState.CANCELLED: "tab:gray",
+    TrialState.PRUNED: "tab:purple",
     TrialState.RUNNING: "tab:orange",
     TrialState.QUEUED: "tab:olive",
 }

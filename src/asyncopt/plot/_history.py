@@ -10,7 +10,7 @@ import numpy as np
 from asyncopt.plot._base import STATE_COLOURS, finite_ok, new_figure, no_data
 from asyncopt.trial import Trial, TrialState
 
-__all__ = ["plot_edf", "plot_history"]
+__all__ = ["plot_edf", "plot_history", "plot_intermediate"]
 
 # Height (in axes units) of the row along the bottom that holds trials without a loss.
 _EDGE = 0.03
@@ -155,5 +155,52 @@ def plot_edf(
         if log_scale and positive:
             ax.set_xscale("log")
         ax.grid(True, alpha=0.3)
+    _place_legend(figure, ax)
+    return figure
+
+
+def plot_intermediate(
+    trials: Sequence[Trial], *, title: str | None = None, log_scale: bool = False
+) -> Any:
+    """Learning curves: each trial's reported values by step, pruned trials marked.
+
+    A line per trial that reported values; a PRUNED trial's line is drawn in its state's
+    colour and ends in a cross at the step where it stopped. Trials that reported
+    nothing are left out (the title counts them).
+
+    Args:
+        trials: the study's trials, any order.
+        title: the figure's title (default: how many trials reported, how many pruned).
+        log_scale: a log value axis, when every reported value is positive.
+    """
+    figure = new_figure(figsize=(8, 4.5))
+    ax = figure.add_subplot()
+    curves = sorted((t for t in trials if t.intermediate), key=lambda t: t.tid)
+    pruned = [t for t in curves if t.state is TrialState.PRUNED]
+    ax.set_title(title or f"{len(curves)} trials reported values, {len(pruned)} pruned", loc="left")
+    if not curves:
+        no_data(ax, "no trial reported an intermediate value")
+        return figure
+    positive = True
+    for trial in curves:
+        steps = np.array(sorted(trial.intermediate))
+        values = np.array([trial.intermediate[int(s)] for s in steps])
+        positive = positive and bool(np.all(values[np.isfinite(values)] > 0))
+        colour = STATE_COLOURS.get(trial.state, "tab:blue")
+        ax.plot(steps, values, color=colour, alpha=0.5, linewidth=1)
+    if pruned:
+        ax.scatter(
+            [t.last_step for t in pruned],
+            [t.last_value for t in pruned],
+            marker="x",
+            color=STATE_COLOURS[TrialState.PRUNED],
+            label=f"pruned ({len(pruned)})",
+            zorder=3,
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel("reported value")
+    if log_scale and positive:
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
     _place_legend(figure, ax)
     return figure
