@@ -3,7 +3,7 @@
 A pruner is a pure function of the study's trials, like a suggest function: no I/O, no
 clock, no state kept between calls. ``should_prune(trial, trials)`` gets the RUNNING
 trial that asks (its ``intermediate`` includes the value just reported, so its
-`~asyncopt.Trial.last_step` is the current step) and every trial of the study as last
+`asyncopt.Trial.last_step` is the current step) and every trial of the study as last
 read, in any state (``trials`` may hold a stale copy of ``trial``: the copy is ignored).
 Losses are minimized. A trial without reports is never pruned.
 
