@@ -106,7 +106,7 @@ def asyncopt_search(seed: int, pruner: Pruner | None) -> Run:
     run = Run()
 
     async def unpruned(params: dict[str, Any]) -> float:
-        for step in range(1, STEPS + 1):
+        for _ in range(STEPS):
             await anyio.sleep(STEP_SECONDS)
             run.step()
         loss = curve(params, STEPS)
