@@ -51,8 +51,9 @@ TRIALS = 200
 BUDGET = int(0.4 * TRIALS * STEPS)
 NOISE = 0.02
 HARTMANN6 = PROBLEMS["hartmann6"]
-# Rungs at steps 1, 3, 9 (and 27): a trial continues past a rung if in the top third.
-MIN_RESOURCE, REDUCTION_FACTOR = 1, 3
+# Successive halving with its defaults: rungs at steps 1, 4 and 16, a trial continues past
+# a rung if in the top quarter. Hyperband: reduction factor 3 (27 = 3**3).
+MIN_RESOURCE, REDUCTION_FACTOR = 1, 4
 
 
 def curve(params: dict[str, Any], step: int) -> float:
@@ -101,7 +102,7 @@ class Run:
         )
 
 
-def asyncopt_search(seed: int, pruner: Pruner | None) -> Run:
+def asyncopt_search(seed: int, pruner: Pruner | None, algo: Any = ao.tpe.suggest) -> Run:
     """``TRIALS`` full trials without ``pruner``, else trials until ``BUDGET`` steps."""
     run = Run()
 
@@ -130,7 +131,7 @@ def asyncopt_search(seed: int, pruner: Pruner | None) -> Run:
         result = await ao.minimize(
             unpruned if pruner is None else reporting,
             asyncopt_space(),
-            algo=ao.tpe.suggest,
+            algo=algo,
             max_evals=TRIALS if pruner is None else 20 * TRIALS,
             concurrency=CONCURRENCY,
             seed=seed,
@@ -193,7 +194,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     asha = SuccessiveHalving(min_resource=MIN_RESOURCE, reduction_factor=REDUCTION_FACTOR)
-    hyperband = Hyperband(MIN_RESOURCE, max_resource=STEPS, reduction_factor=REDUCTION_FACTOR)
+    hyperband = Hyperband(MIN_RESOURCE, max_resource=STEPS, reduction_factor=3)
     rows: dict[str, list[tuple[float, int, float, int]]] = {}
     for seed in range(args.seeds):
         runs = {
@@ -203,6 +204,10 @@ def main() -> None:
         }
         if not args.no_optuna:
             runs["Optuna 5 TPE + SuccessiveHalvingPruner"] = optuna_search(seed)
+        runs["asyncopt random search, no pruning"] = asyncopt_search(seed, None, ao.rand.suggest)
+        runs["asyncopt random search + SuccessiveHalving"] = asyncopt_search(
+            seed, asha, ao.rand.suggest
+        )
         for name, run in runs.items():
             best = run.best(BUDGET if "+" in name else None)
             rows.setdefault(name, []).append((best, run.steps, run.wall, run.trials))

@@ -25,7 +25,6 @@ from sklearn.preprocessing import StandardScaler
 
 import asyncopt as ao
 from asyncopt import hp
-from asyncopt.pruners import SuccessiveHalving
 
 EPOCHS = 27
 
@@ -76,7 +75,7 @@ async def main(max_evals: int) -> None:
         max_evals=max_evals,
         concurrency=4,
         seed=7,
-        pruner=SuccessiveHalving(min_resource=1, reduction_factor=3),
+        pruner=ao.SuccessiveHalving(min_resource=1, reduction_factor=3),
     )
     elapsed = time.perf_counter() - started
     pruned = [t for t in result.trials if t.state is ao.TrialState.PRUNED]
