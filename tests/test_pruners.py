@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 
 import pytest
@@ -372,3 +373,16 @@ def test_pruner_from_name(text: str, expected: Pruner) -> None:
 def test_pruner_from_name_errors(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         pruner_from_name(text)
+
+
+def test_value_at_a_rung_is_the_first_report_at_or_after_it() -> None:
+    from asyncopt.pruners import _value_at
+
+    rng = random.Random(0)
+    for _ in range(200):
+        steps = rng.sample(range(30), rng.randint(0, 10))
+        reports = {s: rng.random() for s in steps}
+        rung = rng.randint(0, 30)
+        later = [s for s in reports if s >= rung]
+        expected = reports[min(later)] if later else None
+        assert _value_at(trial(0, reports), rung) == expected

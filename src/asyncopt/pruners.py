@@ -183,7 +183,10 @@ class MedianPruner:
 
 def _value_at(trial: Trial, step: int) -> float | None:
     """The trial's value when it reached ``step``: at its first report at or after it."""
-    reached = [s for s in trial.intermediate if s >= step]
+    value = trial.intermediate.get(step)
+    if value is not None:  # reported at the rung itself, as most objectives do
+        return value
+    reached = [s for s in trial.intermediate if s > step]
     return trial.intermediate[min(reached)] if reached else None
 
 
