@@ -35,8 +35,10 @@ __all__ = [
     "best_of",
     "decode_big_int",
     "encode_big_int",
+    "intermediate_json",
     "loss_rank",
     "plain_assignment",
+    "reported_value",
     "result_json",
     "study_from_document",
     "to_json",
@@ -149,10 +151,7 @@ class Trial:
         data["state"] = self.state.name
         data["assignment"] = dict(self.assignment)
         data["result"] = None if self.result is None else dict(self.result)
-        data["intermediate"] = {
-            str(step): None if math.isnan(value) else value
-            for step, value in sorted(self.intermediate.items())
-        }
+        data["intermediate"] = _intermediate_out(self.intermediate)
         return data
 
     @classmethod
@@ -257,6 +256,21 @@ def plain_assignment(assignment: Mapping[str, Any]) -> dict[str, int | float]:
             raise StorageError(f"cannot store the assignment: label {label!r} is not a string")
         plain[label] = _number(label, value)
     return plain
+
+
+def reported_value(value: float) -> float | None:
+    """A reported value as JSON and documents hold it: NaN as None."""
+    return None if math.isnan(value) else value
+
+
+def _intermediate_out(intermediate: Mapping[int, float]) -> dict[str, float | None]:
+    """Reported values as JSON holds them: steps as decimal text, in order; NaN as None."""
+    return {str(step): reported_value(value) for step, value in sorted(intermediate.items())}
+
+
+def intermediate_json(intermediate: Mapping[int, float]) -> str | None:
+    """Reported values (step -> value) as JSON text, NaN as null; None when there are none."""
+    return to_json(_intermediate_out(intermediate), "reported values") if intermediate else None
 
 
 def encode_big_int(value: int | None) -> int | str | None:

@@ -162,6 +162,7 @@ TRIAL_OPERATIONS: dict[str, Callable[[Storage, Any], Awaitable[object]]] = {
         budget=None,
         lease=1,
     ),
+    "report": lambda s, n: s.report(n, 0, worker="w", step=0, value=1.0),
     "renew_leases": lambda s, n: s.renew_leases(n, [0], worker="w", lease=1),
     "renew_no_leases": lambda s, n: s.renew_leases(n, [], worker="w", lease=1),
     "reap_expired": lambda s, n: s.reap_expired(n),
@@ -680,6 +681,219 @@ async def test_cancelled_trials_do_not_count_toward_the_budget(storage: Storage)
     assert await storage.count_trials("s") == 2
 
 
+# -- intermediate values ----------------------------------------------------------------------
+
+
+async def test_reports_land_in_any_step_order_each_with_a_new_seq(storage: Storage) -> None:
+    await new_study(storage)
+    trial = await create(storage)
+    assert trial.intermediate == {}
+    assert trial.last_step is None
+    seq = trial.seq
+    expected: dict[int, float] = {}
+    for step, value in [(2, 0.5), (0, 1.0), (10, 0.25), (1, 3)]:
+        reported = await storage.report("s", trial.tid, worker="w1", step=step, value=value)
+        expected[step] = float(value)
+        assert reported.intermediate == expected
+        assert reported.seq > seq
+        seq = reported.seq
+        assert reported.state is TrialState.RUNNING
+        assert reported.lease_expires_at == trial.lease_expires_at
+        assert await storage.get_trial("s", trial.tid) == reported
+    assert reported.last_step == 10
+    assert reported.last_value == 0.25
+    assert all(type(v) is float for v in reported.intermediate.values())
+
+
+async def test_a_repeated_step_keeps_its_first_value_and_changes_nothing(
+    storage: Storage,
+) -> None:
+    await new_study(storage)
+    trial = await create(storage)
+    first = await storage.report("s", trial.tid, worker="w1", step=3, value=0.5)
+    again = await storage.report("s", trial.tid, worker="w1", step=3, value=9.0)
+    assert again == first
+    assert again.seq == first.seq
+    assert again.intermediate == {3: 0.5}
+    assert await storage.get_trial("s", trial.tid) == first
+    assert await storage.trials_since("s", first.seq) == []
+    nan = await storage.report("s", trial.tid, worker="w1", step=4, value=math.nan)
+    kept = await storage.report("s", trial.tid, worker="w1", step=4, value=1.0)
+    assert kept.seq == nan.seq
+    assert math.isnan((await storage.get_trial("s", trial.tid)).intermediate[4])
+
+
+async def test_trials_since_returns_a_reported_trial(storage: Storage) -> None:
+    await new_study(storage)
+    trial = await create(storage)
+    other = await create(storage)
+    reported = await storage.report("s", trial.tid, worker="w1", step=0, value=0.5)
+    assert await storage.trials_since("s", other.seq) == [reported]
+    assert [t.tid for t in await storage.trials_since("s")] == [other.tid, trial.tid]
+    batch = await storage.finish_and_create(
+        "s", [], [], since=other.seq, worker="w1", budget=None, lease=LEASE
+    )
+    assert batch.changed == [reported]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 10**400])
+async def test_a_non_finite_value_is_stored_as_nan(storage: Storage, value: float) -> None:
+    await new_study(storage)
+    trial = await create(storage)
+    reported = await storage.report("s", trial.tid, worker="w1", step=4, value=value)
+    for read in (
+        reported,
+        await storage.get_trial("s", trial.tid),
+        (await storage.trials_since("s"))[-1],
+    ):
+        assert list(read.intermediate) == [4]
+        assert math.isnan(read.intermediate[4])
+
+
+async def test_numpy_steps_and_values_are_stored_as_plain_python(storage: Storage) -> None:
+    import numpy as np
+
+    await new_study(storage)
+    trial = await create(storage)
+    await storage.report("s", trial.tid, worker="w1", step=np.int64(2), value=np.float32(0.5))
+    stored = (await storage.get_trial("s", trial.tid)).intermediate
+    assert stored == {2: 0.5}
+    assert [(type(k), type(v)) for k, v in stored.items()] == [(int, float)]
+
+
+@pytest.mark.parametrize(
+    ("step", "value", "error", "needle"),
+    [
+        (-1, 0.5, ValueError, "step"),
+        (1.0, 0.5, TypeError, "step"),
+        (True, 0.5, TypeError, "step"),
+        ("1", 0.5, TypeError, "step"),
+        (None, 0.5, TypeError, "step"),
+        (1, "0.5", TypeError, "value"),
+        (1, None, TypeError, "value"),
+        (1, True, TypeError, "value"),
+        (1, 1j, TypeError, "value"),
+    ],
+)
+async def test_a_bad_step_or_value_is_refused_and_nothing_is_stored(
+    storage: Storage, step: Any, value: Any, error: type[Exception], needle: str
+) -> None:
+    await new_study(storage)
+    trial = await create(storage)
+    with pytest.raises(error, match=needle):
+        await storage.report("s", trial.tid, worker="w1", step=step, value=value)
+    assert await storage.get_trial("s", trial.tid) == trial
+    assert await storage.trials_since("s", trial.seq) == []
+
+
+@pytest.mark.parametrize("state", [TrialState.OK, TrialState.FAIL, TrialState.PRUNED])
+async def test_a_report_after_the_trial_finished_is_refused(
+    storage: Storage, state: TrialState
+) -> None:
+    await new_study(storage)
+    trial = await create(storage)
+    await storage.report("s", trial.tid, worker="w1", step=0, value=0.5)
+    done = await storage.finish_trial("s", trial.tid, worker="w1", state=state, loss=0.5)
+    with pytest.raises(TrialStateError, match=state.name):
+        await storage.report("s", trial.tid, worker="w1", step=1, value=0.25)
+    with pytest.raises(TrialStateError):
+        await storage.report("s", trial.tid, worker="w1", step=0, value=0.5)
+    assert await storage.get_trial("s", trial.tid) == done
+    assert done.intermediate == {0: 0.5}
+
+
+async def test_a_report_on_a_queued_or_cancelled_trial_is_refused(storage: Storage) -> None:
+    await new_study(storage)
+    [queued] = await storage.enqueue_trials("s", [{"x": 1}], budget=None)
+    with pytest.raises(TrialStateError, match="QUEUED"):
+        await storage.report("s", queued.tid, worker="w1", step=0, value=0.5)
+    assert await storage.get_trial("s", queued.tid) == queued
+    trial = await create(storage)
+    await storage.finish_trial("s", trial.tid, worker="w1", state=TrialState.CANCELLED)
+    with pytest.raises(TrialStateError, match="CANCELLED"):
+        await storage.report("s", trial.tid, worker="w1", step=0, value=0.5)
+
+
+async def test_a_report_by_another_worker_is_refused(storage: Storage) -> None:
+    await new_study(storage)
+    trial = await create(storage, worker="holder")
+    with pytest.raises(LeaseLostError, match="holder"):
+        await storage.report("s", trial.tid, worker="thief", step=0, value=0.5)
+    assert await storage.get_trial("s", trial.tid) == trial
+
+
+async def test_a_report_on_an_unknown_trial_is_refused(storage: Storage) -> None:
+    await new_study(storage)
+    await create(storage)
+    for tid in (1, 99, -1):
+        with pytest.raises(TrialNotFoundError, match=str(tid)):
+            await storage.report("s", tid, worker="w1", step=0, value=0.5)
+    with pytest.raises(TypeError, match="tid"):
+        await storage.report("s", "0", worker="w1", step=0, value=0.5)  # type: ignore[arg-type]
+
+
+async def test_reported_values_survive_closing_and_reopening(connect: Connect) -> None:
+    async with connect() as storage:
+        await new_study(storage)
+        trial = await create(storage)
+        other = await create(storage)
+        await storage.report("s", trial.tid, worker="w1", step=1, value=0.5)
+        await storage.report("s", trial.tid, worker="w1", step=2, value=math.inf)
+        reported = await storage.report("s", other.tid, worker="w1", step=0, value=0.125)
+        await storage.finish_trial("s", other.tid, worker="w1", state=TrialState.PRUNED, loss=0.125)
+    async with connect() as storage:
+        resumed = await storage.get_trial("s", trial.tid)
+        assert resumed.state is TrialState.RUNNING
+        assert list(resumed.intermediate) == [1, 2]
+        assert resumed.intermediate[1] == 0.5
+        assert math.isnan(resumed.intermediate[2])
+        pruned = await storage.get_trial("s", other.tid)
+        assert pruned.state is TrialState.PRUNED
+        assert pruned.intermediate == reported.intermediate == {0: 0.125}
+        more = await storage.report("s", trial.tid, worker="w1", step=3, value=0.25)
+        assert list(more.intermediate) == [1, 2, 3]
+
+
+async def test_a_pruned_trial_is_finished_and_counts_toward_the_budget(storage: Storage) -> None:
+    await new_study(storage)
+    first = await create(storage, budget=3)
+    second = await create(storage, budget=3)
+    third = await create(storage, budget=3)
+    await storage.report("s", first.tid, worker="w1", step=0, value=0.75)
+    pruned = await storage.finish_trial(
+        "s", first.tid, worker="w1", state=TrialState.PRUNED, loss=0.75
+    )
+    assert pruned.state is TrialState.PRUNED
+    assert pruned.state.is_finished
+    assert pruned.loss == 0.75
+    assert pruned.intermediate == {0: 0.75}
+    assert pruned.finished_at is not None
+    assert pruned.lease_expires_at is None
+    no_loss = await storage.finish_trial("s", second.tid, worker="w1", state=TrialState.PRUNED)
+    assert (no_loss.state, no_loss.loss) == (TrialState.PRUNED, None)
+    batch = await storage.finish_and_create(
+        "s",
+        [Finish(third.tid, TrialState.PRUNED, loss=0.5)],
+        [NewTrial({"x": 1})],
+        since=0,
+        worker="w1",
+        budget=3,
+        lease=LEASE,
+    )
+    [finished] = batch.finished
+    assert isinstance(finished, Trial)
+    assert (finished.state, finished.loss) == (TrialState.PRUNED, 0.5)
+    assert batch.created == []
+    assert await storage.create_trial("s", {"x": 1}, budget=3, worker="w", lease=LEASE) is None
+    assert await storage.count_trials("s") == 3
+    assert [t.state for t in await storage.trials_since("s")] == [TrialState.PRUNED] * 3
+    # A renewal crossing the worker's own prune is no lost lease; another worker's is.
+    assert await storage.renew_leases("s", [first.tid], worker="w1", lease=LEASE) == []
+    assert await storage.renew_leases("s", [first.tid], worker="w2", lease=LEASE) == [first.tid]
+    with pytest.raises(TrialStateError, match="PRUNED"):
+        await storage.finish_trial("s", first.tid, worker="w1", state=TrialState.OK, loss=1)
+
+
 # -- leases -------------------------------------------------------------------------------------
 
 
@@ -1014,6 +1228,37 @@ async def test_concurrent_reapers_reap_each_trial_once(storage: Storage, connect
     assert retries == [0, 1, 2, 3]
     assert len(everything) == 9
     assert await storage.count_trials("s") == 5
+
+
+async def test_concurrent_reports_of_one_trial_all_land_and_repeats_keep_one_value(
+    storage: Storage, connect: Connect
+) -> None:
+    await new_study(storage)
+    trial = await create(storage)
+    returned: list[tuple[int, float, Trial]] = []
+
+    async def reporter(connection: Storage, step: int, value: float) -> None:
+        reported = await connection.report("s", trial.tid, worker="w1", step=step, value=value)
+        returned.append((step, value, reported))
+
+    async with AsyncExitStack() as stack:
+        connections = await _connections(stack, connect, 4)
+        async with anyio.create_task_group() as group:
+            for step in range(12):
+                group.start_soon(reporter, connections[step % 4], step, step / 10)
+            # Step 20 reported four times at once with different values: one wins.
+            for i, connection in enumerate(connections):
+                group.start_soon(reporter, connection, 20, 100.0 + i)
+    stored = await storage.get_trial("s", trial.tid)
+    winner = stored.intermediate[20]
+    assert winner in (100.0, 101.0, 102.0, 103.0)
+    assert stored.intermediate == {**{step: step / 10 for step in range(12)}, 20: winner}
+    for step, value, reported in returned:
+        assert reported.intermediate[step] == (winner if step == 20 else value)
+    landed = [t for step, value, t in returned if t.intermediate[step] == value]
+    assert len(landed) == 13
+    assert len({t.seq for t in landed}) == 13  # each landed report has a seq of its own
+    assert stored.seq in {t.seq for t in landed}
 
 
 # -- values -------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from test_multiprocess import (
     start_worker,
     wait_for_lines,
 )
+from version_1 import check_opened_at_once, check_upgraded_study
 
 import asyncopt as ao
 from asyncopt.cli import main
@@ -268,6 +269,121 @@ async def test_a_newer_schema_is_refused_and_left_untouched(postgres_url: str) -
             pass
     with psycopg.connect(_plain(postgres_url)) as conn:
         assert conn.execute(f"SELECT name FROM {schema}.studies").fetchall() == [("s",)]
+
+
+# The tables of schema version 1 (asyncopt before intermediate values), as it made them.
+SCHEMA_1 = (
+    "CREATE TABLE {s}.meta (key text PRIMARY KEY, value text NOT NULL)",
+    "CREATE SEQUENCE {s}.seq",
+    """CREATE TABLE {s}.studies (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name text NOT NULL UNIQUE,
+        fingerprint text NOT NULL,
+        space text NOT NULL,
+        seed numeric NOT NULL,
+        created_at double precision NOT NULL,
+        n_trials bigint NOT NULL DEFAULT 0,
+        n_released bigint NOT NULL DEFAULT 0
+    )""",
+    """CREATE TABLE {s}.trials (
+        study_id bigint NOT NULL,
+        tid bigint NOT NULL,
+        state smallint NOT NULL,
+        assignment text NOT NULL,
+        loss double precision,
+        result text,
+        error text,
+        created_at double precision,
+        started_at double precision,
+        finished_at double precision,
+        lease_expires_at double precision,
+        worker text,
+        seed numeric,
+        retry_of bigint,
+        seq bigint NOT NULL,
+        PRIMARY KEY (study_id, tid)
+    )""",
+    "CREATE UNIQUE INDEX trials_retry ON {s}.trials (study_id, retry_of) "
+    "WHERE retry_of IS NOT NULL",
+    "CREATE INDEX trials_by_seq ON {s}.trials (study_id, seq)",
+    "CREATE INDEX trials_queued ON {s}.trials (study_id, tid) WHERE state = 0",
+    "CREATE INDEX trials_leased ON {s}.trials (study_id, lease_expires_at) WHERE state = 1",
+)
+
+
+def make_version_1_schema(url: str) -> None:
+    """A schema as asyncopt with schema version 1 left it: study "s" with a RUNNING trial 0
+    held by "w", an OK trial 1 and a CANCELLED trial 2."""
+    schema = _schema(url)
+    with psycopg.connect(_plain(url), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        for statement in SCHEMA_1:
+            conn.execute(statement.format(s=schema))
+        conn.execute(f"INSERT INTO {schema}.meta VALUES ('schema_version', '1')")
+        conn.execute(
+            f"INSERT INTO {schema}.studies (name, fingerprint, space, seed, created_at, "
+            "n_trials, n_released) VALUES ('s', %s, '{{}}', 1, 1.0, 3, 1)",
+            (FINGERPRINT,),
+        )
+        for tid, state, loss, finished, expires in [
+            (0, 1, None, None, 4e9),
+            (1, 2, 0.5, 2.0, None),
+            (2, 4, None, 2.0, None),
+        ]:
+            conn.execute(
+                f"INSERT INTO {schema}.trials (study_id, tid, state, assignment, loss, "
+                "created_at, started_at, finished_at, lease_expires_at, worker, seq) "
+                f"SELECT id, %s, %s, '{{\"x\":1}}', %s, 1.0, 1.0, %s, %s, 'w', "
+                f"nextval('{schema}.seq') FROM {schema}.studies",
+                (tid, state, loss, finished, expires),
+            )
+
+
+def version_and_columns(url: str) -> tuple[str, list[str]]:
+    schema = _schema(url)
+    with psycopg.connect(_plain(url)) as conn:
+        [(version,)] = conn.execute(
+            f"SELECT value FROM {schema}.meta WHERE key = 'schema_version'"
+        ).fetchall()
+        columns = [
+            row[0]
+            for row in conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = 'trials' ORDER BY ordinal_position",
+                (schema,),
+            )
+        ]
+    return version, columns
+
+
+async def test_a_version_1_schema_is_refused_read_only_and_upgraded_at_a_writing_open(
+    postgres_url: str,
+) -> None:
+    make_version_1_schema(postgres_url)
+    with pytest.raises(StorageError, match=r"older asyncopt \(schema version 1.*for writing"):
+        async with open_storage(postgres_url, read_only=True):
+            pass
+    version, columns = version_and_columns(postgres_url)
+    assert (version, "intermediate" in columns) == ("1", False)
+
+    async with open_storage(postgres_url) as storage:
+        pruned = await check_upgraded_study(storage)
+    version, columns = version_and_columns(postgres_url)
+    assert version == str(SCHEMA_VERSION) == "2"
+    assert columns.count("intermediate") == 1
+    async with open_storage(postgres_url, read_only=True) as storage:
+        assert await storage.get_trial("s", 0) == pruned
+
+
+async def test_storages_opening_a_version_1_schema_at_once_upgrade_it_once(
+    postgres_url: str,
+) -> None:
+    make_version_1_schema(postgres_url)
+    storages = [storage_from_url(postgres_url) for _ in range(4)]
+    await check_opened_at_once(storages)
+    version, columns = version_and_columns(postgres_url)
+    assert version == str(SCHEMA_VERSION)
+    assert columns.count("intermediate") == 1
 
 
 # -- values and concurrency -------------------------------------------------------------------

@@ -17,6 +17,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 import pytest
+from version_1 import check_opened_at_once, check_upgraded_study
 
 from asyncopt.errors import StorageError, StorageUnavailableError, StorageURLError
 from asyncopt.storage.base import TrialState
@@ -264,6 +265,117 @@ async def test_a_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> N
     assert_clean_error(info.value, str(path), "newer asyncopt", "99")
     assert digest(path) == before
     assert not has_wal(path)
+
+
+# The tables of schema version 1 (asyncopt before intermediate values), as it made them.
+SCHEMA_1 = (
+    """CREATE TABLE asyncopt_meta (
+        key TEXT PRIMARY KEY,
+        value NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE asyncopt_studies (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        fingerprint TEXT NOT NULL,
+        space TEXT NOT NULL,
+        seed NOT NULL,
+        created_at REAL NOT NULL
+    )""",
+    """CREATE TABLE asyncopt_trials (
+        study_id INTEGER NOT NULL,
+        tid INTEGER NOT NULL,
+        state INTEGER NOT NULL,
+        assignment TEXT NOT NULL,
+        loss,
+        result TEXT,
+        error TEXT,
+        created_at REAL,
+        started_at REAL,
+        finished_at REAL,
+        lease_expires_at REAL,
+        worker TEXT,
+        seed,
+        retry_of INTEGER,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (study_id, tid)
+    ) WITHOUT ROWID""",
+    "CREATE UNIQUE INDEX asyncopt_trials_by_seq ON asyncopt_trials (seq)",
+    "CREATE INDEX asyncopt_trials_queued ON asyncopt_trials (study_id, tid) WHERE state = 0",
+    "CREATE INDEX asyncopt_trials_leased ON asyncopt_trials (study_id, lease_expires_at) "
+    "WHERE state = 1",
+    "CREATE INDEX asyncopt_trials_cancelled ON asyncopt_trials (study_id) WHERE state = 4",
+)
+
+
+def make_version_1_file(path: Path) -> None:
+    """A file as asyncopt with schema version 1 left it: study "s" with a RUNNING trial 0
+    held by "w", an OK trial 1 and a CANCELLED trial 2."""
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        for statement in SCHEMA_1:
+            conn.execute(statement)
+        conn.executemany(
+            "INSERT INTO asyncopt_meta (key, value) VALUES (?, ?)",
+            [("schema_version", 1), ("seq_floor", 0)],
+        )
+        conn.execute(
+            "INSERT INTO asyncopt_studies (name, fingerprint, space, seed, created_at) "
+            "VALUES ('s', ?, '{}', 1, 1.0)",
+            (FINGERPRINT,),
+        )
+        conn.executemany(
+            "INSERT INTO asyncopt_trials (study_id, tid, state, assignment, loss, created_at, "
+            "started_at, finished_at, lease_expires_at, worker, seq) "
+            "VALUES (1, ?, ?, ?, ?, 1.0, 1.0, ?, ?, 'w', ?)",
+            [
+                (0, 1, '{"x":0}', None, None, 4e9, 1),
+                (1, 2, '{"x":1}', 0.5, 2.0, None, 2),
+                (2, 4, '{"x":2}', None, 2.0, None, 3),
+            ],
+        )
+    conn.close()
+
+
+def schema_of(path: Path) -> tuple[int, list[str]]:
+    with sqlite3.connect(path) as conn:
+        [(version,)] = conn.execute(
+            "SELECT value FROM asyncopt_meta WHERE key = 'schema_version'"
+        ).fetchall()
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(asyncopt_trials)")]
+    conn.close()
+    return version, columns
+
+
+async def test_a_version_1_file_is_refused_read_only_and_upgraded_at_a_writing_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    make_version_1_file(path)
+    before = digest(path)
+    with pytest.raises(StorageError) as info:
+        async with SQLiteStorage(path, read_only=True):
+            pass
+    assert_clean_error(info.value, str(path), "older asyncopt", "version 1", "for writing")
+    assert digest(path) == before
+
+    async with SQLiteStorage(path) as storage:
+        pruned = await check_upgraded_study(storage)
+    version, columns = schema_of(path)
+    assert version == SCHEMA_VERSION == 2
+    assert columns[-1] == "intermediate"
+    async with SQLiteStorage(path, read_only=True) as storage:
+        assert await storage.get_trial("s", 0) == pruned
+
+
+async def test_processes_opening_a_version_1_file_at_once_upgrade_it_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    make_version_1_file(path)
+    storages = [SQLiteStorage(path) for _ in range(4)]
+    await check_opened_at_once(storages)
+    version, columns = schema_of(path)
+    assert version == SCHEMA_VERSION
+    assert columns.count("intermediate") == 1
 
 
 async def test_asyncopt_tables_without_a_version_are_refused(tmp_path: Path) -> None:

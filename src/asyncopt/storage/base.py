@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import json
 import math
+import numbers
 import os
 import random
 import secrets
@@ -136,6 +137,25 @@ def _check_worker(worker: object) -> str:
     return worker
 
 
+def _check_step(step: object) -> int:
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+        raise TypeError(f"a step must be an int, got {step!r}")
+    if step < 0:
+        raise ValueError(f"a step must be >= 0, got {step!r}")
+    return int(step)
+
+
+def _check_value(value: object) -> float:
+    """A reported value as stored: a float, NaN for a non-finite one."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"a reported value must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the float range
+        return math.nan
+    return number if math.isfinite(number) else math.nan
+
+
 def new_worker_id() -> str:
     """A worker identity ``host:pid:random``, unique across machines and restarts."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -155,7 +175,7 @@ def current_event_loop() -> str:
 
 @attrs.frozen
 class Finish:
-    """The outcome of a trial held by the calling worker (OK, FAIL or CANCELLED)."""
+    """The outcome of a trial held by the calling worker (OK, FAIL, PRUNED or CANCELLED)."""
 
     tid: int
     state: TrialState
@@ -289,13 +309,14 @@ def _check_seed(seed: object) -> int:
 def refusal(
     study: str, tid: int, worker: str, state: TrialState | None, holder: str | None
 ) -> TrialError | None:
-    """Why ``worker`` may not finish trial ``tid`` (found in ``state``, held by
-    ``holder``; ``state`` None when there is no such trial), or None if it may."""
+    """Why ``worker`` may not finish (or report on) trial ``tid`` (found in ``state``,
+    held by ``holder``; ``state`` None when there is no such trial), or None if it may."""
     if state is None:
         return TrialNotFoundError(f"study {study!r} has no trial {tid}")
     if state is not TrialState.RUNNING:
         return TrialStateError(
-            f"trial {tid} of study {study!r} is {state.name}, not RUNNING; it cannot be finished"
+            f"trial {tid} of study {study!r} is {state.name}, not RUNNING; "
+            "it cannot be finished or reported on"
         )
     if holder != worker:
         return LeaseLostError(
@@ -304,15 +325,45 @@ def refusal(
     return None
 
 
+_HELD_OR_DONE = frozenset({TrialState.RUNNING, TrialState.OK, TrialState.FAIL, TrialState.PRUNED})
+
+
 def lease_lost(state: TrialState | None, holder: str | None, worker: str) -> bool:
     """Whether a renewal by ``worker`` finds the lease of a trial (in ``state``, held by
     ``holder``; ``state`` None when there is none) lost to someone else.
 
-    A trial ``worker`` finished itself (OK or FAIL) is done, not lost: a finish and a
-    renewal that cross must not read as a reap.
+    A trial ``worker`` finished itself (OK, FAIL or PRUNED) is done, not lost: a finish
+    and a renewal that cross must not read as a reap.
     """
-    mine = holder == worker and state in (TrialState.RUNNING, TrialState.OK, TrialState.FAIL)
+    mine = holder == worker and state in _HELD_OR_DONE
     return not mine
+
+
+def reportable(trial: Trial | None, worker: str, step: int) -> bool:
+    """Whether ``worker`` may record a value at ``step`` of ``trial`` (None: no such
+    trial): it is RUNNING, held by ``worker``, and ``step`` was not reported yet."""
+    return (
+        trial is not None
+        and trial.state is TrialState.RUNNING
+        and trial.worker == worker
+        and step not in trial.intermediate
+    )
+
+
+def unreported(study: str, tid: int, worker: str, trial: Trial | None) -> Trial:
+    """What a report that changed nothing gives: ``trial`` unchanged (its step was
+    reported before: the first value stays), or the `refusal` raised."""
+    refused = refusal(
+        study,
+        tid,
+        worker,
+        None if trial is None else trial.state,
+        None if trial is None else trial.worker,
+    )
+    if refused is not None:
+        raise refused
+    assert trial is not None
+    return trial
 
 
 def reap_changes(holder: str | None, now: float) -> dict[str, Any]:
@@ -543,7 +594,8 @@ class Storage(abc.ABC):
         error: str | None = None,
         started_at: float | None = None,
     ) -> Trial:
-        """Record the outcome (OK, FAIL or CANCELLED) of a RUNNING trial held by ``worker``.
+        """Record the outcome (OK, FAIL, PRUNED or CANCELLED) of a RUNNING trial held by
+        ``worker``. A PRUNED trial's ``loss`` is its last reported value, or None.
 
         ``started_at`` (seconds since the epoch), when given, becomes the trial's start
         time: when its worker began running it, if that was later than taking it.
@@ -556,6 +608,22 @@ class Storage(abc.ABC):
         if isinstance(finished, TrialError):
             raise finished
         return finished
+
+    async def report(self, study: str, tid: int, *, worker: str, step: int, value: float) -> Trial:
+        """Record ``value`` as the intermediate value at ``step`` of a RUNNING trial held
+        by ``worker``, atomically, and return the trial after the change.
+
+        ``step`` is an int >= 0 (steps may come in any order); ``value`` a number, a
+        non-finite one stored as NaN. The change gets a new ``seq``, so `trials_since`
+        returns it. A step reported before keeps its first value: nothing changes (no new
+        ``seq``) and the trial is returned as it is. Raises `TypeError` / `ValueError`
+        for a bad step or value, and as `finish_trial` does: `TrialNotFoundError`,
+        `TrialStateError` (not RUNNING) or `LeaseLostError` (held by another worker).
+        """
+        study = check_study_name(study)
+        tid = _check_tid(tid)
+        worker = _check_worker(worker)
+        return await self._report(study, tid, worker, _check_step(step), _check_value(value))
 
     async def finish_and_create(
         self,
@@ -710,6 +778,11 @@ class Storage(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def _report(self, study: str, tid: int, worker: str, step: int, value: float) -> Trial:
+        """`report` with checked values (``value`` a float, NaN for non-finite): records
+        it if `reportable`, stamping a new seq, else returns `unreported`."""
+
+    @abc.abstractmethod
     async def _enqueue(
         self, study: str, new: Sequence[NewTrial], *, budget: int | None
     ) -> list[Trial]:
@@ -775,6 +848,12 @@ class ConnectionStorage(Storage):
 
     async def _batch(self, study: str, request: BatchRequest) -> Batch:
         result: Batch = await self._call(lambda c: self._ops.batch(c, study, request))
+        return result
+
+    async def _report(self, study: str, tid: int, worker: str, step: int, value: float) -> Trial:
+        result: Trial = await self._call(
+            lambda c: self._ops.report(c, study, tid, worker, step, value)
+        )
         return result
 
     async def _enqueue(

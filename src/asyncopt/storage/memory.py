@@ -27,8 +27,10 @@ from asyncopt.storage.base import (
     new_trial,
     reap_changes,
     refusal,
+    reportable,
     requeues,
     room,
+    unreported,
 )
 from asyncopt.storage.urls import StorageURL
 
@@ -160,6 +162,14 @@ class MemoryStorage(Storage):
         since = request.since
         changed = [] if since is None else self._since(record, since)
         return Batch(finished, created, changed)
+
+    async def _report(self, study: str, tid: int, worker: str, step: int, value: float) -> Trial:
+        record = self._study(study)
+        trial = self._trial(record, tid)
+        if not reportable(trial, worker, step):
+            return unreported(study, tid, worker, trial)
+        assert trial is not None
+        return self._store(record, trial, intermediate={**trial.intermediate, step: value})
 
     async def _enqueue(
         self, study: str, new: Sequence[NewTrial], *, budget: int | None

@@ -24,12 +24,13 @@ Dense tids and the budget
     other processes still work on it is not supported: they may add trials to it.)
 
 Conditional updates
-    Claims, outcomes, renewals and reaps are single-document updates. Their filters use
-    only indexed equality (``_id``, or ``study`` and ``tid``) and carry the rest of the
-    condition (state RUNNING, held by this worker, lease passed) in an update pipeline
-    (``$cond``), so that even a server with a simple query planner finds the document
-    through an index; the operation token written with the update tells whether it
-    applied.
+    Claims, outcomes, reported values, renewals and reaps are single-document updates.
+    Their filters use only indexed equality (``_id``, or ``study`` and ``tid``) and carry
+    the rest of the condition (state RUNNING, held by this worker, lease passed, step not
+    reported yet) in an update pipeline (``$cond``), so that even a server with a simple
+    query planner finds the document through an index; the operation token written with
+    the update tells whether it applied. Reported values are a sub-document
+    ``intermediate`` keyed by the step's decimal text (missing: none reported).
 
 Reaping
     An expired RUNNING trial is moved to CANCELLED by one conditional update (so exactly
@@ -102,11 +103,13 @@ from asyncopt.storage.base import (
     refusal,
     requeues,
     translate,
+    unreported,
 )
 from asyncopt.storage.urls import StorageURL
 from asyncopt.trial import (
     decode_big_int,
     encode_big_int,
+    reported_value,
     study_from_document,
     to_json,
     trial_from_document,
@@ -956,6 +959,36 @@ class MongoStorage(Storage):
         [seq] = yield from self._stamp([doc])
         return _trial(doc, seq=seq)
 
+    async def _report(self, study: str, tid: int, worker: str, step: int, value: float) -> Trial:
+        return await self._run(self._record_report(study, tid, worker, step, value))
+
+    def _record_report(
+        self, study: str, tid: int, worker: str, step: int, value: float
+    ) -> _Step[Trial]:
+        yield from self._require_study(study)
+        op = _token()
+        field = f"intermediate.{step}"
+        # A step already reported keeps its first value. Retrying after a lost
+        # acknowledgement is harmless, as for `_finish`.
+        unset = {"$eq": [{"$type": f"${field}"}, "missing"]}
+        doc = yield _Call(
+            "trials",
+            "find_one_and_update",
+            (
+                {"study": study, "tid": tid},
+                _set_if(
+                    {"$and": [_held_by(worker), unset]},
+                    {field: reported_value(value), "seq": None, "op": op},
+                ),
+            ),
+            {"return_document": ReturnDocument.AFTER},
+        )
+        if doc is None or doc.get("op") != op:
+            current = None if doc is None else (yield from self._as_read(doc))
+            return unreported(study, tid, worker, current)
+        [seq] = yield from self._stamp([doc])
+        return _trial(doc, seq=seq)
+
     def _record_lost(self, study: str, tid: int, worker: str) -> _Step[None]:
         """Fill the place of trial ``tid``, which existed but is gone (a write a crashed
         server lost), with a CANCELLED record that holds no budget slot: tids stay dense,
@@ -1114,7 +1147,15 @@ class MongoStorage(Storage):
     def _find_trial(self, study: str, tid: int) -> _Step[Trial | None]:
         yield from self._require_study(study)
         doc = yield _Call("trials", "find_one", ({"study": study, "tid": tid},))
-        return None if doc is None else _trial(doc)
+        return None if doc is None else (yield from self._as_read(doc))
+
+    def _as_read(self, doc: Mapping[str, Any]) -> _Step[Trial]:
+        """The trial of a document just read; a change not stamped yet is reported with
+        the counter's value, as `_read_since` does."""
+        if doc.get("seq") is not None:
+            return _trial(doc)
+        counter = yield _Call("counters", "find_one", ({"_id": _SEQ_ID},))
+        return _trial(doc, seq=0 if counter is None else int(counter["value"]))
 
     async def _trials_since(self, study: str, seq: int) -> list[Trial]:
         """A trial may be returned again by a later call (see the module docstring); pass

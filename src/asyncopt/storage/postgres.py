@@ -12,7 +12,8 @@ created on first use with a schema version for later migrations: ``meta`` (the v
 ``studies`` (one row per study, with its counters), ``trials`` (primary key
 ``(study_id, tid)``; a unique index on ``(study_id, retry_of)`` so that a reaped trial is queued
 again at most once) and the sequence ``seq``. A schema that exists but holds anything
-else, or a newer version, is refused and left untouched.
+else, or a newer version, is refused and left untouched; an older version is upgraded in
+place by the first open for writing (a read-only open refuses it until then).
 
 Every change to a study's trials runs in a transaction that first locks the study's row
 (``SELECT ... FOR NO KEY UPDATE``, which returns the row as the previous holder committed
@@ -60,7 +61,7 @@ import re
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -88,9 +89,10 @@ from asyncopt.storage.base import (
     requeues,
     room,
     translate,
+    unreported,
 )
 from asyncopt.storage.urls import StorageURL
-from asyncopt.trial import study_from_document, to_json, trial_from_document
+from asyncopt.trial import intermediate_json, study_from_document, to_json, trial_from_document
 
 try:
     import psycopg
@@ -106,7 +108,7 @@ T = TypeVar("T")
 #: The schema holding the tables when the URL names none.
 DEFAULT_SCHEMA = "asyncopt"
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The layout of the tables this version of asyncopt reads and writes."""
 
 _OPTIONS = ("schema", "pool_size", "retry_timeout", "synchronous_commit")
@@ -178,6 +180,7 @@ _FIELDS = (
     "seed",
     "retry_of",
     "seq",
+    "intermediate",
 )
 # Seeds are numeric (beyond 64 bits); read as text, the form the record codec takes.
 _COLUMNS = ", ".join("seed::text" if f == "seed" else f for f in _FIELDS)
@@ -214,6 +217,7 @@ _SCHEMA = (
         seed numeric,
         retry_of bigint,
         seq bigint NOT NULL,
+        intermediate jsonb NOT NULL DEFAULT '{{}}',
         PRIMARY KEY (study_id, tid)
     )""",
     # A reaped trial is queued again at most once. Partial, like the indexes below: a
@@ -224,6 +228,12 @@ _SCHEMA = (
     "CREATE INDEX trials_queued ON {s}.trials (study_id, tid) WHERE state = 0",
     "CREATE INDEX trials_leased ON {s}.trials (study_id, lease_expires_at) WHERE state = 1",
 )
+
+# What brings a schema of each older version to the next one (in the transaction that
+# opens it). Version 2 adds the reported values (step -> value; NaN as null).
+_UPGRADES = {
+    1: ("ALTER TABLE {s}.trials ADD COLUMN intermediate jsonb NOT NULL DEFAULT '{{}}'",),
+}
 
 
 def _one_line(text: str) -> str:
@@ -261,7 +271,9 @@ class _Session:
         self.conn = conn
         self.committing = False
 
-    def execute(self, query: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+    def execute(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> psycopg.Cursor[Any]:
         """Run one statement."""
         return self.conn.execute(query, params)
 
@@ -350,7 +362,16 @@ class _Ops:
             f"AS u(assignment, seed, i) WHERE u.i <= r.added RETURNING {_COLUMNS}) "
             f"SELECT 1, * FROM f UNION ALL SELECT 2, * FROM i "
             "UNION ALL SELECT 3, count(*), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
-            "NULL, NULL, NULL, NULL, NULL FROM c"
+            "NULL, NULL, NULL, NULL, NULL, NULL FROM c"
+        )
+        # Record a reported value: under the study's lock (seqs commit in order), on a
+        # RUNNING trial held by the worker, at a step not reported yet.
+        self.sql_report = (
+            f"WITH s AS (SELECT id FROM {s}.studies WHERE name = %(study)s FOR NO KEY UPDATE) "
+            f"UPDATE {s}.trials t SET intermediate = t.intermediate || %(value)s::jsonb, "
+            f"seq = nextval('{s}.seq') FROM s WHERE t.study_id = s.id AND t.tid = %(tid)s "
+            "AND t.state = 1 AND t.worker = %(worker)s AND NOT (t.intermediate ? %(step)s) "
+            f"RETURNING {_T_COLUMNS}"
         )
         self.sql_holders = (
             f"SELECT tid, state, worker FROM {s}.trials WHERE study_id = %s AND tid = ANY(%s)"
@@ -431,7 +452,9 @@ class _Ops:
                 )
             }
             if tables:
-                self._check_version(session, tables)
+                version = self._check_version(session, tables)
+                if version < SCHEMA_VERSION:
+                    self._upgrade(session, version, read_only)
                 return
             if read_only:
                 raise StorageUnavailableError(
@@ -446,7 +469,25 @@ class _Ops:
                 (str(SCHEMA_VERSION),),
             )
 
-    def _check_version(self, session: _Session, tables: set[str]) -> None:
+    def _upgrade(self, session: _Session, version: int, read_only: bool) -> None:
+        """Bring the schema from ``version`` to `SCHEMA_VERSION` (the caller holds the
+        schema's advisory lock, so one opener does it)."""
+        if read_only:
+            raise StorageError(
+                f"schema {self.schema!r} at {self.where} was written by an older asyncopt "
+                f"(schema version {version}; this version reads {SCHEMA_VERSION}); "
+                "open it once for writing to upgrade it"
+            )
+        while version < SCHEMA_VERSION:
+            for statement in _UPGRADES[version]:
+                session.execute(statement.format(s=self.s))
+            version += 1
+        session.execute(
+            f"UPDATE {self.s}.meta SET value = %s WHERE key = 'schema_version'",
+            (str(SCHEMA_VERSION),),
+        )
+
+    def _check_version(self, session: _Session, tables: set[str]) -> int:
         foreign = f"schema {self.schema!r} at {self.where}"
         if "meta" not in tables:
             raise StorageError(
@@ -464,8 +505,10 @@ class _Ops:
                 f"{foreign} was written by a newer asyncopt (schema version {version}; this "
                 f"version knows {SCHEMA_VERSION}); upgrade asyncopt to open it"
             )
-        if version < SCHEMA_VERSION or not set(_TABLES) <= tables:
+        known = version == SCHEMA_VERSION or version in _UPGRADES
+        if not known or not set(_TABLES) <= tables:
             raise StorageError(f"{foreign} has an unknown asyncopt schema (version {version})")
+        return version
 
     # studies
 
@@ -569,6 +612,25 @@ class _Ops:
             changed = self.trials_since(session, study, since)
         return Batch(finished, created, changed)
 
+    def report(
+        self, session: _Session, study: str, tid: int, worker: str, step: int, value: float
+    ) -> Trial:
+        # Its own transaction, and safe to retry when the connection drops mid-statement:
+        # an attempt that landed leaves the step reported, so the next changes nothing.
+        row = session.execute(
+            self.sql_report,
+            {
+                "study": study,
+                "tid": tid,
+                "worker": worker,
+                "step": str(step),
+                "value": intermediate_json({step: value}),
+            },
+        ).fetchone()
+        if row is not None:
+            return _trial(study, row)
+        return unreported(study, tid, worker, self.get_trial(session, study, tid))
+
     def enqueue(
         self, session: _Session, study: str, new: Sequence[NewTrial], budget: int | None
     ) -> list[Trial]:
@@ -602,14 +664,16 @@ class _Ops:
         with session.transaction():
             study_id = self.lock(session, study)[0]
             now = time.time()
+            # The picked tids are materialized: a plan that ran the LIMIT subquery again
+            # per updated row would pick the next queued trial each time.
             rows = session.execute(
-                f"UPDATE {self.s}.trials SET state = 1, started_at = %s, lease_expires_at = %s, "
-                f"worker = %s, seq = nextval('{self.s}.seq') "
-                "WHERE study_id = %s AND tid IN ("
-                f"SELECT tid FROM {self.s}.trials WHERE study_id = %s AND state = 0 "
-                "ORDER BY tid LIMIT %s FOR UPDATE SKIP LOCKED) "
-                f"RETURNING {_COLUMNS}",
-                (now, now + lease, worker, study_id, study_id, limit),
+                f"WITH picked AS MATERIALIZED (SELECT tid FROM {self.s}.trials "
+                "WHERE study_id = %s AND state = 0 ORDER BY tid LIMIT %s FOR UPDATE SKIP LOCKED) "
+                f"UPDATE {self.s}.trials t SET state = 1, started_at = %s, "
+                f"lease_expires_at = %s, worker = %s, seq = nextval('{self.s}.seq') "
+                "FROM picked WHERE t.study_id = %s AND t.tid = picked.tid "
+                f"RETURNING {_T_COLUMNS}",
+                (study_id, limit, now, now + lease, worker, study_id),
             ).fetchall()
         return sorted((_trial(study, row) for row in rows), key=lambda t: t.tid)
 

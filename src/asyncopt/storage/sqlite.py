@@ -16,7 +16,9 @@ URL options (query string):
   it must exist, nothing is created or written, and it may sit on a read-only file system.
 
 Every ``sqlite3`` error is translated into an `asyncopt.errors.StorageError` subclass that
-names the file; a database written by a newer asyncopt is refused, never rewritten. A
+names the file; a database written by a newer asyncopt is refused, never rewritten. One
+written by an older asyncopt is upgraded in place by the first open for writing (in one
+transaction); a read-only open refuses it until then, rather than misread it. A
 file deleted or replaced while the storage is open is noticed after the next transaction,
 which then raises instead of reporting success.
 """
@@ -50,18 +52,26 @@ from asyncopt.storage.base import (
     new_trial,
     reap_changes,
     refusal,
+    reportable,
     requeues,
     room,
     translate,
+    unreported,
 )
 from asyncopt.storage.urls import StorageURL
-from asyncopt.trial import encode_big_int, study_from_document, to_json, trial_from_document
+from asyncopt.trial import (
+    encode_big_int,
+    intermediate_json,
+    study_from_document,
+    to_json,
+    trial_from_document,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStorage"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The layout of the tables this version of asyncopt reads and writes."""
 
 _SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
@@ -157,6 +167,7 @@ _SCHEMA = (
         seed,
         retry_of INTEGER,
         seq INTEGER NOT NULL,
+        intermediate TEXT,
         PRIMARY KEY (study_id, tid)
     ) WITHOUT ROWID""",
     # A commit costs roughly one page write per b-tree it touches, so trials carry only
@@ -170,6 +181,10 @@ _SCHEMA = (
     "WHERE state = 1",
     "CREATE INDEX asyncopt_trials_cancelled ON asyncopt_trials (study_id) WHERE state = 4",
 )
+
+# What brings a file of each older schema version to the next one (run in one write
+# transaction at open). Version 2 adds the reported values (JSON text; NULL: none).
+_UPGRADES = {1: ("ALTER TABLE asyncopt_trials ADD COLUMN intermediate TEXT",)}
 
 _FIELDS = (
     "tid",
@@ -186,8 +201,10 @@ _FIELDS = (
     "seed",
     "retry_of",
     "seq",
+    "intermediate",
 )
 _COLUMNS = ", ".join(_FIELDS)
+_SEQ = _FIELDS.index("seq")
 _STUDY_ID = "(SELECT id FROM asyncopt_studies WHERE name = ?)"
 # The last seq given out. Deleting a study records its highest seq as a floor, so seqs
 # never go back.
@@ -222,7 +239,7 @@ _SQL_STUDY_RECORD = (
 )
 _SQL_INSERT_TRIAL = (
     f"INSERT INTO asyncopt_trials (study_id, {_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SQL_LAST_SEQ = f"SELECT {_LAST_SEQ}"
 
@@ -256,6 +273,7 @@ def _row_of(study_id: int, trial: Trial) -> tuple[Any, ...]:
         encode_big_int(trial.seed),
         trial.retry_of,
         trial.seq,
+        intermediate_json(trial.intermediate),
     )
 
 
@@ -279,7 +297,7 @@ def _batch_of(
     """The `Batch` of `_Ops.batch`'s outcome: ``rows`` read, and the trials created."""
     # The trials just created are known: their rows need no decoding.
     fresh = {trial.seq: trial for trial in created}
-    changed = [fresh.get(row[-1]) or _trial(study, row) for row in rows]
+    changed = [fresh.get(row[_SEQ]) or _trial(study, row) for row in rows]
     by_tid = {trial.tid: trial for trial in changed}
     finished: list[Trial | TrialError] = [
         by_tid[f.tid] if refused is None else refused
@@ -395,9 +413,26 @@ def _schema_version(conn: sqlite3.Connection, path: str) -> int | None:
             f"{path} was written by a newer asyncopt (schema version {version}; this "
             f"version knows {SCHEMA_VERSION}); upgrade asyncopt to open it"
         )
-    if version < SCHEMA_VERSION or not {"asyncopt_studies", "asyncopt_trials"} <= tables:
+    known = version == SCHEMA_VERSION or version in _UPGRADES
+    if not known or not {"asyncopt_studies", "asyncopt_trials"} <= tables:
         raise StorageError(f"{path} has an unknown asyncopt schema (version {version})")
     return version
+
+
+def _upgrade(conn: sqlite3.Connection, path: str) -> None:
+    """Bring the file to `SCHEMA_VERSION` (inside a write transaction: once, whoever
+    opens it first)."""
+    version = _schema_version(conn, path)
+    assert version is not None
+    if version == SCHEMA_VERSION:
+        return
+    while version < SCHEMA_VERSION:
+        for statement in _UPGRADES[version]:
+            conn.execute(statement)
+        version += 1
+    conn.execute(
+        "UPDATE asyncopt_meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,)
+    )
 
 
 def _prepare(conn: sqlite3.Connection, path: str, synchronous: str | None) -> None:
@@ -410,6 +445,11 @@ def _prepare(conn: sqlite3.Connection, path: str, synchronous: str | None) -> No
     if synchronous is None:
         if version is None:
             raise StorageUnavailableError(f"{path} holds no asyncopt studies (no asyncopt tables)")
+        if version < SCHEMA_VERSION:
+            raise StorageError(
+                f"{path} was written by an older asyncopt (schema version {version}; this "
+                f"version reads {SCHEMA_VERSION}); open it once for writing to upgrade it"
+            )
         return
     if version is None:
         # Small pages for a new file: a commit appends every page it touches to the WAL,
@@ -428,6 +468,9 @@ def _prepare(conn: sqlite3.Connection, path: str, synchronous: str | None) -> No
                     "INSERT INTO asyncopt_meta (key, value) VALUES (?, ?)",
                     [("schema_version", SCHEMA_VERSION), ("seq_floor", 0)],
                 )
+    elif version < SCHEMA_VERSION:
+        with _write(conn):
+            _upgrade(conn, path)
 
 
 # -- operations (each runs whole on the connection's thread) -----------------------------
@@ -579,6 +622,26 @@ class _Ops:
         # Rows become trials on the caller's thread (see `_batch_of`): the connection's
         # thread does as little Python work as it can, so it waits less for the GIL.
         return lambda: _batch_of(study, request, refusals, created, rows)
+
+    def report(
+        self, conn: sqlite3.Connection, study: str, tid: int, worker: str, step: int, value: float
+    ) -> Trial:
+        with _write(conn):
+            study_id = self.study_id(conn, study)
+            row = conn.execute(_SQL_TRIAL, (study_id, tid)).fetchone()
+            trial = None if row is None else _trial(study, row)
+            if not reportable(trial, worker, step):
+                return unreported(study, tid, worker, trial)
+            assert trial is not None
+            trial = trial.evolve(
+                intermediate={**trial.intermediate, step: value}, seq=_next_seq(conn)
+            )
+            conn.execute(
+                "UPDATE asyncopt_trials SET intermediate = ?, seq = ? "
+                "WHERE study_id = ? AND tid = ?",
+                (intermediate_json(trial.intermediate), trial.seq, study_id, tid),
+            )
+        return trial
 
     def enqueue(
         self, conn: sqlite3.Connection, study: str, new: Sequence[NewTrial], budget: int | None
