@@ -17,6 +17,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
         ("quickstart.py", "best params:"),
         ("remote_api.py", "best loss"),
         ("futures.py", "best loss"),
+        ("pruning_digits.py", "best validation error"),
     ],
 )
 def test_example_runs(script: str, expected: str) -> None:

@@ -96,3 +96,19 @@ def test_with_pending_adds_running_rows_and_leaves_the_history_alone() -> None:
     assert not extended.states.flags.writeable
     assert len(history) == 1
     assert history.with_pending([], []) is history
+
+
+def test_a_snapshot_keeps_its_pruned_columns_when_a_trial_is_pruned_later() -> None:
+    builder = HistoryBuilder(SPACE)
+    builder.update([running(0, 0.1), running(1, 0.2)])
+    before = builder.snapshot()
+    pruned = running(1, 0.2).evolve(
+        state=TrialState.PRUNED, loss=0.5, intermediate={0: 1.0, 3: 0.5}
+    )
+    builder.update([pruned])
+    after = builder.snapshot()
+    assert np.isnan(before.last_steps).all()
+    assert before.pruned_order().tolist() == []
+    np.testing.assert_array_equal(after.last_steps, [np.nan, 3.0])
+    np.testing.assert_array_equal(after.last_values, [np.nan, 0.5])
+    assert after.pruned_order().tolist() == [1]

@@ -16,7 +16,11 @@ from asyncopt.errors import TrialPruned as TrialPruned
 from asyncopt.history import History as History
 from asyncopt.orchestrator import OptimizationResult as OptimizationResult
 from asyncopt.orchestrator import minimize as minimize
+from asyncopt.pruners import Hyperband as Hyperband
+from asyncopt.pruners import MedianPruner as MedianPruner
 from asyncopt.pruners import NopPruner as NopPruner
+from asyncopt.pruners import PercentilePruner as PercentilePruner
+from asyncopt.pruners import SuccessiveHalving as SuccessiveHalving
 from asyncopt.space import hp as hp
 from asyncopt.space.compile import CompiledSpace as CompiledSpace
 from asyncopt.space.compile import compile_space as compile_space
@@ -43,9 +47,12 @@ __all__ = [
     "AsyncoptError",
     "CompiledSpace",
     "History",
+    "Hyperband",
+    "MedianPruner",
     "NopPruner",
     "ObjectiveError",
     "OptimizationResult",
+    "PercentilePruner",
     "RunningTrial",
     "SpaceError",
     "Storage",
@@ -53,6 +60,7 @@ __all__ = [
     "StorageURLError",
     "Study",
     "StudyMismatchError",
+    "SuccessiveHalving",
     "SyncRunningTrial",
     "Trial",
     "TrialError",

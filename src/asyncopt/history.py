@@ -2,8 +2,9 @@
 
 `History` holds one row per trial (finished or pending) with numpy columns: the raw value
 of every label (NaN where the label is inactive), its active mask, the loss (NaN unless
-OK) and the state. The orchestrator keeps a `HistoryBuilder` up to date by applying each
-changed trial once; a snapshot is O(1) unless a row changed since the previous one.
+OK), the state, and where a PRUNED trial stopped (its last step and value). The
+orchestrator keeps a `HistoryBuilder` up to date by applying each changed trial once; a
+snapshot is O(1) unless a row changed since the previous one.
 """
 
 from __future__ import annotations
@@ -99,13 +100,19 @@ class _WithRows(_LazyColumns):
 class History:
     """Trials as columns. Rows are in the order trials were first seen (tid order when
     read from storage). CANCELLED trials are kept with their state; suggest functions
-    use `ok`, `failed` and `pending` to pick rows.
+    use `ok`, `failed`, `pruned` and `pending` to pick rows.
+
+    ``last_steps`` and ``last_values`` hold, for PRUNED trials, the last step reported
+    and the value reported there (NaN for other trials and for PRUNED trials without a
+    report); `pruned_order` ranks PRUNED trials by them.
     """
 
     tids: np.ndarray
     states: np.ndarray
     losses: np.ndarray
     values: Mapping[str, np.ndarray]
+    last_steps: np.ndarray
+    last_values: np.ndarray
 
     def __len__(self) -> int:
         return len(self.tids)
@@ -126,6 +133,25 @@ class History:
         """Rows of FAIL trials."""
         mask: np.ndarray = self.states == TrialState.FAIL
         return mask
+
+    @property
+    def pruned(self) -> np.ndarray:
+        """Rows of PRUNED trials."""
+        mask: np.ndarray = self.states == TrialState.PRUNED
+        return mask
+
+    def pruned_order(self) -> np.ndarray:
+        """Rows of PRUNED trials, best first: the later the step it stopped at the better,
+        then the lower its value there (NaN after any number); trials without a report
+        come last; ties by row.
+
+        Optuna ranks pruned trials this way when TPE counts them as observations.
+        """
+        rows = np.flatnonzero(self.pruned)
+        # lexsort sorts by its last key first; NaN (no report) sorts after every number.
+        order = np.lexsort((rows, self.last_values[rows], -self.last_steps[rows]))
+        ranked: np.ndarray = rows[order]
+        return ranked
 
     @property
     def pending(self) -> np.ndarray:
@@ -158,6 +184,8 @@ class History:
             ),
             losses=_readonly(np.concatenate([self.losses, np.full(n, np.nan)])),
             values=_WithRows(self.values, assignments),
+            last_steps=_readonly(np.concatenate([self.last_steps, np.full(n, np.nan)])),
+            last_values=_readonly(np.concatenate([self.last_values, np.full(n, np.nan)])),
         )
 
     @classmethod
@@ -177,8 +205,8 @@ class HistoryBuilder:
     """Mutable owner of the column buffers; hands out immutable `History` snapshots.
 
     New rows are appended past the end of every snapshot, so they never show through an
-    old one; a change to an existing row copies the small state/loss columns first if a
-    snapshot still refers to them.
+    old one; a change to an existing row copies the small outcome columns (state, loss,
+    last step and value) first if a snapshot still refers to them.
     """
 
     def __init__(self, space: CompiledSpace, capacity: int = 64) -> None:
@@ -188,6 +216,8 @@ class HistoryBuilder:
         self._tids = np.empty(capacity, dtype=np.int64)
         self._states = np.empty(capacity, dtype=np.int8)
         self._losses = np.empty(capacity, dtype=np.float64)
+        self._last_steps = np.empty(capacity, dtype=np.float64)
+        self._last_values = np.empty(capacity, dtype=np.float64)
         self._values = {label: np.empty(capacity, dtype=np.float64) for label in space.labels}
         self._snapshot: History | None = None
         # The count of an array no view refers to (interpreters differ in what they count).
@@ -222,15 +252,25 @@ class HistoryBuilder:
     def _change(self, row: int, trial: Trial) -> None:
         self._snapshot = None
         # Copy-on-write, only while a snapshot's view of the columns is still alive.
-        if _references(self._states) > self._unviewed or _references(self._losses) > self._unviewed:
+        if (
+            _references(self._states) > self._unviewed
+            or _references(self._losses) > self._unviewed
+            or _references(self._last_steps) > self._unviewed
+            or _references(self._last_values) > self._unviewed
+        ):
             self._states = self._states.copy()
             self._losses = self._losses.copy()
+            self._last_steps = self._last_steps.copy()
+            self._last_values = self._last_values.copy()
         self._write_outcome(row, trial)
 
     def _write_outcome(self, row: int, trial: Trial) -> None:
         self._states[row] = trial.state
         ok = trial.state is TrialState.OK and trial.loss is not None
         self._losses[row] = trial.loss if ok else np.nan
+        step = trial.last_step if trial.state is TrialState.PRUNED else None
+        self._last_steps[row] = np.nan if step is None else step
+        self._last_values[row] = np.nan if step is None else trial.intermediate[step]
 
     def _grow(self) -> None:
         capacity = 2 * len(self._tids)
@@ -243,6 +283,8 @@ class HistoryBuilder:
         self._tids = grown(self._tids)
         self._states = grown(self._states)
         self._losses = grown(self._losses)
+        self._last_steps = grown(self._last_steps)
+        self._last_values = grown(self._last_values)
         self._values = {label: grown(column) for label, column in self._values.items()}
 
     def snapshot(self) -> History:
@@ -254,5 +296,7 @@ class HistoryBuilder:
                 states=_readonly(self._states[:n]),
                 losses=_readonly(self._losses[:n]),
                 values=_Columns(self._values, n),
+                last_steps=_readonly(self._last_steps[:n]),
+                last_values=_readonly(self._last_values[:n]),
             )
         return self._snapshot

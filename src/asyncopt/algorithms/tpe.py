@@ -41,6 +41,10 @@ Both families:
   in ``N``, as it counts failed trials. While no trial is OK yet (only with
   ``n_startup=0``) pending trials join ``g`` as *lies*: kernels as narrow as the clip
   allows, of weight ``liar_weight``. With ``constant_liar=False`` they are ignored.
+- **Pruned trials** are observations, ranked after every OK (and believed) trial and
+  among themselves by `History.pruned_order` (the later the step they stopped at, the
+  better; then their last value), as Optuna ranks them: they count in ``N`` and in
+  ``n_startup``, and fill the below group's places that OK trials leave.
 - **Failed trials** join ``g`` (a region that fails is a bad region), as Hyperopt does by
   giving them an infinite loss; the Hyperopt preset also counts them in ``N``.
 - ``n > 1``: one model is fitted and the ``n`` proposals are drawn from it one after
@@ -85,7 +89,7 @@ from asyncopt.trial import TrialState
 __all__ = ["TPE", "TPEState", "configure", "suggest"]
 
 _GAMMA_RULES = ("linear", "sqrt")
-_OK, _FAIL = int(TrialState.OK), int(TrialState.FAIL)
+_OK, _FAIL, _PRUNED = int(TrialState.OK), int(TrialState.FAIL), int(TrialState.PRUNED)
 _QUEUED, _RUNNING = int(TrialState.QUEUED), int(TrialState.RUNNING)
 _PRESETS = ("default", "hyperopt")
 # Categorical parameters with more categories than this are modelled over the categories
@@ -215,8 +219,8 @@ class TPE:
             raise ValueError(f"n must be >= 0, got {n}")
         if n == 0:
             return []
-        counts = np.bincount(history.states, minlength=5)
-        if int(counts[_OK]) < self.n_startup or not space.params:
+        counts = np.bincount(history.states, minlength=len(TrialState))
+        if int(counts[_OK] + counts[_PRUNED]) < self.n_startup or not space.params:
             return sample_assignments(space, rng, n)
         with np.errstate(all="ignore"):
             return _Suggestion(self, state or TPEState(), space, history, rng).propose(n)
@@ -468,11 +472,15 @@ class _Suggestion:
             self.believed, ok = pending, ok | pending
         elif tpe.constant_liar and pending.any():
             self.lied, bad = pending, bad | pending
+        pruned = history.pruned_order()
+        if pruned.size:
+            self.losses[pruned] = _ranked_after(self.losses[ok], len(pruned))
+            ok[pruned] = True
         self.any_believed = bool(self.believed.any())
         self.ok_rows, self.bad_rows = np.flatnonzero(ok), np.flatnonzero(bad)
         if not tpe.multivariate:
             # Hyperopt's split is global; its N counts failed trials (and here believed ones).
-            n_global = n_ok + n_failed + int(np.count_nonzero(self.believed))
+            n_global = n_ok + n_failed + int(np.count_nonzero(self.believed)) + len(pruned)
             best = _smallest(self.losses[self.ok_rows], tpe.n_below(n_global))
             self.global_best = np.zeros(len(history), dtype=bool)
             self.global_best[self.ok_rows[best]] = True
@@ -730,6 +738,13 @@ def _smallest(losses: np.ndarray, count: int) -> np.ndarray:
         ties = np.flatnonzero(losses == threshold if not np.isnan(threshold) else np.isnan(losses))
         chosen[ties[: count - int(np.count_nonzero(below))]] = True
     return chosen
+
+
+def _ranked_after(losses: np.ndarray, n: int) -> np.ndarray:
+    """``n`` increasing losses, each above every finite one of ``losses`` (0 if none)."""
+    finite = losses[np.isfinite(losses)]
+    top = float(finite.max()) if finite.size else 0.0
+    return top + np.arange(1, n + 1) * (max(abs(top), 1.0) / (n + 1))
 
 
 def _compress_categories(
