@@ -280,6 +280,8 @@ class _Run:
                     # Every other trial is cancelled; `minimize` records them and raises.
                     raise _Escaped
                 self.stopping = self.stopping or self.reached_threshold([(trial, outcome)])
+                if self.stopping or not self.ready:
+                    return
                 # A turn of the event loop between ending one call and starting the next:
                 # when a wave of calls ends at once, their endings and the next starts
                 # run in two turns, not one long one that holds the loop.
