@@ -32,10 +32,12 @@ LARGE = (1000, 10000, 1.0)
 NOTE = """\
 Each pass of the loop records the results that arrived and fills the free slots with one
 suggestion call and one storage round trip; at 200 and more in flight the TPE suggestion
-thread is busy most of the run (each batch proposal scores its 24 candidates against all of
-g's kernels, about 1 ms at N = 1,000-2,000), so these rows are bounded by TPE's cost per
-proposal, not by the loop (about 5 ms per pass of 100+ trials). Random search at 200 in
-flight shows the loop alone."""
+thread is busy most of the run, so these rows are bounded by TPE's cost, not by the loop
+(about 5 ms per pass of 100+ trials). Each proposal of a batch scores its 24 candidates
+against all of g's kernels (about 0.4 ms at N = 1,000-2,000), and each call predicts the
+loss of every pending trial afresh, since new results change their nearest finished
+trials (about 0.08 ms per pending trial at N = 1,000-2,000: 15 ms a call at 200 in
+flight). Random search at 200 in flight shows the loop alone."""
 
 
 def asyncopt_run(

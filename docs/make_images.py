@@ -1,7 +1,8 @@
 """Build the images of docs/results.md from a real study: ``python docs/make_images.py``.
 
 Runs a small search (a conditional space, some failing trials, four trials at a time)
-and a second study for the EDF comparison, then writes one PNG per plot kind into
+a second study for the EDF comparison and a third whose trials report learning curves and
+are pruned, then writes one PNG per plot kind into
 docs/images/. The docs build runs this script, so every image shows what the code draws.
 """
 
@@ -46,7 +47,20 @@ async def objective(params: dict) -> dict:
     return {"loss": loss + 0.5, "accuracy": 1.0 / (1.0 + loss)}
 
 
-async def build(storage: ao.Storage) -> tuple[ao.OptimizationResult, ao.OptimizationResult]:
+async def training(params: dict, trial: ao.RunningTrial) -> float:
+    """A made-up training run: the validation loss falls each epoch towards ``objective``'s."""
+    final = (await objective(params))["loss"]
+    for epoch in range(1, 13):
+        loss = final + 2.0 / epoch
+        await trial.report(loss, epoch)
+        if await trial.should_prune():
+            raise ao.TrialPruned()
+    return loss
+
+
+async def build(
+    storage: ao.Storage,
+) -> tuple[ao.OptimizationResult, ao.OptimizationResult, ao.OptimizationResult]:
     tpe = await ao.minimize(
         objective, SPACE, max_evals=120, concurrency=4, storage=storage, study="tpe", seed=7
     )
@@ -54,7 +68,11 @@ async def build(storage: ao.Storage) -> tuple[ao.OptimizationResult, ao.Optimiza
         objective, SPACE, algo=ao.rand.suggest, max_evals=120, concurrency=4,
         storage=storage, study="random", seed=7,
     )  # fmt: skip
-    return tpe, rand
+    pruned = await ao.minimize(
+        training, SPACE, max_evals=60, concurrency=4, storage=storage, study="pruned",
+        seed=7, pruner=ao.SuccessiveHalving(min_resource=1, reduction_factor=3),
+    )  # fmt: skip
+    return tpe, rand, pruned
 
 
 def main(target: pathlib.Path = IMAGES) -> list[pathlib.Path]:
@@ -69,11 +87,11 @@ def main(target: pathlib.Path = IMAGES) -> list[pathlib.Path]:
 
 
 def _draw(target: pathlib.Path) -> list[pathlib.Path]:
-    async def run() -> tuple[ao.OptimizationResult, ao.OptimizationResult]:
+    async def run() -> tuple[ao.OptimizationResult, ao.OptimizationResult, ao.OptimizationResult]:
         async with ao.open_storage("memory://") as storage:
             return await build(storage)
 
-    tpe, rand = anyio.run(run)
+    tpe, rand, pruned = anyio.run(run)
     target.mkdir(parents=True, exist_ok=True)
     figures = {
         "history": plot.plot_history(tpe.trials, title="study 'tpe'", log_scale=True),
@@ -85,6 +103,7 @@ def _draw(target: pathlib.Path) -> list[pathlib.Path]:
         ),
         "edf": plot.plot_edf({"tpe": tpe.trials, "random": rand.trials}, log_scale=True),
         "timeline": plot.plot_timeline(tpe.trials[:40]),
+        "intermediate": plot.plot_intermediate(pruned.trials, log_scale=True),
     }
     written = []
     for kind, figure in figures.items():

@@ -584,6 +584,52 @@ def test_worker_algorithms(
     assert [t.tid for t in stored_trials(url, "algos")] == list(range(10))
 
 
+REPORTING_MODULE = """
+    import asyncopt as ao
+
+    async def objective(params, trial):
+        for step in range(4):
+            await trial.report(params["x"] + 1.0 / (step + 1), step)
+            if await trial.should_prune():
+                raise ao.TrialPruned()
+        return params["x"]
+"""
+
+
+def test_worker_with_a_pruner_prunes_reporting_trials(
+    url: str, capsys: pytest.CaptureFixture[str], user_module: Callable[..., str]
+) -> None:
+    populate(url, "pruned", 1)
+    module = user_module(REPORTING_MODULE)
+    code, out, err = run_cli(
+        capsys, "worker", url, "pruned", f"{module}:objective", "--max-evals", "25",
+        "--pruner", "median:n_startup_trials=2", "--concurrency", "2",
+    )  # fmt: skip
+    assert code == 0, err
+    trials = stored_trials(url, "pruned")
+    pruned = [t for t in trials if t.state is ao.TrialState.PRUNED]
+    assert pruned, out
+    assert f"{len(pruned)} pruned" in out
+    for trial in pruned:
+        assert trial.loss == trial.last_value
+    code, out, _ = run_cli(capsys, "trials", url, "pruned")
+    assert out.splitlines()[0].split()[:5] == ["tid", "state", "loss", "last_step", "last_value"]
+
+
+def test_worker_refuses_an_unknown_pruner(
+    url: str, capsys: pytest.CaptureFixture[str], user_module: Callable[..., str]
+) -> None:
+    populate(url, "bad", 1)
+    module = user_module(REPORTING_MODULE)
+    code, _, err = run_cli(
+        capsys, "worker", url, "bad", f"{module}:objective", "--max-evals", "5",
+        "--pruner", "medain",
+    )  # fmt: skip
+    assert code == 2
+    assert "unknown pruner 'medain'" in err
+    assert len(stored_trials(url, "bad")) == 1
+
+
 def test_worker_timeout_stops_it(
     url: str, capsys: pytest.CaptureFixture[str], user_module: Callable[..., str]
 ) -> None:

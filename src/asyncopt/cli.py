@@ -58,6 +58,7 @@ from asyncopt.errors import (
 )
 from asyncopt.outcome import Outcome, from_value
 from asyncopt.plot import KINDS
+from asyncopt.pruners import Pruner, pruner_from_name
 from asyncopt.space.compile import CompiledSpace, compile_space
 from asyncopt.space.evaluate import space_eval
 from asyncopt.storage.base import Storage, new_worker_id
@@ -310,6 +311,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--lease", type=_positive_float, default=60.0, help="lease in seconds (default 60)"
     )
+    sub.add_argument(
+        "--pruner",
+        type=_pruner,
+        help="stop reporting trials early: none (default), median, percentile, asha or "
+        "hyperband, options after a colon (median:n_startup_trials=3)",
+    )
     sub.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
     return parser
 
@@ -346,6 +353,13 @@ def _positive_float(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
     return value
+
+
+def _pruner(text: str) -> Pruner:
+    try:
+        return pruner_from_name(text)
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # -- shared helpers ------------------------------------------------------------------------
@@ -813,6 +827,7 @@ async def _worker(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             trial_timeout=args.trial_timeout,
             lease=args.lease,
+            pruner=args.pruner,
             progress=args.progress,
             callbacks=[ran.append],
         )

@@ -186,12 +186,11 @@ class _Run:
         self.stopping = False
         self.running = 0  # trial tasks (busy slots)
         # Trials taken one batch ahead, so that a slot whose call ends starts the next
-        # at once while its result is recorded: only where a round trip takes time
-        # (not `memory://`), and never where each suggestion must see every earlier
-        # result (one slot: reproducibility; ``early_stop``).
+        # at once while its result is recorded and the next batch is proposed (a storage
+        # round trip and a model fit both take time), never where each suggestion must
+        # see every earlier result (one slot: reproducibility; ``early_stop``).
         self.ready: collections.deque[Trial] = collections.deque()
-        waits = not type(study._storage).never_yields
-        self.spare = concurrency if waits and concurrency > 1 and early_stop is None else 0
+        self.spare = concurrency if concurrency > 1 and early_stop is None else 0
         # Outcomes of finished objective calls, not yet recorded; `arrived` is set when
         # one is added.
         self.outcomes: list[tuple[Trial, Outcome]] = []

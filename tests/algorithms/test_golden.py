@@ -19,6 +19,7 @@ from asyncopt import hp
 from asyncopt.algorithms._parzen import (
     Axes,
     Mixture,
+    Points,
     categorical_table,
     gap_bandwidths,
     linear_forgetting_weights,
@@ -57,7 +58,7 @@ def test_multivariate_densities_are_optunas(case: dict[str, Any]) -> None:
     )
     at = np.column_stack([points[k] for k in "uli"])
     categories = np.asarray(points["c"], dtype=np.intp)[:, None]
-    ours = mixture.log_pdf(axes.to_unit(at), axes.cells(at), categories, axes.quantized)
+    ours = mixture.log_pdf(Points(axes.to_unit(at), axes.cells(at), categories, axes.quantized))
     spans = math.log(10.0) + math.log(math.log(10.0) - math.log(1e-3))
     assert ours - spans == pytest.approx(case["log_pdf"], rel=1e-9, abs=1e-9)
 
@@ -94,6 +95,8 @@ def test_hyperopt_densities_are_gmm1_lpdf(case: dict[str, Any]) -> None:
     )
     raw = np.asarray(case["points"])[:, None]
     no_categories = np.empty((len(raw), 0), dtype=np.intp)
-    ours = mixture.log_pdf(axes.to_unit(raw), axes.cells(raw), no_categories, axes.quantized)
+    ours = mixture.log_pdf(
+        Points(axes.to_unit(raw), axes.cells(raw), no_categories, axes.quantized)
+    )
     shift = 0.0 if q is not None else math.log(span)
     assert ours - shift == pytest.approx(case["log_pdf"], rel=1e-9, abs=1e-9)

@@ -12,6 +12,7 @@ from asyncopt.algorithms import _parzen
 from asyncopt.algorithms._parzen import (
     Axes,
     Mixture,
+    Points,
     categorical_table,
     gap_bandwidths,
     linear_forgetting_weights,
@@ -93,7 +94,7 @@ def test_bounded_density_integrates_to_one(truncation: bool) -> None:
     mixture = _mixture([_dist(hp.uniform("p", -3, 7))], 12, 0, truncation)
     grid = np.linspace(0, 1, 20001)[:, None]
     density = np.exp(
-        mixture.log_pdf(grid, None, np.empty((len(grid), 0), dtype=np.intp), _CONTINUOUS)
+        mixture.log_pdf(Points(grid, None, np.empty((len(grid), 0), dtype=np.intp), _CONTINUOUS))
     )
     assert np.trapezoid(density, grid[:, 0]) == pytest.approx(1.0, abs=2e-3)
 
@@ -102,7 +103,7 @@ def test_normal_density_integrates_to_one() -> None:
     mixture = _mixture([_dist(hp.lognormal("p", 0, 2))], 7, 1, False)
     grid = np.linspace(-12, 12, 40001)[:, None]
     density = np.exp(
-        mixture.log_pdf(grid, None, np.empty((len(grid), 0), dtype=np.intp), _CONTINUOUS)
+        mixture.log_pdf(Points(grid, None, np.empty((len(grid), 0), dtype=np.intp), _CONTINUOUS))
     )
     assert np.trapezoid(density, grid[:, 0]) == pytest.approx(1.0, abs=2e-3)
 
@@ -117,7 +118,9 @@ def test_product_density_integrates_to_one() -> None:
     xx, yy = np.meshgrid(g, g, indexing="ij")
     points = np.column_stack([xx.ravel(), yy.ravel()])
     density = np.exp(
-        mixture.log_pdf(points, None, np.empty((len(points), 0), dtype=np.intp), _CONTINUOUS2)
+        mixture.log_pdf(
+            Points(points, None, np.empty((len(points), 0), dtype=np.intp), _CONTINUOUS2)
+        )
     )
     total = np.trapezoid(np.trapezoid(density.reshape(301, 301), g, axis=1), g)
     assert total == pytest.approx(1.0, abs=5e-3)
@@ -142,7 +145,7 @@ def test_quantized_masses_sum_to_one(expr: object, truncation: bool) -> None:
     raw = values[:, None]
     cells = axes.cells(raw)
     no_categories = np.empty((len(raw), 0), dtype=np.intp)
-    mass = np.exp(mixture.log_pdf(axes.to_unit(raw), cells, no_categories, axes.quantized))
+    mass = np.exp(mixture.log_pdf(Points(axes.to_unit(raw), cells, no_categories, axes.quantized)))
     assert mass.sum() == pytest.approx(1.0, abs=1e-6)
     assert all(dist.contains(float(v)) for v in values)
 
@@ -164,7 +167,7 @@ def test_categorical_mixture_is_pseudo_counts() -> None:
     # Hyperopt: counts + prior_weight per category, normalized.
     none = np.empty((4, 0))
     mixture = Mixture(np.array([1.0, 1.0, 1.0, 4.0]), none, none, np.empty(0), np.empty(0), [table])
-    p = np.exp(mixture.log_pdf(none, None, np.arange(4)[:, None], np.empty(0, dtype=bool)))
+    p = np.exp(mixture.log_pdf(Points(none, None, np.arange(4)[:, None], np.empty(0, dtype=bool))))
     assert p == pytest.approx(np.array([1, 3, 1, 2]) / 7)
 
 
@@ -201,7 +204,9 @@ def test_samples_follow_the_density() -> None:
     points, _ = mixture.sample(np.random.default_rng(1), 40000)
     counts, edges = np.histogram(points[:, 0], bins=20, range=(0, 1))
     centres = 0.5 * (edges[1:] + edges[:-1])[:, None]
-    density = np.exp(mixture.log_pdf(centres, None, np.empty((20, 0), dtype=np.intp), _CONTINUOUS))
+    density = np.exp(
+        mixture.log_pdf(Points(centres, None, np.empty((20, 0), dtype=np.intp), _CONTINUOUS))
+    )
     expected = density / density.sum() * len(points)
     assert np.max(np.abs(counts - expected) / np.sqrt(expected + 1)) < 5
 
@@ -209,19 +214,23 @@ def test_samples_follow_the_density() -> None:
 # -- fast paths against their plain oracles ----------------------------------------------
 
 
-def test_expanded_gaussian_terms_match_the_plain_sum() -> None:
+def test_expanded_terms_match_the_plain_sum() -> None:
     rng = np.random.default_rng(0)
     x, mus = rng.random((24, 6)), rng.random((300, 6))
     sigmas, offset = rng.uniform(0.01, 1.0, (300, 6)), rng.normal(size=300)
-    fast = _parzen._gaussian_log_terms(x, mus, sigmas, offset)
-    plain = _parzen._gaussian_log_terms_plain(x, mus, sigmas, offset)
-    assert np.allclose(fast, plain, rtol=1e-9, atol=1e-6)
+    codes = rng.integers(0, 3, 24)
+    table = np.log(rng.dirichlet(np.ones(3), 300).T)
+    one_hot = [np.eye(3)[codes]]
+    every, rows = slice(None), slice(5, 17)
+    plain = _parzen._gaussian_log_terms_plain(x, mus, sigmas, offset) + table[codes]
+    fast = _parzen._log_terms(x, _parzen._features(x), mus, sigmas, offset, one_hot, [table])
+    assert np.allclose(fast(every), plain, rtol=1e-9, atol=1e-6)
+    assert np.allclose(fast(rows), plain[rows], rtol=1e-9, atol=1e-6)
     # Far from the narrowest width the plain sum is taken.
     sigmas[0, 0] = 1e-9
-    assert np.array_equal(
-        _parzen._gaussian_log_terms(x, mus, sigmas, offset),
-        _parzen._gaussian_log_terms_plain(x, mus, sigmas, offset),
-    )
+    far = _parzen._log_terms(x, _parzen._features(x), mus, sigmas, offset, one_hot, [table])
+    plain = _parzen._gaussian_log_terms_plain(x[rows], mus, sigmas, offset) + table[codes[rows]]
+    assert np.array_equal(far(rows), plain)
 
 
 def test_shared_cell_masses_match_the_plain_ones() -> None:
@@ -232,6 +241,32 @@ def test_shared_cell_masses_match_the_plain_ones() -> None:
     b = a + 0.1
     fast = _parzen._cell_log_mass(mu, sigma, a, b)
     assert np.array_equal(fast, _parzen._cell_log_mass_plain(mu, sigma, a, b))
+
+
+def test_densities_by_blocks_and_rows_are_the_plain_sum(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Points with grid and categorical axes, evaluated a few rows per block, against each
+    # kernel's terms summed one point at a time.
+    space = compile_space({"u": hp.uniform("u", -5, 5), "i": hp.uniformint("i", 1, 9),
+                           "c": hp.choice("c", ["a", "b", "c"])})  # fmt: skip
+    dists = [s.dist for s in space.params if not s.dist.is_categorical]
+    axes = Axes(dists)
+    rng = np.random.default_rng(4)
+    mus = rng.random((40, 2))
+    table = categorical_table(rng.integers(0, 3, 40), np.full(3, 1 / 3), 0.1)
+    mixture = prior_mixture(axes, mus, rng.random(40), [np.vstack([table, np.full(3, 1 / 3)])])
+    raw = axes.from_unit(rng.random((50, 2)))
+    categories = rng.integers(0, 3, (50, 1))
+    at = Points(axes.to_unit(raw), axes.cells(raw), categories, axes.quantized)
+    monkeypatch.setattr(_parzen, "_BLOCK", 3 * len(mixture))
+    rows = slice(7, 31)
+    blocked = mixture.log_pdf(at, rows)
+    lower, upper = axes.cells(raw)
+    expected = []
+    for p in range(rows.start, rows.stop):
+        one = Points(axes.to_unit(raw[p : p + 1]), (lower[p : p + 1], upper[p : p + 1]),
+                     categories[p : p + 1], axes.quantized)  # fmt: skip
+        expected.append(mixture.log_pdf(one)[0])
+    assert blocked == pytest.approx(np.array(expected), rel=1e-12, abs=1e-12)
 
 
 def test_kernel_masses_far_inside_are_exactly_one() -> None:

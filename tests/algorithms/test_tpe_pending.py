@@ -116,6 +116,17 @@ def test_distances_count_categories_and_branches() -> None:
     assert np.array_equal(batch[1], grid[np.ix_([2, 3], [1, 2, 3])])
 
 
+def test_nearest_is_a_stable_sorts_first_columns() -> None:
+    rng = np.random.default_rng(5)
+    # Many ties (a coarse grid), infinite distances, and rows of every kind.
+    apart = rng.integers(0, 6, (50, 300)).astype(float)
+    apart[rng.random(apart.shape) < 0.2] = np.inf
+    apart[3] = np.inf
+    apart[4] = 1.0
+    for k in (0, 1, 7, 40, 299, 300, 301):
+        assert np.array_equal(_believer._nearest(apart, k), _believer._nearest_plain(apart, k))
+
+
 def test_distances_in_blocks_give_the_same_beliefs(monkeypatch: pytest.MonkeyPatch) -> None:
     history = History.from_trials(PLANE, _trials(PLANE, 60, 20, 3, _bowl))
     whole = _believed(tpe.configure(), PLANE, history)

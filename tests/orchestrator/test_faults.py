@@ -192,7 +192,10 @@ async def test_several_objectives_failing_at_once_raise_one_asyncopt_error() -> 
     assert [type(e) for e in group.exceptions] == [ValueError] * raised
     trials = await storage.trials_since("default")
     states = sorted(t.state for t in trials)
-    assert states == [ao.TrialState.FAIL] * raised + [ao.TrialState.CANCELLED] * (3 - raised)
+    # The rest (a sibling cancelled first, the trials taken one batch ahead) are CANCELLED.
+    assert states == [ao.TrialState.FAIL] * raised + [ao.TrialState.CANCELLED] * (
+        len(trials) - raised
+    )
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ weights from linear forgetting (`linear_forgetting_weights`), categorical rows f
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from asyncopt.space.distributions import Distribution
 __all__ = [
     "Axes",
     "Mixture",
+    "Points",
     "categorical_table",
     "clip_floor",
     "gap_bandwidths",
@@ -53,10 +54,13 @@ _FLOOR = 1e-300
 _EXPAND_REACH = 1e3
 # A kernel this many widths inside both ends of its support has mass 1 (to rounding).
 _WHOLE = 8.5
-# `_cell_log_mass` computes each distinct kernel once from this many kernels on.
+# `_cell_log_mass` computes each distinct kernel once above this many kernels.
 _FEW_KERNELS = 128
-# Below this many entries `_cell_log_mass` and `_kernel_log_mass` take the plain way.
+# Below this many entries `_kernel_log_mass` takes the plain way.
 _FEW_CELLS = 4096
+# Entries of a block of (points, kernels) log terms in `Mixture.log_pdf` (256 KiB).
+_BLOCK = 1 << 15
+_EVERY_ROW = slice(None)
 
 
 def _clip(values: Any, low: Any, high: Any) -> np.ndarray:
@@ -148,13 +152,14 @@ def _neighbour_gaps(points: np.ndarray) -> np.ndarray:
     # contiguous rows, the fast way for numpy).
     rows = np.ascontiguousarray(points.T)
     order = np.argsort(rows, axis=1)
-    ordered = np.take_along_axis(rows, order, axis=1)
+    axis = np.arange(len(rows))[:, None]
+    ordered = rows[axis, order]
     gaps = np.diff(ordered, axis=1)
     widths = np.empty_like(ordered)
     widths[:, 0], widths[:, -1] = gaps[:, 0], gaps[:, -1]
     np.maximum(gaps[:, :-1], gaps[:, 1:], out=widths[:, 1:-1])
     result = np.empty_like(widths)
-    np.put_along_axis(result, order, widths, axis=1)
+    result[axis, order] = widths
     transposed: np.ndarray = result.T
     return transposed
 
@@ -270,6 +275,39 @@ def _grid_round(values: np.ndarray | float, q: np.ndarray | float) -> np.ndarray
     return float(rounded) if np.ndim(rounded) == 0 else rounded
 
 
+class Points:
+    """Points at which to evaluate mixtures, prepared once for any mixture on their axes.
+
+    ``values`` are unit-axis values ``(m, Dn)``; ``cells`` the unit-axis ends of the grid
+    cells around them (as `Axes.cells`), or None; ``categories`` category indices ``(m,
+    Dc)``. On the ``quantized`` axes, when ``cells`` are given (the *exact* axes), a
+    mixture gives the mass of each point's cell instead of the density at the point.
+    """
+
+    def __init__(
+        self,
+        values: np.ndarray,
+        cells: tuple[np.ndarray, np.ndarray] | None,
+        categories: np.ndarray,
+        quantized: np.ndarray,
+    ) -> None:
+        exact = quantized if cells is not None else np.zeros(values.shape[1], dtype=bool)
+        self.continuous, self.exact = np.flatnonzero(~exact), np.flatnonzero(exact)
+        self.x = values[:, self.continuous]
+        self.features = _features(self.x)
+        self.categories = categories
+        # Per exact axis: its distinct cells (lower ends, upper ends) and each point's
+        # among them (points share cells, so each is computed once).
+        self.cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for d in self.exact:
+            assert cells is not None
+            distinct, where = np.unique(cells[0][:, d] + 1j * cells[1][:, d], return_inverse=True)
+            self.cells.append((distinct.real, distinct.imag, where.reshape(-1)))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
 class Mixture:
     """A weighted mixture of product kernels over numeric unit axes and categorical axes.
 
@@ -326,31 +364,36 @@ class Mixture:
             categories[:, j] = np.minimum(drawn, table.shape[1] - 1)
         return points, categories
 
-    def log_pdf(
-        self,
-        points: np.ndarray,
-        cells: tuple[np.ndarray, np.ndarray] | None,
-        categories: np.ndarray,
-        quantized: np.ndarray,
-    ) -> np.ndarray:
-        """Log density (mass on ``quantized`` axes, within ``cells``) of ``m`` points.
+    def log_pdf(self, at: Points, rows: slice = _EVERY_ROW) -> np.ndarray:
+        """Log density (mass on the exact grid axes of ``at``) at the points ``rows`` of ``at``.
 
-        ``points`` are unit-axis values ``(m, Dn)``; ``cells`` the unit-axis ends of the
-        grid cells around them (as `Axes.cells`; read on ``quantized`` axes only);
-        ``categories`` category indices ``(m, Dc)``.
+        The ``(points, K)`` log terms are summed over kernels a block of points at a time,
+        so that a block stays in the processor's cache however many points are asked.
         """
-        continuous = np.flatnonzero(~quantized) if cells is not None else slice(None)
-        total = _gaussian_log_terms(
-            points[:, continuous], self.mus[:, continuous], self.sigmas[:, continuous], self._offset
-        )
-        if cells is not None:
-            for d in np.flatnonzero(quantized):
-                total += _cell_log_mass(
-                    self.mus[:, d], self.sigmas[:, d], cells[0][:, d], cells[1][:, d]
-                )
-        for j, log_table in enumerate(self._log_tables):
-            total += log_table[categories[:, j]]
-        return logsumexp(total, axis=1)
+        start, stop, _ = rows.indices(len(at))
+        asked = slice(start, stop)
+        # A categorical axis is a one-hot column per category, times the (categories, K)
+        # table of log probabilities: linear, like the expanded Gaussian terms.
+        one_hot = [np.eye(len(table))[at.categories[asked, j]]
+                   for j, table in enumerate(self._log_tables)]  # fmt: skip
+        terms = _log_terms(
+            at.x[asked], at.features[asked], self.mus[:, at.continuous],
+            self.sigmas[:, at.continuous], self._offset, one_hot, self._log_tables,
+        )  # fmt: skip
+        # Per exact grid axis: a (cells, K) table of log masses, and each point's cell.
+        cells = [
+            (_cell_log_mass(self.mus[:, d], self.sigmas[:, d], lower, upper), where[asked])
+            for d, (lower, upper, where) in zip(at.exact, at.cells)
+        ]
+        result = np.empty(stop - start)
+        step = max(1, _BLOCK // max(1, len(self)))
+        for begin in range(0, stop - start, step):
+            block = slice(begin, begin + step)
+            total = terms(block)
+            for table, index in cells:
+                total += table[index[block]]
+            result[block] = logsumexp(total, axis=1)
+        return result
 
 
 def _kernel_log_mass(
@@ -366,12 +409,13 @@ def _kernel_log_mass(
     lower, upper = (lows - mus) / sigmas, (highs - mus) / sigmas
     if lower.size <= _FEW_CELLS:
         return _kernel_log_mass_plain(lower, upper)
-    near = ~((lower <= -_WHOLE) & (upper >= _WHOLE))
-    if near.all():
+    near = np.flatnonzero((lower > -_WHOLE) | (upper < _WHOLE))
+    if len(near) == lower.size:
         return _kernel_log_mass_plain(lower, upper)
-    result = np.zeros(mus.shape)
-    result[near] = _kernel_log_mass_plain(lower[near], upper[near])
-    return result
+    result = np.zeros(lower.size)
+    result[near] = _kernel_log_mass_plain(lower.ravel()[near], upper.ravel()[near])
+    shaped: np.ndarray = result.reshape(lower.shape)
+    return shaped
 
 
 def _kernel_log_mass_plain(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
@@ -379,31 +423,50 @@ def _kernel_log_mass_plain(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
     return result
 
 
-def _gaussian_log_terms(
-    x: np.ndarray, mus: np.ndarray, sigmas: np.ndarray, offset: np.ndarray
-) -> np.ndarray:
-    """``offset`` plus the log product-Gaussian density of each kernel at each point,
-    shape ``(m, K)``.
+def _features(x: np.ndarray) -> np.ndarray:
+    # Per point: the factors of the expanded sum of squares (see `_log_terms`).
+    features: np.ndarray = np.concatenate([-0.5 * x * x, x, np.ones((len(x), 1))], axis=1)
+    return features
 
-    The sum of squares is expanded into one matrix product where its rounding cannot
-    matter (centres and points within `_EXPAND_REACH` of the narrowest width);
-    otherwise it is summed axis by axis (`_gaussian_log_terms_plain`, the oracle).
+
+def _log_terms(
+    x: np.ndarray,
+    features: np.ndarray,
+    mus: np.ndarray,
+    sigmas: np.ndarray,
+    offset: np.ndarray,
+    one_hot: Sequence[np.ndarray] = (),
+    log_tables: Sequence[np.ndarray] = (),
+) -> Callable[[slice], np.ndarray]:
+    """A function of a slice of the points ``x`` (with their `_features`): ``offset`` plus
+    the log product-Gaussian density of each kernel at each point, plus each categorical
+    axis's log probability (``one_hot`` columns per point times ``log_tables``, each
+    ``(categories, K)``), shape ``(points, K)``.
+
+    The sum of squares is expanded into one matrix product with the categorical terms
+    (coefficients computed once for every slice) where its rounding cannot matter
+    (centres and points within `_EXPAND_REACH` of the narrowest width); otherwise it is
+    summed axis by axis (`_gaussian_log_terms_plain`, the oracle).
     """
+    hot = np.concatenate([np.empty((len(x), 0)), *one_hot], axis=1)
+    categorical = np.concatenate([np.empty((0, len(mus))), *log_tables])
     reach = max(float(np.abs(x).max(initial=0.0)), float(np.abs(mus).max(initial=0.0)))
     if not reach / float(sigmas.min(initial=1.0)) < _EXPAND_REACH:
-        return _gaussian_log_terms_plain(x, mus, sigmas, offset)
+        return lambda rows: (
+            _gaussian_log_terms_plain(x[rows], mus, sigmas, offset) + hot[rows] @ categorical
+        )
     inv_var = 1.0 / (sigmas * sigmas)
     d = x.shape[1]
-    # One C-ordered (2d + 1, K) block of coefficients: a product with a strided operand
-    # sends BLAS to its threaded path, which a busy machine makes many times slower.
-    coefficients = np.empty((2 * d + 1, len(mus)))
+    # One C-ordered block of coefficients: a product with a strided operand sends BLAS to
+    # its threaded path, which a busy machine makes many times slower.
+    coefficients = np.empty((2 * d + 1 + len(categorical), len(mus)))
     coefficients[:d] = inv_var.T
     np.multiply(mus.T, inv_var.T, out=coefficients[d : 2 * d])
     square = (mus.T * coefficients[d : 2 * d]).sum(axis=0)
-    coefficients[-1] = offset - (0.5 * square + np.log(sigmas.T).sum(axis=0) + d * _LOG_SQRT_2PI)
-    features = np.concatenate([-0.5 * x * x, x, np.ones((len(x), 1))], axis=1)
-    result: np.ndarray = features @ coefficients
-    return result
+    coefficients[2 * d] = offset - (0.5 * square + np.log(sigmas.T).sum(axis=0) + d * _LOG_SQRT_2PI)
+    coefficients[2 * d + 1 :] = categorical
+    linear = np.concatenate([features, hot], axis=1)
+    return lambda rows: linear[rows] @ coefficients
 
 
 def _gaussian_log_terms_plain(
@@ -421,22 +484,19 @@ def _gaussian_log_terms_plain(
 def _cell_log_mass(mu: np.ndarray, sigma: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Log mass of kernels ``(mu, sigma)`` in cells ``[a, b]`` of one axis, ``(cells, K)``.
 
-    Candidates share cells, and kernels on a grid axis share few distinct ``(mu, sigma)``
-    pairs: each distinct cell and (with many kernels) each distinct pair is computed
-    once. `_cell_log_mass_plain` is the oracle.
+    Kernels on a grid axis share few distinct ``(mu, sigma)`` pairs: with many kernels
+    each distinct pair is computed once. `_cell_log_mass_plain` is the oracle.
     """
-    if len(mu) * len(a) <= _FEW_CELLS:
+    if len(mu) <= _FEW_KERNELS:
         return _cell_log_mass_plain(mu, sigma, a, b)
-    cells, where = np.unique(a + 1j * b, return_inverse=True)
-    inverse = None
-    if len(mu) > _FEW_KERNELS:
-        pairs, inverse = np.unique(mu + 1j * sigma, return_inverse=True)
-        mu, sigma = pairs.real, pairs.imag
-    table = _cell_log_mass_plain(mu, sigma, cells.real, cells.imag)
-    if inverse is not None:
-        table = table.take(inverse.reshape(-1), axis=1)
-    result: np.ndarray = table.take(where.reshape(-1), axis=0)
-    return result
+    # Distinct pairs from distinct centres and distinct widths (sorting floats, then
+    # integers, is much faster than sorting complex numbers).
+    centres, which_centre = np.unique(mu, return_inverse=True)
+    widths, which_width = np.unique(sigma, return_inverse=True)
+    pairs, inverse = np.unique(which_centre * len(widths) + which_width, return_inverse=True)
+    table = _cell_log_mass_plain(centres[pairs // len(widths)], widths[pairs % len(widths)], a, b)
+    spread: np.ndarray = table.take(inverse.reshape(-1), axis=1)
+    return spread
 
 
 def _cell_log_mass_plain(

@@ -75,6 +75,7 @@ from asyncopt.algorithms._believer import BELIEVED_CLIP_FACTOR, believed_below, 
 from asyncopt.algorithms._parzen import (
     Axes,
     Mixture,
+    Points,
     categorical_table,
     clip_floor,
     gap_bandwidths,
@@ -98,6 +99,8 @@ _DENSE_CATEGORIES = 256
 # point: far below every clipped kernel width, the mass is the density times a width
 # shared by l and g.
 _FINE_CELL = 1e-6
+# The lies of a call are evaluated at the candidates of this many coming proposals at once.
+_LIE_WINDOW = 16
 
 _COMMON: dict[str, Any] = {
     "max_below": 25,
@@ -355,26 +358,28 @@ class _Part:
         self.lies: list[tuple[np.ndarray, np.ndarray]] = []
 
     def score(
-        self, candidates: _Candidates, rows: slice, below: np.ndarray, above: np.ndarray
+        self, candidates: _Candidates, k: int, rows: slice, below: np.ndarray, above: np.ndarray
     ) -> np.ndarray:
-        """``log l - log g`` at candidates ``rows`` given their densities ``below`` and
-        ``above`` (without the lies), the lies added to ``g``; NaN ranks last."""
+        """``log l - log g`` at candidates ``rows`` (of part ``k``) given their densities
+        ``below`` and ``above`` (without the lies), the lies added to ``g``; NaN ranks last."""
         if self.lies:
-            width, share, priors, weight = self.lie
-            units = np.asarray([u for u, _ in self.lies]).reshape(len(self.lies), -1)
-            codes = np.asarray([c for _, c in self.lies], dtype=np.intp).reshape(len(self.lies), -1)
-            tables = [
-                categorical_table(codes[:, j], prior, share) for j, prior in enumerate(priors)
-            ]
-            lies = Mixture(np.ones(len(units)), units, np.full(units.shape, width),
-                           self.below.lows, self.below.highs, tables)  # fmt: skip
-            lied = weight * len(units)
+            lie_sum = candidates.lie_sum(k, self, rows)
+            weight = self.lie[3]
+            lied = weight * len(self.lies)
             above = np.logaddexp(
-                math.log(self.above_weight) + above,
-                math.log(lied) + lies.log_pdf(*candidates.view(self, rows)),
+                math.log(self.above_weight) + above, math.log(weight) + lie_sum
             ) - math.log(self.above_weight + lied)
         score: np.ndarray = np.where(np.isnan(below - above), -np.inf, below - above)
         return score
+
+    def lie_mixture(self, lies: list[tuple[np.ndarray, np.ndarray]]) -> Mixture:
+        """The lies as a mixture of equal weights."""
+        width, share, priors, _ = self.lie
+        units = np.asarray([u for u, _ in lies]).reshape(len(lies), -1)
+        codes = np.asarray([c for _, c in lies], dtype=np.intp).reshape(len(lies), -1)
+        tables = [categorical_table(codes[:, j], prior, share) for j, prior in enumerate(priors)]
+        return Mixture(np.ones(len(units)), units, np.full(units.shape, width),
+                       self.below.lows, self.below.highs, tables)  # fmt: skip
 
     def add_lie(self, unit: np.ndarray, codes: np.ndarray) -> None:
         self.lies.append((unit[self.numeric], codes[self.categorical]))
@@ -393,29 +398,44 @@ class _Candidates:
                 rng, m
             )
         self.raw = axes.from_unit(points)
-        self.cells, self.exact = None, axes.quantized
-        if self.exact.any():
-            cells = self.cells = axes.cells(self.raw)
-            fine = self.exact & ((cells[1] - cells[0]).max(axis=0) < _FINE_CELL)
-            self.exact = self.exact & ~fine
+        cells, exact = None, axes.quantized
+        if exact.any():
+            cells = axes.cells(self.raw)
+            fine = exact & ((cells[1] - cells[0]).max(axis=0) < _FINE_CELL)
+            exact = exact & ~fine
             points = np.where(fine, 0.5 * (cells[0] + cells[1]), points)
-        self.points = points
         self.used = 0
-        everything = slice(None)
+        # Per part: its columns of the candidates, prepared once for l, g and the lies.
+        self.points: list[Points] = []
+        for part in parts:
+            columns = part.numeric
+            ends = None if cells is None else (cells[0][:, columns], cells[1][:, columns])
+            categories = self.categories[:, part.categorical]
+            self.points.append(Points(points[:, columns], ends, categories, exact[columns]))
         self.densities = [
-            (part.below.log_pdf(*self.view(part, everything)),
-             part.above.log_pdf(*self.view(part, everything)))
-            for part in parts
-        ]  # fmt: skip
+            (part.below.log_pdf(at), part.above.log_pdf(at)) for part, at in zip(parts, self.points)
+        ]
+        # Per part: how many of its lies are counted in the log of their summed densities
+        # at the candidates of the coming proposals, up to which row, and those logs.
+        self.lie_sums = [(0, 0, np.full(m, -np.inf)) for _ in parts]
 
-    def view(self, part: _Part, rows: slice) -> tuple[np.ndarray, Any, np.ndarray, np.ndarray]:
-        """(points, cells, categories, exact axes) of ``rows`` in ``part``'s columns."""
-        columns = part.numeric
-        cells = self.cells
-        if cells is not None:
-            cells = (cells[0][rows][:, columns], cells[1][rows][:, columns])
-        return (self.points[rows][:, columns], cells,
-                self.categories[rows][:, part.categorical], self.exact[columns])  # fmt: skip
+    def lie_sum(self, k: int, part: _Part, rows: slice) -> np.ndarray:
+        """Log of the summed densities of part ``k``'s lies at the candidates ``rows``.
+
+        Lies are evaluated for the candidates of `_LIE_WINDOW` coming proposals at once
+        (every lie so far, in one mixture), then each new lie at the rest of that window.
+        """
+        counted, stop, sums = self.lie_sums[k]
+        if rows.stop > stop:
+            counted, stop = 0, min(len(sums), rows.start + _LIE_WINDOW * (rows.stop - rows.start))
+            sums[rows.start : stop] = -np.inf
+        if counted < len(part.lies):
+            new = part.lies[counted:]
+            window = slice(rows.start, stop)
+            density = part.lie_mixture(new).log_pdf(self.points[k], window) + math.log(len(new))
+            sums[window] = np.logaddexp(sums[window], density)
+        self.lie_sums[k] = (len(part.lies), stop, sums)
+        return sums[rows]
 
 
 class _Suggestion:
@@ -486,14 +506,15 @@ class _Suggestion:
             proposals.append(proposal)
             self.made += 1
             if i < n - 1:
-                for index, (unit, codes) in rows.items():
+                for index, (raw, codes) in rows.items():
+                    unit = self.groups[index].axes.to_unit(raw[None, :])[0]
                     parts, observed = self._model(index)
                     for part in parts:
                         part.add_lie(unit, _compressed(codes, observed))
         return proposals
 
     def _one(self, from_prior: bool) -> tuple[Assignment, dict[int, tuple[np.ndarray, np.ndarray]]]:
-        # One proposal, and per active group its unit row and category codes.
+        # One proposal, and per active group its raw numeric values and category codes.
         assignment: Assignment = {}
         rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if from_prior:
@@ -504,10 +525,9 @@ class _Suggestion:
             if not from_prior:
                 rows[index] = self._decide(index, assignment)
                 continue
-            raw = np.asarray([[assignment[s.label] for s in group.numeric]], dtype=float)
+            raw = np.asarray([assignment[s.label] for s in group.numeric], dtype=float)
             codes = [assignment[s.label] - s.dist.offset for s in group.categorical]
-            unit = group.axes.to_unit(raw.reshape(1, len(group.numeric)))[0]
-            rows[index] = (unit, np.asarray(codes, dtype=np.intp))
+            rows[index] = (raw, np.asarray(codes, dtype=np.intp))
         return assignment, rows
 
     def _decide(self, index: int, assignment: Assignment) -> tuple[np.ndarray, np.ndarray]:
@@ -525,8 +545,8 @@ class _Suggestion:
         raw, categories = candidates.raw[rows], candidates.categories[rows]
         chosen = np.empty(len(axes))
         codes = np.empty(len(group.categorical), dtype=np.intp)
-        for part, (below, above) in zip(parts, candidates.densities):
-            best = int(np.argmax(part.score(candidates, rows, below[rows], above[rows])))
+        for k, (part, (below, above)) in enumerate(zip(parts, candidates.densities)):
+            best = int(np.argmax(part.score(candidates, k, rows, below[rows], above[rows])))
             chosen[part.numeric] = raw[best, part.numeric]
             codes[part.categorical] = categories[best, part.categorical]
         for spec, value in zip(group.numeric, chosen.tolist()):
@@ -536,7 +556,7 @@ class _Suggestion:
             if seen is not None:
                 codes[j] = _decompress(int(codes[j]), seen, spec.dist.size, self.rng)
             assignment[spec.label] = int(codes[j]) + spec.dist.offset
-        return axes.to_unit(chosen[None, :])[0], codes
+        return chosen, codes
 
     def _model(self, index: int) -> tuple[list[_Part], list[np.ndarray | None]]:
         """The parts of group ``index`` (fitted once per call) and its compressed categories."""
