@@ -53,5 +53,6 @@ def bench(session: nox.Session) -> None:
         "benchmarks/bench_storage.py",
         "benchmarks/bench_mongo.py",
         "benchmarks/bench_postgres.py",
+        "benchmarks/bench_pruning.py",
     ):
         session.run("python", script, *session.posargs)
