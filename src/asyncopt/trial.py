@@ -29,6 +29,7 @@ __all__ = [
     "FINISHED_STATES",
     "STATUS_FAIL",
     "STATUS_OK",
+    "STORED_FIELDS",
     "StudyRecord",
     "Trial",
     "TrialState",
@@ -165,6 +166,10 @@ class Trial:
 
 
 _TRIAL_FIELDS = frozenset(field.name for field in attrs.fields(Trial))
+
+#: The fields a storage keeps for each trial, in `Trial`'s order (its study is the row's
+#: or document's study, and ``params`` is computed by the reader).
+STORED_FIELDS = tuple(f.name for f in attrs.fields(Trial) if f.name not in ("study", "params"))
 
 
 @attrs.frozen

@@ -92,7 +92,13 @@ from asyncopt.storage.base import (
     unreported,
 )
 from asyncopt.storage.urls import StorageURL
-from asyncopt.trial import intermediate_json, study_from_document, to_json, trial_from_document
+from asyncopt.trial import (
+    STORED_FIELDS,
+    intermediate_json,
+    study_from_document,
+    to_json,
+    trial_from_document,
+)
 
 try:
     import psycopg
@@ -165,23 +171,7 @@ ERRORS = (
     ErrorRule(lambda exc: True, StorageError, "PostgreSQL error at {where}: {detail}"),
 )
 
-_FIELDS = (
-    "tid",
-    "state",
-    "assignment",
-    "loss",
-    "result",
-    "error",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "lease_expires_at",
-    "worker",
-    "seed",
-    "retry_of",
-    "seq",
-    "intermediate",
-)
+_FIELDS = STORED_FIELDS
 # Seeds are numeric (beyond 64 bits); read as text, the form the record codec takes.
 _COLUMNS = ", ".join("seed::text" if f == "seed" else f for f in _FIELDS)
 _T_COLUMNS = ", ".join("t.seed::text" if f == "seed" else f"t.{f}" for f in _FIELDS)

@@ -60,6 +60,7 @@ from asyncopt.storage.base import (
 )
 from asyncopt.storage.urls import StorageURL
 from asyncopt.trial import (
+    STORED_FIELDS,
     encode_big_int,
     intermediate_json,
     study_from_document,
@@ -186,23 +187,7 @@ _SCHEMA = (
 # transaction at open). Version 2 adds the reported values (JSON text; NULL: none).
 _UPGRADES = {1: ("ALTER TABLE asyncopt_trials ADD COLUMN intermediate TEXT",)}
 
-_FIELDS = (
-    "tid",
-    "state",
-    "assignment",
-    "loss",
-    "result",
-    "error",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "lease_expires_at",
-    "worker",
-    "seed",
-    "retry_of",
-    "seq",
-    "intermediate",
-)
+_FIELDS = STORED_FIELDS
 _COLUMNS = ", ".join(_FIELDS)
 _SEQ = _FIELDS.index("seq")
 _STUDY_ID = "(SELECT id FROM asyncopt_studies WHERE name = ?)"
