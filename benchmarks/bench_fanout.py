@@ -31,13 +31,15 @@ LARGE = (1000, 10000, 1.0)
 
 NOTE = """\
 Each pass of the loop records the results that arrived and fills the free slots with one
-suggestion call and one storage round trip; at 200 and more in flight the TPE suggestion
-thread is busy most of the run, so these rows are bounded by TPE's cost, not by the loop
-(about 5 ms per pass of 100+ trials). Each proposal of a batch scores its 24 candidates
-against all of g's kernels (about 0.4 ms at N = 1,000-2,000), and each call predicts the
-loss of every pending trial afresh, since new results change their nearest finished
-trials (about 0.08 ms per pending trial at N = 1,000-2,000: 15 ms a call at 200 in
-flight). Random search at 200 in flight shows the loop alone."""
+suggestion call and one storage round trip, and every slot holds its next trial, taken one
+batch ahead, so a call that returns is followed at once by the next while the loop records
+it and the TPE thread proposes the batch after (about 5 ms of loop work per pass of 100+
+trials). At 200 and more in flight the TPE thread is busy most of the run: each proposal of
+a batch scores its 24 candidates against all of g's kernels (about 0.4 ms at N =
+1,000-2,000), and each call predicts the loss of every pending trial afresh (about 0.08 ms
+per pending trial). The longest stretch varies between runs (11-28 ms at 200 in flight):
+the loop thread waits for the interpreter lock while the TPE thread holds it. Random search
+at 200 in flight shows the loop alone."""
 
 
 def asyncopt_run(
