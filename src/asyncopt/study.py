@@ -219,7 +219,12 @@ class Study:
         if state is None:
             outcome = from_value(value)
         elif state is TrialState.PRUNED:
-            outcome = self._pruned(tid, value)
+            given = None if value is None else from_value(value)
+            if given is not None and given.state is not TrialState.OK:
+                raise ValueError(
+                    f"a pruned trial's value must be a finite loss (or omitted), got {value!r}"
+                )
+            outcome = self._pruned(tid, None if given is None else given.loss)
         else:
             raise ValueError(
                 f"tell takes state=TrialState.PRUNED or no state, not {state!r} (a failure "
@@ -287,10 +292,9 @@ class Study:
             raise TrialNotFoundError(f"study {self.name!r} has no trial {tid}")
         return bool(self._pruner.should_prune(trial, tuple(self._trials.values())))
 
-    def _pruned(self, tid: int, value: Any = None) -> Outcome:
-        """The outcome that ends trial ``tid`` PRUNED: loss ``value`` if it is a finite
-        number, else the trial's last reported value (None without one)."""
-        loss = from_value(value).loss if value is not None else None
+    def _pruned(self, tid: int, loss: float | None = None) -> Outcome:
+        """The outcome that ends trial ``tid`` PRUNED: ``loss`` if given, else the trial's
+        last reported value (None without one, or when it is NaN)."""
         if loss is None and tid in self._trials:
             last = self._trials[tid].last_value
             loss = None if last is None or not math.isfinite(last) else last

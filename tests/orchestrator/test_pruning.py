@@ -189,9 +189,14 @@ async def test_ask_tell_reports_and_prunes(tmp_path: Path) -> None:
         assert (told.state, told.loss) == (ao.TrialState.PRUNED, 0.25)
         with pytest.raises(ValueError, match="PRUNED"):
             await study.tell(other.tid, 0.25, state=ao.TrialState.FAIL)
+        third = await study.ask()
+        assert third is not None
+        with pytest.raises(ValueError, match="finite loss"):
+            await study.tell(third.tid, "0.3", state=ao.TrialState.PRUNED)
+        await study.tell(third.tid, state=ao.TrialState.PRUNED)
     async with ao.open_study(url, "s") as study:
         trials = await study.trials()
-    assert [t.state for t in trials] == [ao.TrialState.PRUNED] * 2
+    assert [t.state for t in trials] == [ao.TrialState.PRUNED] * 3
     assert dict(trials[0].intermediate) == {0: 0.9, 1: 0.7}
 
 

@@ -325,7 +325,8 @@ def refusal(
     return None
 
 
-_HELD_OR_DONE = frozenset({TrialState.RUNNING, TrialState.OK, TrialState.FAIL, TrialState.PRUNED})
+# A trial its worker holds, or finished itself (CANCELLED is what a reap leaves).
+_HELD_OR_DONE = frozenset({TrialState.RUNNING} | FINISHED_STATES) - {TrialState.CANCELLED}
 
 
 def lease_lost(state: TrialState | None, holder: str | None, worker: str) -> bool:

@@ -410,7 +410,7 @@ def _upgrade(conn: sqlite3.Connection, path: str) -> None:
     version = _schema_version(conn, path)
     assert version is not None
     if version == SCHEMA_VERSION:
-        return
+        return  # another process upgraded it while this one waited for the write lock
     while version < SCHEMA_VERSION:
         for statement in _UPGRADES[version]:
             conn.execute(statement)
