@@ -18,6 +18,7 @@ weights from linear forgetting (`linear_forgetting_weights`), categorical rows f
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -71,15 +72,17 @@ def _clip(values: Any, low: Any, high: Any) -> np.ndarray:
 
 def logsumexp(values: np.ndarray, axis: int | None = None) -> np.ndarray:
     """``log(sum(exp(values)))`` along ``axis``; rows of ``-inf`` give ``-inf``, NaN stays."""
-    peak = np.max(values, axis=axis, keepdims=True)
+    peak = values.max(axis=axis, keepdims=True)
     shift = np.where(np.isfinite(peak), peak, 0.0)
     # After the shift the largest term is 1: terms below exp(-700) change no sum, and
     # raising them to it spares exp its slow underflowing arguments.
     shifted = values - shift
     np.maximum(shifted, -700.0, out=shifted)
     np.exp(shifted, out=shifted)
-    result: np.ndarray = np.log(shifted.sum(axis=axis, keepdims=True)) + shift
-    result = np.where(peak == -np.inf, -np.inf, result)
+    total = shifted.sum(axis=axis, keepdims=True)
+    np.log(total, out=total)
+    total += shift
+    result: np.ndarray = np.where(peak == -np.inf, -np.inf, total)
     return result.reshape(()) if axis is None else result.squeeze(axis=axis)
 
 
@@ -154,7 +157,7 @@ def _neighbour_gaps(points: np.ndarray) -> np.ndarray:
     order = np.argsort(rows, axis=1)
     axis = np.arange(len(rows))[:, None]
     ordered = rows[axis, order]
-    gaps = np.diff(ordered, axis=1)
+    gaps = ordered[:, 1:] - ordered[:, :-1]
     widths = np.empty_like(ordered)
     widths[:, 0], widths[:, -1] = gaps[:, 0], gaps[:, -1]
     np.maximum(gaps[:, :-1], gaps[:, 1:], out=widths[:, 1:-1])
@@ -171,12 +174,13 @@ def categorical_table(codes: np.ndarray, prior: np.ndarray, share: float) -> np.
     Optuna's kernels take ``share = prior_weight / (n + 1)`` (each keeps some mass on every
     category); Hyperopt's take 0 (the mixture is then a table of pseudo-counts).
     """
+    # A row depends on its category alone: the distinct rows, then one gather.
     size = len(prior)
-    rows = np.zeros((len(codes), size))
-    rows[np.arange(len(codes)), codes] = 1.0
+    distinct = np.eye(size)
     if share:
-        rows += (share * size) * prior
-        rows /= rows.sum(axis=1, keepdims=True)
+        distinct += (share * size) * prior
+        distinct /= distinct.sum(axis=1, keepdims=True)
+    rows: np.ndarray = distinct[codes]
     return rows
 
 
@@ -234,15 +238,19 @@ class Axes:
             t = 2.0 * (self.half_origin + self.prior_mu * self.half_span)
             # The raw value of the prior's centre (what a NaN becomes).
             self.centre = np.where(self.log, np.exp(np.minimum(t, _MAX_LOG)), t)
+        self.log_columns = np.flatnonzero(self.log)
+        self.unit_low, self.unit_high = np.maximum(self.low, -1e12), np.minimum(self.high, 1e12)
 
     def __len__(self) -> int:
         return len(self.half_span)
 
     def to_unit(self, raw: np.ndarray) -> np.ndarray:
         """Raw values on the unit axes, clipped into the supports (within 1e12); NaN stays."""
-        t = np.where(self.log, np.log(np.maximum(raw, _TINY)), raw)
+        t = np.array(raw, dtype=float)
+        if self.log_columns.size:
+            t[:, self.log_columns] = np.log(np.maximum(raw[:, self.log_columns], _TINY))
         unit = (0.5 * t - self.half_origin) / self.half_span
-        clipped: np.ndarray = _clip(unit, np.maximum(self.low, -1e12), np.minimum(self.high, 1e12))
+        clipped: np.ndarray = _clip(unit, self.unit_low, self.unit_high)
         return clipped
 
     def from_unit(self, unit: np.ndarray) -> np.ndarray:
@@ -301,22 +309,24 @@ class Points:
         self.cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for d in self.exact:
             assert cells is not None
-            distinct, where = np.unique(cells[0][:, d] + 1j * cells[1][:, d], return_inverse=True)
-            self.cells.append((distinct.real, distinct.imag, where.reshape(-1)))
+            first, where = _distinct_pairs(cells[0][:, d], cells[1][:, d])
+            self.cells.append((cells[0][first, d], cells[1][first, d], where))
 
     def __len__(self) -> int:
         return len(self.x)
 
 
 class Mixture:
-    """A weighted mixture of product kernels over numeric unit axes and categorical axes.
+    """Weighted mixtures of product kernels over the same numeric unit axes and categorical axes.
 
     Numeric part: ``mus`` and ``sigmas`` of shape ``(K, Dn)`` and the supports ``lows``,
     ``highs`` (``(Dn,)``, +-inf when unbounded); each kernel is truncated to the support.
-    Categorical part: one ``(K, size)`` table of probability rows per axis. ``weights``
-    may have any positive scale. ``mixture_truncation`` renormalizes the mixture as a
-    whole by its mass inside the support (Hyperopt's rejection sampler): kernel ``k``
-    then weighs ``w_k Z_k``, ``Z_k`` its mass inside.
+    Categorical part: one ``(K, size)`` table of probability rows per axis. ``sizes``
+    splits the kernels into consecutive *segments*, each a mixture of its own (TPE's
+    ``l`` and ``g`` side by side), evaluated together; by default all kernels form one.
+    ``weights`` may have any positive scale per segment. ``mixture_truncation``
+    renormalizes each mixture as a whole by its mass inside the support (Hyperopt's
+    rejection sampler): kernel ``k`` then weighs ``w_k Z_k``, ``Z_k`` its mass inside.
     """
 
     def __init__(
@@ -328,29 +338,39 @@ class Mixture:
         highs: np.ndarray,
         tables: Sequence[np.ndarray] = (),
         *,
+        sizes: Sequence[int] | None = None,
         mixture_truncation: bool = False,
     ) -> None:
         self.mus = mus
         self.sigmas = np.maximum(sigmas, MIN_SIGMA)
         self.lows, self.highs = lows, highs
         self.tables = list(tables)
+        ends = list(itertools.accumulate([len(weights)] if sizes is None else sizes))
+        self.segments = [slice(start, end) for start, end in zip([0, *ends], ends)]
         self.log_mass = _kernel_log_mass(mus, self.sigmas, lows, highs)
+        log_mass = self.log_mass.sum(axis=1)
         log_w = np.log(np.maximum(weights, _FLOOR))
         if mixture_truncation:
-            log_w = log_w + self.log_mass.sum(axis=1)
-        self.log_weights = log_w - logsumexp(log_w)
+            log_w = log_w + log_mass
+        self.log_weights = np.empty(len(log_w))
+        for segment in self.segments:
+            self.log_weights[segment] = log_w[segment] - logsumexp(log_w[segment])
         # Per kernel: its log weight over its masses inside the support (truncation).
-        self._offset = self.log_weights - self.log_mass.sum(axis=1)
+        self._offset = self.log_weights - log_mass
         self._log_tables = [np.log(np.maximum(table.T, _FLOOR)) for table in self.tables]
 
     def __len__(self) -> int:
         return len(self.log_weights)
 
-    def sample(self, rng: np.random.Generator, m: int) -> tuple[np.ndarray, np.ndarray]:
-        """``m`` draws: unit-axis points ``(m, Dn)`` and category indices ``(m, Dc)``."""
-        cumulative = np.exp(self.log_weights).cumsum()
-        kernel = np.minimum(cumulative.searchsorted(rng.random(m) * cumulative[-1], "right"),
-                            len(self) - 1)  # fmt: skip
+    def sample(
+        self, rng: np.random.Generator, m: int, segment: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``m`` draws from one segment's mixture: unit-axis points ``(m, Dn)`` and category
+        indices ``(m, Dc)``."""
+        kernels = self.segments[segment]
+        cumulative = np.exp(self.log_weights[kernels]).cumsum()
+        drawn = cumulative.searchsorted(rng.random(m) * cumulative[-1], "right")
+        kernel = np.minimum(drawn, len(cumulative) - 1) + kernels.start
         mus, sigmas = self.mus[kernel], self.sigmas[kernel]
         lo = special.ndtr((self.lows - mus) / sigmas)
         hi = special.ndtr((self.highs - mus) / sigmas)
@@ -365,7 +385,8 @@ class Mixture:
         return points, categories
 
     def log_pdf(self, at: Points, rows: slice = _EVERY_ROW) -> np.ndarray:
-        """Log density (mass on the exact grid axes of ``at``) at the points ``rows`` of ``at``.
+        """Log density (mass on the exact grid axes of ``at``) of each segment's mixture at
+        the points ``rows`` of ``at``, shape ``(segments, points)``.
 
         The ``(points, K)`` log terms are summed over kernels a block of points at a time,
         so that a block stays in the processor's cache however many points are asked.
@@ -380,19 +401,22 @@ class Mixture:
             at.x[asked], at.features[asked], self.mus[:, at.continuous],
             self.sigmas[:, at.continuous], self._offset, one_hot, self._log_tables,
         )  # fmt: skip
-        # Per exact grid axis: a (cells, K) table of log masses, and each point's cell.
+        # Per exact grid axis: a (cells, kernels or distinct kernels) table of log masses,
+        # the kernels' columns in it, and each point's cell.
         cells = [
-            (_cell_log_mass(self.mus[:, d], self.sigmas[:, d], lower, upper), where[asked])
+            (*_cell_log_mass(self.mus[:, d], self.sigmas[:, d], lower, upper), where[asked])
             for d, (lower, upper, where) in zip(at.exact, at.cells)
         ]
-        result = np.empty(stop - start)
+        result = np.empty((len(self.segments), stop - start))
         step = max(1, _BLOCK // max(1, len(self)))
         for begin in range(0, stop - start, step):
             block = slice(begin, begin + step)
             total = terms(block)
-            for table, index in cells:
-                total += table[index[block]]
-            result[block] = logsumexp(total, axis=1)
+            for table, columns, index in cells:
+                masses = table[index[block]]
+                total += masses if columns is None else masses.take(columns, axis=1)
+            for k, segment in enumerate(self.segments):
+                result[k, block] = logsumexp(total[:, segment], axis=1)
         return result
 
 
@@ -481,22 +505,32 @@ def _gaussian_log_terms_plain(
     return result
 
 
-def _cell_log_mass(mu: np.ndarray, sigma: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Log mass of kernels ``(mu, sigma)`` in cells ``[a, b]`` of one axis, ``(cells, K)``.
+def _cell_log_mass(
+    mu: np.ndarray, sigma: np.ndarray, a: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Log mass of kernels ``(mu, sigma)`` in cells ``[a, b]`` of one axis: a ``(cells,
+    P)`` table and each kernel's column in it (None: the columns are the kernels).
 
     Kernels on a grid axis share few distinct ``(mu, sigma)`` pairs: with many kernels
-    each distinct pair is computed once. `_cell_log_mass_plain` is the oracle.
+    the table holds each distinct pair once. `_cell_log_mass_plain` is the oracle.
     """
     if len(mu) <= _FEW_KERNELS:
-        return _cell_log_mass_plain(mu, sigma, a, b)
-    # Distinct pairs from distinct centres and distinct widths (sorting floats, then
-    # integers, is much faster than sorting complex numbers).
-    centres, which_centre = np.unique(mu, return_inverse=True)
-    widths, which_width = np.unique(sigma, return_inverse=True)
-    pairs, inverse = np.unique(which_centre * len(widths) + which_width, return_inverse=True)
-    table = _cell_log_mass_plain(centres[pairs // len(widths)], widths[pairs % len(widths)], a, b)
-    spread: np.ndarray = table.take(inverse.reshape(-1), axis=1)
-    return spread
+        return _cell_log_mass_plain(mu, sigma, a, b), None
+    first, columns = _distinct_pairs(mu, sigma)
+    return _cell_log_mass_plain(mu[first], sigma[first], a, b), columns
+
+
+def _distinct_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of one of each distinct pair ``(a[i], b[i])``, and each pair's among them."""
+    order = np.lexsort((b, a))
+    a, b = a[order], b[order]
+    fresh = np.empty(len(order), dtype=bool)
+    fresh[:1] = True
+    np.not_equal(a[1:], a[:-1], out=fresh[1:])
+    fresh[1:] |= b[1:] != b[:-1]
+    which = np.empty(len(order), dtype=np.intp)
+    which[order] = np.cumsum(fresh) - 1
+    return order[fresh], which
 
 
 def _cell_log_mass_plain(
