@@ -154,16 +154,17 @@ def _neighbour_gaps(points: np.ndarray) -> np.ndarray:
     # Per column: the larger of each point's gaps to its sorted neighbours (sorted as
     # contiguous rows, the fast way for numpy).
     rows = np.ascontiguousarray(points.T)
-    order = np.argsort(rows, axis=1)
-    axis = np.arange(len(rows))[:, None]
-    ordered = rows[axis, order]
+    d, n = rows.shape
+    # Positions in the flattened rows of each row's values in sorted order.
+    flat = np.argsort(rows, axis=1) + (np.arange(d) * n)[:, None]
+    ordered = rows.ravel().take(flat)
     gaps = ordered[:, 1:] - ordered[:, :-1]
     widths = np.empty_like(ordered)
     widths[:, 0], widths[:, -1] = gaps[:, 0], gaps[:, -1]
     np.maximum(gaps[:, :-1], gaps[:, 1:], out=widths[:, 1:-1])
-    result = np.empty_like(widths)
-    result[axis, order] = widths
-    transposed: np.ndarray = result.T
+    result = np.empty(d * n)
+    result[flat.ravel()] = widths.ravel()
+    transposed: np.ndarray = result.reshape(d, n).T
     return transposed
 
 

@@ -309,12 +309,14 @@ class TPEState:
 
 @attrs.frozen(eq=False)
 class _Group:
-    """Parameters active together: numeric ones on unit axes, then categorical ones."""
+    """Parameters active together: numeric ones on unit axes, then categorical ones (with
+    their prior probabilities)."""
 
     condition: Condition
     numeric: tuple[ParamSpec, ...]
     categorical: tuple[ParamSpec, ...]
     axes: Axes
+    priors: tuple[np.ndarray, ...]
 
     @property
     def first(self) -> str:
@@ -329,7 +331,10 @@ def _build_groups(space: CompiledSpace) -> list[_Group]:
     for condition, specs in members.items():
         numeric = tuple(s for s in specs if not s.dist.is_categorical)
         categorical = tuple(s for s in specs if s.dist.is_categorical)
-        groups.append(_Group(condition, numeric, categorical, Axes([s.dist for s in numeric])))
+        priors = tuple(s.dist.probabilities for s in categorical)
+        groups.append(
+            _Group(condition, numeric, categorical, Axes([s.dist for s in numeric]), priors)
+        )
     return groups
 
 
@@ -470,7 +475,7 @@ class _Suggestion:
             self.believed, ok = pending, ok | pending
         elif tpe.constant_liar and pending.any():
             self.lied, bad = pending, bad | pending
-        pruned = history.pruned_order()
+        pruned = history.pruned_order() if (states == _PRUNED).any() else _NONE
         if pruned.size:
             self.losses[pruned] = _ranked_after(self.losses[ok], len(pruned))
             ok[pruned] = True
@@ -731,7 +736,9 @@ def _columns(
         codes = np.zeros((size, len(group.categorical)))
         for j, spec in enumerate(group.categorical):
             # Clipped so that a stray stored value cannot index outside the categories.
-            column = np.clip(values[spec.label] - spec.dist.offset, 0, spec.dist.size - 1)
+            column = np.minimum(
+                np.maximum(values[spec.label] - spec.dist.offset, 0), spec.dist.size - 1
+            )
             codes[:, j] = np.where(np.isnan(column), 0, column)
         indices.append(codes)
     return active, units, indices
@@ -775,7 +782,7 @@ def _compress_categories(
     for j, spec in enumerate(group.categorical):
         size = spec.dist.size
         if size <= _DENSE_CATEGORIES:
-            priors.append(spec.dist.probabilities)
+            priors.append(group.priors[j])
             seen.append(None)
             continue
         observed = np.unique(np.concatenate([below[:, j], above[:, j]]))
