@@ -310,13 +310,13 @@ class TPEState:
 @attrs.frozen(eq=False)
 class _Group:
     """Parameters active together: numeric ones on unit axes, then categorical ones (with
-    their prior probabilities)."""
+    their prior probabilities; None for a large one, see `_compress_categories`)."""
 
     condition: Condition
     numeric: tuple[ParamSpec, ...]
     categorical: tuple[ParamSpec, ...]
     axes: Axes
-    priors: tuple[np.ndarray, ...]
+    priors: tuple[np.ndarray | None, ...]
 
     @property
     def first(self) -> str:
@@ -331,7 +331,9 @@ def _build_groups(space: CompiledSpace) -> list[_Group]:
     for condition, specs in members.items():
         numeric = tuple(s for s in specs if not s.dist.is_categorical)
         categorical = tuple(s for s in specs if s.dist.is_categorical)
-        priors = tuple(s.dist.probabilities for s in categorical)
+        priors = tuple(
+            s.dist.probabilities if s.dist.size <= _DENSE_CATEGORIES else None for s in categorical
+        )
         groups.append(
             _Group(condition, numeric, categorical, Axes([s.dist for s in numeric]), priors)
         )
@@ -780,9 +782,9 @@ def _compress_categories(
     priors: list[np.ndarray] = []
     seen: list[np.ndarray | None] = []
     for j, spec in enumerate(group.categorical):
-        size = spec.dist.size
-        if size <= _DENSE_CATEGORIES:
-            priors.append(group.priors[j])
+        size, prior = spec.dist.size, group.priors[j]
+        if prior is not None:
+            priors.append(prior)
             seen.append(None)
             continue
         observed = np.unique(np.concatenate([below[:, j], above[:, j]]))
