@@ -241,17 +241,19 @@ def test_shared_cell_masses_match_the_plain_ones() -> None:
     sigma = np.where(rng.random(500) < 0.5, 0.01, 0.1)
     a = rng.integers(0, 10, 24) / 10.0 - 0.05
     b = a + 0.1
-    table, columns = _parzen._cell_log_mass(mu, sigma, a, b)
+    ends = np.unique(np.concatenate([a, b]))
+    lower, upper = np.searchsorted(ends, a), np.searchsorted(ends, b)
+    table, columns = _parzen._cell_log_mass(mu, sigma, ends, lower, upper)
     assert columns is not None
     assert table.shape[1] < len(mu)
     assert np.array_equal(table[:, columns], _parzen._cell_log_mass_plain(mu, sigma, a, b))
 
 
-def test_distinct_pairs_index_every_pair() -> None:
+def test_distinct_tuples_index_every_tuple() -> None:
     rng = np.random.default_rng(3)
     a, b = rng.integers(0, 4, 300) / 4.0, rng.integers(0, 3, 300) / 3.0
     a[:2], b[:2] = np.nan, 0.5
-    first, which = _parzen._distinct_pairs(a, b)
+    first, which = _parzen._distinct(a, b)
     assert np.array_equal(a[first][which], a, equal_nan=True)
     assert np.array_equal(b[first][which], b)
     # Every distinct pair once (NaN equals nothing, so each NaN pair is its own).

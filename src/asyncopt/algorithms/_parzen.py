@@ -307,11 +307,15 @@ class Points:
         self.categories = categories
         # Per exact axis: its distinct cells (lower ends, upper ends) and each point's
         # among them (points share cells, so each is computed once).
-        self.cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.cells: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         for d in self.exact:
             assert cells is not None
-            first, where = _distinct_pairs(cells[0][:, d], cells[1][:, d])
-            self.cells.append((cells[0][first, d], cells[1][first, d], where))
+            first, where = _distinct(cells[0][:, d], cells[1][:, d])
+            # Neighbouring cells share an end: each distinct end once, and per distinct
+            # cell the positions of its lower and upper ends among them.
+            ends = np.concatenate([cells[0][first, d], cells[1][first, d]])
+            distinct, at = _distinct(ends)
+            self.cells.append((ends[distinct], at[: len(first)], at[len(first) :], where))
 
     def __len__(self) -> int:
         return len(self.x)
@@ -405,8 +409,8 @@ class Mixture:
         # Per exact grid axis: a (cells, kernels or distinct kernels) table of log masses,
         # the kernels' columns in it, and each point's cell.
         cells = [
-            (*_cell_log_mass(self.mus[:, d], self.sigmas[:, d], lower, upper), where[asked])
-            for d, (lower, upper, where) in zip(at.exact, at.cells)
+            (*_cell_log_mass(self.mus[:, d], self.sigmas[:, d], *ends), where[asked])
+            for d, (*ends, where) in zip(at.exact, at.cells)
         ]
         result = np.empty((len(self.segments), stop - start))
         step = max(1, _BLOCK // max(1, len(self)))
@@ -507,28 +511,34 @@ def _gaussian_log_terms_plain(
 
 
 def _cell_log_mass(
-    mu: np.ndarray, sigma: np.ndarray, a: np.ndarray, b: np.ndarray
+    mu: np.ndarray, sigma: np.ndarray, ends: np.ndarray, lower: np.ndarray, upper: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Log mass of kernels ``(mu, sigma)`` in cells ``[a, b]`` of one axis: a ``(cells,
-    P)`` table and each kernel's column in it (None: the columns are the kernels).
+    """Log mass of kernels ``(mu, sigma)`` in the cells ``[ends[lower], ends[upper]]`` of
+    one axis: a ``(cells, P)`` table and each kernel's column in it (None: the columns are
+    the kernels).
 
-    Kernels on a grid axis share few distinct ``(mu, sigma)`` pairs: with many kernels
-    the table holds each distinct pair once. `_cell_log_mass_plain` is the oracle.
+    Each end's normal CDF is computed once. Kernels on a grid axis share few distinct
+    ``(mu, sigma)`` pairs: with many kernels the table holds each distinct pair once.
+    `_cell_log_mass_plain` is the oracle.
     """
-    if len(mu) <= _FEW_KERNELS:
-        return _cell_log_mass_plain(mu, sigma, a, b), None
-    first, columns = _distinct_pairs(mu, sigma)
-    return _cell_log_mass_plain(mu[first], sigma[first], a, b), columns
+    columns = None
+    if len(mu) > _FEW_KERNELS:
+        first, columns = _distinct(mu, sigma)
+        mu, sigma = mu[first], sigma[first]
+    cdf = special.ndtr((ends[:, None] - mu) / sigma)
+    mass = cdf[upper] - cdf[lower]
+    return np.log(np.maximum(mass, _FLOOR)), columns
 
 
-def _distinct_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of one of each distinct pair ``(a[i], b[i])``, and each pair's among them."""
-    order = np.lexsort((b, a))
-    a, b = a[order], b[order]
-    fresh = np.empty(len(order), dtype=bool)
+def _distinct(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of one of each distinct tuple ``(keys[0][i], keys[1][i], ...)``, and
+    each tuple's among them."""
+    order = np.lexsort(keys)
+    fresh = np.zeros(len(order), dtype=bool)
     fresh[:1] = True
-    np.not_equal(a[1:], a[:-1], out=fresh[1:])
-    fresh[1:] |= b[1:] != b[:-1]
+    for key in keys:
+        ordered = key[order]
+        fresh[1:] |= ordered[1:] != ordered[:-1]
     which = np.empty(len(order), dtype=np.intp)
     which[order] = np.cumsum(fresh) - 1
     return order[fresh], which
