@@ -55,8 +55,6 @@ _FLOOR = 1e-300
 _EXPAND_REACH = 1e3
 # A kernel this many widths inside both ends of its support has mass 1 (to rounding).
 _WHOLE = 8.5
-# `_cell_log_mass` computes each distinct kernel once above this many kernels.
-_FEW_KERNELS = 128
 # Below this many entries `_kernel_log_mass` takes the plain way.
 _FEW_CELLS = 4096
 # Entries of a block of (points, kernels) log terms in `Mixture.log_pdf` (256 KiB).
@@ -406,8 +404,8 @@ class Mixture:
             at.x[asked], at.features[asked], self.mus[:, at.continuous],
             self.sigmas[:, at.continuous], self._offset, one_hot, self._log_tables,
         )  # fmt: skip
-        # Per exact grid axis: a (cells, kernels or distinct kernels) table of log masses,
-        # the kernels' columns in it, and each point's cell.
+        # Per exact grid axis: a (cells, distinct kernels) table of log masses, the
+        # kernels' columns in it, and each point's cell.
         cells = [
             (*_cell_log_mass(self.mus[:, d], self.sigmas[:, d], *ends), where[asked])
             for d, (*ends, where) in zip(at.exact, at.cells)
@@ -418,8 +416,7 @@ class Mixture:
             block = slice(begin, begin + step)
             total = terms(block)
             for table, columns, index in cells:
-                masses = table[index[block]]
-                total += masses if columns is None else masses.take(columns, axis=1)
+                total += table[index[block]].take(columns, axis=1)
             for k, segment in enumerate(self.segments):
                 result[k, block] = logsumexp(total[:, segment], axis=1)
         return result
@@ -512,19 +509,17 @@ def _gaussian_log_terms_plain(
 
 def _cell_log_mass(
     mu: np.ndarray, sigma: np.ndarray, ends: np.ndarray, lower: np.ndarray, upper: np.ndarray
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Log mass of kernels ``(mu, sigma)`` in the cells ``[ends[lower], ends[upper]]`` of
-    one axis: a ``(cells, P)`` table and each kernel's column in it (None: the columns are
-    the kernels).
+    one axis: a ``(cells, P)`` table over the ``P`` distinct kernels, and each kernel's
+    column in it.
 
-    Each end's normal CDF is computed once. Kernels on a grid axis share few distinct
-    ``(mu, sigma)`` pairs: with many kernels the table holds each distinct pair once.
+    Kernels on a grid axis share few distinct ``(mu, sigma)`` pairs, and neighbouring
+    cells share ends: each normal CDF is computed once per distinct kernel and end.
     `_cell_log_mass_plain` is the oracle.
     """
-    columns = None
-    if len(mu) > _FEW_KERNELS:
-        first, columns = _distinct(mu, sigma)
-        mu, sigma = mu[first], sigma[first]
+    first, columns = _distinct(mu, sigma)
+    mu, sigma = mu[first], sigma[first]
     cdf = special.ndtr((ends[:, None] - mu) / sigma)
     mass = cdf[upper] - cdf[lower]
     return np.log(np.maximum(mass, _FLOOR)), columns
