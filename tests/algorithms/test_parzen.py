@@ -248,7 +248,7 @@ def test_shared_cell_masses_match_the_plain_ones() -> None:
     assert np.array_equal(table[:, columns], _parzen._cell_log_mass_plain(mu, sigma, a, b))
 
 
-def test_distinct_tuples_index_every_tuple() -> None:
+def test_distinct_pairs_index_every_pair() -> None:
     rng = np.random.default_rng(3)
     a, b = rng.integers(0, 4, 300) / 4.0, rng.integers(0, 3, 300) / 3.0
     a[:2], b[:2] = np.nan, 0.5
@@ -257,6 +257,17 @@ def test_distinct_tuples_index_every_tuple() -> None:
     assert np.array_equal(b[first][which], b)
     # Every distinct pair once (NaN equals nothing, so each NaN pair is its own).
     assert len(first) == len({(x, y) for x, y in zip(a[2:].tolist(), b[2:].tolist())}) + 2
+    # Pairs whose sort keys collide are never merged, and each keeps its own values.
+    a = np.array([0.0, _parzen._GOLDEN, 0.0, _parzen._GOLDEN, 0.0])
+    b = np.array([1.0, 0.0, 1.0, 0.0, 1.0])
+    first, which = _parzen._distinct(a, b)
+    assert np.array_equal(a[first][which], a)
+    assert np.array_equal(b[first][which], b)
+    assert 2 <= len(first) <= 5
+    # One key: its distinct values.
+    first, which = _parzen._distinct(np.array([3.0, 1.0, 3.0, 2.0]))
+    assert sorted(np.array([3.0, 1.0, 3.0, 2.0])[first].tolist()) == [1.0, 2.0, 3.0]
+    assert np.array_equal(np.array([3.0, 1.0, 3.0, 2.0])[first][which], [3.0, 1.0, 3.0, 2.0])
 
 
 def test_segments_are_the_mixtures_evaluated_alone() -> None:
