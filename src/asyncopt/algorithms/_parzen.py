@@ -267,15 +267,15 @@ class Axes:
 
     def cells(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unit-axis ends of the grid cells that round to the raw values (any axis)."""
-        ends = [np.maximum(raw - 0.5 * self.q, self.value_low),
-                np.minimum(raw + 0.5 * self.q, self.value_high)]  # fmt: skip
-        lower, upper = (
-            _clip(self.to_unit(np.where(self.log, np.maximum(e, 0.0), e)), self.low, self.high)
-            for e in ends
-        )
-        # A log cell reaching down to 0 starts at the bottom of the axis.
-        lower = np.where(self.log & (ends[0] <= 0.0), self.low, lower)
-        return lower, upper
+        half, m = 0.5 * self.q, len(raw)
+        ends = np.concatenate([np.maximum(raw - half, self.value_low),
+                               np.minimum(raw + half, self.value_high)])  # fmt: skip
+        # Both ends in one `to_unit` (which clips into the supports and takes the log of
+        # at least the smallest positive float); a log cell reaching down to 0 starts at
+        # the bottom of the axis.
+        unit = self.to_unit(ends)
+        lower = np.where(self.log & (ends[:m] <= 0.0), self.low, unit[:m])
+        return lower, unit[m:]
 
 
 def _grid_round(values: np.ndarray | float, q: np.ndarray | float) -> np.ndarray | float:

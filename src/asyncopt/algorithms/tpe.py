@@ -310,13 +310,16 @@ class TPEState:
 @attrs.frozen(eq=False)
 class _Group:
     """Parameters active together: numeric ones on unit axes, then categorical ones (with
-    their prior probabilities; None for a large one, see `_compress_categories`)."""
+    their prior probabilities, None for a large one, see `_compress_categories`; and
+    the offset and the last code of their stored values)."""
 
     condition: Condition
     numeric: tuple[ParamSpec, ...]
     categorical: tuple[ParamSpec, ...]
     axes: Axes
     priors: tuple[np.ndarray | None, ...]
+    offsets: np.ndarray
+    last_codes: np.ndarray
 
     @property
     def first(self) -> str:
@@ -334,9 +337,10 @@ def _build_groups(space: CompiledSpace) -> list[_Group]:
         priors = tuple(
             s.dist.probabilities if s.dist.size <= _DENSE_CATEGORIES else None for s in categorical
         )
-        groups.append(
-            _Group(condition, numeric, categorical, Axes([s.dist for s in numeric]), priors)
-        )
+        offsets = np.array([s.dist.offset for s in categorical], dtype=float)
+        last_codes = np.array([s.dist.size - 1 for s in categorical], dtype=float)
+        axes = Axes([s.dist for s in numeric])
+        groups.append(_Group(condition, numeric, categorical, axes, priors, offsets, last_codes))
     return groups
 
 
@@ -735,14 +739,12 @@ def _columns(
         for j, spec in enumerate(group.numeric):
             raw[:, j] = values[spec.label]
         units.append(group.axes.to_unit(raw))
-        codes = np.zeros((size, len(group.categorical)))
+        stored = np.empty((size, len(group.categorical)))
         for j, spec in enumerate(group.categorical):
-            # Clipped so that a stray stored value cannot index outside the categories.
-            column = np.minimum(
-                np.maximum(values[spec.label] - spec.dist.offset, 0), spec.dist.size - 1
-            )
-            codes[:, j] = np.where(np.isnan(column), 0, column)
-        indices.append(codes)
+            stored[:, j] = values[spec.label]
+        # Clipped so that a stray stored value cannot index outside the categories.
+        codes = np.minimum(np.maximum(stored - group.offsets, 0), group.last_codes)
+        indices.append(np.where(np.isnan(codes), 0, codes))
     return active, units, indices
 
 
