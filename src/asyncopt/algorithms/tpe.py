@@ -34,8 +34,8 @@ Both families:
 - **Pending trials** (QUEUED or RUNNING), when ``constant_liar`` is on (the default), are
   *believed*: each is given a loss predicted from its nearest OK trials (while no trial
   is OK, from its nearest pruned ones, at their ranks below;
-  `_believer.believed_losses`) and then takes part in the split like an OK trial. In the multivariate split believed trials do not count
-  in ``N``; they compete for its
+  `_believer.believed_losses`) and then takes part in the split like an OK trial. In
+  the multivariate split believed trials do not count in ``N``; they compete for its
   ``n_below`` places, one predicted to beat every finished trial taking several
   (`_believer.believed_below`), and while any is believed the clip of ``l`` counts
   `_believer.BELIEVED_CLIP_FACTOR` times its evidence. The Hyperopt preset counts them
