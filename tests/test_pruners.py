@@ -240,6 +240,41 @@ def test_asha_nan_values() -> None:
     assert ETA3.should_prune(trial(9, {1: NAN}), [trial(0, {1: NAN})]) is False
 
 
+@pytest.mark.parametrize("count", [0, 1, 2, 3])
+def test_asha_bootstrap_count_stops_the_first_trials_at_a_rung(count: int) -> None:
+    pruner = SuccessiveHalving(min_resource=1, reduction_factor=3, bootstrap_count=count)
+    # Arrivals at rung 1, each better than every earlier one: the k-th arrival (k = 1, 2,
+    # ...) is stopped while k <= count, and continues after (the best of its rung).
+    values = [0.9, 0.8, 0.7, 0.6]
+    decisions = [
+        pruner.should_prune(trial(k, {1: v}), [trial(j, {1: values[j]}) for j in range(k)])
+        for k, v in enumerate(values)
+    ]
+    assert decisions == [k + 1 <= count for k in range(4)]
+    # Past the bootstrap, the usual rule: the fourth arrival, worse than the best, stops.
+    rivals = [trial(j, {1: v}) for j, v in enumerate([0.1, 0.2, 0.3])]
+    assert pruner.should_prune(trial(9, {1: 0.5}), rivals) is True
+    assert pruner.should_prune(trial(9, {1: 0.05}), rivals) is (count > 3)
+
+
+def test_asha_bootstrap_counts_only_rivals_with_a_value() -> None:
+    pruner = SuccessiveHalving(min_resource=1, reduction_factor=3, bootstrap_count=2)
+    # A NaN rival does not count: ours is the second value at the rung, still stopped.
+    assert pruner.should_prune(trial(9, {1: 0.1}), [trial(0, {1: NAN}), trial(1, {1: 0.5})])
+    assert not pruner.should_prune(trial(9, {1: 0.1}), [trial(0, {1: 0.7}), trial(1, {1: 0.5})])
+
+
+def test_hyperband_passes_the_bootstrap_count_to_every_bracket() -> None:
+    pruner = Hyperband(max_resource=27, bootstrap_count=1)
+    for bracket in range(pruner.n_brackets):
+        tid = next(t for t in range(500) if pruner.bracket(t) == bracket)
+        first = 3**bracket
+        alone = trial(tid, dict.fromkeys(range(first + 1), 0.0))
+        # The only trial at its bracket's first rung: stopped (Optuna's default would not).
+        assert pruner.should_prune(alone, []) is True
+        assert Hyperband(max_resource=27).should_prune(alone, []) is False
+
+
 def test_asha_ignores_a_stale_copy_of_the_trial() -> None:
     stale = trial(9, {1: 0.0})  # an older read of trial 9, with a better value
     assert ETA3.should_prune(trial(9, {1: 0.6}), [stale]) is False
@@ -314,6 +349,8 @@ def test_hyperband_bracket_sets_the_first_rung() -> None:
         (lambda: SuccessiveHalving(reduction_factor=1), ValueError, "reduction_factor"),
         (lambda: SuccessiveHalving(min_early_stopping_rate=-1), ValueError,
          "min_early_stopping_rate"),
+        (lambda: SuccessiveHalving(bootstrap_count=-1), ValueError, "bootstrap_count"),
+        (lambda: Hyperband(max_resource=9, bootstrap_count=0.5), TypeError, "bootstrap_count"),
         (lambda: Hyperband(), TypeError, "max_resource"),
         (lambda: Hyperband(max_resource=0), ValueError, "max_resource"),
         (lambda: Hyperband(4, max_resource=3), ValueError, "max_resource"),
@@ -350,6 +387,7 @@ def test_pruners_are_frozen_values() -> None:
         ("asha", SuccessiveHalving()),
         ("successive-halving:min_resource=3,reduction_factor=3", SuccessiveHalving(3, 3)),
         ("hyperband:max_resource=81", Hyperband(max_resource=81)),
+        ("asha:reduction_factor=3,bootstrap_count=2", SuccessiveHalving(1, 3, bootstrap_count=2)),
     ],
 )  # fmt: skip
 def test_pruner_from_name(text: str, expected: Pruner) -> None:

@@ -201,10 +201,19 @@ class SuccessiveHalving:
     reaches a rung, it competes with every other trial (any state) that has reached that
     rung so far and continues only if its value is among the best
     ``max(1, n // reduction_factor)`` of the ``n`` values (its own included; ties
-    continue). So the first trial at a rung always continues, and the next ones continue
-    only if they beat the rung's best until the rung holds ``reduction_factor`` trials.
-    Nothing is decided at reports between rungs: call ``should_prune`` after every report.
-    A trial that jumps over several rungs in one report is judged at each of them.
+    continue). So (with ``bootstrap_count=0``) the first trial at a rung continues, and
+    the next ones continue only if they beat the rung's best until the rung holds
+    ``reduction_factor`` trials. Nothing is decided at reports between rungs: call
+    ``should_prune`` after every report. A trial that jumps over several rungs in one
+    report is judged at each of them.
+
+    ``bootstrap_count`` (Optuna's option of that name): a trial reaching a rung is
+    stopped there while at most ``bootstrap_count`` trials, itself included, have reached
+    it. ``reduction_factor - 1`` is the rule of the original ASHA, where nobody goes on
+    from a rung that holds fewer than ``reduction_factor`` trials: with a search that
+    improves on what it sees (TPE), the first trials, drawn at random, then no longer run
+    to the end just because they came first. The default 0 is Optuna's: the first trial
+    at a rung continues. With few trials, a count above 0 may leave no trial complete.
 
     NaN values of other trials are left out; a NaN value of the trial at a rung prunes it
     when some other trial reached that rung. Trials never stop at the last rung by
@@ -217,6 +226,7 @@ class SuccessiveHalving:
     min_resource: int = attrs.field(default=1, validator=_int_at_least(1))
     reduction_factor: int = attrs.field(default=4, validator=_int_at_least(2))
     min_early_stopping_rate: int = attrs.field(default=0, validator=_int_at_least(0))
+    bootstrap_count: int = attrs.field(default=0, validator=_int_at_least(0))
 
     def rung_step(self, rung: int) -> int:
         """The step of rung ``rung`` (0 is the first)."""
@@ -245,6 +255,8 @@ class SuccessiveHalving:
     def _continues(self, value: float, rivals: list[float]) -> bool:
         if math.isnan(value):
             return not rivals
+        if len(rivals) + 1 <= self.bootstrap_count:
+            return False
         ranked = sorted([*rivals, value])
         places = max(1, len(ranked) // self.reduction_factor)
         return value <= ranked[places - 1]
@@ -265,6 +277,7 @@ class Hyperband:
     (`bracket`), with each bracket taking a share of the trials proportional to
     Hyperband's number of configurations for it; trials compete only with trials of
     their own bracket. ``max_resource`` is the number of steps of a full trial.
+    ``bootstrap_count`` is `SuccessiveHalving`'s, in every bracket.
 
     Raises:
         TypeError, ValueError: an argument of the wrong type or out of range (named).
@@ -273,6 +286,7 @@ class Hyperband:
     min_resource: int = attrs.field(default=1, validator=_int_at_least(1))
     max_resource: int = attrs.field(kw_only=True, validator=_int_at_least(1))
     reduction_factor: int = attrs.field(default=3, validator=_int_at_least(2))
+    bootstrap_count: int = attrs.field(default=0, kw_only=True, validator=_int_at_least(0))
 
     def __attrs_post_init__(self) -> None:
         if self.max_resource < self.min_resource:
@@ -310,7 +324,9 @@ class Hyperband:
         shares = self._shares()
         bracket = _bracket(trial.tid, shares)
         mates = [t for t in trials if _bracket(t.tid, shares) == bracket]
-        halving = SuccessiveHalving(self.min_resource, self.reduction_factor, bracket)
+        halving = SuccessiveHalving(
+            self.min_resource, self.reduction_factor, bracket, self.bootstrap_count
+        )
         return halving.should_prune(trial, mates)
 
 

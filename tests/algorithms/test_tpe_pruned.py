@@ -121,3 +121,41 @@ def test_rand_and_anneal_accept_pruned_trials() -> None:
     for suggest in (rand.suggest, anneal.suggest):
         (proposal,) = suggest(LINE, history, rng)
         assert 0.0 <= proposal["x"] <= 1.0
+
+
+def _split_of(suggest: tpe.TPE, history: History) -> tpe._Suggestion:
+    return tpe._Suggestion(suggest, tpe.TPEState(), LINE, history, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_with_only_pruned_trials_pending_ones_are_believed_from_them(preset: str) -> None:
+    # No trial is OK yet, as often with a pruner: twelve trials stopped at step 1 over
+    # [0, 0.5], one at step 5 at 0.9. A running trial at 0.9 and a queued one at 0.1 are
+    # believed from the pruned trials around them (not lies in g): the one next to the
+    # trial that went furthest ranks before the other.
+    stopped = [pruned(i, float(x), {1: 2.0 + x}) for i, x in enumerate(np.linspace(0, 0.5, 12))]
+    furthest = pruned(12, 0.9, {1: 1.0, 5: 0.5})
+    running = Trial("t", 13, TrialState.RUNNING, {"x": 0.9}, intermediate={1: 0.9})
+    queued = Trial("t", 14, TrialState.QUEUED, {"x": 0.1})
+    history = History.from_trials(LINE, [*stopped, furthest, running, queued])
+    split = _split_of(PRESETS[preset], history)
+    assert not split.lied.any()
+    assert split.believed.tolist() == [False] * 13 + [True, True]
+    assert split.losses[13] < split.losses[14]
+    assert split.losses[13] < split.losses[:12].min()
+    # Without the liar, pending trials are left out.
+    off = _split_of(tpe.configure(preset=preset, constant_liar=False), history)
+    assert not off.believed.any()
+    assert not off.lied.any()
+
+
+def test_once_a_trial_is_ok_pending_ones_are_believed_from_the_ok_trials() -> None:
+    oks = [ok(i, float(x), float((x - 0.3) ** 2)) for i, x in enumerate(np.linspace(0, 1, 12))]
+    running = Trial("t", 12, TrialState.RUNNING, {"x": 0.35})
+    prunes = [pruned(20 + i, 0.3 + 0.01 * i, {1: 9.0}) for i in range(5)]
+    plain = _split_of(PRESETS["default"], History.from_trials(LINE, [*oks, running]))
+    mixed = _split_of(PRESETS["default"], History.from_trials(LINE, [*oks, running, *prunes]))
+    # The pruned trials next to it change nothing in its belief.
+    assert mixed.losses[12] == plain.losses[12]
+    assert mixed.believed[12]
+    assert not mixed.lied.any()

@@ -32,19 +32,23 @@ Both families:
 
 - **Startup**: while fewer than ``n_startup`` trials are OK, proposals are prior draws.
 - **Pending trials** (QUEUED or RUNNING), when ``constant_liar`` is on (the default), are
-  *believed*: each is given a loss predicted from its nearest OK trials
-  (`_believer.believed_losses`) and then takes part in the split like an OK trial. In
+  *believed*: each is given a loss predicted from its nearest OK trials (while no trial
+  is OK, from its nearest pruned ones, at their ranks below;
+  `_believer.believed_losses`) and then takes part in the split like an OK trial. In
   the multivariate split believed trials do not count in ``N``; they compete for its
   ``n_below`` places, one predicted to beat every finished trial taking several
   (`_believer.believed_below`), and while any is believed the clip of ``l`` counts
   `_believer.BELIEVED_CLIP_FACTOR` times its evidence. The Hyperopt preset counts them
-  in ``N``, as it counts failed trials. While no trial is OK yet (only with
+  in ``N``, as it counts failed trials. While no trial is OK or pruned yet (only with
   ``n_startup=0``) pending trials join ``g`` as *lies*: kernels as narrow as the clip
   allows, of weight ``liar_weight``. With ``constant_liar=False`` they are ignored.
-- **Pruned trials** are observations, ranked after every OK (and believed) trial and
-  among themselves by `History.pruned_order` (the later the step they stopped at, the
-  better; then their last value), as Optuna ranks them: they count in ``N`` and in
-  ``n_startup``, and fill the below group's places that OK trials leave.
+- **Pruned trials** are observations, ranked after every OK trial and among themselves
+  by `History.pruned_order` (the later the step they stopped at, the better; then their
+  last value), as Optuna ranks them: they count in ``N`` and in ``n_startup`` and fill
+  the below group's places that OK trials leave. With a pruner, no trial may be OK long
+  after startup, and the trials still running are then often the best so far: they are
+  believed from the pruned trials rather than lied about (lies would push proposals away
+  from them).
 - **Failed trials** join ``g`` (a region that fails is a bad region), as Hyperopt does by
   giving them an infinite loss; the Hyperopt preset also counts them in ``N``.
 - ``n > 1``: one model is fitted and the ``n`` proposals are drawn from it one after
@@ -246,9 +250,10 @@ def configure(**options: Any) -> TPE:
             ``magic_clip`` (True): clip kernel widths to ``[1/min(100, n+2), 1]`` of the
             prior's.
             ``constant_liar`` (True): each pending trial gets a loss predicted from its
-            nearest OK trials and is modelled with it; False ignores pending trials.
+            nearest OK trials (pruned ones while none is OK) and is modelled with it;
+            False ignores pending trials.
             ``liar_weight`` (1.0): the weight of a lie in ``g``: an earlier proposal of
-            the same call (``n > 1``), or a pending trial while no trial is OK.
+            the same call (``n > 1``), or a pending trial while no trial is OK or pruned.
 
     Raises:
         TypeError: an unknown option or a value of the wrong type.
@@ -467,23 +472,31 @@ class _Suggestion:
         self.losses = np.array(history.losses, dtype=float)
         self.believed = self.lied = np.zeros(len(history), dtype=bool)
         n_ok, n_failed = int(np.count_nonzero(ok)), int(np.count_nonzero(bad))
-        if tpe.constant_liar and pending.any() and n_ok:
+        pruned = history.pruned_order() if (states == _PRUNED).any() else _NONE
+        known = ok
+        if pruned.size and not n_ok:
+            # No OK trial yet: pending trials are believed from the pruned ones, at their
+            # ranks. With a pruner, the trials still running are often the best so far;
+            # as lies in g they would push the proposals away from them.
+            self.losses[pruned] = _ranked_after(self.losses[ok], len(pruned))
+            known = history.pruned
+        if tpe.constant_liar and pending.any() and known.any():
             rows = np.flatnonzero(pending)
-            key = b"".join([space.fingerprint.encode(), history.tids[ok].tobytes(),
-                            history.losses[ok].tobytes()])  # fmt: skip
+            key = b"".join([space.fingerprint.encode(), history.tids[known].tobytes(),
+                            self.losses[known].tobytes()])  # fmt: skip
             self.losses[rows] = state.beliefs(
                 key,
                 history.tids[rows],
                 lambda at: believed_losses(
-                    self.losses, ok, rows[at], self.active, self.units, self.indices
+                    self.losses, known, rows[at], self.active, self.units, self.indices
                 ),
             )
             self.believed, ok = pending, ok | pending
         elif tpe.constant_liar and pending.any():
             self.lied, bad = pending, bad | pending
-        pruned = history.pruned_order() if (states == _PRUNED).any() else _NONE
         if pruned.size:
-            self.losses[pruned] = _ranked_after(self.losses[ok], len(pruned))
+            if n_ok:
+                self.losses[pruned] = _ranked_after(self.losses[ok], len(pruned))
             ok[pruned] = True
         self.any_believed = bool(self.believed.any())
         self.ok_rows, self.bad_rows = np.flatnonzero(ok), np.flatnonzero(bad)
