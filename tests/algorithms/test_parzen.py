@@ -94,7 +94,7 @@ def test_bounded_density_integrates_to_one(truncation: bool) -> None:
     mixture = _mixture([_dist(hp.uniform("p", -3, 7))], 12, 0, truncation)
     grid = np.linspace(0, 1, 20001)[:, None]
     density = np.exp(
-        mixture.log_pdf(Points(grid, None, np.empty((len(grid), 0), dtype=np.intp), _CONTINUOUS))
+        mixture.log_pdf(Points(grid, None, np.empty((len(grid), 0), dtype=np.intp), _CONTINUOUS))[0]
     )
     assert np.trapezoid(density, grid[:, 0]) == pytest.approx(1.0, abs=2e-3)
 
@@ -103,7 +103,7 @@ def test_normal_density_integrates_to_one() -> None:
     mixture = _mixture([_dist(hp.lognormal("p", 0, 2))], 7, 1, False)
     grid = np.linspace(-12, 12, 40001)[:, None]
     density = np.exp(
-        mixture.log_pdf(Points(grid, None, np.empty((len(grid), 0), dtype=np.intp), _CONTINUOUS))
+        mixture.log_pdf(Points(grid, None, np.empty((len(grid), 0), dtype=np.intp), _CONTINUOUS))[0]
     )
     assert np.trapezoid(density, grid[:, 0]) == pytest.approx(1.0, abs=2e-3)
 
@@ -120,7 +120,7 @@ def test_product_density_integrates_to_one() -> None:
     density = np.exp(
         mixture.log_pdf(
             Points(points, None, np.empty((len(points), 0), dtype=np.intp), _CONTINUOUS2)
-        )
+        )[0]
     )
     total = np.trapezoid(np.trapezoid(density.reshape(301, 301), g, axis=1), g)
     assert total == pytest.approx(1.0, abs=5e-3)
@@ -145,7 +145,8 @@ def test_quantized_masses_sum_to_one(expr: object, truncation: bool) -> None:
     raw = values[:, None]
     cells = axes.cells(raw)
     no_categories = np.empty((len(raw), 0), dtype=np.intp)
-    mass = np.exp(mixture.log_pdf(Points(axes.to_unit(raw), cells, no_categories, axes.quantized)))
+    at = Points(axes.to_unit(raw), cells, no_categories, axes.quantized)
+    mass = np.exp(mixture.log_pdf(at)[0])
     assert mass.sum() == pytest.approx(1.0, abs=1e-6)
     assert all(dist.contains(float(v)) for v in values)
 
@@ -167,7 +168,8 @@ def test_categorical_mixture_is_pseudo_counts() -> None:
     # Hyperopt: counts + prior_weight per category, normalized.
     none = np.empty((4, 0))
     mixture = Mixture(np.array([1.0, 1.0, 1.0, 4.0]), none, none, np.empty(0), np.empty(0), [table])
-    p = np.exp(mixture.log_pdf(Points(none, None, np.arange(4)[:, None], np.empty(0, dtype=bool))))
+    at = Points(none, None, np.arange(4)[:, None], np.empty(0, dtype=bool))
+    p = np.exp(mixture.log_pdf(at)[0])
     assert p == pytest.approx(np.array([1, 3, 1, 2]) / 7)
 
 
@@ -205,7 +207,7 @@ def test_samples_follow_the_density() -> None:
     counts, edges = np.histogram(points[:, 0], bins=20, range=(0, 1))
     centres = 0.5 * (edges[1:] + edges[:-1])[:, None]
     density = np.exp(
-        mixture.log_pdf(Points(centres, None, np.empty((20, 0), dtype=np.intp), _CONTINUOUS))
+        mixture.log_pdf(Points(centres, None, np.empty((20, 0), dtype=np.intp), _CONTINUOUS))[0]
     )
     expected = density / density.sum() * len(points)
     assert np.max(np.abs(counts - expected) / np.sqrt(expected + 1)) < 5
@@ -239,8 +241,56 @@ def test_shared_cell_masses_match_the_plain_ones() -> None:
     sigma = np.where(rng.random(500) < 0.5, 0.01, 0.1)
     a = rng.integers(0, 10, 24) / 10.0 - 0.05
     b = a + 0.1
-    fast = _parzen._cell_log_mass(mu, sigma, a, b)
-    assert np.array_equal(fast, _parzen._cell_log_mass_plain(mu, sigma, a, b))
+    ends = np.unique(np.concatenate([a, b]))
+    lower, upper = np.searchsorted(ends, a), np.searchsorted(ends, b)
+    table, columns = _parzen._cell_log_mass(mu, sigma, ends, lower, upper)
+    assert table.shape[1] < len(mu)
+    assert np.array_equal(table[:, columns], _parzen._cell_log_mass_plain(mu, sigma, a, b))
+
+
+def test_distinct_pairs_index_every_pair() -> None:
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 4, 300) / 4.0, rng.integers(0, 3, 300) / 3.0
+    a[:2], b[:2] = np.nan, 0.5
+    first, which = _parzen._distinct(a, b)
+    assert np.array_equal(a[first][which], a, equal_nan=True)
+    assert np.array_equal(b[first][which], b)
+    # Every distinct pair once (NaN equals nothing, so each NaN pair is its own).
+    assert len(first) == len({(x, y) for x, y in zip(a[2:].tolist(), b[2:].tolist())}) + 2
+    # Pairs whose sort keys collide are never merged, and each keeps its own values.
+    a = np.array([0.0, _parzen._GOLDEN, 0.0, _parzen._GOLDEN, 0.0])
+    b = np.array([1.0, 0.0, 1.0, 0.0, 1.0])
+    first, which = _parzen._distinct(a, b)
+    assert np.array_equal(a[first][which], a)
+    assert np.array_equal(b[first][which], b)
+    assert 2 <= len(first) <= 5
+    # One key: its distinct values.
+    first, which = _parzen._distinct(np.array([3.0, 1.0, 3.0, 2.0]))
+    assert sorted(np.array([3.0, 1.0, 3.0, 2.0])[first].tolist()) == [1.0, 2.0, 3.0]
+    assert np.array_equal(np.array([3.0, 1.0, 3.0, 2.0])[first][which], [3.0, 1.0, 3.0, 2.0])
+
+
+def test_segments_are_the_mixtures_evaluated_alone() -> None:
+    # l and g side by side in one mixture give each one's own densities and draws.
+    space = compile_space({"u": hp.uniform("u", -5, 5), "i": hp.uniformint("i", 1, 9),
+                           "c": hp.choice("c", ["a", "b", "c"])})  # fmt: skip
+    axes = Axes([s.dist for s in space.params if not s.dist.is_categorical])
+    rng = np.random.default_rng(5)
+    parts = []
+    for k in (7, 200):
+        mus, table = rng.random((k, 2)), rng.dirichlet(np.ones(3), k)
+        parts.append((rng.random(k), mus, rng.uniform(0.01, 0.5, (k, 2)), table))
+    alone = [Mixture(w, m, s, axes.low, axes.high, [t]) for w, m, s, t in parts]
+    weights, mus, sigmas, table = (np.concatenate(field) for field in zip(*parts))
+    both = Mixture(weights, mus, sigmas, axes.low, axes.high, [table], sizes=[7, 200])
+    raw = axes.from_unit(rng.random((30, 2)))
+    at = Points(axes.to_unit(raw), axes.cells(raw), rng.integers(0, 3, (30, 1)), axes.quantized)
+    densities = both.log_pdf(at)
+    for k, mixture in enumerate(alone):
+        assert densities[k] == pytest.approx(mixture.log_pdf(at)[0], rel=1e-12, abs=1e-12)
+        drawn = both.sample(np.random.default_rng(k), 50, segment=k)
+        expected = mixture.sample(np.random.default_rng(k), 50)
+        assert all(np.array_equal(x, y) for x, y in zip(drawn, expected))
 
 
 def test_densities_by_blocks_and_rows_are_the_plain_sum(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -259,13 +309,13 @@ def test_densities_by_blocks_and_rows_are_the_plain_sum(monkeypatch: pytest.Monk
     at = Points(axes.to_unit(raw), axes.cells(raw), categories, axes.quantized)
     monkeypatch.setattr(_parzen, "_BLOCK", 3 * len(mixture))
     rows = slice(7, 31)
-    blocked = mixture.log_pdf(at, rows)
+    blocked = mixture.log_pdf(at, rows)[0]
     lower, upper = axes.cells(raw)
     expected = []
     for p in range(rows.start, rows.stop):
         one = Points(axes.to_unit(raw[p : p + 1]), (lower[p : p + 1], upper[p : p + 1]),
                      categories[p : p + 1], axes.quantized)  # fmt: skip
-        expected.append(mixture.log_pdf(one)[0])
+        expected.append(mixture.log_pdf(one)[0, 0])
     assert blocked == pytest.approx(np.array(expected), rel=1e-12, abs=1e-12)
 
 

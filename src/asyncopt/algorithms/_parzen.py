@@ -18,6 +18,7 @@ weights from linear forgetting (`linear_forgetting_weights`), categorical rows f
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -54,13 +55,13 @@ _FLOOR = 1e-300
 _EXPAND_REACH = 1e3
 # A kernel this many widths inside both ends of its support has mass 1 (to rounding).
 _WHOLE = 8.5
-# `_cell_log_mass` computes each distinct kernel once above this many kernels.
-_FEW_KERNELS = 128
 # Below this many entries `_kernel_log_mass` takes the plain way.
 _FEW_CELLS = 4096
 # Entries of a block of (points, kernels) log terms in `Mixture.log_pdf` (256 KiB).
 _BLOCK = 1 << 15
 _EVERY_ROW = slice(None)
+# The weight of the second key in the sort of `_distinct` (1 / the golden ratio).
+_GOLDEN = 0.6180339887498949
 
 
 def _clip(values: Any, low: Any, high: Any) -> np.ndarray:
@@ -71,15 +72,17 @@ def _clip(values: Any, low: Any, high: Any) -> np.ndarray:
 
 def logsumexp(values: np.ndarray, axis: int | None = None) -> np.ndarray:
     """``log(sum(exp(values)))`` along ``axis``; rows of ``-inf`` give ``-inf``, NaN stays."""
-    peak = np.max(values, axis=axis, keepdims=True)
+    peak = values.max(axis=axis, keepdims=True)
     shift = np.where(np.isfinite(peak), peak, 0.0)
     # After the shift the largest term is 1: terms below exp(-700) change no sum, and
     # raising them to it spares exp its slow underflowing arguments.
     shifted = values - shift
     np.maximum(shifted, -700.0, out=shifted)
     np.exp(shifted, out=shifted)
-    result: np.ndarray = np.log(shifted.sum(axis=axis, keepdims=True)) + shift
-    result = np.where(peak == -np.inf, -np.inf, result)
+    total = shifted.sum(axis=axis, keepdims=True)
+    np.log(total, out=total)
+    total += shift
+    result: np.ndarray = np.where(peak == -np.inf, -np.inf, total)
     return result.reshape(()) if axis is None else result.squeeze(axis=axis)
 
 
@@ -151,16 +154,17 @@ def _neighbour_gaps(points: np.ndarray) -> np.ndarray:
     # Per column: the larger of each point's gaps to its sorted neighbours (sorted as
     # contiguous rows, the fast way for numpy).
     rows = np.ascontiguousarray(points.T)
-    order = np.argsort(rows, axis=1)
-    axis = np.arange(len(rows))[:, None]
-    ordered = rows[axis, order]
-    gaps = np.diff(ordered, axis=1)
+    d, n = rows.shape
+    # Positions in the flattened rows of each row's values in sorted order.
+    flat = np.argsort(rows, axis=1) + (np.arange(d) * n)[:, None]
+    ordered = rows.ravel().take(flat)
+    gaps = ordered[:, 1:] - ordered[:, :-1]
     widths = np.empty_like(ordered)
     widths[:, 0], widths[:, -1] = gaps[:, 0], gaps[:, -1]
     np.maximum(gaps[:, :-1], gaps[:, 1:], out=widths[:, 1:-1])
-    result = np.empty_like(widths)
-    result[axis, order] = widths
-    transposed: np.ndarray = result.T
+    result = np.empty(d * n)
+    result[flat.ravel()] = widths.ravel()
+    transposed: np.ndarray = result.reshape(d, n).T
     return transposed
 
 
@@ -171,12 +175,13 @@ def categorical_table(codes: np.ndarray, prior: np.ndarray, share: float) -> np.
     Optuna's kernels take ``share = prior_weight / (n + 1)`` (each keeps some mass on every
     category); Hyperopt's take 0 (the mixture is then a table of pseudo-counts).
     """
+    # A row depends on its category alone: the distinct rows, then one gather.
     size = len(prior)
-    rows = np.zeros((len(codes), size))
-    rows[np.arange(len(codes)), codes] = 1.0
+    distinct = np.eye(size)
     if share:
-        rows += (share * size) * prior
-        rows /= rows.sum(axis=1, keepdims=True)
+        distinct += (share * size) * prior
+        distinct /= distinct.sum(axis=1, keepdims=True)
+    rows: np.ndarray = distinct[codes]
     return rows
 
 
@@ -234,15 +239,19 @@ class Axes:
             t = 2.0 * (self.half_origin + self.prior_mu * self.half_span)
             # The raw value of the prior's centre (what a NaN becomes).
             self.centre = np.where(self.log, np.exp(np.minimum(t, _MAX_LOG)), t)
+        self.log_columns = np.flatnonzero(self.log)
+        self.unit_low, self.unit_high = np.maximum(self.low, -1e12), np.minimum(self.high, 1e12)
 
     def __len__(self) -> int:
         return len(self.half_span)
 
     def to_unit(self, raw: np.ndarray) -> np.ndarray:
         """Raw values on the unit axes, clipped into the supports (within 1e12); NaN stays."""
-        t = np.where(self.log, np.log(np.maximum(raw, _TINY)), raw)
+        t = np.array(raw, dtype=float)
+        if self.log_columns.size:
+            t[:, self.log_columns] = np.log(np.maximum(raw[:, self.log_columns], _TINY))
         unit = (0.5 * t - self.half_origin) / self.half_span
-        clipped: np.ndarray = _clip(unit, np.maximum(self.low, -1e12), np.minimum(self.high, 1e12))
+        clipped: np.ndarray = _clip(unit, self.unit_low, self.unit_high)
         return clipped
 
     def from_unit(self, unit: np.ndarray) -> np.ndarray:
@@ -258,15 +267,15 @@ class Axes:
 
     def cells(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unit-axis ends of the grid cells that round to the raw values (any axis)."""
-        ends = [np.maximum(raw - 0.5 * self.q, self.value_low),
-                np.minimum(raw + 0.5 * self.q, self.value_high)]  # fmt: skip
-        lower, upper = (
-            _clip(self.to_unit(np.where(self.log, np.maximum(e, 0.0), e)), self.low, self.high)
-            for e in ends
-        )
-        # A log cell reaching down to 0 starts at the bottom of the axis.
-        lower = np.where(self.log & (ends[0] <= 0.0), self.low, lower)
-        return lower, upper
+        half, m = 0.5 * self.q, len(raw)
+        ends = np.concatenate([np.maximum(raw - half, self.value_low),
+                               np.minimum(raw + half, self.value_high)])  # fmt: skip
+        # Both ends in one `to_unit` (which clips into the supports and takes the log of
+        # at least the smallest positive float); a log cell reaching down to 0 starts at
+        # the bottom of the axis.
+        unit = self.to_unit(ends)
+        lower = np.where(self.log & (ends[:m] <= 0.0), self.low, unit[:m])
+        return lower, unit[m:]
 
 
 def _grid_round(values: np.ndarray | float, q: np.ndarray | float) -> np.ndarray | float:
@@ -298,25 +307,31 @@ class Points:
         self.categories = categories
         # Per exact axis: its distinct cells (lower ends, upper ends) and each point's
         # among them (points share cells, so each is computed once).
-        self.cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.cells: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         for d in self.exact:
             assert cells is not None
-            distinct, where = np.unique(cells[0][:, d] + 1j * cells[1][:, d], return_inverse=True)
-            self.cells.append((distinct.real, distinct.imag, where.reshape(-1)))
+            first, where = _distinct(cells[0][:, d], cells[1][:, d])
+            # Neighbouring cells share an end: each distinct end once, and per distinct
+            # cell the positions of its lower and upper ends among them.
+            ends = np.concatenate([cells[0][first, d], cells[1][first, d]])
+            distinct, at = _distinct(ends)
+            self.cells.append((ends[distinct], at[: len(first)], at[len(first) :], where))
 
     def __len__(self) -> int:
         return len(self.x)
 
 
 class Mixture:
-    """A weighted mixture of product kernels over numeric unit axes and categorical axes.
+    """Weighted mixtures of product kernels over the same numeric unit axes and categorical axes.
 
     Numeric part: ``mus`` and ``sigmas`` of shape ``(K, Dn)`` and the supports ``lows``,
     ``highs`` (``(Dn,)``, +-inf when unbounded); each kernel is truncated to the support.
-    Categorical part: one ``(K, size)`` table of probability rows per axis. ``weights``
-    may have any positive scale. ``mixture_truncation`` renormalizes the mixture as a
-    whole by its mass inside the support (Hyperopt's rejection sampler): kernel ``k``
-    then weighs ``w_k Z_k``, ``Z_k`` its mass inside.
+    Categorical part: one ``(K, size)`` table of probability rows per axis. ``sizes``
+    splits the kernels into consecutive *segments*, each a mixture of its own (TPE's
+    ``l`` and ``g`` side by side), evaluated together; by default all kernels form one.
+    ``weights`` may have any positive scale per segment. ``mixture_truncation``
+    renormalizes each mixture as a whole by its mass inside the support (Hyperopt's
+    rejection sampler): kernel ``k`` then weighs ``w_k Z_k``, ``Z_k`` its mass inside.
     """
 
     def __init__(
@@ -328,29 +343,39 @@ class Mixture:
         highs: np.ndarray,
         tables: Sequence[np.ndarray] = (),
         *,
+        sizes: Sequence[int] | None = None,
         mixture_truncation: bool = False,
     ) -> None:
         self.mus = mus
         self.sigmas = np.maximum(sigmas, MIN_SIGMA)
         self.lows, self.highs = lows, highs
         self.tables = list(tables)
+        ends = list(itertools.accumulate([len(weights)] if sizes is None else sizes))
+        self.segments = [slice(start, end) for start, end in zip([0, *ends], ends)]
         self.log_mass = _kernel_log_mass(mus, self.sigmas, lows, highs)
+        log_mass = self.log_mass.sum(axis=1)
         log_w = np.log(np.maximum(weights, _FLOOR))
         if mixture_truncation:
-            log_w = log_w + self.log_mass.sum(axis=1)
-        self.log_weights = log_w - logsumexp(log_w)
+            log_w = log_w + log_mass
+        self.log_weights = np.empty(len(log_w))
+        for segment in self.segments:
+            self.log_weights[segment] = log_w[segment] - logsumexp(log_w[segment])
         # Per kernel: its log weight over its masses inside the support (truncation).
-        self._offset = self.log_weights - self.log_mass.sum(axis=1)
+        self._offset = self.log_weights - log_mass
         self._log_tables = [np.log(np.maximum(table.T, _FLOOR)) for table in self.tables]
 
     def __len__(self) -> int:
         return len(self.log_weights)
 
-    def sample(self, rng: np.random.Generator, m: int) -> tuple[np.ndarray, np.ndarray]:
-        """``m`` draws: unit-axis points ``(m, Dn)`` and category indices ``(m, Dc)``."""
-        cumulative = np.exp(self.log_weights).cumsum()
-        kernel = np.minimum(cumulative.searchsorted(rng.random(m) * cumulative[-1], "right"),
-                            len(self) - 1)  # fmt: skip
+    def sample(
+        self, rng: np.random.Generator, m: int, segment: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``m`` draws from one segment's mixture: unit-axis points ``(m, Dn)`` and category
+        indices ``(m, Dc)``."""
+        kernels = self.segments[segment]
+        cumulative = np.exp(self.log_weights[kernels]).cumsum()
+        drawn = cumulative.searchsorted(rng.random(m) * cumulative[-1], "right")
+        kernel = np.minimum(drawn, len(cumulative) - 1) + kernels.start
         mus, sigmas = self.mus[kernel], self.sigmas[kernel]
         lo = special.ndtr((self.lows - mus) / sigmas)
         hi = special.ndtr((self.highs - mus) / sigmas)
@@ -365,7 +390,8 @@ class Mixture:
         return points, categories
 
     def log_pdf(self, at: Points, rows: slice = _EVERY_ROW) -> np.ndarray:
-        """Log density (mass on the exact grid axes of ``at``) at the points ``rows`` of ``at``.
+        """Log density (mass on the exact grid axes of ``at``) of each segment's mixture at
+        the points ``rows`` of ``at``, shape ``(segments, points)``.
 
         The ``(points, K)`` log terms are summed over kernels a block of points at a time,
         so that a block stays in the processor's cache however many points are asked.
@@ -380,19 +406,21 @@ class Mixture:
             at.x[asked], at.features[asked], self.mus[:, at.continuous],
             self.sigmas[:, at.continuous], self._offset, one_hot, self._log_tables,
         )  # fmt: skip
-        # Per exact grid axis: a (cells, K) table of log masses, and each point's cell.
+        # Per exact grid axis: a (cells, distinct kernels) table of log masses, the
+        # kernels' columns in it, and each point's cell.
         cells = [
-            (_cell_log_mass(self.mus[:, d], self.sigmas[:, d], lower, upper), where[asked])
-            for d, (lower, upper, where) in zip(at.exact, at.cells)
+            (*_cell_log_mass(self.mus[:, d], self.sigmas[:, d], *ends), where[asked])
+            for d, (*ends, where) in zip(at.exact, at.cells)
         ]
-        result = np.empty(stop - start)
+        result = np.empty((len(self.segments), stop - start))
         step = max(1, _BLOCK // max(1, len(self)))
         for begin in range(0, stop - start, step):
             block = slice(begin, begin + step)
             total = terms(block)
-            for table, index in cells:
-                total += table[index[block]]
-            result[block] = logsumexp(total, axis=1)
+            for table, columns, index in cells:
+                total += table[index[block]].take(columns, axis=1)
+            for k, segment in enumerate(self.segments):
+                result[k, block] = logsumexp(total[:, segment], axis=1)
         return result
 
 
@@ -481,22 +509,45 @@ def _gaussian_log_terms_plain(
     return result
 
 
-def _cell_log_mass(mu: np.ndarray, sigma: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Log mass of kernels ``(mu, sigma)`` in cells ``[a, b]`` of one axis, ``(cells, K)``.
+def _cell_log_mass(
+    mu: np.ndarray, sigma: np.ndarray, ends: np.ndarray, lower: np.ndarray, upper: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log mass of kernels ``(mu, sigma)`` in the cells ``[ends[lower], ends[upper]]`` of
+    one axis: a ``(cells, P)`` table over the ``P`` distinct kernels, and each kernel's
+    column in it.
 
-    Kernels on a grid axis share few distinct ``(mu, sigma)`` pairs: with many kernels
-    each distinct pair is computed once. `_cell_log_mass_plain` is the oracle.
+    Kernels on a grid axis share few distinct ``(mu, sigma)`` pairs, and neighbouring
+    cells share ends: each normal CDF is computed once per distinct kernel and end.
+    `_cell_log_mass_plain` is the oracle.
     """
-    if len(mu) <= _FEW_KERNELS:
-        return _cell_log_mass_plain(mu, sigma, a, b)
-    # Distinct pairs from distinct centres and distinct widths (sorting floats, then
-    # integers, is much faster than sorting complex numbers).
-    centres, which_centre = np.unique(mu, return_inverse=True)
-    widths, which_width = np.unique(sigma, return_inverse=True)
-    pairs, inverse = np.unique(which_centre * len(widths) + which_width, return_inverse=True)
-    table = _cell_log_mass_plain(centres[pairs // len(widths)], widths[pairs % len(widths)], a, b)
-    spread: np.ndarray = table.take(inverse.reshape(-1), axis=1)
-    return spread
+    first, columns = _distinct(mu, sigma)
+    mu, sigma = mu[first], sigma[first]
+    cdf = special.ndtr((ends[:, None] - mu) / sigma)
+    mass = cdf[upper] - cdf[lower]
+    return np.log(np.maximum(mass, _FLOOR)), columns
+
+
+def _distinct(a: np.ndarray, b: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of one of each distinct value of ``a`` (pair ``(a[i], b[i])``), and each
+    one's among them.
+
+    Pairs are sorted by ``a + b / golden ratio`` (one float sort, far cheaper than a
+    lexicographic one): equal pairs have equal sums, so they end up next to each other
+    unless another pair has the same sum, in which case a pair may be listed twice (a
+    repeat costs a little work, never a wrong value; the irrational weight keeps pairs
+    of grid values from sharing sums).
+    """
+    order = (a if b is None else a + _GOLDEN * b).argsort()
+    ordered = a[order]
+    fresh = np.empty(len(order), dtype=bool)
+    fresh[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=fresh[1:])
+    if b is not None:
+        ordered = b[order]
+        fresh[1:] |= ordered[1:] != ordered[:-1]
+    which = np.empty(len(order), dtype=np.intp)
+    which[order] = np.cumsum(fresh) - 1
+    return order[fresh], which
 
 
 def _cell_log_mass_plain(

@@ -314,12 +314,17 @@ class TPEState:
 
 @attrs.frozen(eq=False)
 class _Group:
-    """Parameters active together: numeric ones on unit axes, then categorical ones."""
+    """Parameters active together: numeric ones on unit axes, then categorical ones (with
+    their prior probabilities, None for a large one, see `_compress_categories`; and
+    the offset and the last code of their stored values)."""
 
     condition: Condition
     numeric: tuple[ParamSpec, ...]
     categorical: tuple[ParamSpec, ...]
     axes: Axes
+    priors: tuple[np.ndarray | None, ...]
+    offsets: np.ndarray
+    last_codes: np.ndarray
 
     @property
     def first(self) -> str:
@@ -334,7 +339,13 @@ def _build_groups(space: CompiledSpace) -> list[_Group]:
     for condition, specs in members.items():
         numeric = tuple(s for s in specs if not s.dist.is_categorical)
         categorical = tuple(s for s in specs if s.dist.is_categorical)
-        groups.append(_Group(condition, numeric, categorical, Axes([s.dist for s in numeric])))
+        priors = tuple(
+            s.dist.probabilities if s.dist.size <= _DENSE_CATEGORIES else None for s in categorical
+        )
+        offsets = np.array([s.dist.offset for s in categorical], dtype=float)
+        last_codes = np.array([s.dist.size - 1 for s in categorical], dtype=float)
+        axes = Axes([s.dist for s in numeric])
+        groups.append(_Group(condition, numeric, categorical, axes, priors, offsets, last_codes))
     return groups
 
 
@@ -344,19 +355,19 @@ _Observations = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 class _Part:
     """``l`` and ``g`` over some columns of a group (all of them, or one in the Hyperopt
-    preset), and the lies added to ``g`` by the earlier proposals of the call."""
+    preset): the two segments of one `Mixture`, evaluated together; and the lies added
+    to ``g`` by the earlier proposals of the call."""
 
     def __init__(
         self,
         numeric: np.ndarray,
         categorical: np.ndarray,
-        below: Mixture,
-        above: Mixture,
+        model: Mixture,
         above_weight: float,
         lie: tuple[float, float, list[np.ndarray], float],
     ) -> None:
         self.numeric, self.categorical = numeric, categorical
-        self.below, self.above = below, above
+        self.model = model
         self.above_weight = above_weight
         # (lie width, share of the prior in a lie's category rows, priors, lie weight)
         self.lie = lie
@@ -384,7 +395,7 @@ class _Part:
         codes = np.asarray([c for _, c in lies], dtype=np.intp).reshape(len(lies), -1)
         tables = [categorical_table(codes[:, j], prior, share) for j, prior in enumerate(priors)]
         return Mixture(np.ones(len(units)), units, np.full(units.shape, width),
-                       self.below.lows, self.below.highs, tables)  # fmt: skip
+                       self.model.lows, self.model.highs, tables)  # fmt: skip
 
     def add_lie(self, unit: np.ndarray, codes: np.ndarray) -> None:
         self.lies.append((unit[self.numeric], codes[self.categorical]))
@@ -399,7 +410,7 @@ class _Candidates:
         points = np.empty((m, len(axes)))
         self.categories = np.empty((m, len(group.categorical)), dtype=np.intp)
         for part in parts:
-            points[:, part.numeric], self.categories[:, part.categorical] = part.below.sample(
+            points[:, part.numeric], self.categories[:, part.categorical] = part.model.sample(
                 rng, m
             )
         self.raw = axes.from_unit(points)
@@ -417,9 +428,7 @@ class _Candidates:
             ends = None if cells is None else (cells[0][:, columns], cells[1][:, columns])
             categories = self.categories[:, part.categorical]
             self.points.append(Points(points[:, columns], ends, categories, exact[columns]))
-        self.densities = [
-            (part.below.log_pdf(at), part.above.log_pdf(at)) for part, at in zip(parts, self.points)
-        ]
+        self.densities = [part.model.log_pdf(at) for part, at in zip(parts, self.points)]
         # Per part: how many of its lies are counted in the log of their summed densities
         # at the candidates of the coming proposals, up to which row, and those logs.
         self.lie_sums = [(0, 0, np.full(m, -np.inf)) for _ in parts]
@@ -437,7 +446,7 @@ class _Candidates:
         if counted < len(part.lies):
             new = part.lies[counted:]
             window = slice(rows.start, stop)
-            density = part.lie_mixture(new).log_pdf(self.points[k], window) + math.log(len(new))
+            density = part.lie_mixture(new).log_pdf(self.points[k], window)[0] + math.log(len(new))
             sums[window] = np.logaddexp(sums[window], density)
         self.lie_sums[k] = (len(part.lies), stop, sums)
         return sums[rows]
@@ -463,7 +472,7 @@ class _Suggestion:
         self.losses = np.array(history.losses, dtype=float)
         self.believed = self.lied = np.zeros(len(history), dtype=bool)
         n_ok, n_failed = int(np.count_nonzero(ok)), int(np.count_nonzero(bad))
-        pruned = history.pruned_order()
+        pruned = history.pruned_order() if (states == _PRUNED).any() else _NONE
         known = ok
         if pruned.size and not n_ok:
             # No OK trial yet: pending trials are believed from the pruned ones, at their
@@ -649,25 +658,17 @@ class _Suggestion:
         clip = max(n_below, math.isqrt(max(1, n_below) * evidence))
         if self.any_believed:
             clip *= BELIEVED_CLIP_FACTOR
-        mixtures = []
+        segments = []
         for (units, codes, lied), clip_count in ((below, clip), (above, None)):
             share = prior_weight / (len(units) + 1)
-            tables = [
-                np.concatenate([categorical_table(codes[:, j], prior, share), prior[None, :]])
-                for j, prior in enumerate(priors)
-            ]
+            tables = [categorical_table(codes[:, j], p, share) for j, p in enumerate(priors)]
             sigmas = self._widths(axes, units, lied, "optuna", clip_count)
-            weights = self._weights(lied, prior_weight)
-            mixtures.append((weights, Mixture(
-                weights, np.concatenate([units, axes.prior_mu[None, :]]),
-                np.concatenate([sigmas, np.ones((1, len(axes)))]),
-                axes.low, axes.high, tables,
-            )))  # fmt: skip
-        (_, l_mixture), (g_weights, g_mixture) = mixtures
+            segments.append((self._weights(lied, prior_weight), units, sigmas, tables))
+        model = _with_prior(segments, axes.prior_mu, priors, axes.low, axes.high)
         lie = (clip_floor(len(above[0]) + 1, True), prior_weight / (len(above[0]) + 1), priors,
                self.tpe.liar_weight)  # fmt: skip
         columns = np.arange(len(axes)), np.arange(len(priors))
-        return [_Part(*columns, l_mixture, g_mixture, float(g_weights.sum()), lie)]
+        return [_Part(*columns, model, float(segments[1][0].sum()), lie)]
 
     def _per_parameter(
         self, group: _Group, below: _Observations, above: _Observations, priors: list[np.ndarray]
@@ -677,37 +678,61 @@ class _Suggestion:
         parts = []
         widths = [self._widths(axes, units, lied, "hyperopt") for units, lied in
                   ((below[0], below[2]), (above[0], above[2]))]  # fmt: skip
+        weights = [self._weights(lied, prior_weight) for _, _, lied in (below, above)]
+        lie: tuple[float, float, list[np.ndarray], float] = (
+            clip_floor(len(above[0]) + 1, True), 0.0, [], liar
+        )  # fmt: skip
         for j in range(len(axes)):
-            low, high = axes.low[j : j + 1], axes.high[j : j + 1]
-            fitted = []
-            for (units, _, lied), sigmas in zip((below, above), widths):
-                weights = self._weights(lied, prior_weight)
-                mus = np.append(units[:, j], axes.prior_mu[j])[:, None]
-                spread = np.append(sigmas[:, j], 1.0)[:, None]
-                fitted.append((weights, Mixture(weights, mus, spread, low, high,
-                                                mixture_truncation=True)))  # fmt: skip
-            lie: tuple[float, float, list[np.ndarray], float] = (
-                clip_floor(len(above[0]) + 1, True),
-                0.0,
-                [],
-                liar,
-            )
-            parts.append(_Part(np.array([j]), _NONE, fitted[0][1], fitted[1][1],
-                               float(fitted[1][0].sum()), lie))  # fmt: skip
-        nothing = np.empty(0)
+            axis = slice(j, j + 1)
+            segments: list[_Segment] = [
+                (w, units[:, axis], sigmas[:, axis], [])
+                for w, (units, _, _), sigmas in zip(weights, (below, above), widths)
+            ]
+            model = _with_prior(segments, axes.prior_mu[axis], [], axes.low[axis],
+                                axes.high[axis], truncation=True)  # fmt: skip
+            parts.append(_Part(np.array([j]), _NONE, model, float(weights[1].sum()), lie))
         for j, (spec, prior) in enumerate(zip(group.categorical, priors)):
             # Pseudo-counts: prior_weight per category (in proportion to the prior).
-            fitted = []
+            segments = []
             for _, codes, lied in (below, above):
-                weights = self._weights(lied, prior_weight * spec.dist.size)
-                table = np.concatenate([categorical_table(codes[:, j], prior, 0.0), prior[None, :]])
-                no_axes = np.empty((len(weights), 0))
-                mixture = Mixture(weights, no_axes, no_axes, nothing, nothing, [table])
-                fitted.append((weights, mixture))
-            lie = (1.0, 0.0, [prior], liar)
-            parts.append(_Part(_NONE, np.array([j]), fitted[0][1], fitted[1][1],
-                               float(fitted[1][0].sum()), lie))  # fmt: skip
+                no_axes = np.empty((len(codes), 0))
+                table = categorical_table(codes[:, j], prior, 0.0)
+                segments.append(
+                    (self._weights(lied, prior_weight * spec.dist.size), no_axes, no_axes, [table])
+                )
+            model = _with_prior(segments, np.empty(0), [prior], np.empty(0), np.empty(0))
+            parts.append(_Part(_NONE, np.array([j]), model, float(segments[1][0].sum()),
+                               (1.0, 0.0, [prior], liar)))  # fmt: skip
         return parts
+
+
+# A segment of a model: observation weights (then the prior kernel's), the observations'
+# centres and widths on the unit axes, and their probability rows per categorical axis.
+_Segment = tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]
+
+
+def _with_prior(
+    segments: list[_Segment],
+    prior_mu: np.ndarray,
+    priors: list[np.ndarray],
+    low: np.ndarray,
+    high: np.ndarray,
+    truncation: bool = False,
+) -> Mixture:
+    """One `Mixture` of ``segments`` (``l`` then ``g``), each ending with the prior kernel:
+    centre ``prior_mu``, width 1, the ``priors`` as its category rows."""
+    centre, width = prior_mu[None, :], np.ones((1, len(prior_mu)))
+    return Mixture(
+        np.concatenate([weights for weights, _, _, _ in segments]),
+        np.concatenate([a for _, mus, _, _ in segments for a in (mus, centre)]),
+        np.concatenate([a for _, _, sigmas, _ in segments for a in (sigmas, width)]),
+        low,
+        high,
+        [np.concatenate([a for *_, tables in segments for a in (tables[j], prior[None, :])])
+         for j, prior in enumerate(priors)],
+        sizes=[len(weights) for weights, _, _, _ in segments],
+        mixture_truncation=truncation,
+    )  # fmt: skip
 
 
 _NONE = np.empty(0, dtype=np.intp)
@@ -727,12 +752,12 @@ def _columns(
         for j, spec in enumerate(group.numeric):
             raw[:, j] = values[spec.label]
         units.append(group.axes.to_unit(raw))
-        codes = np.zeros((size, len(group.categorical)))
+        stored = np.empty((size, len(group.categorical)))
         for j, spec in enumerate(group.categorical):
-            # Clipped so that a stray stored value cannot index outside the categories.
-            column = np.clip(values[spec.label] - spec.dist.offset, 0, spec.dist.size - 1)
-            codes[:, j] = np.where(np.isnan(column), 0, column)
-        indices.append(codes)
+            stored[:, j] = values[spec.label]
+        # Clipped so that a stray stored value cannot index outside the categories.
+        codes = np.minimum(np.maximum(stored - group.offsets, 0), group.last_codes)
+        indices.append(np.where(np.isnan(codes), 0, codes))
     return active, units, indices
 
 
@@ -772,9 +797,9 @@ def _compress_categories(
     priors: list[np.ndarray] = []
     seen: list[np.ndarray | None] = []
     for j, spec in enumerate(group.categorical):
-        size = spec.dist.size
-        if size <= _DENSE_CATEGORIES:
-            priors.append(spec.dist.probabilities)
+        size, prior = spec.dist.size, group.priors[j]
+        if prior is not None:
+            priors.append(prior)
             seen.append(None)
             continue
         observed = np.unique(np.concatenate([below[:, j], above[:, j]]))
