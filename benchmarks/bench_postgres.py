@@ -12,7 +12,10 @@ PostgreSQL's default durability settings (``fsync`` and ``synchronous_commit`` o
 one named by ``--url``. Each asyncopt run gets a schema of its own; each Optuna run a
 database of its own.
 
-Run:  python benchmarks/bench_postgres.py [--trials 1000] [--optuna-trials 100] [--no-write]
+Both libraries run the same number of trials in section 1 (``--optuna-trials`` may lower
+Optuna's for a quick look).
+
+Run:  python benchmarks/bench_postgres.py [--trials 1000] [--optuna-trials N] [--no-write]
 """
 
 from __future__ import annotations
@@ -107,10 +110,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--parallel-trials", type=int, default=3200)
-    parser.add_argument("--optuna-trials", type=int, default=100)
+    parser.add_argument(
+        "--optuna-trials", type=int, help="Optuna's trials in section 1 (default: --trials)"
+    )
     parser.add_argument("--url", help="a PostgreSQL server to use instead of a private one")
     parser.add_argument("--no-write", action="store_true", help="print, do not edit the docs")
     options = parser.parse_args()
+    optuna_trials = options.optuna_trials or options.trials
     ideal = PROCESSES * CONCURRENCY / PAUSE
 
     server: AbstractContextManager[Any] = (
@@ -137,7 +143,7 @@ def main() -> None:
                 for backend in ("asyncio", "trio")
             }
             theirs = max(
-                optuna_single(fresh_database(url) + their_option, options.optuna_trials, tpe=False)
+                optuna_single(fresh_database(url) + their_option, optuna_trials, tpe=False)
                 for _ in range(2)
             )
             parallel, errors, cpu_per_trial = asyncopt_parallel(
@@ -159,7 +165,7 @@ def main() -> None:
         f"Machine: {machine()}.",
         "",
         f"**{options.trials:,} free trials, random search, one process, concurrency 1**"
-        f" (trials/s, best of three; Optuna {options.optuna_trials} trials, best of two;"
+        f" (trials/s; asyncopt best of three, Optuna ({optuna_trials:,} trials) best of two;"
         f" asyncopt in `memory://` for reference: {memory:,.0f}/s):",
         "",
         "| commits | asyncopt, asyncio | asyncopt, trio | Optuna 5 | asyncopt / Optuna |",
