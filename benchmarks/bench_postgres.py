@@ -49,6 +49,7 @@ from bench_storage import (
 from postgres_server import PostgresServer, running_server, with_schema
 
 TARGET_RATIO = 20.0
+ROUNDS = 3
 # Optuna's psycopg connections with commits that do not wait for the disk.
 ASYNC_COMMIT = "?options=-c%20synchronous_commit%3Doff"
 
@@ -141,18 +142,18 @@ def main() -> None:
         read_ms, write_ms = round_trip_ms(url)
         memory = max(free_run("memory://", options.trials, "asyncio") for _ in range(3))
         for mode, ours_option, their_option in modes:
-            rates = {
-                # The best of three: the run least disturbed by other load on the machine.
-                backend: max(
-                    free_run(fresh_schema(url) + ours_option, options.trials, backend)
-                    for _ in range(3)
+            # Rounds of one run each, interleaved, so that a change of the machine's load
+            # hits both libraries alike; the best of three is the run least disturbed.
+            ours: dict[str, list[float]] = {"asyncio": [], "trio": []}
+            optuna_rates = []
+            for _ in range(ROUNDS):
+                for backend, runs in ours.items():
+                    runs.append(free_run(fresh_schema(url) + ours_option, options.trials, backend))
+                optuna_rates.append(
+                    optuna_single(fresh_database(url) + their_option, optuna_trials, tpe=False)
                 )
-                for backend in ("asyncio", "trio")
-            }
-            theirs = max(
-                optuna_single(fresh_database(url) + their_option, optuna_trials, tpe=False)
-                for _ in range(2)
-            )
+            rates = {backend: max(runs) for backend, runs in ours.items()}
+            theirs = max(optuna_rates)
             parallel, errors, cpu_per_trial = asyncopt_parallel(
                 fresh_schema(url) + ours_option, options.parallel_trials
             )
@@ -172,7 +173,7 @@ def main() -> None:
         f"Machine: {machine()}.",
         "",
         f"**{options.trials:,} free trials, random search, one process, concurrency 1**"
-        f" (trials/s; asyncopt best of three, Optuna ({optuna_trials:,} trials) best of two;"
+        f" (trials/s, best of {ROUNDS} interleaved rounds; Optuna ran {optuna_trials:,} trials;"
         f" asyncopt in `memory://` for reference: {memory:,.0f}/s):",
         "",
         "| commits | asyncopt, asyncio | asyncopt, trio | Optuna 5 | asyncopt / Optuna |",
