@@ -184,7 +184,13 @@ class _Run:
         self.progress = progress
         self.threads = anyio.CapacityLimiter(concurrency)
         self.stopping = False
-        self.running = 0  # trial tasks (busy slots)
+        # Slots are tasks of ``group`` that each run one trial after another, taking the
+        # next from `ready`; an idle one waits for `fed`, set when `serve` adds trials
+        # or ends (`over`).
+        self.slots = 0
+        self.running = 0  # busy slots
+        self.fed = anyio.Event()
+        self.over = False
         # Trials taken one batch ahead, so that a slot whose call ends starts the next
         # at once while its result is recorded and the next batch is proposed (a storage
         # round trip and a model fit both take time), never where each suggestion must
@@ -213,18 +219,19 @@ class _Run:
                 # A trial taken with a result that stops the search (read in the same
                 # round trip) never runs: `record_the_rest` cancels it.
                 self.ready.extend([] if self.stopping else taken)
-                while self.ready and self.running < self.concurrency:
-                    self.running += 1
-                    group.start_soon(self.run_trial, self.ready.popleft())
+                if self.ready:
+                    self.feed(group)
                 starved = len(taken) < wanted
                 if self.early_stop is not None and outcomes:
                     continue
             if self.outcomes:
                 continue
-            if self.running:
+            if self.running or (self.ready and not self.stopping):
                 self.arrived = anyio.Event()
                 await self.arrived.wait()
             elif self.stopping or (starved and not self.study._others_unfinished()):
+                self.over = True
+                self.fed.set()
                 return
             else:
                 # The budget is spent, but other workers may still finish, or die and
@@ -267,11 +274,30 @@ class _Run:
             for _, outcome in outcomes
         )
 
-    async def run_trial(self, trial: Trial) -> None:
-        """Run ``trial``, then the trials taken ahead, while the search goes on."""
+    def feed(self, group: anyio.abc.TaskGroup) -> None:
+        """Wake the idle slots for the trials in `ready`, starting slots where too few."""
+        self.fed.set()
+        self.fed = anyio.Event()
+        while self.slots < self.concurrency and len(self.ready) > self.slots - self.running:
+            self.slots += 1
+            group.start_soon(self.slot)
+
+    async def slot(self) -> None:
+        """Run trials from `ready`, one after another, while the search goes on."""
         try:
             while True:
-                outcome, escaping = await self.evaluate(trial)
+                while not self.ready:
+                    if self.stopping or self.over:
+                        return
+                    await self.fed.wait()
+                if self.stopping:
+                    return
+                trial = self.ready.popleft()
+                self.running += 1
+                try:
+                    outcome, escaping = await self.evaluate(trial)
+                finally:
+                    self.running -= 1
                 self.outcomes.append((trial, outcome))
                 self.arrived.set()
                 if escaping is not None:
@@ -280,17 +306,13 @@ class _Run:
                     # Every other trial is cancelled; `minimize` records them and raises.
                     raise _Escaped
                 self.stopping = self.stopping or self.reached_threshold([(trial, outcome)])
-                if self.stopping or not self.ready:
-                    return
-                # A turn of the event loop between ending one call and starting the next:
-                # when a wave of calls ends at once, their endings and the next starts
-                # run in two turns, not one long one that holds the loop.
-                await anyio.lowlevel.checkpoint()
-                if self.stopping or not self.ready:
-                    return
-                trial = self.ready.popleft()
+                if self.ready:
+                    # A turn of the event loop between ending one call and starting the
+                    # next: when a wave of calls ends at once, their endings and the next
+                    # starts run in two turns, not one long one that holds the loop.
+                    await anyio.lowlevel.checkpoint()
         finally:
-            self.running -= 1
+            self.slots -= 1
 
     async def record_the_rest(self) -> None:
         """Record the outcomes not yet recorded, and cancel trials taken but never run."""
@@ -327,9 +349,14 @@ class _Run:
         escaping: BaseException | None = None
         running = RunningTrial(self.study, trial)
         try:
-            with anyio.move_on_after(self.trial_timeout or math.inf) as scope:
+            timed_out = False
+            if self.trial_timeout is None:
                 value = await self.call_objective(trial, running)
-            if scope.cancelled_caught:
+            else:
+                with anyio.move_on_after(self.trial_timeout) as scope:
+                    value = await self.call_objective(trial, running)
+                timed_out = scope.cancelled_caught
+            if timed_out:
                 error = f"TimeoutError: the objective exceeded trial_timeout={self.trial_timeout}s"
                 outcome = Outcome(TrialState.FAIL, error=error)
             elif running.pruned:

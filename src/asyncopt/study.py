@@ -152,7 +152,7 @@ class Study:
         self._dressed: dict[int, Trial] = {}
         self._seq = 0
         self._held: set[int] = set()
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)
         self._view_was_stale = False
         self._closed = False
         # How long the last suggestion call took.

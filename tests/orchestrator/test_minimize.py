@@ -233,6 +233,35 @@ async def test_sync_objective_trial_timeout() -> None:
     assert all(t.state is ao.TrialState.FAIL for t in slow)
 
 
+async def test_more_slots_than_trials_ends_with_every_trial_recorded() -> None:
+    # The slots left without a trial wait for one; the search still ends once the
+    # budget is spent.
+    with anyio.fail_after(10):
+        result = await ao.minimize(
+            quadratic, SPACE, algo=ao.rand.suggest, max_evals=3, concurrency=8, seed=2
+        )
+    assert [t.state for t in result.trials] == [ao.TrialState.OK] * 3
+
+
+async def test_a_sequential_search_runs_its_trials_one_after_another_in_one_task() -> None:
+    tasks: set[Any] = set()
+    in_flight = peak = 0
+
+    async def objective(params: dict[str, Any]) -> float:
+        nonlocal in_flight, peak
+        tasks.add(anyio.get_current_task().id)
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await anyio.lowlevel.checkpoint()
+        in_flight -= 1
+        return float(params["x"] ** 2)
+
+    result = await ao.minimize(objective, SPACE, algo=ao.rand.suggest, max_evals=25, seed=4)
+    assert len(result.trials) == 25
+    assert peak == 1
+    assert len(tasks) == 1
+
+
 async def test_loss_threshold_stops() -> None:
     async def objective(params: dict[str, Any]) -> float:
         return abs(params["x"])
