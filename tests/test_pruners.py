@@ -264,6 +264,14 @@ def test_asha_bootstrap_counts_only_rivals_with_a_value() -> None:
     assert not pruner.should_prune(trial(9, {1: 0.1}), [trial(0, {1: 0.7}), trial(1, {1: 0.5})])
 
 
+def test_asha_bootstrap_holds_a_nan_value_alone_at_its_rung() -> None:
+    # Without a bootstrap a NaN value alone at its rung continues; with one, it stops
+    # like any other first arrival.
+    assert ETA3.should_prune(trial(9, {1: NAN}), []) is False
+    holding = SuccessiveHalving(min_resource=1, reduction_factor=3, bootstrap_count=1)
+    assert holding.should_prune(trial(9, {1: NAN}), []) is True
+
+
 def test_hyperband_passes_the_bootstrap_count_to_every_bracket() -> None:
     pruner = Hyperband(max_resource=27, bootstrap_count=1)
     for bracket in range(pruner.n_brackets):

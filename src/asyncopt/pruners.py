@@ -253,10 +253,11 @@ class SuccessiveHalving:
         return False
 
     def _continues(self, value: float, rivals: list[float]) -> bool:
-        if math.isnan(value):
-            return not rivals
+        # The bootstrap holds every trial, a NaN one too, until the rung has filled.
         if len(rivals) + 1 <= self.bootstrap_count:
             return False
+        if math.isnan(value):
+            return not rivals
         ranked = sorted([*rivals, value])
         places = max(1, len(ranked) // self.reduction_factor)
         return value <= ranked[places - 1]

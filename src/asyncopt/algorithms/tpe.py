@@ -472,7 +472,7 @@ class _Suggestion:
         self.losses = np.array(history.losses, dtype=float)
         self.believed = self.lied = np.zeros(len(history), dtype=bool)
         n_ok, n_failed = int(np.count_nonzero(ok)), int(np.count_nonzero(bad))
-        pruned = history.pruned_order() if (states == _PRUNED).any() else _NONE
+        pruned = history.pruned_order()
         known = ok
         if pruned.size and not n_ok:
             # No OK trial yet: pending trials are believed from the pruned ones, at their
