@@ -61,8 +61,8 @@ import re
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -83,6 +83,7 @@ from asyncopt.storage.base import (
     StudyRecord,
     Trial,
     TrialState,
+    current_event_loop,
     lease_lost,
     reap_changes,
     refusal,
@@ -135,6 +136,9 @@ _PASSING = frozenset(
     }
 )
 _CREDENTIALS = frozenset({"28P01", "28000"})
+# The statements are the same every time but for their values, and a batch takes longer
+# to plan than to run: plan each once (psycopg prepares a statement from its fifth use).
+_PLAN_ONCE = "SET plan_cache_mode = force_generic_plan"
 
 
 def _state(*states: str) -> Callable[[BaseException], bool]:
@@ -254,47 +258,74 @@ class _Retry(Exception):
         self.error = error
 
 
-class _Session:
-    """A connection for one operation; remembers whether a COMMIT was sent."""
+class _Query(NamedTuple):
+    """One statement. ``commits``: its end commits a transaction (a COMMIT, or a statement
+    that is a transaction of its own), so a connection lost while it is in flight leaves
+    the outcome unknown."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.conn = conn
-        self.committing = False
-
-    def execute(
-        self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()
-    ) -> psycopg.Cursor[Any]:
-        """Run one statement."""
-        return self.conn.execute(query, params)
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One transaction: committed at the end of the block, rolled back on an error."""
-        self.conn.execute("BEGIN")
-        try:
-            yield
-        except BaseException:
-            if not (self.conn.closed or self.conn.broken):
-                self.conn.execute("ROLLBACK")
-            raise
-        self.committing = True
-        self.conn.execute("COMMIT")
-        self.committing = False
-
-    def write(self, query: str, params: Any) -> psycopg.Cursor[Any]:
-        """Run one statement that is a transaction of its own (it commits as it ends)."""
-        self.committing = True
-        cursor = self.conn.execute(query, params)
-        self.committing = False
-        return cursor
+    sql: str
+    params: Sequence[Any] | Mapping[str, Any] = ()
+    commits: bool = False
 
 
-# -- the SQL of every operation (each runs whole on a worker thread) ----------------------
+_BEGIN = _Query("BEGIN")
+_COMMIT = _Query("COMMIT", commits=True)
+
+# An operation, written once for both drivers: a generator that yields a query and is
+# sent back its rows, or yields a tuple of queries (sent together, one round trip, run
+# as one transaction) and is sent back each one's rows. What it returns is the result.
+_Op = Generator["_Query | tuple[_Query, ...]", Any, T]
+
+
+def _first(rows: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
+    return rows[0] if rows else None
+
+
+def _commits(request: _Query | tuple[_Query, ...]) -> bool:
+    # A _Query is itself a tuple: test for it first.
+    return request.commits if isinstance(request, _Query) else any(q.commits for q in request)
+
+
+def _rows(cursor: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:
+    return cursor.fetchall() if cursor.description is not None else []
+
+
+async def _rows_async(cursor: psycopg.AsyncCursor[Any]) -> list[tuple[Any, ...]]:
+    return await cursor.fetchall() if cursor.description is not None else []
+
+
+def _execute(conn: psycopg.Connection[Any], request: _Query | tuple[_Query, ...]) -> Any:
+    if isinstance(request, _Query):
+        return _rows(conn.execute(request.sql, request.params))
+    with conn.pipeline():
+        cursors = [conn.execute(q.sql, q.params) for q in request]
+    return [_rows(cursor) for cursor in cursors]
+
+
+async def _execute_async(
+    conn: psycopg.AsyncConnection[Any], request: _Query | tuple[_Query, ...]
+) -> Any:
+    if isinstance(request, _Query):
+        return await _rows_async(await conn.execute(request.sql, request.params))
+    async with conn.pipeline():
+        cursors = [await conn.execute(q.sql, q.params) for q in request]
+    return [await _rows_async(cursor) for cursor in cursors]
+
+
+def _in_transaction(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether ``conn`` is usable and inside a transaction (that an operation left open
+    by failing or returning early: the runner rolls it back)."""
+    idle = psycopg.pq.TransactionStatus.IDLE
+    return not (conn.closed or conn.broken) and conn.info.transaction_status != idle
+
+
+# -- the SQL of every operation -----------------------------------------------------------
 
 
 class _Ops:
-    """Every operation as a function of a `_Session`; ``missing`` makes the error for an
-    unknown study, ``where`` names the storage."""
+    """Every operation as an `_Op`; ``missing`` makes the error for an unknown study,
+    ``where`` names the storage. The operations called through `ConnectionStorage` take
+    first the connection argument it passes, unused: they yield their queries instead."""
 
     def __init__(self, schema: str, where: str, missing: Callable[[str], StorageError]) -> None:
         self.schema = schema
@@ -367,18 +398,19 @@ class _Ops:
             f"SELECT tid, state, worker FROM {s}.trials WHERE study_id = %s AND tid = ANY(%s)"
         )
         self.sql_since = (
-            f"SELECT {_COLUMNS} FROM {s}.trials WHERE study_id = %s AND seq > %s ORDER BY seq"
+            f"SELECT {_COLUMNS} FROM {s}.trials WHERE study_id = ({self.sql_study_id}) "
+            "AND seq > %s ORDER BY seq"
         )
 
-    def lock(self, session: _Session, study: str) -> tuple[int, int, int]:
+    def lock(self, study: str) -> _Op[tuple[int, int, int]]:
         """Lock the study's row (to the commit); its id and counters as last committed."""
-        row = session.execute(self.sql_lock, (study,)).fetchone()
+        row = _first((yield _Query(self.sql_lock, (study,))))
         if row is None:
             raise self.missing(study)
         return row[0], row[1], row[2]
 
-    def study_id(self, session: _Session, study: str) -> int:
-        row = session.execute(self.sql_study_id, (study,)).fetchone()
+    def study_id(self, study: str) -> _Op[int]:
+        row = _first((yield _Query(self.sql_study_id, (study,))))
         if row is None:
             raise self.missing(study)
         study_id: int = row[0]
@@ -386,7 +418,6 @@ class _Ops:
 
     def insert(
         self,
-        session: _Session,
         study: str,
         study_id: int,
         first_tid: int,
@@ -396,14 +427,14 @@ class _Ops:
         worker: str | None = None,
         lease: float | None = None,
         retry_of: Sequence[int] | None = None,
-    ) -> list[Trial]:
+    ) -> _Op[list[Trial]]:
         """Insert trials with tids from ``first_tid`` (RUNNING for ``worker``, or QUEUED)."""
         n = len(new)
         if n == 0:
             return []
         now = time.time()
         running = state is TrialState.RUNNING
-        rows = session.execute(
+        rows = yield _Query(
             self.sql_insert,
             (
                 study_id,
@@ -417,49 +448,44 @@ class _Ops:
                 [t.seed for t in new],
                 list(retry_of) if retry_of is not None else [None] * n,
             ),
-        ).fetchall()
+        )
         return [_trial(study, row) for row in rows]
 
     # the schema
 
-    def prepare(self, session: _Session, read_only: bool) -> None:
+    def prepare(self, _: object, read_only: bool) -> _Op[None]:
         """Check the schema is ours (or absent: then create it), touching nothing else."""
-        with session.transaction():
-            if not read_only:
-                # Creators of this schema in other processes wait here (until the commit).
-                session.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"asyncopt:{self.schema}",)
-                )
-            exists = session.execute(
-                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
-            ).fetchone()
-            tables = {
-                row[0]
-                for row in session.execute(
-                    "SELECT c.relname FROM pg_class c "
-                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
-                    (self.schema,),
-                )
-            }
-            if tables:
-                version = self._check_version(session, tables)
-                if version < SCHEMA_VERSION:
-                    self._upgrade(session, version, read_only)
-                return
-            if read_only:
-                raise StorageUnavailableError(
-                    f"{self.where} holds no asyncopt studies (no schema {self.schema!r})"
-                )
-            if exists is None:
-                session.execute(f"CREATE SCHEMA {self.s}")
+        yield _BEGIN
+        if not read_only:
+            # Creators of this schema in other processes wait here (until the commit).
+            yield _Query("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"asyncopt:{self.schema}",))
+        exists = yield _Query("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,))
+        rows = yield _Query(
+            "SELECT c.relname FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
+            (self.schema,),
+        )
+        tables = {row[0] for row in rows}
+        if tables:
+            version = yield from self._check_version(tables)
+            if version < SCHEMA_VERSION:
+                yield from self._upgrade(version, read_only)
+        elif read_only:
+            raise StorageUnavailableError(
+                f"{self.where} holds no asyncopt studies (no schema {self.schema!r})"
+            )
+        else:
+            if not exists:
+                yield _Query(f"CREATE SCHEMA {self.s}")
             for statement in _SCHEMA:
-                session.execute(statement.format(s=self.s))
-            session.execute(
+                yield _Query(statement.format(s=self.s))
+            yield _Query(
                 f"INSERT INTO {self.s}.meta (key, value) VALUES ('schema_version', %s)",
                 (str(SCHEMA_VERSION),),
             )
+        yield _COMMIT
 
-    def _upgrade(self, session: _Session, version: int, read_only: bool) -> None:
+    def _upgrade(self, version: int, read_only: bool) -> _Op[None]:
         """Bring the schema from ``version`` to `SCHEMA_VERSION` (the caller holds the
         schema's advisory lock, so one opener does it)."""
         if read_only:
@@ -470,23 +496,23 @@ class _Ops:
             )
         while version < SCHEMA_VERSION:
             for statement in _UPGRADES[version]:
-                session.execute(statement.format(s=self.s))
+                yield _Query(statement.format(s=self.s))
             version += 1
-        session.execute(
+        yield _Query(
             f"UPDATE {self.s}.meta SET value = %s WHERE key = 'schema_version'",
             (str(SCHEMA_VERSION),),
         )
 
-    def _check_version(self, session: _Session, tables: set[str]) -> int:
+    def _check_version(self, tables: set[str]) -> _Op[int]:
         foreign = f"schema {self.schema!r} at {self.where}"
         if "meta" not in tables:
             raise StorageError(
                 f"{foreign} holds tables that are not asyncopt's; not touching it "
                 "(name another schema with ?schema=...)"
             )
-        row = session.execute(
-            f"SELECT value FROM {self.s}.meta WHERE key = 'schema_version'"
-        ).fetchone()
+        row = _first(
+            (yield _Query(f"SELECT value FROM {self.s}.meta WHERE key = 'schema_version'"))
+        )
         if row is None or not str(row[0]).isdigit():
             raise StorageError(f"{foreign} has no asyncopt schema version; not touching it")
         version = int(row[0])
@@ -502,8 +528,8 @@ class _Ops:
 
     # studies
 
-    def create_study(self, session: _Session, record: StudyRecord) -> StudyRecord:
-        row = session.execute(
+    def create_study(self, _: object, record: StudyRecord) -> _Op[StudyRecord]:
+        inserted = yield _Query(
             f"INSERT INTO {self.s}.studies (name, fingerprint, space, seed, created_at) "
             "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING 1",
             (
@@ -513,46 +539,44 @@ class _Ops:
                 record.seed,
                 record.created_at,
             ),
-        ).fetchone()
-        if row is not None:
+        )
+        if inserted:
             return record
-        found = self.get_study(session, record.name)
+        found = yield from self.get_study(_, record.name)
         if found is None:  # deleted between the two statements
             raise self.missing(record.name)
         return found
 
-    def get_study(self, session: _Session, name: str) -> StudyRecord | None:
-        row = session.execute(self.sql_record, (name,)).fetchone()
+    def get_study(self, _: object, name: str) -> _Op[StudyRecord | None]:
+        row = _first((yield _Query(self.sql_record, (name,))))
         return None if row is None else _record(row)
 
-    def list_studies(self, session: _Session) -> list[StudyRecord]:
-        rows = session.execute(
+    def list_studies(self, _: object) -> _Op[list[StudyRecord]]:
+        rows = yield _Query(
             f'SELECT {_STUDY_COLUMNS} FROM {self.s}.studies ORDER BY name COLLATE "C"'
-        ).fetchall()
+        )
         return [_record(row) for row in rows]
 
-    def delete_study(self, session: _Session, name: str) -> bool:
-        with session.transaction():
-            row = session.execute(self.sql_lock, (name,)).fetchone()
-            if row is None:
-                return False
-            session.execute(f"DELETE FROM {self.s}.trials WHERE study_id = %s", (row[0],))
-            session.execute(f"DELETE FROM {self.s}.studies WHERE id = %s", (row[0],))
+    def delete_study(self, _: object, name: str) -> _Op[bool]:
+        yield _BEGIN
+        row = _first((yield _Query(self.sql_lock, (name,))))
+        if row is None:
+            return False  # the runner rolls back what is left open
+        yield _Query(f"DELETE FROM {self.s}.trials WHERE study_id = %s", (row[0],))
+        yield _Query(f"DELETE FROM {self.s}.studies WHERE id = %s", (row[0],))
+        yield _COMMIT
         return True
 
     # trials
 
-    def batch(
-        self,
-        session: _Session,
-        study: str,
-        request: BatchRequest,
-    ) -> Batch:
-        """Finish and create in one statement (one transaction), then read the changes."""
+    def batch(self, _: object, study: str, request: BatchRequest) -> _Op[Batch]:
+        """Finish and create in one statement, and read the changes in a second one: one
+        round trip and one transaction (the read sees what committed while the first
+        awaited the lock)."""
         finishes, new, since = request.finishes, request.new, request.since
         worker, budget, lease = request.worker, request.budget, request.lease
         now = time.time()
-        rows = session.write(
+        write = _Query(
             self.sql_batch,
             {
                 "study": study,
@@ -570,12 +594,17 @@ class _Ops:
                 "assignments": [to_json(n.assignment, "assignment") for n in new],
                 "seeds": [n.seed for n in new],
             },
-        ).fetchall()
+            commits=True,
+        )
+        if since is None:
+            rows, read = (yield write), None
+        else:
+            rows, read = yield (write, _Query(self.sql_since, (study, since)))
         done = {row[1]: _trial(study, row[1:]) for row in rows if row[0] == 1}
         created = sorted((_trial(study, row[1:]) for row in rows if row[0] == 2), key=_tid)
         study_id: int | None = None
-        if not done and not created:
-            study_id = self.study_id(session, study)  # the study exists: nothing was due
+        if not done and not created and not read:
+            study_id = yield from self.study_id(study)  # the study exists: nothing was due
         finished: list[Trial | TrialError] = []
         if len(done) < len(finishes):
             # Why the others were refused, as of now. A tid given twice in one call is
@@ -583,8 +612,8 @@ class _Ops:
             holders = {tid: (t.state, t.worker) for tid, t in done.items()}
             refused = [f.tid for f in finishes if f.tid not in done]
             if study_id is None:
-                study_id = self.study_id(session, study)
-            for tid, state, holder in session.execute(self.sql_holders, (study_id, refused)):
+                study_id = yield from self.study_id(study)
+            for tid, state, holder in (yield _Query(self.sql_holders, (study_id, refused))):
                 holders.setdefault(tid, (TrialState(state), holder))
             for f in finishes:
                 trial = done.pop(f.tid, None)
@@ -597,172 +626,178 @@ class _Ops:
                     finished.append(trial)
         else:
             finished = [done[f.tid] for f in finishes]
-        changed = []
-        if since is not None:
-            changed = self.trials_since(session, study, since)
+        changed = [] if read is None else [_trial(study, row) for row in read]
         return Batch(finished, created, changed)
 
     def report(
-        self, session: _Session, study: str, tid: int, worker: str, step: int, value: float
-    ) -> Trial:
+        self, _: object, study: str, tid: int, worker: str, step: int, value: float
+    ) -> _Op[Trial]:
         # Its own transaction, and safe to retry when the connection drops mid-statement:
         # an attempt that landed leaves the step reported, so the next changes nothing.
-        row = session.execute(
-            self.sql_report,
-            {
-                "study": study,
-                "tid": tid,
-                "worker": worker,
-                "step": str(step),
-                "value": intermediate_json({step: value}),
-            },
-        ).fetchone()
+        row = _first(
+            (
+                yield _Query(
+                    self.sql_report,
+                    {
+                        "study": study,
+                        "tid": tid,
+                        "worker": worker,
+                        "step": str(step),
+                        "value": intermediate_json({step: value}),
+                    },
+                )
+            )
+        )
         if row is not None:
             return _trial(study, row)
-        return unreported(study, tid, worker, self.get_trial(session, study, tid))
+        trial = yield from self.get_trial(_, study, tid)
+        return unreported(study, tid, worker, trial)
 
     def enqueue(
-        self, session: _Session, study: str, new: Sequence[NewTrial], budget: int | None
-    ) -> list[Trial]:
-        with session.transaction():
-            study_id, n_trials, n_released = self.lock(session, study)
-            left = room(budget, n_trials - n_released)
-            queued = self.insert(
-                session,
-                study,
-                study_id,
-                n_trials,
-                TrialState.QUEUED,
-                new if left is None else new[:left],
-            )
-            if queued:
-                session.execute(self.sql_counters, (n_trials + len(queued), n_released, study_id))
+        self, _: object, study: str, new: Sequence[NewTrial], budget: int | None
+    ) -> _Op[list[Trial]]:
+        yield _BEGIN
+        study_id, n_trials, n_released = yield from self.lock(study)
+        left = room(budget, n_trials - n_released)
+        queued = yield from self.insert(
+            study, study_id, n_trials, TrialState.QUEUED, new if left is None else new[:left]
+        )
+        if queued:
+            yield _Query(self.sql_counters, (n_trials + len(queued), n_released, study_id))
+        yield _COMMIT
         return queued
 
     def claim(
-        self, session: _Session, study: str, worker: str, lease: float, limit: int
-    ) -> list[Trial]:
+        self, _: object, study: str, worker: str, lease: float, limit: int
+    ) -> _Op[list[Trial]]:
         # Look without a lock first: most calls find the queue empty.
-        probe = session.execute(
+        probe = yield _Query(
             f"SELECT 1 FROM {self.s}.trials WHERE study_id = ({self.sql_study_id}) "
             "AND state = 0 LIMIT 1",
             (study,),
-        ).fetchone()
-        if probe is None:
-            self.study_id(session, study)
+        )
+        if not probe:
+            yield from self.study_id(study)
             return []
-        with session.transaction():
-            study_id = self.lock(session, study)[0]
-            now = time.time()
-            # The picked tids are materialized: a plan that ran the LIMIT subquery again
-            # per updated row would pick the next queued trial each time.
-            rows = session.execute(
-                f"WITH picked AS MATERIALIZED (SELECT tid FROM {self.s}.trials "
-                "WHERE study_id = %s AND state = 0 ORDER BY tid LIMIT %s FOR UPDATE SKIP LOCKED) "
-                f"UPDATE {self.s}.trials t SET state = 1, started_at = %s, "
-                f"lease_expires_at = %s, worker = %s, seq = nextval('{self.s}.seq') "
-                "FROM picked WHERE t.study_id = %s AND t.tid = picked.tid "
-                f"RETURNING {_T_COLUMNS}",
-                (study_id, limit, now, now + lease, worker, study_id),
-            ).fetchall()
-        return sorted((_trial(study, row) for row in rows), key=lambda t: t.tid)
+        yield _BEGIN
+        study_id = (yield from self.lock(study))[0]
+        now = time.time()
+        # The picked tids are materialized: a plan that ran the LIMIT subquery again
+        # per updated row would pick the next queued trial each time.
+        rows = yield _Query(
+            f"WITH picked AS MATERIALIZED (SELECT tid FROM {self.s}.trials "
+            "WHERE study_id = %s AND state = 0 ORDER BY tid LIMIT %s FOR UPDATE SKIP LOCKED) "
+            f"UPDATE {self.s}.trials t SET state = 1, started_at = %s, "
+            f"lease_expires_at = %s, worker = %s, seq = nextval('{self.s}.seq') "
+            "FROM picked WHERE t.study_id = %s AND t.tid = picked.tid "
+            f"RETURNING {_T_COLUMNS}",
+            (study_id, limit, now, now + lease, worker, study_id),
+        )
+        yield _COMMIT
+        return sorted((_trial(study, row) for row in rows), key=_tid)
 
     def renew(
-        self, session: _Session, study: str, tids: list[int], worker: str, lease: float
-    ) -> list[int]:
+        self, _: object, study: str, tids: list[int], worker: str, lease: float
+    ) -> _Op[list[int]]:
         if not tids:
-            self.study_id(session, study)
+            yield from self.study_id(study)
             return []
-        with session.transaction():
-            study_id = self.lock(session, study)[0]
-            held = {
-                row[0]
-                for row in session.execute(
-                    f"UPDATE {self.s}.trials SET lease_expires_at = %s, "
-                    f"seq = nextval('{self.s}.seq') WHERE study_id = %s AND tid = ANY(%s) "
-                    "AND state = 1 AND worker = %s RETURNING tid",
-                    (time.time() + lease, study_id, tids, worker),
-                )
-            }
-            others = [tid for tid in tids if tid not in held]
-            found: dict[int, tuple[TrialState, str | None]] = {}
-            if others:
-                for tid, state, holder in session.execute(self.sql_holders, (study_id, others)):
-                    found[tid] = (TrialState(state), holder)
+        yield _BEGIN
+        study_id = (yield from self.lock(study))[0]
+        rows = yield _Query(
+            f"UPDATE {self.s}.trials SET lease_expires_at = %s, "
+            f"seq = nextval('{self.s}.seq') WHERE study_id = %s AND tid = ANY(%s) "
+            "AND state = 1 AND worker = %s RETURNING tid",
+            (time.time() + lease, study_id, tids, worker),
+        )
+        held = {row[0] for row in rows}
+        others = [tid for tid in tids if tid not in held]
+        found: dict[int, tuple[TrialState, str | None]] = {}
+        if others:
+            for tid, state, holder in (yield _Query(self.sql_holders, (study_id, others))):
+                found[tid] = (TrialState(state), holder)
+        yield _COMMIT
         return [
             tid
             for tid in others
             if tid not in found or lease_lost(found[tid][0], found[tid][1], worker)
         ]
 
-    def reap(self, session: _Session, study: str) -> list[Trial]:
-        probe = session.execute(
+    def reap(self, _: object, study: str) -> _Op[list[Trial]]:
+        probe = yield _Query(
             f"SELECT 1 FROM {self.s}.trials WHERE study_id = ({self.sql_study_id}) "
             "AND state = 1 AND lease_expires_at < %s LIMIT 1",
             (study, time.time()),
-        ).fetchone()
-        if probe is None:
-            self.study_id(session, study)
+        )
+        if not probe:
+            yield from self.study_id(study)
             return []
-        with session.transaction():
-            study_id, n_trials, n_released = self.lock(session, study)
-            now = time.time()
-            expired = [
-                _trial(study, row)
-                for row in session.execute(
-                    f"SELECT {_COLUMNS} FROM {self.s}.trials WHERE study_id = %s AND state = 1 "
-                    "AND lease_expires_at < %s ORDER BY tid",
-                    (study_id, now),
+        yield _BEGIN
+        study_id, n_trials, n_released = yield from self.lock(study)
+        now = time.time()
+        rows = yield _Query(
+            f"SELECT {_COLUMNS} FROM {self.s}.trials WHERE study_id = %s AND state = 1 "
+            "AND lease_expires_at < %s ORDER BY tid",
+            (study_id, now),
+        )
+        expired = [_trial(study, row) for row in rows]
+        reaped = []
+        for trial in expired:
+            changes = reap_changes(trial.worker, now)
+            [seq] = _first(
+                (
+                    yield _Query(
+                        f"UPDATE {self.s}.trials SET state = %s, finished_at = %s, "
+                        f"lease_expires_at = NULL, error = %s, seq = nextval('{self.s}.seq') "
+                        "WHERE study_id = %s AND tid = %s RETURNING seq",
+                        (int(changes["state"]), now, changes["error"], study_id, trial.tid),
+                    )
                 )
-            ]
-            reaped = []
-            for trial in expired:
-                changes = reap_changes(trial.worker, now)
-                [seq] = session.execute(
-                    f"UPDATE {self.s}.trials SET state = %s, finished_at = %s, "
-                    f"lease_expires_at = NULL, error = %s, seq = nextval('{self.s}.seq') "
-                    "WHERE study_id = %s AND tid = %s RETURNING seq",
-                    (int(changes["state"]), now, changes["error"], study_id, trial.tid),
-                ).fetchone() or (None,)
-                reaped.append(trial.evolve(seq=seq, **changes))
-            retried = [t for t in expired if requeues(t)]
-            self.insert(
-                session,
-                study,
-                study_id,
-                n_trials,
-                TrialState.QUEUED,
-                [NewTrial(t.assignment, t.seed) for t in retried],
-                retry_of=[t.tid for t in retried],
+            ) or (None,)
+            reaped.append(trial.evolve(seq=seq, **changes))
+        retried = [t for t in expired if requeues(t)]
+        yield from self.insert(
+            study,
+            study_id,
+            n_trials,
+            TrialState.QUEUED,
+            [NewTrial(t.assignment, t.seed) for t in retried],
+            retry_of=[t.tid for t in retried],
+        )
+        if reaped:
+            yield _Query(
+                self.sql_counters, (n_trials + len(retried), n_released + len(reaped), study_id)
             )
-            if reaped:
-                session.execute(
-                    self.sql_counters,
-                    (n_trials + len(retried), n_released + len(reaped), study_id),
-                )
+        yield _COMMIT
         return reaped
 
-    def get_trial(self, session: _Session, study: str, tid: int) -> Trial | None:
-        row = session.execute(
-            f"SELECT {_COLUMNS} FROM {self.s}.trials WHERE study_id = %s AND tid = %s",
-            (self.study_id(session, study), tid),
-        ).fetchone()
+    def get_trial(self, _: object, study: str, tid: int) -> _Op[Trial | None]:
+        study_id = yield from self.study_id(study)
+        row = _first(
+            (
+                yield _Query(
+                    f"SELECT {_COLUMNS} FROM {self.s}.trials WHERE study_id = %s AND tid = %s",
+                    (study_id, tid),
+                )
+            )
+        )
         return None if row is None else _trial(study, row)
 
-    def trials_since(self, session: _Session, study: str, seq: int) -> list[Trial]:
-        rows = session.execute(
-            f"SELECT {_COLUMNS} FROM {self.s}.trials WHERE study_id = ({self.sql_study_id}) "
-            "AND seq > %s ORDER BY seq",
-            (study, seq),
-        ).fetchall()
+    def trials_since(self, _: object, study: str, seq: int) -> _Op[list[Trial]]:
+        rows = yield _Query(self.sql_since, (study, seq))
         if not rows:
-            self.study_id(session, study)
+            yield from self.study_id(study)
         return [_trial(study, row) for row in rows]
 
-    def count(self, session: _Session, study: str, budgeted: bool) -> int:
-        row = session.execute(
-            f"SELECT n_trials, n_released FROM {self.s}.studies WHERE name = %s", (study,)
-        ).fetchone()
+    def count(self, _: object, study: str, budgeted: bool) -> _Op[int]:
+        row = _first(
+            (
+                yield _Query(
+                    f"SELECT n_trials, n_released FROM {self.s}.studies WHERE name = %s",
+                    (study,),
+                )
+            )
+        )
         if row is None:
             raise self.missing(study)
         return int(row[0] - row[1]) if budgeted else int(row[0])
@@ -771,7 +806,10 @@ class _Ops:
 # -- connections -------------------------------------------------------------------------
 
 
-def _is_stale(conn: psycopg.Connection[Any]) -> bool:
+_Connection = psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
+
+
+def _is_stale(conn: _Connection) -> bool:
     """Whether an idle connection was closed (or told something) by the server meanwhile.
 
     An idle session has nothing to read; a restart sends it a FATAL message and closes it.
@@ -787,31 +825,38 @@ def _is_stale(conn: psycopg.Connection[Any]) -> bool:
     return bool(readable)
 
 
-class _Pool:
-    """Up to ``size`` connections, made on demand; an operation holds one at a time."""
+def _close(conn: _Connection) -> None:
+    """Close a connection of either kind (libpq's close waits for nothing: no await)."""
+    conn.pgconn.finish()
 
-    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], size: int) -> None:
-        self._connect = connect
-        self._idle: list[psycopg.Connection[Any]] = []
-        self._lock = threading.Lock()  # the idle list is touched from worker threads
+
+class _Pool:
+    """Up to ``size`` connections, made on demand; an operation holds one at a time.
+
+    ``asynchronous``: psycopg's asyncio connections (under asyncio), else its synchronous
+    ones, each operation run whole on a worker thread (under trio).
+    """
+
+    def __init__(self, size: int, *, asynchronous: bool) -> None:
+        self.asynchronous = asynchronous
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()  # under trio, worker threads share the idle list
         self.slots = anyio.Semaphore(size)
         self._closed = False
 
-    def take(self) -> psycopg.Connection[Any]:
-        """An idle healthy connection, or a new one (call on a worker thread)."""
+    def reuse(self) -> Any:
+        """An idle healthy connection, or None (then the caller makes one)."""
         while True:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
-            if conn is None:
-                return self._connect()
-            if not _is_stale(conn):
+            if conn is None or not _is_stale(conn):
                 return conn
-            conn.close()
+            _close(conn)
 
-    def give_back(self, conn: psycopg.Connection[Any]) -> None:
+    def give_back(self, conn: _Connection) -> None:
         """Keep ``conn`` for the next operation, unless it is unusable or the pool closed."""
-        if self._closed or conn.closed or conn.broken or conn.info.transaction_status != 0:
-            conn.close()
+        if self._closed or _in_transaction(conn) or conn.closed or conn.broken:
+            _close(conn)
             return
         with self._lock:
             self._idle.append(conn)
@@ -821,7 +866,7 @@ class _Pool:
         with self._lock:
             idle, self._idle = self._idle, []
         for conn in idle:
-            conn.close()
+            _close(conn)
 
 
 # -- the storage -------------------------------------------------------------------------
@@ -933,21 +978,39 @@ class PostgresStorage(ConnectionStorage):
         detail = _one_line(self._url.scrub(str(exc)))
         return translate(exc, ERRORS, self.url, detail)
 
+    def _connect_failure(self, exc: psycopg.Error) -> Exception:
+        """What a failed connection attempt raises: `_Retry` if the server may come back."""
+        error = self._translate(exc)
+        if not isinstance(error, StorageUnavailableError) or _refused_credentials(exc):
+            return error
+        return error if exc.sqlstate == "3D000" else _Retry(error)
+
     def _connect(self) -> psycopg.Connection[Any]:
         try:
             conn = psycopg.connect(self._conninfo, autocommit=True)
-            # The statements are the same every time but for their values, and a batch
-            # takes longer to plan than to run: plan each once (psycopg prepares a
-            # statement from its fifth use).
-            conn.execute("SET plan_cache_mode = force_generic_plan")
+            conn.execute(_PLAN_ONCE)
             return conn
         except psycopg.Error as exc:
-            error = self._translate(exc)
-            if not isinstance(error, StorageUnavailableError) or _refused_credentials(exc):
-                raise error from None
-            if exc.sqlstate == "3D000":
-                raise error from None
-            raise _Retry(error) from None
+            raise self._connect_failure(exc) from None
+
+    async def _connect_async(self) -> psycopg.AsyncConnection[Any]:
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            await conn.execute(_PLAN_ONCE)
+            return conn
+        except psycopg.Error as exc:
+            raise self._connect_failure(exc) from None
+
+    def _failure(self, exc: psycopg.Error, committing: bool) -> Exception:
+        """What a failed attempt raises: `_Retry` when it certainly did not take effect."""
+        error = self._translate(exc)
+        if exc.sqlstate in _PASSING:
+            return _Retry(error)
+        if isinstance(exc, psycopg.OperationalError) and not committing:
+            # The connection dropped: the server rolls back what was not committed. Only
+            # a transaction whose commit was in flight has an unknown outcome.
+            return _Retry(error)
+        return error
 
     async def open(self) -> None:
         """Connect, check the schema is ours and create it if needed. Idempotent."""
@@ -956,17 +1019,17 @@ class PostgresStorage(ConnectionStorage):
         async with self._open_lock:
             if self._pool is not None:
                 return
-            pool = _Pool(self._connect, self._pool_size)
+            pool = _Pool(self._pool_size, asynchronous=current_event_loop() == "asyncio")
             read_only = self._url.read_only
             with anyio.CancelScope(shield=True):
                 try:
                     # No retries: an unreachable server is reported at once.
-                    await self._attempt(pool, lambda s: self._ops.prepare(s, read_only))
+                    await self._attempt(pool, lambda _: self._ops.prepare(_, read_only))
                 except _Retry as retry:
-                    await anyio.to_thread.run_sync(pool.close)
+                    pool.close()
                     raise retry.error from None
                 except BaseException:
-                    await anyio.to_thread.run_sync(pool.close)
+                    pool.close()
                     raise
             self._pool = pool
 
@@ -974,36 +1037,63 @@ class PostgresStorage(ConnectionStorage):
         """Close the connections. Idempotent."""
         pool, self._pool = self._pool, None
         if pool is not None:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(pool.close)
+            pool.close()
 
-    async def _attempt(self, pool: _Pool, fn: Callable[[_Session], T]) -> T:
-        """One attempt of ``fn`` on a pooled connection, on a worker thread.
+    def _run(self, pool: _Pool, fn: Callable[[object], _Op[T]]) -> T:
+        """One attempt of the operation ``fn(None)`` on a synchronous connection (on a
+        worker thread). Raises `_Retry` when the attempt certainly did not take effect."""
+        conn = pool.reuse() or self._connect()
+        op, value, committing = fn(None), None, False
+        try:
+            while True:
+                try:
+                    request = op.send(value)
+                except StopIteration as stop:
+                    result: T = stop.value
+                    return result
+                committing = _commits(request)
+                value = _execute(conn, request)
+                committing = False
+        except psycopg.Error as exc:
+            raise self._failure(exc, committing) from None
+        finally:
+            op.close()
+            if _in_transaction(conn):
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+            pool.give_back(conn)
 
-        Raises `_Retry` when the attempt certainly did not take effect.
-        """
+    async def _run_async(self, pool: _Pool, fn: Callable[[object], _Op[T]]) -> T:
+        """`_run` on an asyncio connection, on the event loop."""
+        conn = pool.reuse() or await self._connect_async()
+        op, value, committing = fn(None), None, False
+        try:
+            while True:
+                try:
+                    request = op.send(value)
+                except StopIteration as stop:
+                    result: T = stop.value
+                    return result
+                committing = _commits(request)
+                value = await _execute_async(conn, request)
+                committing = False
+        except psycopg.Error as exc:
+            raise self._failure(exc, committing) from None
+        finally:
+            op.close()
+            if _in_transaction(conn):
+                with contextlib.suppress(psycopg.Error):
+                    await conn.execute("ROLLBACK")
+            pool.give_back(conn)
 
-        def attempt() -> T:
-            conn = pool.take()
-            session = _Session(conn)
-            try:
-                return fn(session)
-            except psycopg.Error as exc:
-                error = self._translate(exc)
-                if exc.sqlstate in _PASSING:
-                    raise _Retry(error) from None
-                if isinstance(exc, psycopg.OperationalError) and not session.committing:
-                    # The connection dropped: the server rolls back what was not committed.
-                    # Only a transaction whose COMMIT was in flight has an unknown outcome.
-                    raise _Retry(error) from None
-                raise error from None
-            finally:
-                pool.give_back(conn)
-
+    async def _attempt(self, pool: _Pool, fn: Callable[[object], _Op[T]]) -> T:
         async with pool.slots:
-            return await anyio.to_thread.run_sync(attempt)
+            if pool.asynchronous:
+                return await self._run_async(pool, fn)
+            return await anyio.to_thread.run_sync(self._run, pool, fn)
 
-    async def _call(self, fn: Callable[[_Session], T]) -> T:
+    async def _call(self, fn: Callable[[Any], Any]) -> Any:
+        """The operation ``fn(None)`` (an `_Op`), retried as the retry policy says."""
         pool = self._pool
         if pool is None:
             raise StorageError(f"{self.url} is not open; use `async with` or `await open()`")
