@@ -57,6 +57,7 @@ client's clock: keep the machines' clocks synchronised (NTP).
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import select
 import threading
@@ -179,6 +180,7 @@ _FIELDS = STORED_FIELDS
 # Seeds are numeric (beyond 64 bits); read as text, the form the record codec takes.
 _COLUMNS = ", ".join("seed::text" if f == "seed" else f for f in _FIELDS)
 _T_COLUMNS = ", ".join("t.seed::text" if f == "seed" else f"t.{f}" for f in _FIELDS)
+_TID, _SEQ = _FIELDS.index("tid"), _FIELDS.index("seq")
 _STUDY_COLUMNS = "name, fingerprint, space, seed::text, created_at"
 
 # The schema, each statement with {s} for the quoted schema name.
@@ -286,12 +288,17 @@ def _commits(request: _Query | tuple[_Query, ...]) -> bool:
     return request.commits if isinstance(request, _Query) else any(q.commits for q in request)
 
 
+def _has_rows(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    result = cursor.pgresult
+    return result is not None and result.status == psycopg.pq.ExecStatus.TUPLES_OK
+
+
 def _rows(cursor: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:
-    return cursor.fetchall() if cursor.description is not None else []
+    return cursor.fetchall() if _has_rows(cursor) else []
 
 
 async def _rows_async(cursor: psycopg.AsyncCursor[Any]) -> list[tuple[Any, ...]]:
-    return await cursor.fetchall() if cursor.description is not None else []
+    return await cursor.fetchall() if _has_rows(cursor) else []
 
 
 def _execute(conn: psycopg.Connection[Any], request: _Query | tuple[_Query, ...]) -> Any:
@@ -363,9 +370,8 @@ class _Ops:
             "result = o.result, error = o.error, "
             "started_at = COALESCE(o.started_at, t.started_at), finished_at = %(now)s, "
             f"lease_expires_at = NULL, seq = nextval('{s}.seq') "
-            "FROM s, unnest(%(tids)s::bigint[], %(states)s::smallint[], %(losses)s::float8[], "
-            "%(results)s::text[], %(errors)s::text[], %(starts)s::float8[]) "
-            "AS o(tid, state, loss, result, error, started_at) "
+            "FROM s, jsonb_to_recordset(%(finishes)s::jsonb) AS o(tid bigint, state smallint, "
+            "loss float8, result text, error text, started_at float8) "
             "WHERE t.study_id = s.id AND t.tid = o.tid AND t.state = 1 "
             f"AND t.worker = %(worker)s RETURNING {_T_COLUMNS}), "
             "k AS (SELECT s.id, s.n_trials AS first, "
@@ -379,8 +385,8 @@ class _Ops:
             "started_at, lease_expires_at, worker, seed, seq) "
             "SELECT r.id, r.first + u.i - 1, 1, u.assignment, %(now)s, %(now)s, %(expires)s, "
             f"%(worker)s, u.seed, nextval('{s}.seq') FROM r, "
-            "unnest(%(assignments)s::text[], %(seeds)s::numeric[]) WITH ORDINALITY "
-            f"AS u(assignment, seed, i) WHERE u.i <= r.added RETURNING {_COLUMNS}) "
+            "ROWS FROM (jsonb_to_recordset(%(new)s::jsonb) AS (assignment text, seed numeric)) "
+            f"WITH ORDINALITY AS u(assignment, seed, i) WHERE u.i <= r.added RETURNING {_COLUMNS}) "
             f"SELECT 1, * FROM f UNION ALL SELECT 2, * FROM i "
             "UNION ALL SELECT 3, count(*), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
             "NULL, NULL, NULL, NULL, NULL, NULL FROM c"
@@ -583,25 +589,42 @@ class _Ops:
                 "now": now,
                 "expires": now + lease,
                 "worker": worker,
-                "tids": [f.tid for f in finishes],
-                "states": [int(f.state) for f in finishes],
-                "losses": [f.loss for f in finishes],
-                "results": [f.result_json for f in finishes],
-                "errors": [f.error for f in finishes],
-                "starts": [f.started_at for f in finishes],
+                "finishes": json.dumps(
+                    [
+                        {
+                            "tid": f.tid,
+                            "state": int(f.state),
+                            # As text: the server reads it exactly, and JSON has no inf.
+                            "loss": None if f.loss is None else repr(f.loss),
+                            "result": f.result_json,
+                            "error": f.error,
+                            "started_at": f.started_at,
+                        }
+                        for f in finishes
+                    ]
+                ),
                 "n_new": len(new),
                 "budget": budget,
-                "assignments": [to_json(n.assignment, "assignment") for n in new],
-                "seeds": [n.seed for n in new],
+                "new": json.dumps(
+                    [
+                        {"assignment": to_json(n.assignment, "assignment"), "seed": n.seed}
+                        for n in new
+                    ]
+                ),
             },
             commits=True,
         )
         if since is None:
             rows, read = (yield write), None
+        elif __import__("os").environ.get("NOPIPE"):
+            rows = yield write
+            read = yield _Query(self.sql_since, (study, since))
         else:
             rows, read = yield (write, _Query(self.sql_since, (study, since)))
         done = {row[1]: _trial(study, row[1:]) for row in rows if row[0] == 1}
         created = sorted((_trial(study, row[1:]) for row in rows if row[0] == 2), key=_tid)
+        # The read returns this batch's own trials again: decoded once.
+        mine = {(t.tid, t.seq): t for t in (*done.values(), *created)}
         study_id: int | None = None
         if not done and not created and not read:
             study_id = yield from self.study_id(study)  # the study exists: nothing was due
@@ -626,7 +649,7 @@ class _Ops:
                     finished.append(trial)
         else:
             finished = [done[f.tid] for f in finishes]
-        changed = [] if read is None else [_trial(study, row) for row in read]
+        changed = [mine.get((row[_TID], row[_SEQ])) or _trial(study, row) for row in (read or ())]
         return Batch(finished, created, changed)
 
     def report(
