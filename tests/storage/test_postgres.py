@@ -408,6 +408,36 @@ async def test_labels_results_losses_and_big_seeds_round_trip(pg: PostgresStorag
     assert done.seq == stored.seq
 
 
+async def test_asyncio_needs_no_worker_thread_and_trio_uses_one(
+    pg: PostgresStorage, anyio_backend: str
+) -> None:
+    # The drivers per loop: psycopg's asyncio connection on the event loop under asyncio,
+    # its synchronous one on a worker thread under trio. With every worker thread slot
+    # taken, only the asyncio driver can answer.
+    study = await _study(pg)
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    holders = [object() for _ in range(int(limiter.total_tokens))]
+    for holder in holders:
+        await limiter.acquire_on_behalf_of(holder)
+    answered = anyio.Event()
+
+    async def count() -> None:
+        assert await pg.count_trials(study) == 0
+        answered.set()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(count)
+            with anyio.move_on_after(1):
+                await answered.wait()
+            assert answered.is_set() == (anyio_backend == "asyncio")
+            limiter.release_on_behalf_of(holders.pop())
+            await answered.wait()
+    finally:
+        for holder in holders:
+            limiter.release_on_behalf_of(holder)
+
+
 async def test_concurrent_creators_on_separate_connections_honour_the_budget(
     postgres_url: str,
 ) -> None:
