@@ -208,20 +208,21 @@ def main() -> None:
         f"Each study held exactly {options.parallel_trials:,} trials with dense tids, every"
         " one OK.",
         "",
-        "A trial costs one statement, its own transaction (lock the study's row, record",
-        "the results of the process's workers that finished meanwhile, create their next",
-        "trials, advance the counters), then one read of the other workers' changes, on a",
-        "worker thread with psycopg's synchronous API. Optuna's storage makes many round",
-        "trips and commits per trial (create the trial, each parameter, each value, the",
-        "state), each through SQLAlchemy; with durable commits, each commit waits for the",
-        "disk.",
+        "A trial costs one round trip and one commit: two statements sent together in",
+        "one transaction (lock the study's row, record the results of the process's workers",
+        "that finished meanwhile, create their next trials, advance the counters; then read",
+        "the other workers' changes), with psycopg's asyncio connection on the event loop",
+        "under asyncio and its synchronous one on a worker thread under trio. Optuna's",
+        "storage makes many round trips and commits per trial (create the trial, each",
+        "parameter, each value, the state), each through SQLAlchemy; with durable commits,",
+        "each commit waits for the disk.",
         "",
         "At concurrency 1 nothing overlaps: each trial waits for its batch (the statement,",
         "its commit, the read), and the server waits while the process works. With durable",
         f"commits a trial took {durable_ms:.2f} ms under asyncio, {durable_cpu:.2f} ms of it the",
-        "process's CPU (the orchestrator, handing each call to the driver's thread and back,",
-        "psycopg building the statement and reading its rows); the rest is the server's",
-        f"statement, the disk and the wake-ups. The machine was shared with other jobs (load"
+        "process's CPU (the orchestrator, psycopg building the statements and reading",
+        "their rows, the event loop's waits on the socket); the rest is the server's",
+        f"statements, the disk and the wake-ups. The machine was shared with other jobs (load"
         f" average {load}).",
     ]
     markdown = "\n".join(lines)
