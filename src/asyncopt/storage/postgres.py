@@ -1,11 +1,12 @@
 """The PostgreSQL storage (``postgresql://``, ``postgres://``): one study shared by many machines.
 
-It talks to the server with psycopg 3's synchronous API, each whole operation (one
-transaction) on a worker thread, under asyncio and trio alike: a transaction is never
-split across awaits, a cancelled caller cannot leave one open, and one round trip of the
-synchronous driver costs less than half of its asyncio one. Connections come from a small
-pool that grows on demand up to ``pool_size``; a process's storage calls are batched by
-the orchestrator, so a few connections serve any concurrency.
+It talks to the server with psycopg 3: under asyncio with its asyncio connections on the
+event loop, under trio with its synchronous ones, each whole operation on a worker thread.
+Each operation is written once, as a generator of statements that either runner drives.
+An operation is shielded from cancellation, so a transaction is never left half done by
+a cancelled caller. Connections come from a small pool that grows on demand up to
+``pool_size``; a process's storage calls are batched by the orchestrator, so a few
+connections serve any concurrency.
 
 Tables live in a schema of their own (``schema=`` in the URL, default ``asyncopt``),
 created on first use with a schema version for later migrations: ``meta`` (the version),
@@ -30,11 +31,11 @@ it). So, per study:
   expired leases after taking the lock: every read-modify-write sees the latest rows.
 
 The orchestrator's hot path, a batch (record the outcomes of a process's finished
-workers, create their next trials), is one statement that is its own transaction (the
-lock, the finishes, the budget count, the inserts, the counters), followed by one read of
-the changes in a statement of its own (it must see what committed while the lock was
-awaited). Statements are planned once per connection: a batch took longer to plan than
-to run.
+workers, create their next trials), is one round trip: two statements sent together
+(pipeline mode) and run as one transaction, the first the lock, the finishes, the budget
+count, the inserts and the counters, the second the read of the changes (a statement of
+its own: it must see what committed while the lock was awaited). Statements are planned
+once per connection: a batch took longer to plan than to run.
 
 Failures
     Driver errors become `asyncopt.errors.StorageError` subclasses, passwords never
