@@ -280,7 +280,9 @@ _COMMIT = _Query("COMMIT", commits=True)
 _Op = Generator["_Query | tuple[_Query, ...]", Any, T]
 
 
-def _first(rows: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
+def _one(sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> _Op[tuple[Any, ...] | None]:
+    """The first row of one statement (None if it returned none)."""
+    rows = yield _Query(sql, params)
     return rows[0] if rows else None
 
 
@@ -411,13 +413,13 @@ class _Ops:
 
     def lock(self, study: str) -> _Op[tuple[int, int, int]]:
         """Lock the study's row (to the commit); its id and counters as last committed."""
-        row = _first((yield _Query(self.sql_lock, (study,))))
+        row = yield from _one(self.sql_lock, (study,))
         if row is None:
             raise self.missing(study)
         return row[0], row[1], row[2]
 
     def study_id(self, study: str) -> _Op[int]:
-        row = _first((yield _Query(self.sql_study_id, (study,))))
+        row = yield from _one(self.sql_study_id, (study,))
         if row is None:
             raise self.missing(study)
         study_id: int = row[0]
@@ -517,9 +519,7 @@ class _Ops:
                 f"{foreign} holds tables that are not asyncopt's; not touching it "
                 "(name another schema with ?schema=...)"
             )
-        row = _first(
-            (yield _Query(f"SELECT value FROM {self.s}.meta WHERE key = 'schema_version'"))
-        )
+        row = yield from _one(f"SELECT value FROM {self.s}.meta WHERE key = 'schema_version'")
         if row is None or not str(row[0]).isdigit():
             raise StorageError(f"{foreign} has no asyncopt schema version; not touching it")
         version = int(row[0])
@@ -555,7 +555,7 @@ class _Ops:
         return found
 
     def get_study(self, _: object, name: str) -> _Op[StudyRecord | None]:
-        row = _first((yield _Query(self.sql_record, (name,))))
+        row = yield from _one(self.sql_record, (name,))
         return None if row is None else _record(row)
 
     def list_studies(self, _: object) -> _Op[list[StudyRecord]]:
@@ -566,7 +566,7 @@ class _Ops:
 
     def delete_study(self, _: object, name: str) -> _Op[bool]:
         yield _BEGIN
-        row = _first((yield _Query(self.sql_lock, (name,))))
+        row = yield from _one(self.sql_lock, (name,))
         if row is None:
             return False  # the runner rolls back what is left open
         yield _Query(f"DELETE FROM {self.s}.trials WHERE study_id = %s", (row[0],))
@@ -655,19 +655,15 @@ class _Ops:
     ) -> _Op[Trial]:
         # Its own transaction, and safe to retry when the connection drops mid-statement:
         # an attempt that landed leaves the step reported, so the next changes nothing.
-        row = _first(
-            (
-                yield _Query(
-                    self.sql_report,
-                    {
-                        "study": study,
-                        "tid": tid,
-                        "worker": worker,
-                        "step": str(step),
-                        "value": intermediate_json({step: value}),
-                    },
-                )
-            )
+        row = yield from _one(
+            self.sql_report,
+            {
+                "study": study,
+                "tid": tid,
+                "worker": worker,
+                "step": str(step),
+                "value": intermediate_json({step: value}),
+            },
         )
         if row is not None:
             return _trial(study, row)
@@ -765,14 +761,12 @@ class _Ops:
         reaped = []
         for trial in expired:
             changes = reap_changes(trial.worker, now)
-            [seq] = _first(
-                (
-                    yield _Query(
-                        f"UPDATE {self.s}.trials SET state = %s, finished_at = %s, "
-                        f"lease_expires_at = NULL, error = %s, seq = nextval('{self.s}.seq') "
-                        "WHERE study_id = %s AND tid = %s RETURNING seq",
-                        (int(changes["state"]), now, changes["error"], study_id, trial.tid),
-                    )
+            [seq] = (
+                yield from _one(
+                    f"UPDATE {self.s}.trials SET state = %s, finished_at = %s, "
+                    f"lease_expires_at = NULL, error = %s, seq = nextval('{self.s}.seq') "
+                    "WHERE study_id = %s AND tid = %s RETURNING seq",
+                    (int(changes["state"]), now, changes["error"], study_id, trial.tid),
                 )
             ) or (None,)
             reaped.append(trial.evolve(seq=seq, **changes))
@@ -794,13 +788,9 @@ class _Ops:
 
     def get_trial(self, _: object, study: str, tid: int) -> _Op[Trial | None]:
         study_id = yield from self.study_id(study)
-        row = _first(
-            (
-                yield _Query(
-                    f"SELECT {_COLUMNS} FROM {self.s}.trials WHERE study_id = %s AND tid = %s",
-                    (study_id, tid),
-                )
-            )
+        row = yield from _one(
+            f"SELECT {_COLUMNS} FROM {self.s}.trials WHERE study_id = %s AND tid = %s",
+            (study_id, tid),
         )
         return None if row is None else _trial(study, row)
 
@@ -811,13 +801,8 @@ class _Ops:
         return [_trial(study, row) for row in rows]
 
     def count(self, _: object, study: str, budgeted: bool) -> _Op[int]:
-        row = _first(
-            (
-                yield _Query(
-                    f"SELECT n_trials, n_released FROM {self.s}.studies WHERE name = %s",
-                    (study,),
-                )
-            )
+        row = yield from _one(
+            f"SELECT n_trials, n_released FROM {self.s}.studies WHERE name = %s", (study,)
         )
         if row is None:
             raise self.missing(study)
