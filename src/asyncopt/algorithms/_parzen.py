@@ -55,8 +55,6 @@ _FLOOR = 1e-300
 _EXPAND_REACH = 1e3
 # A kernel this many widths inside both ends of its support has mass 1 (to rounding).
 _WHOLE = 8.5
-# Below this many entries `_kernel_log_mass` takes the plain way.
-_FEW_CELLS = 4096
 # Entries of a block of (points, kernels) log terms in `Mixture.log_pdf` (256 KiB).
 _BLOCK = 1 << 15
 _EVERY_ROW = slice(None)
@@ -73,7 +71,9 @@ def _clip(values: Any, low: Any, high: Any) -> np.ndarray:
 def logsumexp(values: np.ndarray, axis: int | None = None) -> np.ndarray:
     """``log(sum(exp(values)))`` along ``axis``; rows of ``-inf`` give ``-inf``, NaN stays."""
     peak = values.max(axis=axis, keepdims=True)
-    shift = np.where(np.isfinite(peak), peak, 0.0)
+    # Rows without a finite peak (all -inf, or holding +inf or NaN) are shifted by 0.
+    finite = bool(np.isfinite(peak).all())
+    shift = peak if finite else np.where(np.isfinite(peak), peak, 0.0)
     # After the shift the largest term is 1: terms below exp(-700) change no sum, and
     # raising them to it spares exp its slow underflowing arguments.
     shifted = values - shift
@@ -82,7 +82,7 @@ def logsumexp(values: np.ndarray, axis: int | None = None) -> np.ndarray:
     total = shifted.sum(axis=axis, keepdims=True)
     np.log(total, out=total)
     total += shift
-    result: np.ndarray = np.where(peak == -np.inf, -np.inf, total)
+    result: np.ndarray = total if finite else np.where(peak == -np.inf, -np.inf, total)
     return result.reshape(()) if axis is None else result.squeeze(axis=axis)
 
 
@@ -228,6 +228,7 @@ class Axes:
         self.half_origin = 0.5 * fields[2]
         self.half_span = fields[3]
         self.quantized = ~np.isnan(fields[4])
+        self.any_quantized = bool(self.quantized.any())
         self.q = np.where(self.quantized, fields[4], 1.0)
         self.integer = fields[5].astype(bool)
         self.value_low, self.value_high = fields[6], fields[7]
@@ -261,7 +262,8 @@ class Axes:
         raw = np.where(self.log, np.exp(_clip(t, _MIN_LOG, _MAX_LOG)), t)
         raw = _clip(raw, -_MAX_FLOAT, _MAX_FLOAT)
         raw = np.where(np.isnan(raw), self.centre, raw)
-        raw = np.where(self.quantized, _grid_round(raw, self.q), raw)
+        if self.any_quantized:
+            raw = np.where(self.quantized, _grid_round(raw, self.q), raw)
         clipped: np.ndarray = _clip(raw, self.clip_low, self.clip_high)
         return clipped
 
@@ -435,8 +437,6 @@ def _kernel_log_mass(
     (`_kernel_log_mass_plain` is the oracle).
     """
     lower, upper = (lows - mus) / sigmas, (highs - mus) / sigmas
-    if lower.size <= _FEW_CELLS:
-        return _kernel_log_mass_plain(lower, upper)
     near = np.flatnonzero((lower > -_WHOLE) | (upper < _WHOLE))
     if len(near) == lower.size:
         return _kernel_log_mass_plain(lower, upper)

@@ -355,13 +355,14 @@ _Observations = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 class _Part:
     """``l`` and ``g`` over some columns of a group (all of them, or one in the Hyperopt
-    preset): the two segments of one `Mixture`, evaluated together; and the lies added
-    to ``g`` by the earlier proposals of the call."""
+    preset; slices of its numeric and of its categorical columns): the two segments of
+    one `Mixture`, evaluated together; and the lies added to ``g`` by the earlier
+    proposals of the call."""
 
     def __init__(
         self,
-        numeric: np.ndarray,
-        categorical: np.ndarray,
+        numeric: slice,
+        categorical: slice,
         model: Mixture,
         above_weight: float,
         lie: tuple[float, float, list[np.ndarray], float],
@@ -415,7 +416,7 @@ class _Candidates:
             )
         self.raw = axes.from_unit(points)
         cells, exact = None, axes.quantized
-        if exact.any():
+        if axes.any_quantized:
             cells = axes.cells(self.raw)
             fine = exact & ((cells[1] - cells[0]).max(axis=0) < _FINE_CELL)
             exact = exact & ~fine
@@ -467,12 +468,13 @@ class _Suggestion:
         self.groups = state.groups(space, tpe.multivariate)
         self.active, self.units, self.indices = _columns(self.groups, history)
         states = history.states
+        counts = np.bincount(states, minlength=len(TrialState))
         ok, bad = states == _OK, states == _FAIL
-        pending = (states == _QUEUED) | (states == _RUNNING)
         self.losses = np.array(history.losses, dtype=float)
         self.believed = self.lied = np.zeros(len(history), dtype=bool)
-        n_ok, n_failed = int(np.count_nonzero(ok)), int(np.count_nonzero(bad))
-        pruned = history.pruned_order()
+        self.any_believed = False
+        n_ok, n_failed = int(counts[_OK]), int(counts[_FAIL])
+        pruned = history.pruned_order() if counts[_PRUNED] else _NO_ROWS
         known = ok
         if pruned.size and not n_ok:
             # No OK trial yet: pending trials are believed from the pruned ones, at their
@@ -480,25 +482,27 @@ class _Suggestion:
             # as lies in g they would push the proposals away from them.
             self.losses[pruned] = _ranked_after(self.losses[ok], len(pruned))
             known = history.pruned
-        if tpe.constant_liar and pending.any() and known.any():
-            rows = np.flatnonzero(pending)
-            key = b"".join([space.fingerprint.encode(), history.tids[known].tobytes(),
-                            self.losses[known].tobytes()])  # fmt: skip
-            self.losses[rows] = state.beliefs(
-                key,
-                history.tids[rows],
-                lambda at: believed_losses(
-                    self.losses, known, rows[at], self.active, self.units, self.indices
-                ),
-            )
-            self.believed, ok = pending, ok | pending
-        elif tpe.constant_liar and pending.any():
-            self.lied, bad = pending, bad | pending
+        if tpe.constant_liar and (counts[_QUEUED] or counts[_RUNNING]):
+            pending = (states == _QUEUED) | (states == _RUNNING)
+            if known.any():
+                rows = np.flatnonzero(pending)
+                key = b"".join([space.fingerprint.encode(), history.tids[known].tobytes(),
+                                self.losses[known].tobytes()])  # fmt: skip
+                self.losses[rows] = state.beliefs(
+                    key,
+                    history.tids[rows],
+                    lambda at: believed_losses(
+                        self.losses, known, rows[at], self.active, self.units, self.indices
+                    ),
+                )
+                self.believed, ok = pending, ok | pending
+                self.any_believed = True
+            else:
+                self.lied, bad = pending, bad | pending
         if pruned.size:
             if n_ok:
                 self.losses[pruned] = _ranked_after(self.losses[ok], len(pruned))
             ok[pruned] = True
-        self.any_believed = bool(self.believed.any())
         self.ok_rows, self.bad_rows = np.flatnonzero(ok), np.flatnonzero(bad)
         if not tpe.multivariate:
             # Hyperopt's split is global; its N counts failed trials (and here believed ones).
@@ -598,20 +602,19 @@ class _Suggestion:
         """Rows of the below group and of the above group (OK and bad), all active."""
         active = self.active[index]
         rows = self.ok_rows[active[self.ok_rows]]
-        if self.tpe.multivariate:
+        if self.tpe.multivariate and self.any_believed:
             # Believed trials compete for the below places but do not count in N.
             believed = self.believed[rows]
             count = self.tpe.n_below(len(rows) - int(np.count_nonzero(believed)))
-            losses = self.losses[rows]
-            good = (
-                believed_below(losses, believed, count)
-                if self.any_believed
-                else _smallest(losses, count)
-            )
+            good = believed_below(self.losses[rows], believed, count)
+        elif self.tpe.multivariate:
+            good = _smallest(self.losses[rows], self.tpe.n_below(len(rows)))
         else:
             good = self.global_best[rows]
-        bad = self.bad_rows[active[self.bad_rows]]
-        return rows[good], np.sort(np.concatenate([rows[~good], bad]))
+        above = rows[~good]
+        if self.bad_rows.size:
+            above = np.sort(np.concatenate([above, self.bad_rows[active[self.bad_rows]]]))
+        return rows[good], above
 
     def _observations(self, index: int, rows: np.ndarray) -> _Observations:
         return self.units[index][rows], self.indices[index][rows].astype(np.intp), self.lied[rows]
@@ -667,8 +670,7 @@ class _Suggestion:
         model = _with_prior(segments, axes.prior_mu, priors, axes.low, axes.high)
         lie = (clip_floor(len(above[0]) + 1, True), prior_weight / (len(above[0]) + 1), priors,
                self.tpe.liar_weight)  # fmt: skip
-        columns = np.arange(len(axes)), np.arange(len(priors))
-        return [_Part(*columns, model, float(segments[1][0].sum()), lie)]
+        return [_Part(_ALL, _ALL, model, float(segments[1][0].sum()), lie)]
 
     def _per_parameter(
         self, group: _Group, below: _Observations, above: _Observations, priors: list[np.ndarray]
@@ -690,7 +692,7 @@ class _Suggestion:
             ]
             model = _with_prior(segments, axes.prior_mu[axis], [], axes.low[axis],
                                 axes.high[axis], truncation=True)  # fmt: skip
-            parts.append(_Part(np.array([j]), _NONE, model, float(weights[1].sum()), lie))
+            parts.append(_Part(slice(j, j + 1), _NONE, model, float(weights[1].sum()), lie))
         for j, (spec, prior) in enumerate(zip(group.categorical, priors)):
             # Pseudo-counts: prior_weight per category (in proportion to the prior).
             segments = []
@@ -701,7 +703,7 @@ class _Suggestion:
                     (self._weights(lied, prior_weight * spec.dist.size), no_axes, no_axes, [table])
                 )
             model = _with_prior(segments, np.empty(0), [prior], np.empty(0), np.empty(0))
-            parts.append(_Part(_NONE, np.array([j]), model, float(segments[1][0].sum()),
+            parts.append(_Part(_NONE, slice(j, j + 1), model, float(segments[1][0].sum()),
                                (1.0, 0.0, [prior], liar)))  # fmt: skip
         return parts
 
@@ -735,8 +737,10 @@ def _with_prior(
     )  # fmt: skip
 
 
-_NONE = np.empty(0, dtype=np.intp)
-_NONE.flags.writeable = False
+_NO_ROWS = np.empty(0, dtype=np.intp)
+_NO_ROWS.flags.writeable = False
+# The columns of a part: all of a group's, or none.
+_ALL, _NONE = slice(None), slice(0, 0)
 
 
 def _columns(
