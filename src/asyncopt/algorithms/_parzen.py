@@ -303,7 +303,9 @@ class Points:
         quantized: np.ndarray,
     ) -> None:
         exact = quantized if cells is not None else np.zeros(values.shape[1], dtype=bool)
-        self.continuous, self.exact = np.flatnonzero(~exact), np.flatnonzero(exact)
+        self.exact = np.flatnonzero(exact)
+        # Without exact axes, every axis: a slice, so that mixtures read views of theirs.
+        self.continuous = np.flatnonzero(~exact) if self.exact.size else _EVERY_ROW
         self.x = values[:, self.continuous]
         self.features = _features(self.x)
         self.categories = categories
@@ -476,10 +478,10 @@ def _log_terms(
     (centres and points within `_EXPAND_REACH` of the narrowest width); otherwise it is
     summed axis by axis (`_gaussian_log_terms_plain`, the oracle).
     """
-    hot = np.concatenate([np.empty((len(x), 0)), *one_hot], axis=1)
-    categorical = np.concatenate([np.empty((0, len(mus))), *log_tables])
     reach = max(float(np.abs(x).max(initial=0.0)), float(np.abs(mus).max(initial=0.0)))
     if not reach / float(sigmas.min(initial=1.0)) < _EXPAND_REACH:
+        hot = np.concatenate([np.empty((len(x), 0)), *one_hot], axis=1)
+        categorical = np.concatenate([np.empty((0, len(mus))), *log_tables])
         return lambda rows: (
             _gaussian_log_terms_plain(x[rows], mus, sigmas, offset) + hot[rows] @ categorical
         )
@@ -487,13 +489,16 @@ def _log_terms(
     d = x.shape[1]
     # One C-ordered block of coefficients: a product with a strided operand sends BLAS to
     # its threaded path, which a busy machine makes many times slower.
-    coefficients = np.empty((2 * d + 1 + len(categorical), len(mus)))
+    coefficients = np.empty((2 * d + 1 + sum(len(table) for table in log_tables), len(mus)))
     coefficients[:d] = inv_var.T
     np.multiply(mus.T, inv_var.T, out=coefficients[d : 2 * d])
     square = (mus.T * coefficients[d : 2 * d]).sum(axis=0)
     coefficients[2 * d] = offset - (0.5 * square + np.log(sigmas.T).sum(axis=0) + d * _LOG_SQRT_2PI)
-    coefficients[2 * d + 1 :] = categorical
-    linear = np.concatenate([features, hot], axis=1)
+    start = 2 * d + 1
+    for table in log_tables:
+        coefficients[start : start + len(table)] = table
+        start += len(table)
+    linear = np.concatenate([features, *one_hot], axis=1)
     return lambda rows: linear[rows] @ coefficients
 
 
