@@ -525,7 +525,7 @@ class _Suggestion:
             # finite space can run out of new points).
             for attempt in range(8):
                 proposal, rows = self._one(from_prior=attempt >= 3)
-                key = tuple(sorted(proposal.items()))
+                key = tuple(sorted(proposal.items())) if n > 1 else ()
                 if key not in seen:
                     break
             seen.add(key)
