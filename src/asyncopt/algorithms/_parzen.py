@@ -381,8 +381,8 @@ class Mixture:
         drawn = cumulative.searchsorted(rng.random(m) * cumulative[-1], "right")
         kernel = np.minimum(drawn, len(cumulative) - 1) + kernels.start
         mus, sigmas = self.mus[kernel], self.sigmas[kernel]
-        lo = special.ndtr((self.lows - mus) / sigmas)
-        hi = special.ndtr((self.highs - mus) / sigmas)
+        supports = np.array([self.lows, self.highs])[:, None, :]
+        lo, hi = special.ndtr((supports - mus) / sigmas)
         u = _clip(lo + rng.random(mus.shape) * (hi - lo), 1e-300, 1.0 - 1e-16)
         points = _clip(mus + sigmas * special.ndtri(u), self.lows, self.highs)
         points = np.where(np.isfinite(points), points, mus)
