@@ -58,6 +58,8 @@ _WHOLE = 8.5
 # Entries of a block of (points, kernels) log terms in `Mixture.log_pdf` (256 KiB).
 _BLOCK = 1 << 15
 _EVERY_ROW = slice(None)
+_NO_AXES = np.empty(0, dtype=np.intp)
+_NO_AXES.flags.writeable = False
 # The weight of the second key in the sort of `_distinct` (1 / the golden ratio).
 _GOLDEN = 0.6180339887498949
 
@@ -302,10 +304,9 @@ class Points:
         categories: np.ndarray,
         quantized: np.ndarray,
     ) -> None:
-        exact = quantized if cells is not None else np.zeros(values.shape[1], dtype=bool)
-        self.exact = np.flatnonzero(exact)
+        self.exact = _NO_AXES if cells is None else np.flatnonzero(quantized)
         # Without exact axes, every axis: a slice, so that mixtures read views of theirs.
-        self.continuous = np.flatnonzero(~exact) if self.exact.size else _EVERY_ROW
+        self.continuous = np.flatnonzero(~quantized) if self.exact.size else _EVERY_ROW
         self.x = values[:, self.continuous]
         self.features = _features(self.x)
         self.categories = categories

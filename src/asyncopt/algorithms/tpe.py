@@ -386,7 +386,8 @@ class _Part:
             above = np.logaddexp(
                 math.log(self.above_weight) + above, math.log(weight) + lie_sum
             ) - math.log(self.above_weight + lied)
-        score: np.ndarray = np.where(np.isnan(below - above), -np.inf, below - above)
+        ratio = below - above
+        score: np.ndarray = np.where(np.isnan(ratio), -np.inf, ratio)
         return score
 
     def lie_mixture(self, lies: list[tuple[np.ndarray, np.ndarray]]) -> Mixture:
@@ -624,8 +625,9 @@ class _Suggestion:
         then the prior kernel's."""
         weights = np.empty(len(lied) + 1)
         weights[-1] = prior
-        weights[:-1][~lied] = linear_forgetting_weights(
-            int(np.count_nonzero(~lied)), self.tpe.linear_forgetting
+        finished = ~lied
+        weights[:-1][finished] = linear_forgetting_weights(
+            int(np.count_nonzero(finished)), self.tpe.linear_forgetting
         )
         weights[:-1][lied] = self.tpe.liar_weight
         return weights
