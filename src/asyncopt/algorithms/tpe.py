@@ -618,7 +618,7 @@ class _Suggestion:
         return rows[good], above
 
     def _observations(self, index: int, rows: np.ndarray) -> _Observations:
-        return self.units[index][rows], self.indices[index][rows].astype(np.intp), self.lied[rows]
+        return self.units[index][rows], self.indices[index][rows], self.lied[rows]
 
     def _weights(self, lied: np.ndarray, prior: float) -> np.ndarray:
         """Observation weights (forgetting over finished trials, lies ``liar_weight``),
@@ -763,7 +763,7 @@ def _columns(
             stored[:, j] = values[spec.label]
         # Clipped so that a stray stored value cannot index outside the categories.
         codes = np.minimum(np.maximum(stored - group.offsets, 0), group.last_codes)
-        indices.append(np.where(np.isnan(codes), 0, codes))
+        indices.append(np.where(np.isnan(codes), 0, codes).astype(np.intp))
     return active, units, indices
 
 
