@@ -280,13 +280,15 @@ suggest = configure()
 class TPEState:
     """What one study keeps between TPE suggestions; make it with `TPE.new_state`.
 
-    It holds the parameter groups of the last space seen and the predicted losses of
-    pending trials, which are kept while the OK trials stay the same. Nothing in it
-    changes a proposal: it only saves recomputing. Never share one between studies.
+    It holds the parameter groups of the last space seen, the history's columns on the
+    unit axes (extended by the trials stored since the last suggestion) and the predicted
+    losses of pending trials, which are kept while the OK trials stay the same. Nothing
+    in it changes a proposal: it only saves recomputing. Never share one between studies.
     """
 
     def __init__(self) -> None:
         self._groups: tuple[tuple[str, bool], list[_Group]] | None = None
+        self._columns: _KeptColumns | None = None
         self._beliefs: tuple[bytes, dict[int, float]] | None = None
 
     def groups(self, space: CompiledSpace, multivariate: bool) -> list[_Group]:
@@ -295,6 +297,27 @@ class TPEState:
         if self._groups is None or self._groups[0] != key:
             self._groups = (key, _build_groups(space))
         return self._groups[1]
+
+    def columns(self, groups: list[_Group], history: History) -> _Columns:
+        """`_columns` of ``history``: the rows stored before are kept, not converted again."""
+        holder, stored = history.stored_rows()
+        kept = self._columns
+        if holder is None:
+            return _columns(groups, history, slice(None))
+        if kept is None or kept.holder is not holder or kept.groups is not groups:
+            kept = self._columns = _KeptColumns(holder, groups)
+        if kept.size < stored or kept.buffers is None:
+            kept.extend(_columns(groups, history, slice(kept.size, stored)))
+        # (An older snapshot of the holder reads fewer of the kept rows.)
+        if stored == len(history):
+            return kept.view(stored)
+        # Rows not stored (proposals made but not yet saved): converted for this call only.
+        extra = _columns(groups, history, slice(stored, None))
+        active, units, indices = (
+            [np.concatenate([a, b]) for a, b in zip(old, new)]
+            for old, new in zip(kept.view(stored), extra)
+        )
+        return active, units, indices
 
     def beliefs(
         self, key: bytes, tids: np.ndarray, predict: Callable[[np.ndarray], np.ndarray]
@@ -467,7 +490,7 @@ class _Suggestion:
     ) -> None:
         self.tpe, self.space, self.rng = tpe, space, rng
         self.groups = state.groups(space, tpe.multivariate)
-        self.active, self.units, self.indices = _columns(self.groups, history)
+        self.active, self.units, self.indices = state.columns(self.groups, history)
         states = history.states
         counts = np.bincount(states, minlength=len(TrialState))
         ok, bad = states == _OK, states == _FAIL
@@ -745,26 +768,60 @@ _NO_ROWS.flags.writeable = False
 _ALL, _NONE = slice(None), slice(0, 0)
 
 
-def _columns(
-    groups: list[_Group], history: History
-) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """Per group: where it is active, its numeric columns on the unit axes and its codes."""
+# Per group: where it is active, its numeric columns on the unit axes and its codes.
+_Columns = tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]
+
+
+def _columns(groups: list[_Group], history: History, rows: slice) -> _Columns:
+    """`_Columns` of the trials ``rows`` of ``history``."""
     active, units, indices = [], [], []
-    size = len(history)
+    size = len(range(*rows.indices(len(history))))
+    values = history.values
     for group in groups:
-        values = history.values
-        active.append(~np.isnan(values[group.first]))
+        active.append(~np.isnan(values[group.first][rows]))
         raw = np.empty((size, len(group.numeric)))
         for j, spec in enumerate(group.numeric):
-            raw[:, j] = values[spec.label]
+            raw[:, j] = values[spec.label][rows]
         units.append(group.axes.to_unit(raw))
         stored = np.empty((size, len(group.categorical)))
         for j, spec in enumerate(group.categorical):
-            stored[:, j] = values[spec.label]
+            stored[:, j] = values[spec.label][rows]
         # Clipped so that a stray stored value cannot index outside the categories.
         codes = np.minimum(np.maximum(stored - group.offsets, 0), group.last_codes)
         indices.append(np.where(np.isnan(codes), 0, codes).astype(np.intp))
     return active, units, indices
+
+
+class _KeptColumns:
+    """`_Columns` of the first ``size`` stored rows of one holder's history (see
+    `History.stored_rows`), in buffers with room to grow. Rows once handed out are never
+    written again (a full buffer is copied into a larger one)."""
+
+    def __init__(self, holder: object, groups: list[_Group]) -> None:
+        self.holder, self.groups, self.size = holder, groups, 0
+        self.buffers: list[list[np.ndarray]] | None = None
+
+    def extend(self, new: _Columns) -> None:
+        """Append the columns of the next stored rows."""
+        added = len(new[0][0]) if new[0] else 0
+        if self.buffers is None:
+            self.buffers, self.size = [list(columns) for columns in new], added
+            return
+        for buffers, columns in zip(self.buffers, new):
+            for k, column in enumerate(columns if added else ()):
+                if self.size + added > len(buffers[k]):
+                    grown = np.empty((2 * (self.size + added), *column.shape[1:]), column.dtype)
+                    grown[: self.size] = buffers[k][: self.size]
+                    buffers[k] = grown
+                buffers[k][self.size : self.size + added] = column
+        self.size += added
+
+    def view(self, size: int) -> _Columns:
+        """The columns of the first ``size`` rows (at most `size`)."""
+        assert self.buffers is not None
+        assert size <= self.size
+        active, units, indices = ([b[:size] for b in buffers] for buffers in self.buffers)
+        return active, units, indices
 
 
 def _smallest(losses: np.ndarray, count: int) -> np.ndarray:
