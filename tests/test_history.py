@@ -112,3 +112,27 @@ def test_a_snapshot_keeps_its_pruned_columns_when_a_trial_is_pruned_later() -> N
     np.testing.assert_array_equal(after.last_steps, [np.nan, 3.0])
     np.testing.assert_array_equal(after.last_values, [np.nan, 0.5])
     assert after.pruned_order().tolist() == [1]
+
+
+def test_stored_rows_name_the_holder_and_its_final_rows() -> None:
+    builder = HistoryBuilder(SPACE, capacity=2)
+    builder.update([running(0, 0.1), running(1, 0.2)])
+    first = builder.snapshot()
+    holder, stored = first.stored_rows()
+    assert holder is not None
+    assert stored == 2
+    # A finish changes no value row: the same holder, the same rows.
+    builder.update([running(0, 0.1).evolve(state=TrialState.OK, loss=1.0)])
+    assert builder.snapshot().stored_rows() == (holder, 2)
+    # Pending rows appended to a history are not stored anywhere.
+    assert first.with_pending([9], [{"x": 0.3, "c": 0}]).stored_rows() == (holder, 2)
+    # Growing past the capacity moves the columns to a new holder.
+    builder.update([running(2, 0.3)])
+    grown, count = builder.snapshot().stored_rows()
+    assert grown is not holder
+    assert count == 3
+    plain = History(
+        tids=first.tids, states=first.states, losses=first.losses, values=dict(first.values),
+        last_steps=first.last_steps, last_values=first.last_values,
+    )  # fmt: skip
+    assert plain.stored_rows() == (None, 0)

@@ -52,6 +52,10 @@ class _LazyColumns(Mapping[str, np.ndarray]):
     def _make(self, label: str) -> np.ndarray:
         raise NotImplementedError
 
+    def stored_rows(self) -> tuple[object | None, int]:
+        """See `History.stored_rows`."""
+        raise NotImplementedError
+
     def __getitem__(self, label: str) -> np.ndarray:
         view = self._views.get(label)
         if view is None:
@@ -81,6 +85,9 @@ class _Columns(_LazyColumns):
     def _make(self, label: str) -> np.ndarray:
         return self._columns[label][: self._n]
 
+    def stored_rows(self) -> tuple[object | None, int]:
+        return self._columns, self._n
+
 
 class _WithRows(_LazyColumns):
     """Each column with a value (NaN where missing) from each of ``extra`` appended."""
@@ -94,6 +101,11 @@ class _WithRows(_LazyColumns):
     def _make(self, label: str) -> np.ndarray:
         tail = np.array([row.get(label, np.nan) for row in self._extra], dtype=float)
         return np.concatenate([self._columns[label], tail])
+
+    def stored_rows(self) -> tuple[object | None, int]:
+        # The appended rows are not stored anywhere: only the base's count.
+        base = self._columns
+        return base.stored_rows() if isinstance(base, _LazyColumns) else (None, 0)
 
 
 @attrs.frozen(eq=False)
@@ -116,6 +128,16 @@ class History:
 
     def __len__(self) -> int:
         return len(self.tids)
+
+    def stored_rows(self) -> tuple[object | None, int]:
+        """The object holding the value columns, and how many first rows of them are final.
+
+        Those rows are never written again while the holder lives: histories that name
+        the same holder agree on them, so work done on them for one suggestion serves
+        the next (TPE's `TPEState`). ``(None, 0)`` when unknown.
+        """
+        values = self.values
+        return values.stored_rows() if isinstance(values, _LazyColumns) else (None, 0)
 
     def active(self, label: str) -> np.ndarray:
         """Rows where ``label`` is active."""

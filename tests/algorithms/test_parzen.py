@@ -329,6 +329,15 @@ def test_kernel_masses_far_inside_are_exactly_one() -> None:
     assert np.array_equal(fast, plain)
 
 
+@pytest.mark.parametrize("columns", [0, 1, 4, 7, 8, 13])
+def test_row_sums_are_numpys_to_the_bit(columns: int) -> None:
+    rng = np.random.default_rng(columns)
+    values = rng.normal(size=(3000, columns)) * rng.choice([1e-8, 1.0, 1e8], (3000, columns))
+    values[rng.random(values.shape) < 0.01] = -np.inf
+    fast, plain = _parzen.row_sums(values), values.sum(axis=1)
+    assert fast.tobytes() == plain.tobytes()
+
+
 def test_logsumexp_keeps_empty_rows_and_tiny_terms() -> None:
     values = np.array([[0.0, -1e6, -800.0], [-np.inf, -np.inf, -np.inf], [1.0, np.nan, 0.0]])
     result = logsumexp(values, axis=1)

@@ -8,7 +8,7 @@ import pytest
 
 from asyncopt import hp
 from asyncopt.algorithms import tpe
-from asyncopt.history import History
+from asyncopt.history import History, HistoryBuilder
 from asyncopt.space.compile import compile_space
 from asyncopt.space.evaluate import sample_assignments
 from asyncopt.storage.base import Trial, TrialState
@@ -78,3 +78,27 @@ def test_a_batch_is_distinct_and_spread_by_the_lies() -> None:
     # Without lies between them, 16 independent proposals crowd: the lies spread a batch.
     alone = [tpe.suggest(SPACE, history, np.random.default_rng(s), 1)[0] for s in range(16)]
     assert np.std([a["x"] for a in batch]) > np.std([a["x"] for a in alone])
+
+
+@pytest.mark.parametrize("preset", ["default", "hyperopt"])
+def test_a_state_kept_along_a_study_gives_the_proposals_of_fresh_ones(preset: str) -> None:
+    # One builder as a study keeps it: trials arrive one by one, the columns move to
+    # larger buffers, some suggestions see proposals not yet stored, one an older snapshot.
+    suggest = tpe.configure(preset=preset, n_startup=5)
+    warm = suggest.new_state()
+    builder = HistoryBuilder(SPACE, capacity=4)
+    snapshots = []
+    for tid in range(45):
+        history = builder.snapshot()
+        snapshots.append(history)
+        if tid % 4 == 3:
+            history = history.with_pending(
+                [1000 + tid], sample_assignments(SPACE, np.random.default_rng(tid), 1)
+            )
+        if tid == 40:
+            history = snapshots[35]
+        kept = suggest(SPACE, history, np.random.default_rng(tid), 1 + tid % 2, state=warm)
+        fresh = suggest(SPACE, history, np.random.default_rng(tid), 1 + tid % 2)
+        assert kept == fresh
+        loss = float(kept[0]["x"] ** 2)
+        builder.update([Trial("s", tid, TrialState.OK, kept[0], loss=loss)])

@@ -37,6 +37,7 @@ __all__ = [
     "gap_bandwidths",
     "linear_forgetting_weights",
     "logsumexp",
+    "row_sums",
 ]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -55,11 +56,11 @@ _FLOOR = 1e-300
 _EXPAND_REACH = 1e3
 # A kernel this many widths inside both ends of its support has mass 1 (to rounding).
 _WHOLE = 8.5
-# Below this many entries `_kernel_log_mass` takes the plain way.
-_FEW_CELLS = 4096
 # Entries of a block of (points, kernels) log terms in `Mixture.log_pdf` (256 KiB).
 _BLOCK = 1 << 15
 _EVERY_ROW = slice(None)
+_NO_AXES = np.empty(0, dtype=np.intp)
+_NO_AXES.flags.writeable = False
 # The weight of the second key in the sort of `_distinct` (1 / the golden ratio).
 _GOLDEN = 0.6180339887498949
 
@@ -70,10 +71,26 @@ def _clip(values: Any, low: Any, high: Any) -> np.ndarray:
     return clipped
 
 
+def row_sums(values: np.ndarray) -> np.ndarray:
+    """``values.sum(axis=1)`` of a 2-D array, bit for bit.
+
+    Numpy adds a row of fewer than 8 entries one entry after the other, the order of a
+    sum column by column, which needs one pass over the columns instead of a reduction
+    per row (many times slower when rows are short and many). From 8 entries it sums
+    pairwise: those rows are summed as they are.
+    """
+    sums: np.ndarray = (
+        values.sum(axis=1) if values.shape[1] >= 8 else np.ascontiguousarray(values.T).sum(axis=0)
+    )
+    return sums
+
+
 def logsumexp(values: np.ndarray, axis: int | None = None) -> np.ndarray:
     """``log(sum(exp(values)))`` along ``axis``; rows of ``-inf`` give ``-inf``, NaN stays."""
     peak = values.max(axis=axis, keepdims=True)
-    shift = np.where(np.isfinite(peak), peak, 0.0)
+    # Rows without a finite peak (all -inf, or holding +inf or NaN) are shifted by 0.
+    finite = bool(np.isfinite(peak).all())
+    shift = peak if finite else np.where(np.isfinite(peak), peak, 0.0)
     # After the shift the largest term is 1: terms below exp(-700) change no sum, and
     # raising them to it spares exp its slow underflowing arguments.
     shifted = values - shift
@@ -82,7 +99,7 @@ def logsumexp(values: np.ndarray, axis: int | None = None) -> np.ndarray:
     total = shifted.sum(axis=axis, keepdims=True)
     np.log(total, out=total)
     total += shift
-    result: np.ndarray = np.where(peak == -np.inf, -np.inf, total)
+    result: np.ndarray = total if finite else np.where(peak == -np.inf, -np.inf, total)
     return result.reshape(()) if axis is None else result.squeeze(axis=axis)
 
 
@@ -228,6 +245,7 @@ class Axes:
         self.half_origin = 0.5 * fields[2]
         self.half_span = fields[3]
         self.quantized = ~np.isnan(fields[4])
+        self.any_quantized = bool(self.quantized.any())
         self.q = np.where(self.quantized, fields[4], 1.0)
         self.integer = fields[5].astype(bool)
         self.value_low, self.value_high = fields[6], fields[7]
@@ -261,7 +279,8 @@ class Axes:
         raw = np.where(self.log, np.exp(_clip(t, _MIN_LOG, _MAX_LOG)), t)
         raw = _clip(raw, -_MAX_FLOAT, _MAX_FLOAT)
         raw = np.where(np.isnan(raw), self.centre, raw)
-        raw = np.where(self.quantized, _grid_round(raw, self.q), raw)
+        if self.any_quantized:
+            raw = np.where(self.quantized, _grid_round(raw, self.q), raw)
         clipped: np.ndarray = _clip(raw, self.clip_low, self.clip_high)
         return clipped
 
@@ -300,8 +319,9 @@ class Points:
         categories: np.ndarray,
         quantized: np.ndarray,
     ) -> None:
-        exact = quantized if cells is not None else np.zeros(values.shape[1], dtype=bool)
-        self.continuous, self.exact = np.flatnonzero(~exact), np.flatnonzero(exact)
+        self.exact = _NO_AXES if cells is None else np.flatnonzero(quantized)
+        # Without exact axes, every axis: a slice, so that mixtures read views of theirs.
+        self.continuous = np.flatnonzero(~quantized) if self.exact.size else _EVERY_ROW
         self.x = values[:, self.continuous]
         self.features = _features(self.x)
         self.categories = categories
@@ -353,7 +373,7 @@ class Mixture:
         ends = list(itertools.accumulate([len(weights)] if sizes is None else sizes))
         self.segments = [slice(start, end) for start, end in zip([0, *ends], ends)]
         self.log_mass = _kernel_log_mass(mus, self.sigmas, lows, highs)
-        log_mass = self.log_mass.sum(axis=1)
+        log_mass = row_sums(self.log_mass)
         log_w = np.log(np.maximum(weights, _FLOOR))
         if mixture_truncation:
             log_w = log_w + log_mass
@@ -377,8 +397,8 @@ class Mixture:
         drawn = cumulative.searchsorted(rng.random(m) * cumulative[-1], "right")
         kernel = np.minimum(drawn, len(cumulative) - 1) + kernels.start
         mus, sigmas = self.mus[kernel], self.sigmas[kernel]
-        lo = special.ndtr((self.lows - mus) / sigmas)
-        hi = special.ndtr((self.highs - mus) / sigmas)
+        supports = np.array([self.lows, self.highs])[:, None, :]
+        lo, hi = special.ndtr((supports - mus) / sigmas)
         u = _clip(lo + rng.random(mus.shape) * (hi - lo), 1e-300, 1.0 - 1e-16)
         points = _clip(mus + sigmas * special.ndtri(u), self.lows, self.highs)
         points = np.where(np.isfinite(points), points, mus)
@@ -435,8 +455,6 @@ def _kernel_log_mass(
     (`_kernel_log_mass_plain` is the oracle).
     """
     lower, upper = (lows - mus) / sigmas, (highs - mus) / sigmas
-    if lower.size <= _FEW_CELLS:
-        return _kernel_log_mass_plain(lower, upper)
     near = np.flatnonzero((lower > -_WHOLE) | (upper < _WHOLE))
     if len(near) == lower.size:
         return _kernel_log_mass_plain(lower, upper)
@@ -476,10 +494,10 @@ def _log_terms(
     (centres and points within `_EXPAND_REACH` of the narrowest width); otherwise it is
     summed axis by axis (`_gaussian_log_terms_plain`, the oracle).
     """
-    hot = np.concatenate([np.empty((len(x), 0)), *one_hot], axis=1)
-    categorical = np.concatenate([np.empty((0, len(mus))), *log_tables])
     reach = max(float(np.abs(x).max(initial=0.0)), float(np.abs(mus).max(initial=0.0)))
     if not reach / float(sigmas.min(initial=1.0)) < _EXPAND_REACH:
+        hot = np.concatenate([np.empty((len(x), 0)), *one_hot], axis=1)
+        categorical = np.concatenate([np.empty((0, len(mus))), *log_tables])
         return lambda rows: (
             _gaussian_log_terms_plain(x[rows], mus, sigmas, offset) + hot[rows] @ categorical
         )
@@ -487,13 +505,16 @@ def _log_terms(
     d = x.shape[1]
     # One C-ordered block of coefficients: a product with a strided operand sends BLAS to
     # its threaded path, which a busy machine makes many times slower.
-    coefficients = np.empty((2 * d + 1 + len(categorical), len(mus)))
+    coefficients = np.empty((2 * d + 1 + sum(len(table) for table in log_tables), len(mus)))
     coefficients[:d] = inv_var.T
     np.multiply(mus.T, inv_var.T, out=coefficients[d : 2 * d])
     square = (mus.T * coefficients[d : 2 * d]).sum(axis=0)
-    coefficients[2 * d] = offset - (0.5 * square + np.log(sigmas.T).sum(axis=0) + d * _LOG_SQRT_2PI)
-    coefficients[2 * d + 1 :] = categorical
-    linear = np.concatenate([features, hot], axis=1)
+    coefficients[2 * d] = offset - (0.5 * square + row_sums(np.log(sigmas)) + d * _LOG_SQRT_2PI)
+    start = 2 * d + 1
+    for table in log_tables:
+        coefficients[start : start + len(table)] = table
+        start += len(table)
+    linear = np.concatenate([features, *one_hot], axis=1)
     return lambda rows: linear[rows] @ coefficients
 
 

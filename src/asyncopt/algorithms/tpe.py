@@ -280,13 +280,15 @@ suggest = configure()
 class TPEState:
     """What one study keeps between TPE suggestions; make it with `TPE.new_state`.
 
-    It holds the parameter groups of the last space seen and the predicted losses of
-    pending trials, which are kept while the OK trials stay the same. Nothing in it
-    changes a proposal: it only saves recomputing. Never share one between studies.
+    It holds the parameter groups of the last space seen, the history's columns on the
+    unit axes (extended by the trials stored since the last suggestion) and the predicted
+    losses of pending trials, which are kept while the OK trials stay the same. Nothing
+    in it changes a proposal: it only saves recomputing. Never share one between studies.
     """
 
     def __init__(self) -> None:
         self._groups: tuple[tuple[str, bool], list[_Group]] | None = None
+        self._columns: _KeptColumns | None = None
         self._beliefs: tuple[bytes, dict[int, float]] | None = None
 
     def groups(self, space: CompiledSpace, multivariate: bool) -> list[_Group]:
@@ -295,6 +297,27 @@ class TPEState:
         if self._groups is None or self._groups[0] != key:
             self._groups = (key, _build_groups(space))
         return self._groups[1]
+
+    def columns(self, groups: list[_Group], history: History) -> _Columns:
+        """`_columns` of ``history``: the rows stored before are kept, not converted again."""
+        holder, stored = history.stored_rows()
+        kept = self._columns
+        if holder is None:
+            return _columns(groups, history, slice(None))
+        if kept is None or kept.holder is not holder or kept.groups is not groups:
+            kept = self._columns = _KeptColumns(holder, groups)
+        if kept.size < stored or kept.buffers is None:
+            kept.extend(_columns(groups, history, slice(kept.size, stored)))
+        # (An older snapshot of the holder reads fewer of the kept rows.)
+        if stored == len(history):
+            return kept.view(stored)
+        # Rows not stored (proposals made but not yet saved): converted for this call only.
+        extra = _columns(groups, history, slice(stored, None))
+        active, units, indices = (
+            [np.concatenate([a, b]) for a, b in zip(old, new)]
+            for old, new in zip(kept.view(stored), extra)
+        )
+        return active, units, indices
 
     def beliefs(
         self, key: bytes, tids: np.ndarray, predict: Callable[[np.ndarray], np.ndarray]
@@ -355,13 +378,14 @@ _Observations = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 class _Part:
     """``l`` and ``g`` over some columns of a group (all of them, or one in the Hyperopt
-    preset): the two segments of one `Mixture`, evaluated together; and the lies added
-    to ``g`` by the earlier proposals of the call."""
+    preset; slices of its numeric and of its categorical columns): the two segments of
+    one `Mixture`, evaluated together; and the lies added to ``g`` by the earlier
+    proposals of the call."""
 
     def __init__(
         self,
-        numeric: np.ndarray,
-        categorical: np.ndarray,
+        numeric: slice,
+        categorical: slice,
         model: Mixture,
         above_weight: float,
         lie: tuple[float, float, list[np.ndarray], float],
@@ -385,7 +409,8 @@ class _Part:
             above = np.logaddexp(
                 math.log(self.above_weight) + above, math.log(weight) + lie_sum
             ) - math.log(self.above_weight + lied)
-        score: np.ndarray = np.where(np.isnan(below - above), -np.inf, below - above)
+        ratio = below - above
+        score: np.ndarray = np.where(np.isnan(ratio), -np.inf, ratio)
         return score
 
     def lie_mixture(self, lies: list[tuple[np.ndarray, np.ndarray]]) -> Mixture:
@@ -415,7 +440,7 @@ class _Candidates:
             )
         self.raw = axes.from_unit(points)
         cells, exact = None, axes.quantized
-        if exact.any():
+        if axes.any_quantized:
             cells = axes.cells(self.raw)
             fine = exact & ((cells[1] - cells[0]).max(axis=0) < _FINE_CELL)
             exact = exact & ~fine
@@ -465,14 +490,15 @@ class _Suggestion:
     ) -> None:
         self.tpe, self.space, self.rng = tpe, space, rng
         self.groups = state.groups(space, tpe.multivariate)
-        self.active, self.units, self.indices = _columns(self.groups, history)
+        self.active, self.units, self.indices = state.columns(self.groups, history)
         states = history.states
+        counts = np.bincount(states, minlength=len(TrialState))
         ok, bad = states == _OK, states == _FAIL
-        pending = (states == _QUEUED) | (states == _RUNNING)
         self.losses = np.array(history.losses, dtype=float)
         self.believed = self.lied = np.zeros(len(history), dtype=bool)
-        n_ok, n_failed = int(np.count_nonzero(ok)), int(np.count_nonzero(bad))
-        pruned = history.pruned_order()
+        self.any_believed = False
+        n_ok, n_failed = int(counts[_OK]), int(counts[_FAIL])
+        pruned = history.pruned_order() if counts[_PRUNED] else _NO_ROWS
         known = ok
         if pruned.size and not n_ok:
             # No OK trial yet: pending trials are believed from the pruned ones, at their
@@ -480,25 +506,27 @@ class _Suggestion:
             # as lies in g they would push the proposals away from them.
             self.losses[pruned] = _ranked_after(self.losses[ok], len(pruned))
             known = history.pruned
-        if tpe.constant_liar and pending.any() and known.any():
-            rows = np.flatnonzero(pending)
-            key = b"".join([space.fingerprint.encode(), history.tids[known].tobytes(),
-                            self.losses[known].tobytes()])  # fmt: skip
-            self.losses[rows] = state.beliefs(
-                key,
-                history.tids[rows],
-                lambda at: believed_losses(
-                    self.losses, known, rows[at], self.active, self.units, self.indices
-                ),
-            )
-            self.believed, ok = pending, ok | pending
-        elif tpe.constant_liar and pending.any():
-            self.lied, bad = pending, bad | pending
+        if tpe.constant_liar and (counts[_QUEUED] or counts[_RUNNING]):
+            pending = (states == _QUEUED) | (states == _RUNNING)
+            if known.any():
+                rows = np.flatnonzero(pending)
+                key = b"".join([space.fingerprint.encode(), history.tids[known].tobytes(),
+                                self.losses[known].tobytes()])  # fmt: skip
+                self.losses[rows] = state.beliefs(
+                    key,
+                    history.tids[rows],
+                    lambda at: believed_losses(
+                        self.losses, known, rows[at], self.active, self.units, self.indices
+                    ),
+                )
+                self.believed, ok = pending, ok | pending
+                self.any_believed = True
+            else:
+                self.lied, bad = pending, bad | pending
         if pruned.size:
             if n_ok:
                 self.losses[pruned] = _ranked_after(self.losses[ok], len(pruned))
             ok[pruned] = True
-        self.any_believed = bool(self.believed.any())
         self.ok_rows, self.bad_rows = np.flatnonzero(ok), np.flatnonzero(bad)
         if not tpe.multivariate:
             # Hyperopt's split is global; its N counts failed trials (and here believed ones).
@@ -521,7 +549,7 @@ class _Suggestion:
             # finite space can run out of new points).
             for attempt in range(8):
                 proposal, rows = self._one(from_prior=attempt >= 3)
-                key = tuple(sorted(proposal.items()))
+                key = tuple(sorted(proposal.items())) if n > 1 else ()
                 if key not in seen:
                     break
             seen.add(key)
@@ -598,31 +626,31 @@ class _Suggestion:
         """Rows of the below group and of the above group (OK and bad), all active."""
         active = self.active[index]
         rows = self.ok_rows[active[self.ok_rows]]
-        if self.tpe.multivariate:
+        if self.tpe.multivariate and self.any_believed:
             # Believed trials compete for the below places but do not count in N.
             believed = self.believed[rows]
             count = self.tpe.n_below(len(rows) - int(np.count_nonzero(believed)))
-            losses = self.losses[rows]
-            good = (
-                believed_below(losses, believed, count)
-                if self.any_believed
-                else _smallest(losses, count)
-            )
+            good = believed_below(self.losses[rows], believed, count)
+        elif self.tpe.multivariate:
+            good = _smallest(self.losses[rows], self.tpe.n_below(len(rows)))
         else:
             good = self.global_best[rows]
-        bad = self.bad_rows[active[self.bad_rows]]
-        return rows[good], np.sort(np.concatenate([rows[~good], bad]))
+        above = rows[~good]
+        if self.bad_rows.size:
+            above = np.sort(np.concatenate([above, self.bad_rows[active[self.bad_rows]]]))
+        return rows[good], above
 
     def _observations(self, index: int, rows: np.ndarray) -> _Observations:
-        return self.units[index][rows], self.indices[index][rows].astype(np.intp), self.lied[rows]
+        return self.units[index][rows], self.indices[index][rows], self.lied[rows]
 
     def _weights(self, lied: np.ndarray, prior: float) -> np.ndarray:
         """Observation weights (forgetting over finished trials, lies ``liar_weight``),
         then the prior kernel's."""
         weights = np.empty(len(lied) + 1)
         weights[-1] = prior
-        weights[:-1][~lied] = linear_forgetting_weights(
-            int(np.count_nonzero(~lied)), self.tpe.linear_forgetting
+        finished = ~lied
+        weights[:-1][finished] = linear_forgetting_weights(
+            int(np.count_nonzero(finished)), self.tpe.linear_forgetting
         )
         weights[:-1][lied] = self.tpe.liar_weight
         return weights
@@ -667,8 +695,7 @@ class _Suggestion:
         model = _with_prior(segments, axes.prior_mu, priors, axes.low, axes.high)
         lie = (clip_floor(len(above[0]) + 1, True), prior_weight / (len(above[0]) + 1), priors,
                self.tpe.liar_weight)  # fmt: skip
-        columns = np.arange(len(axes)), np.arange(len(priors))
-        return [_Part(*columns, model, float(segments[1][0].sum()), lie)]
+        return [_Part(_ALL, _ALL, model, float(segments[1][0].sum()), lie)]
 
     def _per_parameter(
         self, group: _Group, below: _Observations, above: _Observations, priors: list[np.ndarray]
@@ -690,7 +717,7 @@ class _Suggestion:
             ]
             model = _with_prior(segments, axes.prior_mu[axis], [], axes.low[axis],
                                 axes.high[axis], truncation=True)  # fmt: skip
-            parts.append(_Part(np.array([j]), _NONE, model, float(weights[1].sum()), lie))
+            parts.append(_Part(slice(j, j + 1), _NONE, model, float(weights[1].sum()), lie))
         for j, (spec, prior) in enumerate(zip(group.categorical, priors)):
             # Pseudo-counts: prior_weight per category (in proportion to the prior).
             segments = []
@@ -701,7 +728,7 @@ class _Suggestion:
                     (self._weights(lied, prior_weight * spec.dist.size), no_axes, no_axes, [table])
                 )
             model = _with_prior(segments, np.empty(0), [prior], np.empty(0), np.empty(0))
-            parts.append(_Part(_NONE, np.array([j]), model, float(segments[1][0].sum()),
+            parts.append(_Part(_NONE, slice(j, j + 1), model, float(segments[1][0].sum()),
                                (1.0, 0.0, [prior], liar)))  # fmt: skip
         return parts
 
@@ -735,30 +762,66 @@ def _with_prior(
     )  # fmt: skip
 
 
-_NONE = np.empty(0, dtype=np.intp)
-_NONE.flags.writeable = False
+_NO_ROWS = np.empty(0, dtype=np.intp)
+_NO_ROWS.flags.writeable = False
+# The columns of a part: all of a group's, or none.
+_ALL, _NONE = slice(None), slice(0, 0)
 
 
-def _columns(
-    groups: list[_Group], history: History
-) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """Per group: where it is active, its numeric columns on the unit axes and its codes."""
+# Per group: where it is active, its numeric columns on the unit axes and its codes.
+_Columns = tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]
+
+
+def _columns(groups: list[_Group], history: History, rows: slice) -> _Columns:
+    """`_Columns` of the trials ``rows`` of ``history``."""
     active, units, indices = [], [], []
-    size = len(history)
+    size = len(range(*rows.indices(len(history))))
+    values = history.values
     for group in groups:
-        values = history.values
-        active.append(~np.isnan(values[group.first]))
+        active.append(~np.isnan(values[group.first][rows]))
         raw = np.empty((size, len(group.numeric)))
         for j, spec in enumerate(group.numeric):
-            raw[:, j] = values[spec.label]
+            raw[:, j] = values[spec.label][rows]
         units.append(group.axes.to_unit(raw))
         stored = np.empty((size, len(group.categorical)))
         for j, spec in enumerate(group.categorical):
-            stored[:, j] = values[spec.label]
+            stored[:, j] = values[spec.label][rows]
         # Clipped so that a stray stored value cannot index outside the categories.
         codes = np.minimum(np.maximum(stored - group.offsets, 0), group.last_codes)
-        indices.append(np.where(np.isnan(codes), 0, codes))
+        indices.append(np.where(np.isnan(codes), 0, codes).astype(np.intp))
     return active, units, indices
+
+
+class _KeptColumns:
+    """`_Columns` of the first ``size`` stored rows of one holder's history (see
+    `History.stored_rows`), in buffers with room to grow. Rows once handed out are never
+    written again (a full buffer is copied into a larger one)."""
+
+    def __init__(self, holder: object, groups: list[_Group]) -> None:
+        self.holder, self.groups, self.size = holder, groups, 0
+        self.buffers: list[list[np.ndarray]] | None = None
+
+    def extend(self, new: _Columns) -> None:
+        """Append the columns of the next stored rows."""
+        added = len(new[0][0]) if new[0] else 0
+        if self.buffers is None:
+            self.buffers, self.size = [list(columns) for columns in new], added
+            return
+        for buffers, columns in zip(self.buffers, new):
+            for k, column in enumerate(columns if added else ()):
+                if self.size + added > len(buffers[k]):
+                    grown = np.empty((2 * (self.size + added), *column.shape[1:]), column.dtype)
+                    grown[: self.size] = buffers[k][: self.size]
+                    buffers[k] = grown
+                buffers[k][self.size : self.size + added] = column
+        self.size += added
+
+    def view(self, size: int) -> _Columns:
+        """The columns of the first ``size`` rows (at most `size`)."""
+        assert self.buffers is not None
+        assert size <= self.size
+        active, units, indices = ([b[:size] for b in buffers] for buffers in self.buffers)
+        return active, units, indices
 
 
 def _smallest(losses: np.ndarray, count: int) -> np.ndarray:
