@@ -151,9 +151,8 @@ class _Run:
     """One `minimize` call: the loop that records outcomes and starts trials in batches.
 
     The loop (`serve`) is the one batching layer: each pass records every outcome that
-    arrived since the last one and fills every free slot (and the trials taken ahead, once
-    half of them have started), with one suggestion call and one storage round trip
-    (`Study._exchange`). Trials run as tasks of ``group`` and hand
+    arrived since the last one and fills every free slot, with one suggestion call and
+    one storage round trip (`Study._exchange`). Trials run as tasks of ``group`` and hand
     their outcomes back to it; what arrives while a pass runs goes in the next one.
     """
 
@@ -212,12 +211,6 @@ class _Run:
             self.stopping = self.stopping or self.reached_threshold(outcomes)
             # ``early_stop`` sees every trial before the next one starts.
             wanted = self.concurrency + self.spare - self.running - len(self.ready)
-            if self.running + len(self.ready) >= self.concurrency and 2 * wanted < self.spare:
-                # Every slot has its next trial: the trials taken ahead are refilled once
-                # half of them have started, in one batch. A suggestion call predicts the
-                # loss of every pending trial, so batches of a few trials, one per call of
-                # uneven length as they end one by one, would pay for that again and again.
-                wanted = 0
             if self.stopping or (self.early_stop is not None and outcomes):
                 wanted = 0
             starved = False

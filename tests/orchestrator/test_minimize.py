@@ -262,30 +262,6 @@ async def test_a_sequential_search_runs_its_trials_one_after_another_in_one_task
     assert len(tasks) == 1
 
 
-async def test_trials_taken_ahead_are_refilled_in_batches_of_half_of_them() -> None:
-    # Calls of uneven length end one at a time. Every slot has its next trial, so the
-    # trials taken ahead (8) are proposed 4 or more at a time, not one per call that ends
-    # (each suggestion call predicts every pending trial's loss).
-    sizes: list[int] = []
-
-    def counting(space: Any, history: Any, rng: Any, n: int = 1) -> list[dict[str, Any]]:
-        sizes.append(n)
-        proposals: list[dict[str, Any]] = ao.rand.suggest(space, history, rng, n)
-        return proposals
-
-    async def objective(params: dict[str, Any]) -> float:
-        await anyio.sleep(0.002 + 0.01 * (params["x"] + 5) / 10)
-        return float(params["x"])
-
-    result = await ao.minimize(objective, SPACE, algo=counting, max_evals=64, concurrency=8, seed=3)
-    assert [t.state for t in result.trials] == [ao.TrialState.OK] * 64
-    assert sizes[0] == 16  # the slots' first trials and the ones taken ahead
-    # Fewer only where the budget ends.
-    assert all(n >= 4 for n in sizes[:-1])
-    assert sum(sizes) == 64
-    assert len(sizes) <= 1 + 48 // 4 + 1
-
-
 async def test_loss_threshold_stops() -> None:
     async def objective(params: dict[str, Any]) -> float:
         return abs(params["x"])
