@@ -38,8 +38,7 @@ NOTE = """\
 Each pass of the loop records the results that arrived and fills the free slots with one
 suggestion call and one storage round trip. Every slot holds its next trial, taken one
 batch ahead, so a call that returns is followed at once by the next while the loop records
-it and the TPE thread proposes the batch after; while every slot has its next trial, those
-are refilled once half of them have started. When calls end together (every row but the
+it and the TPE thread proposes the batch after. When calls end together (every row but the
 uneven one) one suggestion call proposes a whole wave: 200 trials from one fitted model at
 200 in flight, each trial's loss predicted once, while it runs. The TPE thread then needs
 about 85-115 ms a call at N = 600-1,800, nearly the 100 ms a wave lasts, and paces the run.
@@ -47,9 +46,10 @@ Where a call's time goes at 200 in flight (N = 1,400): l's and g's densities at 
 candidates about 40 %, the lies (each proposal joins g of the later ones of its batch, one
 small mixture per proposal) about 35 %, the believer about 15 %, the fit and the rest about
 10 %. At 1,000 in flight g's densities take most of a call (1.8 s of a 1 s wave at N =
-9,000). With uneven waits calls end one at a time; refilling the trials taken ahead in
-batches of at least half of them keeps the TPE thread from predicting every pending trial
-again for each call that ends. The longest stretch varies between runs: the loop thread
+9,000). With uneven waits calls end one at a time and each pass proposes a few trials,
+each seeing the others in flight as believed: most of the CPU then goes to predicting the
+pending trials again at every pass (about 70 % of the TPE thread's time in the uneven
+row), but the TPE thread keeps up. The longest stretch varies between runs: the loop thread
 waits for the interpreter lock while the TPE thread holds it. Random search at 200 in
 flight shows the loop alone."""
 
