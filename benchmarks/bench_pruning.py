@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import asyncopt as ao
 from _report import machine, write_section
 from asyncopt import hp
-from asyncopt.pruners import Hyperband, Pruner, SuccessiveHalving
+from asyncopt.pruners import Hyperband, Pruner, SuccessiveHalving, pruner_from_name
 from problems import PROBLEMS
 
 STEPS = 27
@@ -380,13 +380,97 @@ def table(problem: Curves, seeds: int, with_optuna: bool) -> list[str]:
     return lines
 
 
+# The settings a user could choose, each run with TPE at the same budget (``--sweep``).
+SWEEP = [
+    *(
+        f"asha:min_resource={r},reduction_factor={eta},min_early_stopping_rate={s},"
+        f"bootstrap_count={b}"
+        for eta in (3, 4)
+        for r, s in ((1, 0), (2, 0), (1, 1))
+        for b in (0, eta - 1, 2 * eta)
+    ),
+    *(
+        f"hyperband:max_resource={STEPS},reduction_factor={eta},bootstrap_count={b}"
+        for eta in (3, 4)
+        for b in (0, eta - 1)
+    ),
+]
+
+
+def setting_cells(text: str) -> str:
+    """The Markdown cells describing the pruner ``text`` names: kind, options, rungs."""
+    pruner = pruner_from_name(text)
+    if isinstance(pruner, Hyperband):
+        return (
+            f"Hyperband | {pruner.min_resource} | {pruner.reduction_factor} | by bracket "
+            f"| {pruner.bootstrap_count} | {pruner.n_brackets} brackets"
+        )
+    assert isinstance(pruner, SuccessiveHalving)
+    rungs = [pruner.rung_step(k) for k in range(STEPS) if pruner.rung_step(k) < STEPS]
+    return (
+        f"SuccessiveHalving | {pruner.min_resource} | {pruner.reduction_factor} "
+        f"| {pruner.min_early_stopping_rate} | {pruner.bootstrap_count} "
+        f"| {', '.join(map(str, rungs))}"
+    )
+
+
+def sweep(problem: Curves, seeds: int, settings: list[str]) -> list[str]:
+    """TPE with each pruner of ``settings`` at the budget, against the unpruned search."""
+    unpruned: list[float] = []
+    results: dict[str, list[Run]] = {text: [] for text in settings}
+    for seed in range(seeds):
+        unpruned.append(asyncopt_search(problem, seed, None).best())
+        print(f"{problem.name} seed {seed} no pruning: {unpruned[-1]:.4f}", flush=True)
+        for text in settings:
+            run = asyncopt_search(problem, seed, pruner_from_name(text))
+            results[text].append(run)
+            print(f"{problem.name} seed {seed} {text}: {run.best(BUDGET):.4f}, "
+                  f"{run.trials} trials, {run.steps} steps", flush=True)  # fmt: skip
+    base, base_se = mean_se(unpruned)
+    lines = [
+        f"#### {problem.name}: TPE with each setting at 40 % of the steps, {seeds} seeds",
+        "",
+        f"No pruning: {base:.4f} ± {base_se:.4f} (mean ± standard error). A setting meets "
+        "the bar when its mean is above the unpruned mean by at most the unpruned "
+        "search's standard error (column *within SE of unpruned*) or at most the standard "
+        "error of the difference of the two means (*within SE of difference*).",
+        "",
+        "| pruner | min_resource | reduction_factor | min_early_stopping_rate "
+        "| bootstrap_count | rungs (steps) | trials | complete trials | best final loss "
+        "| vs no pruning | SE of difference | within SE of unpruned | within SE of difference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for text, runs in results.items():
+        best, se = mean_se([run.best(BUDGET) for run in runs])
+        trials = statistics.fmean(run.trials for run in runs)
+        complete = statistics.fmean(
+            sum(spent <= BUDGET for spent, _ in run.finished) for run in runs
+        )
+        gap, gap_se = best - base, math.hypot(base_se, se)
+        lines.append(
+            f"| {setting_cells(text)} | {trials:.0f} | {complete:.0f} | {best:.4f} ± {se:.4f} "
+            f"| {gap:+.4f} | {gap_se:.4f} | {'yes' if gap <= base_se else 'no'} "
+            f"| {'yes' if gap <= gap_se else 'no'} |"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--problems", default="synthetic,digits")
     parser.add_argument("--no-optuna", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--sweep", nargs="?", const="all", help="TPE with each pruner setting (or those "
+        "given, separated by ';') against the unpruned search, instead of the main table"
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.sweep:
+        settings = SWEEP if args.sweep == "all" else args.sweep.split(";")
+        for name in args.problems.split(","):
+            print("\n".join(sweep(PROBLEM_NAMES[name](), args.seeds, settings)), flush=True)
+        return
     lines = [
         f"Measured on {machine()}. {CONCURRENCY} trials at a time, {STEPS} steps per full "
         f"trial; the pruned searches have a budget of {BUDGET:,} steps (40 % of the unpruned "
