@@ -258,7 +258,8 @@ def asyncopt_search(
     return run
 
 
-def optuna_search(problem: Curves, seed: int) -> Run:
+def optuna_search(problem: Curves, seed: int, settings: SuccessiveHalving) -> Run:
+    """Optuna's TPE with its SuccessiveHalvingPruner set as ``settings``, until ``BUDGET``."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -266,9 +267,10 @@ def optuna_search(problem: Curves, seed: int) -> Run:
     study = optuna.create_study(
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=MIN_RESOURCE,
-            reduction_factor=REDUCTION_FACTOR,
-            bootstrap_count=BOOTSTRAP_COUNT,
+            min_resource=settings.min_resource,
+            reduction_factor=settings.reduction_factor,
+            min_early_stopping_rate=settings.min_early_stopping_rate,
+            bootstrap_count=settings.bootstrap_count,
         ),
     )
 
@@ -318,7 +320,7 @@ def table(problem: Curves, seeds: int, with_optuna: bool) -> list[str]:
             "asyncopt TPE + Hyperband": asyncopt_search(problem, seed, hyperband),
         }
         if with_optuna:
-            runs["Optuna 5 TPE + SuccessiveHalvingPruner"] = optuna_search(problem, seed)
+            runs["Optuna 5 TPE + SuccessiveHalvingPruner"] = optuna_search(problem, seed, asha)
         runs["asyncopt random search, no pruning"] = asyncopt_search(
             problem, seed, None, ao.rand.suggest
         )
@@ -414,10 +416,12 @@ def setting_cells(text: str) -> str:
     )
 
 
-def sweep(problem: Curves, seeds: int, settings: list[str]) -> list[str]:
-    """TPE with each pruner of ``settings`` at the budget, against the unpruned search."""
+def sweep(problem: Curves, seeds: int, settings: list[str], with_optuna: bool) -> list[str]:
+    """TPE with each pruner of ``settings`` at the budget, against the unpruned search (and
+    each successive-halving setting against Optuna's pruner set alike, ``with_optuna``)."""
     unpruned: list[float] = []
     results: dict[str, list[Run]] = {text: [] for text in settings}
+    optuna_runs: dict[str, list[Run]] = {}
     for seed in range(seeds):
         unpruned.append(asyncopt_search(problem, seed, None).best())
         print(f"{problem.name} seed {seed} no pruning: {unpruned[-1]:.4f}", flush=True)
@@ -426,6 +430,12 @@ def sweep(problem: Curves, seeds: int, settings: list[str]) -> list[str]:
             results[text].append(run)
             print(f"{problem.name} seed {seed} {text}: {run.best(BUDGET):.4f}, "
                   f"{run.trials} trials, {run.steps} steps", flush=True)  # fmt: skip
+            pruner = pruner_from_name(text)
+            if with_optuna and isinstance(pruner, SuccessiveHalving):
+                run = optuna_search(problem, seed, pruner)
+                optuna_runs.setdefault(text, []).append(run)
+                print(f"{problem.name} seed {seed} Optuna {text}: {run.best(BUDGET):.4f}, "
+                      f"{run.trials} trials, {run.steps} steps", flush=True)  # fmt: skip
     base, base_se = mean_se(unpruned)
     lines = [
         f"#### {problem.name}: TPE with each setting at 40 % of the steps, {seeds} seeds",
@@ -452,6 +462,27 @@ def sweep(problem: Curves, seeds: int, settings: list[str]) -> list[str]:
             f"| {gap:+.4f} | {gap_se:.4f} | {'yes' if gap <= base_se else 'no'} "
             f"| {'yes' if gap <= gap_se else 'no'} |"
         )
+    if optuna_runs:
+        lines += [
+            "",
+            "At equal steps against Optuna 5's TPE with `SuccessiveHalvingPruner` set alike "
+            "(`n_jobs=8`):",
+            "",
+            "| pruner | min_resource | reduction_factor | min_early_stopping_rate "
+            "| bootstrap_count | rungs (steps) | asyncopt | Optuna 5 | difference "
+            "| asyncopt at least as good on |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+    for text, theirs in optuna_runs.items():
+        ours = [run.best(BUDGET) for run in results[text]]
+        their_best = [run.best(BUDGET) for run in theirs]
+        (mine, mine_se), (other, other_se) = mean_se(ours), mean_se(their_best)
+        wins = sum(a <= b for a, b in zip(ours, their_best, strict=True))
+        lines.append(
+            f"| {setting_cells(text)} | {mine:.4f} ± {mine_se:.4f} "
+            f"| {other:.4f} ± {other_se:.4f} | {mine - other:+.4f} ± "
+            f"{math.hypot(mine_se, other_se):.4f} | {wins} of {seeds} seeds |"
+        )
     return lines
 
 
@@ -469,7 +500,8 @@ def main() -> None:
     if args.sweep:
         settings = SWEEP if args.sweep == "all" else args.sweep.split(";")
         for name in args.problems.split(","):
-            print("\n".join(sweep(PROBLEM_NAMES[name](), args.seeds, settings)), flush=True)
+            lines = sweep(PROBLEM_NAMES[name](), args.seeds, settings, not args.no_optuna)
+            print("\n".join(lines), flush=True)
         return
     lines = [
         f"Measured on {machine()}. {CONCURRENCY} trials at a time, {STEPS} steps per full "
