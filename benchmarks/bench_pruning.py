@@ -18,11 +18,12 @@ is asked after the last step: the trial is complete):
 
 Objectives are plain functions on threads, 8 trials at a time, TPE with its defaults in
 both libraries. Rows: asyncopt TPE without pruning (``TRIALS`` full trials); then, each with
-a budget of 40 % of those steps: asyncopt TPE with `SuccessiveHalving` (rungs at steps 1,
-4 and 16, ``bootstrap_count=3``; and with Optuna's default ``bootstrap_count=0``) and with
-`Hyperband`, Optuna 5's TPE with ``SuccessiveHalvingPruner`` (the same rungs and
-``bootstrap_count``) and ``n_jobs=8``, and random search with and without
-`SuccessiveHalving`. A budgeted search
+a budget of 40 % of those steps: asyncopt TPE with `SuccessiveHalving` (rungs at steps 2
+and 8, ``reduction_factor=4``, ``bootstrap_count=0``: the setting docs/pruning.md
+recommends with TPE, from the sweep (``--sweep``); and with rungs at 1, 4 and 16 and
+``bootstrap_count=3``, the setting of earlier runs) and with `Hyperband`, Optuna 5's TPE
+with ``SuccessiveHalvingPruner`` (the recommended setting) and ``n_jobs=8``, and random
+search with and without `SuccessiveHalving`. A budgeted search
 stops (its running trials take no further step) once the budget is spent; its best final
 loss is that of the trials that ran to the end within the budget. The row "no pruning,
 first 40 % of steps" is the unpruned search's best among the trials it had finished when
@@ -67,12 +68,10 @@ TRIALS = 200
 BUDGET = int(0.4 * TRIALS * STEPS)
 NOISE = 0.02
 HARTMANN6 = PROBLEMS["hartmann6"]
-# Successive halving: rungs at steps 1, 4 and 16, a trial continues past a rung if in the
-# top quarter, and nobody continues from a rung holding fewer than 4 trials (the original
-# ASHA's rule: bootstrap_count = reduction_factor - 1); Optuna's pruner gets the same
-# settings. Hyperband: reduction factor 3 (27 = 3**3).
-MIN_RESOURCE, REDUCTION_FACTOR = 1, 4
-BOOTSTRAP_COUNT = REDUCTION_FACTOR - 1
+# Successive halving: rungs at steps 2 and 8, a trial continues past a rung if in the top
+# quarter (the setting the sweep found best with TPE over both problems); Optuna's pruner
+# gets the same settings. Hyperband: reduction factor 3 (27 = 3**3).
+MIN_RESOURCE, REDUCTION_FACTOR, BOOTSTRAP_COUNT = 2, 4, 0
 
 NOTE = """\
 What the rows show. The issue's bar (TPE with successive halving within the unpruned
@@ -313,15 +312,15 @@ def mean_se(values: list[float]) -> tuple[float, float]:
 def table(problem: Curves, seeds: int, with_optuna: bool) -> list[str]:
     """Run every search on ``problem`` for ``seeds`` seeds; its Markdown lines."""
     asha = SuccessiveHalving(MIN_RESOURCE, REDUCTION_FACTOR, bootstrap_count=BOOTSTRAP_COUNT)
-    asha_first = SuccessiveHalving(MIN_RESOURCE, REDUCTION_FACTOR)  # Optuna's default bootstrap
-    hyperband = Hyperband(MIN_RESOURCE, max_resource=STEPS, reduction_factor=3)
+    asha_earlier = SuccessiveHalving(1, 4, bootstrap_count=3)
+    hyperband = Hyperband(1, max_resource=STEPS, reduction_factor=3)
     rows: dict[str, list[tuple[float, int, float, int]]] = {}
     for seed in range(seeds):
         runs = {
             "asyncopt TPE, no pruning": asyncopt_search(problem, seed, None),
             "asyncopt TPE + SuccessiveHalving": asyncopt_search(problem, seed, asha),
-            "asyncopt TPE + SuccessiveHalving, bootstrap_count=0": asyncopt_search(
-                problem, seed, asha_first
+            "asyncopt TPE + SuccessiveHalving(1, 4, bootstrap_count=3)": asyncopt_search(
+                problem, seed, asha_earlier
             ),
             "asyncopt TPE + Hyperband": asyncopt_search(problem, seed, hyperband),
         }
